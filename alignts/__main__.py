@@ -1,0 +1,5 @@
+import sys
+
+from alignts.cli import main
+
+sys.exit(main())
