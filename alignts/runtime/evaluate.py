@@ -1,0 +1,291 @@
+"""Scoring forecasters by the evaluation protocol of DESIGN.md.
+
+- ``evaluate``: every test window (``drop_last=False``) of a split, on the scaled data, all channels,
+  channel-independent; MSE and MAE.
+- ``baseline_table``: the cheap baselines (last value, seasonal naive, DLinear, ridge) on the same windows.
+- ``format_table``: a markdown table, optionally with the published numbers (``PUBLISHED``) beside ours.
+- ``holdout_eval``: Monash-style collections: forecast the last ``horizon`` values of each series from the
+  history before them; MAE, MASE (per-series seasonal scaling) and sMAPE in the data's own units.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from alignts.data.freq import seasonal_period
+from alignts.data.series import TimeSeriesData, fill_missing
+from alignts.data.splits import Splits, n_windows, window_view
+from alignts.errors import InputError, ShapeError
+from alignts.runtime.baselines import BASELINES, fit_baseline
+from alignts.runtime.metrics import mase_scale
+
+log = logging.getLogger(__name__)
+
+Predict = Callable[[np.ndarray], np.ndarray]  # x [B, C, L] float32 -> [B, C, H]
+
+# Published numbers (MSE, MAE) keyed by (dataset, H); H "avg" is the mean over H = 96/192/336/720.
+# L is the context length the paper used (None where the paper's table does not say one).
+PUBLISHED: dict[tuple[str, int | str], dict[str, dict]] = {
+    ("ETTh1", 96): {
+        "Time-LLM": {"mse": 0.362, "mae": 0.392, "L": 512},
+        "GPT4TS": {"mse": 0.376, "mae": 0.397, "L": 336},
+        "PatchTST": {"mse": 0.370, "mae": 0.400, "L": 512},
+        "DLinear": {"mse": 0.375, "mae": 0.399, "L": 336},
+        "LLM4TS": {"mse": 0.372, "mae": 0.395, "L": None},
+        "Repeat": {"mse": 1.294, "mae": 0.713, "L": None},
+    },
+    ("ETTh1", "avg"): {
+        "Time-LLM": {"mse": 0.408, "mae": 0.423, "L": 512},
+        "GPT4TS": {"mse": 0.427, "mae": 0.426, "L": 336},
+        "PatchTST": {"mse": 0.413, "mae": 0.434, "L": 512},
+        "DLinear": {"mse": 0.423, "mae": 0.437, "L": 336},
+        "LLM4TS": {"mse": 0.405, "mae": 0.418, "L": None},
+    },
+    ("ETTm1", 96): {
+        "Time-LLM": {"mse": 0.272, "mae": 0.334, "L": 512},
+        "GPT4TS": {"mse": 0.292, "mae": 0.346, "L": 512},
+        "PatchTST": {"mse": 0.293, "mae": 0.346, "L": 512},
+        "DLinear": {"mse": 0.299, "mae": 0.343, "L": 336},
+    },
+}
+# Our row names -> the published row they correspond to.
+PUBLISHED_ALIASES = {"last_value": "Repeat", "dlinear": "DLinear", "bridging": "Time-LLM",
+                     "internal": "GPT4TS"}
+
+
+def _segment(splits: Splits, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if split not in ("train", "val", "test"):
+        raise InputError(f"split must be 'train', 'val' or 'test'; got {split!r}.")
+    return getattr(splits, split), getattr(splits, f"{split}_mask")
+
+
+def evaluate(predict: Predict, splits: Splits, context_len: int | None = None, horizon: int | None = None,
+             batch_size: int = 256, progress: bool = True, split: str = "test") -> dict:
+    """Score ``predict`` on every window of a split (default the test split) of the scaled data.
+
+    ``predict`` gets ``x [B, C, L]`` float32 (scaled, gaps filled) and returns ``[B, C, H]``; every channel
+    of every window is scored (channel-independent). Targets that were missing are not scored, nor are
+    (window, channel) pairs whose context was entirely missing (counted in ``n_dropped``).
+
+    Returns ``dict(mse, mae, n_windows, n_dropped, n_scored, seconds, context_len, horizon, split)``;
+    ``seconds`` is the wall time of the whole loop (predict calls included).
+    """
+    L = int(context_len if context_len is not None else splits.context_len)
+    H = int(horizon if horizon is not None else splits.horizon)
+    if H < 1:
+        raise InputError(f"evaluate needs a horizon >= 1; got {H}. Fix: pass horizon= or build the splits with it.")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1; got {batch_size}.")
+    arr, mask = _segment(splits, split)
+    if split != "train" and L != splits.context_len:
+        # The val/test segments start splits.context_len rows before their border; a shorter context skips
+        # the extra rows so that the first target still follows the border directly.
+        if L > splits.context_len:
+            raise InputError(f"context_len {L} exceeds the {splits.context_len} the splits were made for. "
+                             f"Fix: make_splits(data, context_len={L}, ...).")
+        arr, mask = arr[splits.context_len - L:], mask[splits.context_len - L:]
+    n = n_windows(arr.shape[0], L, H)
+    if n == 0:
+        raise InputError(f"the {split} split has {arr.shape[0]} rows, fewer than L + H = {L} + {H} = {L + H}: "
+                         "no window to score. Fix: build the splits with this L and H (make_splits(data, L, H)).")
+    view = window_view(arr, L, H)  # [N, C, L+H]
+    all_observed = bool(mask.all())
+    mview = None if all_observed else window_view(mask, L, H)
+    sq, ab, count, dropped = 0.0, 0.0, 0, 0
+    t0 = time.perf_counter()
+    for s in tqdm(range(0, n, batch_size), desc=f"eval {split}", unit="batch", disable=not progress,
+                  leave=False):
+        w = view[s:s + batch_size]
+        x = np.ascontiguousarray(w[..., :L], dtype=np.float32)  # [B, C, L]
+        y = w[..., L:]  # [B, C, H]
+        p = np.asarray(predict(x))
+        if p.shape != y.shape:
+            raise ShapeError(f"the forecaster returned shape {p.shape} for x {x.shape}; expected {y.shape} "
+                             "([B, C, H]). Fix: return one forecast of H steps per channel.")
+        err = p.astype(np.float64, copy=False) - y
+        if all_observed:
+            if not np.isfinite(err).all():
+                raise InputError(f"the forecaster returned NaN/inf for windows {s}..{s + len(x) - 1}. "
+                                 "Fix: check the model's output.")
+            sq += float(np.sum(err * err))
+            ab += float(np.sum(np.abs(err)))
+            count += err.size
+        else:
+            m = mview[s:s + batch_size]
+            ok_ctx = m[..., :L].any(axis=-1)  # [B, C]
+            dropped += int((~ok_ctx).sum())
+            use = m[..., L:] & ok_ctx[..., None]  # [B, C, H]
+            e = err[use]
+            if not np.isfinite(e).all():
+                raise InputError(f"the forecaster returned NaN/inf for windows {s}..{s + len(x) - 1}. "
+                                 "Fix: check the model's output.")
+            sq += float(np.sum(e * e))
+            ab += float(np.sum(np.abs(e)))
+            count += e.size
+    seconds = time.perf_counter() - t0
+    if dropped:
+        log.info("%s: %d (window, channel) pairs with an all-missing context were not scored", split, dropped)
+    if count == 0:
+        raise InputError(f"no observed target in the {split} split to score. Fix: check the data's missing values.")
+    return {"mse": sq / count, "mae": ab / count, "n_windows": n, "n_dropped": dropped, "n_scored": count,
+            "seconds": seconds, "context_len": L, "horizon": H, "split": split}
+
+
+def baseline_table(splits: Splits, L: int | None = None, H: int | None = None, period: int | None = None,
+                   names: Sequence[str] = BASELINES, batch_size: int = 1024, progress: bool = False) -> dict:
+    """Fit each baseline on the train split and score it like ``evaluate``: ``{name: {mse, mae, n_windows,
+    seconds}}`` (seconds = fit + scoring). Seasonal naive is skipped, with a warning, when no period is
+    known or it exceeds ``L``."""
+    L = int(L if L is not None else splits.context_len)
+    H = int(H if H is not None else splits.horizon)
+    rows: dict[str, dict] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            model = fit_baseline(name, splits.train, L, H, period=period, freq=splits.freq)
+        except InputError as e:
+            if name == "seasonal_naive":
+                log.warning("seasonal_naive skipped: %s", e)
+                continue
+            raise
+        r = evaluate(model.predict, splits, L, H, batch_size=batch_size, progress=progress)
+        rows[name] = {"mse": r["mse"], "mae": r["mae"], "n_windows": r["n_windows"],
+                      "seconds": time.perf_counter() - t0}
+        if name == "seasonal_naive":
+            rows[name]["period"] = model.period
+    return rows
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def format_table(rows: Mapping[str, Mapping], published: tuple[str, int | str] | None = None,
+                 digits: int = 3) -> str:
+    """A markdown table of ``{name: {mse, mae, n_windows, ...}}``.
+
+    With ``published=(dataset, H)`` (a key of ``PUBLISHED``), a ``published`` column shows the paper's
+    MSE/MAE beside our rows that correspond to one (``PUBLISHED_ALIASES`` or the same name), and the other
+    published systems follow as rows of their own.
+    """
+    pub = {}
+    if published is not None:
+        if published not in PUBLISHED:
+            raise InputError(f"no published numbers for {published}; known: {sorted(PUBLISHED, key=str)}.")
+        pub = dict(PUBLISHED[published])
+    head = ["model", "MSE", "MAE", "windows", "seconds"] + (["published MSE/MAE"] if published else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for name, r in rows.items():
+        cells = [name, _fmt(r.get("mse"), digits), _fmt(r.get("mae"), digits), _fmt(r.get("n_windows")),
+                 _fmt(r.get("seconds"), 2)]
+        if published:
+            ref = PUBLISHED_ALIASES.get(name, name)
+            p = pub.pop(ref, None)
+            cells.append(f"{p['mse']:.3f}/{p['mae']:.3f} ({ref})" if p else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    for ref, p in pub.items():
+        tag = f"{ref} (published{', L=' + str(p['L']) if p.get('L') else ''})"
+        lines.append("| " + " | ".join([tag, "", "", "", "", f"{p['mse']:.3f}/{p['mae']:.3f}"]) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ holdout (Monash)
+
+HistoryPredict = Callable[[list], object]  # list of [T_i] float64 histories -> [B, H] (array or list)
+
+
+def holdout_eval(predict: HistoryPredict, data: TimeSeriesData, horizon: int | None = None,
+                 context_len: int | None = None, period: int | None = None, batch_size: int = 64,
+                 progress: bool = True, max_series: int | None = None) -> dict:
+    """Forecast the last ``horizon`` values of every series of a collection from the history before them.
+
+    ``predict`` gets a list of 1-D float64 histories in the data's own units (leading padding removed,
+    gaps filled by the missing-value policy, at most ``context_len`` long when given) and returns
+    ``[B, H]``. ``horizon`` defaults to the dataset's own (Monash ``@horizon``); ``period`` (for MASE) to
+    the seasonal period of its frequency. MASE uses each series' whole history for its scale (Monash
+    convention); series whose target holds missing values, that are not longer than ``horizon``, or whose
+    scale is 0 are left out of the respective metric and counted.
+
+    Returns ``dict(mae, mase, smape, n_series, n_skipped, n_mase_undefined, seconds, horizon, period)``;
+    metrics are means over series.
+    """
+    H = int(horizon if horizon is not None else (data.horizon or 0))
+    if H < 1:
+        raise InputError(f"{data.name} has no forecast horizon of its own; pass horizon= (got {horizon}).")
+    m = int(period) if period is not None else (seasonal_period(data.freq) if data.freq else 1)
+    histories, targets, scales = [], [], []
+    skipped = 0
+    for i in range(data.n_channels):
+        s = data.series(i)
+        if s.size <= H or np.isnan(s[-H:]).any():
+            skipped += 1
+            continue
+        hist = fill_missing(s[:-H])
+        scales.append(mase_scale(s[:-H], m))
+        histories.append(hist[-context_len:] if context_len else hist)
+        targets.append(s[-H:])
+        if max_series is not None and len(histories) >= max_series:
+            break
+    if not histories:
+        raise InputError(f"no series of {data.name} is longer than the horizon {H} with an observed target. "
+                         "Fix: use a smaller horizon.")
+    if skipped:
+        log.warning("%s: %d series skipped (not longer than H=%d, or missing target values)", data.name, skipped, H)
+    preds = []
+    t0 = time.perf_counter()
+    for s in tqdm(range(0, len(histories), batch_size), desc=f"holdout {data.name}", unit="batch",
+                  disable=not progress, leave=False):
+        batch = histories[s:s + batch_size]
+        p = np.asarray(predict(batch), dtype=np.float64)
+        if p.shape != (len(batch), H):
+            raise ShapeError(f"the forecaster returned shape {p.shape} for {len(batch)} histories; expected "
+                             f"({len(batch)}, {H}). Fix: return H values per series.")
+        preds.append(p)
+    seconds = time.perf_counter() - t0
+    pred = np.concatenate(preds)  # [S, H]
+    true = np.stack(targets)  # [S, H]
+    if not np.isfinite(pred).all():
+        raise InputError("the forecaster returned NaN/inf. Fix: check the model's output.")
+    abs_err = np.abs(pred - true).mean(axis=1)  # [S]
+    den = np.abs(pred) + np.abs(true)
+    smape_s = 200 * np.divide(np.abs(pred - true), den, out=np.zeros_like(den), where=den > 0).mean(axis=1)
+    sc = np.asarray(scales)
+    ok = np.isfinite(sc) & (sc > 0)
+    return {"mae": float(abs_err.mean()), "mase": float((abs_err[ok] / sc[ok]).mean()) if ok.any() else float("nan"),
+            "smape": float(smape_s.mean()), "n_series": len(histories), "n_skipped": skipped,
+            "n_mase_undefined": int((~ok).sum()), "seconds": seconds, "horizon": H, "period": m}
+
+
+def _last_value_histories(H: int) -> HistoryPredict:
+    return lambda hs: np.stack([np.repeat(h[-1], H) for h in hs])
+
+
+def _seasonal_naive_histories(H: int, m: int) -> HistoryPredict:
+    def f(hs):
+        out = []
+        for h in hs:
+            k = m if h.size >= m else 1
+            out.append(h[h.size - k + np.arange(H) % k])
+        return np.stack(out)
+    return f
+
+
+def holdout_baseline_table(data: TimeSeriesData, horizon: int | None = None, period: int | None = None) -> dict:
+    """``holdout_eval`` of last value and seasonal naive (falls back to last value for series shorter than
+    a period): ``{name: result}``."""
+    H = int(horizon if horizon is not None else (data.horizon or 0))
+    m = int(period) if period is not None else (seasonal_period(data.freq) if data.freq else 1)
+    return {
+        "last_value": holdout_eval(_last_value_histories(H), data, H, period=m, progress=False),
+        "seasonal_naive": holdout_eval(_seasonal_naive_histories(H, m), data, H, period=m, progress=False),
+    }
