@@ -1,0 +1,274 @@
+/* Compare the C kernels with the golden vectors of the Python (numba) kernels.
+ *
+ * usage: golden_test KERNEL GOLDEN_DIR [--flip]
+ * KERNEL: norm | patch | scaler | digits | bins | sampler. --flip changes one expected value first and
+ * inverts the verdict: exit 0 only if the comparison caught the change (the ctest golden_*_flipped tests).
+ *
+ * Tolerance: integers (ids, lengths, n_parsed, draws) must be equal; floats must satisfy
+ * |c - python| <= 1e-12 + 1e-12 * |python| (NaN equals NaN). Both sides do the same double operations in the
+ * same order, so they agree bit for bit in practice; the tolerance only allows for a libm that rounds
+ * sqrt/pow/exp differently. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alignts_kernels.h"
+#include "golden_io.h"
+
+#define RTOL 1e-12
+#define ATOL 1e-12
+
+static size_t failures = 0;
+
+static void check_rc(const char *what, int rc) {
+    if (rc != AT_OK) {
+        fprintf(stderr, "%s returned %d (%s)\n", what, rc, at_status_str(rc));
+        failures++;
+    }
+}
+
+static void cmp_f(const char *what, const double *got, const gt_array *want) {
+    failures += gt_cmp_f64(what, got, want->f, want->n, RTOL, ATOL);
+}
+
+static void cmp_i(const char *what, const int64_t *got, const gt_array *want) {
+    failures += gt_cmp_i64(what, got, want->i, want->n);
+}
+
+static char *key(const char *prefix, const char *name) {
+    static char buf[128];
+    snprintf(buf, sizeof(buf), "%s.%s", prefix, name);
+    return buf;
+}
+
+static void test_norm(const gt_file *g) {
+    const gt_array *x = gt_f64(g, "x"), *mean = gt_f64(g, "mean"), *stdv = gt_f64(g, "std"), *y = gt_f64(g, "y");
+    size_t S = x->dims[0], L = x->dims[1];
+    double *m = malloc(S * sizeof(double)), *s = malloc(S * sizeof(double)), *out = malloc(S * L * sizeof(double));
+    check_rc("at_instance_stats", at_instance_stats(x->f, S, L, gt_f64(g, "eps")->f[0], m, s, NULL));
+    cmp_f("norm.mean", m, mean);
+    cmp_f("norm.std", s, stdv);
+    check_rc("at_instance_norm", at_instance_norm(x->f, S, L, mean->f, stdv->f, out));
+    cmp_f("norm.y", out, y);
+    check_rc("at_instance_denorm", at_instance_denorm(y->f, S, L, mean->f, stdv->f, out));
+    cmp_f("norm.back", out, gt_f64(g, "back"));
+    free(m);
+    free(s);
+    free(out);
+}
+
+static void test_patch(const gt_file *g) {
+    const char *cases[] = {"a", "b", "c", "d"};
+    size_t c;
+    for (c = 0; c < 4; c++) {
+        const char *k = cases[c];
+        const gt_array *x = gt_f64(g, key(k, "x")), *params = gt_i64(g, key(k, "params"));
+        size_t S = x->dims[0], L = x->dims[1], P = (size_t)params->i[0], stride = (size_t)params->i[1];
+        size_t N = at_n_patches(L, P, stride);
+        double *out = malloc(S * N * P * sizeof(double)), *m = malloc(S * sizeof(double));
+        double *s = malloc(S * sizeof(double)), *work = malloc(L * sizeof(double));
+        char what[64];
+        if (N * P * S != gt_f64(g, key(k, "patches"))->n) {
+            fprintf(stderr, "patch %s: C gives %zu patches, golden has another count\n", k, N);
+            failures++;
+        } else {
+            check_rc("at_patchify", at_patchify(x->f, S, L, P, stride, out));
+            snprintf(what, sizeof(what), "patch.%s.patches", k);
+            cmp_f(what, out, gt_f64(g, key(k, "patches")));
+            check_rc("at_norm_patchify", at_norm_patchify(x->f, S, L, P, stride, gt_f64(g, key(k, "eps"))->f[0],
+                                                          (int)params->i[2], out, m, s, work, NULL));
+            snprintf(what, sizeof(what), "patch.%s.norm_patches", k);
+            cmp_f(what, out, gt_f64(g, key(k, "norm_patches")));
+            snprintf(what, sizeof(what), "patch.%s.mean", k);
+            cmp_f(what, m, gt_f64(g, key(k, "mean")));
+            snprintf(what, sizeof(what), "patch.%s.std", k);
+            cmp_f(what, s, gt_f64(g, key(k, "std")));
+        }
+        free(out);
+        free(m);
+        free(s);
+        free(work);
+    }
+}
+
+static void test_scaler(const gt_file *g) {
+    const char *cases[] = {"a", "b", "c", "d", "e", "f"};
+    const gt_array *x = gt_f64(g, "x");
+    size_t S = x->dims[0], L = x->dims[1], c;
+    double *off = malloc(S * sizeof(double)), *sc = malloc(S * sizeof(double)), *work = malloc(L * sizeof(double));
+    for (c = 0; c < 6; c++) {
+        const char *k = cases[c];
+        const gt_array *p = gt_f64(g, key(k, "params"));
+        char what[64];
+        check_rc("at_llmtime_scaler", at_llmtime_scaler(x->f, S, L, p->f[0], p->f[1], (int)p->f[2], off, sc, work,
+                                                        NULL));
+        snprintf(what, sizeof(what), "scaler.%s.offset", k);
+        cmp_f(what, off, gt_f64(g, key(k, "offset")));
+        snprintf(what, sizeof(what), "scaler.%s.scale", k);
+        cmp_f(what, sc, gt_f64(g, key(k, "scale")));
+    }
+    free(off);
+    free(sc);
+    free(work);
+}
+
+static at_codec_table load_table(const gt_file *g, int k) {
+    at_codec_table t;
+    char name[32];
+    const gt_array *a;
+    int d;
+    memset(&t, 0, sizeof(t));
+    snprintf(name, sizeof(name), "t%d.digits", k);
+    a = gt_i64(g, name);
+    for (d = 0; d < 10; d++) t.digit_ids[d] = a->i[d];
+    snprintf(name, sizeof(name), "t%d.vsep", k);
+    a = gt_i64(g, name);
+    t.value_sep = a->i;
+    t.n_value_sep = a->n;
+    snprintf(name, sizeof(name), "t%d.dsep", k);
+    a = gt_i64(g, name);
+    t.digit_sep = a->i;
+    t.n_digit_sep = a->n;
+    snprintf(name, sizeof(name), "t%d.minus", k);
+    t.minus_id = gt_i64(g, name)->i[0];
+    snprintf(name, sizeof(name), "t%d.end", k);
+    a = gt_i64(g, name);
+    t.end_ids = a->i;
+    t.n_end_ids = a->n;
+    return t;
+}
+
+static void decode_case(const gt_file *g, const char *k, const at_codec_table *t, int p, size_t H) {
+    const gt_array *ids = gt_i64(g, key(k, "ids")), *lengths = gt_i64(g, key(k, "lengths"));
+    size_t S = ids->dims[0], T = ids->dims[1];
+    double *values = malloc(S * H * sizeof(double));
+    int64_t *n_parsed = malloc(S * sizeof(int64_t));
+    char what[64];
+    check_rc("at_decode_digits", at_decode_digits(ids->i, S, T, lengths->i, t, p, H, values, n_parsed));
+    snprintf(what, sizeof(what), "digits.%s.n_parsed", k);
+    cmp_i(what, n_parsed, gt_i64(g, key(k, "n_parsed")));
+    snprintf(what, sizeof(what), "digits.%s.values", k);
+    cmp_f(what, values, gt_f64(g, key(k, "values")));
+    free(values);
+    free(n_parsed);
+}
+
+static void test_digits(const gt_file *g) {
+    at_codec_table tables[2];
+    const char *enc[] = {"e0", "e1", "e2"}, *dec[] = {"d0", "d1"};
+    size_t c;
+    tables[0] = load_table(g, 0);
+    tables[1] = load_table(g, 1);
+    check_rc("at_codec_validate t0", at_codec_validate(&tables[0]));
+    check_rc("at_codec_validate t1", at_codec_validate(&tables[1]));
+    for (c = 0; c < 3; c++) {
+        const char *k = enc[c];
+        const gt_array *params = gt_i64(g, key(k, "params")), *x = gt_f64(g, key(k, "x"));
+        const gt_array *ids = gt_i64(g, key(k, "ids"));
+        const at_codec_table *t = &tables[params->i[0]];
+        int p = (int)params->i[1];
+        size_t S = x->dims[0], L = x->dims[1], T = ids->dims[1];
+        int64_t *out = malloc(S * T * sizeof(int64_t)), *lengths = malloc(S * sizeof(int64_t));
+        char what[64];
+        check_rc("at_encode_lengths", at_encode_lengths(x->f, S, L, t, p, lengths));
+        snprintf(what, sizeof(what), "digits.%s.lengths", k);
+        cmp_i(what, lengths, gt_i64(g, key(k, "lengths")));
+        check_rc("at_encode_digits", at_encode_digits(x->f, S, L, t, p, out, T, lengths));
+        snprintf(what, sizeof(what), "digits.%s.ids", k);
+        cmp_i(what, out, ids);
+        decode_case(g, k, t, p, (size_t)params->i[2]);
+        free(out);
+        free(lengths);
+    }
+    for (c = 0; c < 2; c++) {
+        const gt_array *params = gt_i64(g, key(dec[c], "params"));
+        decode_case(g, dec[c], &tables[params->i[0]], (int)params->i[1], (size_t)params->i[2]);
+    }
+}
+
+static void test_bins(const gt_file *g) {
+    const char *cases[] = {"a", "b", "c"};
+    const gt_array *x = gt_f64(g, "x");
+    size_t S = x->dims[0], L = x->dims[1], c;
+    int64_t *ids = malloc(S * L * sizeof(int64_t));
+    double *scale = malloc(S * sizeof(double)), *out = malloc(S * L * sizeof(double));
+    for (c = 0; c < 3; c++) {
+        const char *k = cases[c];
+        const gt_array *p = gt_f64(g, key(k, "params"));
+        size_t n_bins = (size_t)p->f[0];
+        char what[64];
+        check_rc("at_bins_encode", at_bins_encode(x->f, S, L, n_bins, p->f[1], p->f[2], ids, scale));
+        snprintf(what, sizeof(what), "bins.%s.ids", k);
+        cmp_i(what, ids, gt_i64(g, key(k, "ids")));
+        snprintf(what, sizeof(what), "bins.%s.scale", k);
+        cmp_f(what, scale, gt_f64(g, key(k, "scale")));
+        check_rc("at_bins_decode", at_bins_decode(gt_i64(g, key(k, "ids"))->i, S, L, gt_f64(g, key(k, "scale"))->f,
+                                                  n_bins, p->f[1], p->f[2], out));
+        snprintf(what, sizeof(what), "bins.%s.decoded", k);
+        cmp_f(what, out, gt_f64(g, key(k, "decoded")));
+    }
+    free(ids);
+    free(scale);
+    free(out);
+}
+
+static void test_sampler(const gt_file *g) {
+    const char *cases[] = {"c0", "c1", "c2", "c3", "c4"};
+    const gt_array *logits = gt_f64(g, "logits"), *allowed = gt_i64(g, "allowed");
+    size_t R = logits->dims[0], V = logits->dims[1], c, r, d, i;
+    float *lf = malloc(R * V * sizeof(float));
+    double *work = malloc(2 * allowed->n * sizeof(double));
+    for (i = 0; i < R * V; i++) lf[i] = (float)logits->f[i]; /* float32 values, exact in the file */
+    for (c = 0; c < 5; c++) {
+        const char *k = cases[c];
+        const gt_array *p = gt_f64(g, key(k, "params")), *seed = gt_i64(g, key(k, "seed"));
+        const gt_array *draws = gt_i64(g, key(k, "draws"));
+        size_t D = draws->dims[1];
+        uint64_t s0 = ((uint64_t)seed->i[0] << 32) | (uint64_t)seed->i[1];
+        int64_t *out = malloc(R * D * sizeof(int64_t));
+        char what[64];
+        for (r = 0; r < R; r++) {
+            uint64_t state = s0 + r;
+            for (d = 0; d < D; d++)
+                check_rc("at_sample", at_sample(lf + r * V, V, allowed->i, allowed->n, p->f[0], p->f[1], &state,
+                                                work, &out[r * D + d]));
+        }
+        snprintf(what, sizeof(what), "sampler.%s.draws", k);
+        cmp_i(what, out, draws);
+        free(out);
+    }
+    free(lf);
+    free(work);
+}
+
+int main(int argc, char **argv) {
+    static const struct {
+        const char *kernel;
+        void (*run)(const gt_file *);
+        const char *flip; /* the expected array --flip changes */
+    } tests[] = {{"norm", test_norm, "y"},           {"patch", test_patch, "a.norm_patches"},
+                 {"scaler", test_scaler, "a.scale"}, {"digits", test_digits, "e0.ids"},
+                 {"bins", test_bins, "a.ids"},       {"sampler", test_sampler, "c1.draws"}};
+    gt_file g;
+    size_t k;
+    if (argc < 3 || (argc == 4 && strcmp(argv[3], "--flip") != 0) || argc > 4) {
+        fprintf(stderr, "usage: %s KERNEL GOLDEN_DIR [--flip]\n", argv[0]);
+        return 2;
+    }
+    for (k = 0; k < sizeof(tests) / sizeof(tests[0]); k++) {
+        if (strcmp(argv[1], tests[k].kernel) != 0) continue;
+        if (gt_load(argv[2], argv[1], &g) != 0) return 2;
+        if (argc == 4) gt_flip(&g, tests[k].flip);
+        tests[k].run(&g);
+        gt_free(&g);
+        if (argc == 4) {
+            printf("%s --flip: %s\n", argv[1], failures ? "the changed value was caught" : "NOT CAUGHT");
+            return failures ? 0 : 1;
+        }
+        printf("%s: %s\n", argv[1], failures ? "FAILED" : "passed");
+        return failures ? 1 : 0;
+    }
+    fprintf(stderr, "unknown kernel '%s'\n", argv[1]);
+    return 2;
+}
