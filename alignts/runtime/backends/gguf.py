@@ -1,0 +1,504 @@
+"""llama.cpp backend: run GGUF models through llama-cpp-python's low-level ctypes API (torch-free).
+
+Two uses:
+- ``hidden_states(embeds)``: input embeddings in, final hidden states out (Internal and Bridging on GGUF).
+- ``prefill`` / ``step``: n parallel sequences sharing one prompt, logits out (Injective sampling loop).
+
+Every file goes through :func:`alignts.runtime.gguf_check.check_gguf` (adapters through
+``check_lora_adapter``) before llama.cpp is handed it: llama.cpp aborts on some malformed files, and
+llama-cpp-python does not raise when an adapter fails to load.
+
+llama.cpp's own log is silenced by default and routed to ``logging`` at DEBUG (logger
+``alignts.runtime.backends.gguf.llama_cpp``); its last lines are quoted in errors.
+
+Accuracy defaults: f32 KV cache and flash attention off. Measured on a tiny LLaMA (hidden states, max abs diff vs
+transformers): f32 KV 7e-7, f16 KV 2e-4, flash attention (either KV type) 3e-4. GPT-2 and BERT sit at ~5e-4
+whatever the setting: ggml's GELU is the tanh form read from an f16 table (BERT was trained with the erf
+GELU: 8.5e-3 on the real all-MiniLM-L6-v2).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from alignts.errors import ArtifactError, BackendUnavailableError, InputError, ShapeError, missing_extra
+from alignts.runtime.gguf_check import GGUFInfo, check_gguf, check_lora_adapter
+
+logger = logging.getLogger(__name__)
+_llama_log = logging.getLogger(__name__ + ".llama_cpp")
+
+KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type numbers (GGML_TYPE_F32, GGML_TYPE_F16)
+_POOLING_NONE = 0
+_FLASH_ATTN = {None: -1, False: 0, True: 1}
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"lib": None, "log_cb": None}
+_recent_log: collections.deque[str] = collections.deque(maxlen=20)
+
+
+def _lib():
+    """Import llama_cpp once, initialise the backend and install the silent log callback."""
+    with _lock:
+        if _state["lib"] is not None:
+            return _state["lib"]
+        try:
+            import llama_cpp.llama_cpp as L
+        except ImportError as e:
+            if e.name in (None, "llama_cpp", "llama_cpp.llama_cpp"):
+                raise missing_extra("llama-cpp-python", "gguf") from e
+            # llama-cpp-python is there but one of its own dependencies is not (e.g. installed with --no-deps)
+            raise BackendUnavailableError(
+                f"llama-cpp-python is installed but cannot be imported: its dependency {e.name!r} is missing "
+                f"({e}). Fix: pip install {e.name} (or pip install 'alignts[gguf]').") from e
+
+        @L.llama_log_callback
+        def _cb(level: int, text: bytes, user_data) -> None:  # noqa: ARG001
+            msg = text.decode("utf-8", errors="replace").rstrip("\n")
+            if msg:
+                _recent_log.append(msg)
+                _llama_log.debug("%s", msg)
+
+        _state["log_cb"] = _cb  # keep the callback alive as long as the library
+        L.llama_log_set(_cb, ctypes.c_void_p(0))
+        L.llama_backend_init()
+        _state["lib"] = L
+        return L
+
+
+def _last_log() -> str:
+    lines = [ln for ln in _recent_log if ln.strip()][-4:]
+    return (" llama.cpp said: " + " | ".join(lines)) if lines else ""
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class LlamaCppModel:
+    """A GGUF model loaded in llama.cpp (CPU, or CUDA with every layer offloaded).
+
+    Args:
+        path: the .gguf file (checked with check_gguf first; ArtifactError if bad).
+        n_ctx: context length per sequence (tokens); the KV cache holds n_ctx * n_seq_max cells.
+        n_batch: most tokens per llama_decode call (also the physical batch size).
+        n_seq_max: most parallel sequences (Injective's n_parallel; hidden_states batch width).
+        embeddings: start the context with embeddings output on (hidden_states turns it on anyway).
+        kv_type: "f32" (default, accurate) or "f16".
+        n_threads: CPU threads (None = all cores this process may use).
+        n_gpu_layers: layers to offload (device="cuda" forces all).
+        loras: [(adapter_path, scale)], each validated with check_lora_adapter.
+        device: "cpu" or "cuda" (no silent CPU fallback: BackendUnavailableError if offload is impossible).
+        flash_attn: False (default, accurate), True, or None = llama.cpp's choice (on for CPU; ~3e-4 less accurate).
+        expect_arch: raise ArtifactError unless the file's architecture is this.
+
+    Attributes: info (GGUFInfo), arch, n_embd, n_vocab, n_ctx, n_seq_max, eos_id.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, n_ctx: int = 512, n_batch: int = 512, n_seq_max: int = 1,
+                 embeddings: bool = False, kv_type: str = "f32", n_threads: int | None = None,
+                 n_gpu_layers: int = 0, loras: Sequence[tuple[str | os.PathLike, float]] = (),
+                 device: str = "cpu", flash_attn: bool | None = False, expect_arch: str | None = None):
+        self._model = None
+        self._ctx = None
+        self._adapters: list[Any] = []
+        self.path = Path(path)
+        self.info: GGUFInfo = check_gguf(self.path, expect_arch=expect_arch)
+        if self.info.general_type == "adapter":
+            raise ArtifactError(f"{self.path} is a LoRA adapter, not a model; pass the base model as path and "
+                                "the adapter in loras=[(adapter_path, scale)].")
+        lora_infos = [(check_lora_adapter(p, self.path, base_info=self.info), float(s)) for p, s in loras]
+        if kv_type not in KV_TYPES:
+            raise InputError(f"kv_type {kv_type!r} is not supported; expected one of {tuple(KV_TYPES)}.")
+        if device not in ("cpu", "cuda"):
+            raise InputError(f"device {device!r} is not supported; expected 'cpu' or 'cuda'.")
+        if n_ctx < 1 or n_batch < 1 or n_seq_max < 1:
+            raise InputError(f"n_ctx, n_batch, n_seq_max must be >= 1, got {n_ctx}, {n_batch}, {n_seq_max}.")
+        if self.info.arch in ("gpt2", "bert") and 0 < self.info.n_ctx_train < n_ctx:
+            # learned position embeddings: a position past the table aborts the process inside ggml
+            raise InputError(f"n_ctx={n_ctx} exceeds the {self.info.n_ctx_train} position embeddings of "
+                             f"{self.path}; pass n_ctx <= {self.info.n_ctx_train}.")
+
+        L = _lib()
+        self._L = L
+        if device == "cuda":
+            if not L.llama_supports_gpu_offload():
+                raise BackendUnavailableError(
+                    "device='cuda' was asked, but this llama-cpp-python build cannot offload to a GPU; expected "
+                    "a CUDA build. Fix: install a CUDA build of llama-cpp-python (CMAKE_ARGS='-DGGML_CUDA=on'), "
+                    "or use device='cpu'.")
+            n_gpu_layers = -1
+        self.device = device
+        self.arch = self.info.arch
+        self.n_seq_max = int(n_seq_max)
+        self.n_ctx = int(n_ctx)
+        self.n_batch = int(n_batch)
+        self.kv_type = kv_type
+
+        mp = L.llama_model_default_params()
+        mp.n_gpu_layers = int(n_gpu_layers)
+        model = L.llama_model_load_from_file(str(self.path).encode(), mp)
+        if not model:
+            raise ArtifactError(f"llama.cpp could not load {self.path} (it passed alignts' checks); expected a "
+                                f"GGUF model of a supported architecture.{_last_log()}")
+        self._model = model
+
+        self._is_encoder = self.arch == "bert"  # no KV cache: llama_decode runs the encoder
+        cp = L.llama_context_default_params()
+        cp.n_ctx = self.n_ctx * self.n_seq_max
+        cp.n_batch = self.n_batch
+        cp.n_ubatch = self.n_batch  # encoders need the whole batch in one ubatch
+        cp.n_seq_max = self.n_seq_max
+        cp.n_outputs_max_per_seq = 0
+        nt = int(n_threads or _default_threads())
+        cp.n_threads = nt
+        cp.n_threads_batch = nt
+        cp.pooling_type = _POOLING_NONE
+        cp.flash_attn_type = _FLASH_ATTN[flash_attn]
+        cp.type_k = KV_TYPES[kv_type]
+        cp.type_v = KV_TYPES[kv_type]
+        cp.embeddings = bool(embeddings or self._is_encoder)
+        cp.no_perf = True
+        ctx = L.llama_init_from_model(model, cp)
+        if not ctx:
+            self.close()
+            raise BackendUnavailableError(f"llama.cpp could not create a context for {self.path} (n_ctx="
+                                          f"{cp.n_ctx}, n_batch={n_batch}, n_seq_max={n_seq_max}); expected "
+                                          f"enough memory. Fix: lower n_ctx/n_batch/n_seq_max.{_last_log()}")
+        self._ctx = ctx
+        self._embeddings_on = bool(cp.embeddings)
+        self._mem = L.llama_get_memory(ctx)
+
+        self._vocab = L.llama_model_get_vocab(model)
+        self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
+        self.n_embd = int(L.llama_model_n_embd(model))
+        self.eos_id = int(L.llama_vocab_eos(self._vocab))
+
+        if lora_infos:
+            self._set_loras(lora_infos)
+
+        # One batch, owned by numpy (no llama_batch_init/free): filled by vectorized writes.
+        cap = max(self.n_batch, self.n_seq_max)
+        self._cap = cap
+        self._tok = np.zeros(cap, dtype=np.int32)
+        self._embd = np.zeros((cap, self.n_embd), dtype=np.float32)
+        self._pos = np.zeros(cap, dtype=np.int32)
+        self._nseq = np.ones(cap, dtype=np.int32)
+        self._seq = np.zeros(cap, dtype=np.int32)
+        self._out = np.zeros(cap, dtype=np.int8)
+        i32p = ctypes.POINTER(ctypes.c_int32)
+        base = self._seq.ctypes.data
+        self._seq_ptrs = (i32p * cap)(*[ctypes.cast(base + 4 * i, i32p) for i in range(cap)])
+        self._batch = L.llama_batch()
+        self._batch.pos = self._pos.ctypes.data_as(i32p)
+        self._batch.n_seq_id = self._nseq.ctypes.data_as(i32p)
+        self._batch.seq_id = self._seq_ptrs
+        self._batch.logits = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        self._tok_ptr = self._tok.ctypes.data_as(i32p)
+        self._embd_ptr = self._embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        self._seq_pos = np.zeros(self.n_seq_max, dtype=np.int32)  # next position per sequence
+        self._logits_views: dict[tuple[int, int], np.ndarray] = {}
+        self._n_live = 0
+        logger.debug("loaded %s (%s, n_embd=%d, n_vocab=%d, device=%s, kv=%s)", self.path, self.arch,
+                     self.n_embd, self.n_vocab, device, kv_type)
+
+    # ---------------------------------------------------------------------------------------------- lifecycle
+
+    def _set_loras(self, lora_infos: list[tuple[GGUFInfo, float]]) -> None:
+        L = self._L
+        for info, _ in lora_infos:
+            ad = L.llama_adapter_lora_init(self._model, str(info.path).encode())
+            if not ad:
+                self.close()
+                raise ArtifactError(f"llama.cpp refused LoRA adapter {info.path} for base {self.path} (it passed "
+                                    f"alignts' checks).{_last_log()}")
+            self._adapters.append(ad)
+        arr = (L.llama_adapter_lora_p_ctypes * len(self._adapters))(*self._adapters)
+        scales = (ctypes.c_float * len(self._adapters))(*[s for _, s in lora_infos])
+        rc = L.llama_set_adapters_lora(self._ctx, arr, len(self._adapters), scales)
+        if rc != 0:
+            self.close()
+            raise ArtifactError(f"llama.cpp could not apply the LoRA adapters to {self.path} (code {rc})."
+                                f"{_last_log()}")
+
+    def close(self) -> None:
+        """Free the context, adapters and model (idempotent)."""
+        L = getattr(self, "_L", None)
+        if L is None:
+            return
+        if self._ctx:
+            L.llama_free(self._ctx)
+            self._ctx = None
+        for ad in self._adapters:
+            L.llama_adapter_lora_free(ad)
+        self._adapters = []
+        if self._model:
+            L.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> "LlamaCppModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def _check_open(self) -> None:
+        if not self._ctx:
+            raise InputError(f"the llama.cpp model {self.path} is closed; create a new LlamaCppModel.")
+
+    # ---------------------------------------------------------------------------------------------- decoding
+
+    def _decode(self, n: int, use_embd: bool) -> None:
+        b = self._batch
+        b.n_tokens = n
+        b.token = None if use_embd else self._tok_ptr
+        b.embd = self._embd_ptr if use_embd else None
+        rc = self._L.llama_decode(self._ctx, b)
+        if rc != 0:
+            hint = ("the KV cache is full: raise n_ctx" if rc == 1 else "see the llama.cpp log (logger "
+                    f"{_llama_log.name}, DEBUG)")
+            raise BackendUnavailableError(f"llama_decode failed with code {rc} on {n} tokens; {hint}.{_last_log()}")
+
+    def _set_embeddings(self, on: bool) -> None:
+        if self._embeddings_on != on and not self._is_encoder:
+            self._L.llama_set_embeddings(self._ctx, on)
+            self._embeddings_on = on
+
+    def clear(self) -> None:
+        """Forget every sequence (KV cache metadata)."""
+        if self._mem:
+            self._L.llama_memory_clear(self._mem, False)
+        self._seq_pos[:] = 0
+        self._n_live = 0
+
+    def hidden_states(self, embeds: np.ndarray) -> np.ndarray:
+        """Final hidden states for input embeddings.
+
+        embeds: [S, N, d] float32 (d = n_embd) -> [S, N, d] float32: after the final norm for gpt2/llama,
+        the last layer's output for BERT (positions 0..N-1 and, for BERT, token type 0 are added by the model,
+        as transformers does for ``inputs_embeds``). Each series is its own sequence; up to
+        min(n_seq_max, n_batch // N) series go in one llama_decode. The KV cache is cleared per group.
+        """
+        self._check_open()
+        x = np.asarray(embeds, dtype=np.float32)
+        if x.ndim != 3 or x.shape[2] != self.n_embd:
+            raise ShapeError(f"embeds must be [S, N, {self.n_embd}] float32, got shape {list(x.shape)}.")
+        S, N, d = x.shape
+        if N > self.n_ctx:
+            raise ShapeError(f"sequence length {N} exceeds n_ctx={self.n_ctx}; create the model with n_ctx >= {N}.")
+        if self._is_encoder and N > self.n_batch:
+            raise ShapeError(f"BERT needs a whole sequence in one batch: N={N} > n_batch={self.n_batch}; create the "
+                             f"model with n_batch >= {N}.")
+        if self._is_encoder and N > self.info.n_ctx_train:
+            raise ShapeError(f"N={N} exceeds the model's {self.info.n_ctx_train} position embeddings.")
+        self._set_embeddings(True)
+        L = self._L
+        out = np.empty((S, N, d), dtype=np.float32)
+        per = max(1, min(self.n_seq_max, self.n_batch // N))
+        self._out[:] = 1
+        self._nseq[:] = 1
+        for s0 in range(0, S, per):
+            k = min(per, S - s0)
+            self.clear()
+            if k * N <= self.n_batch:
+                n = k * N
+                self._embd[:n] = x[s0:s0 + k].reshape(n, d)
+                self._pos[:n] = np.tile(np.arange(N, dtype=np.int32), k)
+                self._seq[:n] = np.repeat(np.arange(k, dtype=np.int32), N)
+                self._decode(n, use_embd=True)
+                ptr = L.llama_get_embeddings(self._ctx)
+                out[s0:s0 + k] = np.ctypeslib.as_array(ptr, shape=(n, d)).reshape(k, N, d)
+            else:  # one long causal sequence in chunks (the KV cache carries the prefix)
+                for t0 in range(0, N, self.n_batch):
+                    n = min(self.n_batch, N - t0)
+                    self._embd[:n] = x[s0, t0:t0 + n]
+                    self._pos[:n] = np.arange(t0, t0 + n, dtype=np.int32)
+                    self._seq[:n] = 0
+                    self._decode(n, use_embd=True)
+                    ptr = L.llama_get_embeddings(self._ctx)
+                    out[s0, t0:t0 + n] = np.ctypeslib.as_array(ptr, shape=(n, d))
+        self.clear()
+        return out
+
+    # ---------------------------------------------------------------------------------------------- generation
+
+    def reset(self) -> None:
+        """Forget all sequences (start a new prompt)."""
+        self._check_open()
+        self.clear()
+
+    def _logits(self, n: int, copy: bool) -> np.ndarray:
+        ptr = self._L.llama_get_logits(self._ctx)
+        addr = ctypes.cast(ptr, ctypes.c_void_p).value
+        if not addr:
+            raise BackendUnavailableError(f"{self.path}: llama.cpp returned no logits (a {self.arch} model has "
+                                          "no LM head?); expected a causal LM.")
+        view = self._logits_views.get((addr, n))
+        if view is None:  # building a ctypes array type costs tens of microseconds: reuse views per buffer
+            if len(self._logits_views) > 64:
+                self._logits_views.clear()
+            view = self._logits_views[(addr, n)] = np.ctypeslib.as_array(ptr, shape=(n, self.n_vocab))
+        return view.copy() if copy else view
+
+    def prefill(self, prompt_ids: Sequence[int] | np.ndarray, n_parallel: int = 1, copy: bool = True) -> np.ndarray:
+        """Decode the prompt once (sequence 0), share its KV with sequences 1..n_parallel-1.
+
+        prompt_ids: [T] token ids (T >= 1). Returns the logits after the last prompt token, [n_parallel, V]
+        float32 (the same row repeated). Sequences continue with :meth:`step`.
+        """
+        self._check_open()
+        if self._is_encoder:
+            raise InputError(f"{self.path} is a BERT encoder; generation needs a causal LM (gpt2, llama).")
+        ids = np.asarray(prompt_ids, dtype=np.int32).reshape(-1)
+        T = ids.shape[0]
+        if T < 1:
+            raise InputError("prefill needs at least one prompt token; got none.")
+        if not 1 <= n_parallel <= self.n_seq_max:
+            raise InputError(f"n_parallel={n_parallel} must be in 1..n_seq_max={self.n_seq_max}; create the model "
+                             f"with n_seq_max >= {n_parallel}.")
+        if T >= self.n_ctx:
+            raise ShapeError(f"prompt of {T} tokens does not fit n_ctx={self.n_ctx}; raise n_ctx.")
+        if ids.min() < 0 or ids.max() >= self.n_vocab:
+            raise InputError(f"prompt token ids must be in [0, {self.n_vocab}); got {ids.min()}..{ids.max()}.")
+        self._set_embeddings(False)
+        self.clear()
+        self._nseq[:] = 1
+        for t0 in range(0, T, self.n_batch):
+            n = min(self.n_batch, T - t0)
+            self._tok[:n] = ids[t0:t0 + n]
+            self._pos[:n] = np.arange(t0, t0 + n, dtype=np.int32)
+            self._seq[:n] = 0
+            self._out[:n] = 0
+            if t0 + n == T:
+                self._out[n - 1] = 1
+            self._decode(n, use_embd=False)
+        row = self._logits(1, copy=True)
+        for s in range(1, n_parallel):
+            self._L.llama_memory_seq_cp(self._mem, 0, s, -1, -1)
+        self._seq_pos[:n_parallel] = T
+        self._n_live = n_parallel
+        return np.repeat(row, n_parallel, axis=0) if copy or n_parallel > 1 else row
+
+    def step(self, tokens: Sequence[int] | np.ndarray, seq_ids: Sequence[int] | np.ndarray | None = None,
+             copy: bool = True) -> np.ndarray:
+        """Append one token to each live sequence and return the next-token logits.
+
+        tokens: [n] token ids, one per sequence; seq_ids: [n] which sequences (default 0..n-1, n = the
+        n_parallel of prefill). Returns [n, V] float32 (a copy; copy=False gives a view valid until the next
+        call).
+        """
+        tok = np.asarray(tokens, dtype=np.int32).reshape(-1)
+        n = tok.shape[0]
+        if seq_ids is None:
+            if n != self._n_live:
+                raise ShapeError(f"step got {n} tokens but {self._n_live} sequences are live (prefill's n_parallel); "
+                                 "pass seq_ids to step a subset.")
+            seq = self._arange[:n] if n <= len(self._arange) else np.arange(n, dtype=np.int32)
+        else:
+            seq = np.asarray(seq_ids, dtype=np.int32).reshape(-1)
+            if seq.shape[0] != n or n == 0 or seq.min() < 0 or seq.max() >= self._n_live:
+                raise ShapeError(f"seq_ids must be {n} ids in [0, {self._n_live}); got {seq.tolist()}.")
+        pos = self._seq_pos[seq]
+        if pos.max() >= self.n_ctx:
+            raise ShapeError(f"a sequence reached n_ctx={self.n_ctx} tokens; create the model with a larger n_ctx.")
+        self._tok[:n] = tok
+        self._pos[:n] = pos
+        self._seq[:n] = seq
+        self._nseq[:n] = 1
+        self._out[:n] = 1
+        self._decode(n, use_embd=False)
+        self._seq_pos[seq] = pos + 1
+        return self._logits(n, copy)
+
+    @property
+    def _arange(self) -> np.ndarray:
+        a = getattr(self, "_arange_cache", None)
+        if a is None:
+            a = self._arange_cache = np.arange(self.n_seq_max, dtype=np.int32)
+        return a
+
+    # ---------------------------------------------------------------------------------------------- vocabulary
+
+    def tokenize(self, text: str, add_special: bool = False) -> np.ndarray:
+        """Token ids [T] int32 of ``text`` with the model's own tokenizer."""
+        self._check_open()
+        raw = text.encode("utf-8")
+        cap = len(raw) + 8
+        buf = (ctypes.c_int32 * cap)()
+        n = self._L.llama_tokenize(self._vocab, raw, len(raw), buf, cap, add_special, False)
+        if n < 0:
+            cap = -n
+            buf = (ctypes.c_int32 * cap)()
+            n = self._L.llama_tokenize(self._vocab, raw, len(raw), buf, cap, add_special, False)
+        if n < 0:
+            raise InputError(f"llama.cpp could not tokenize {text[:40]!r}.{_last_log()}")
+        return np.frombuffer(buf, dtype=np.int32, count=n).copy()
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes of one token (byte-level tokens may be partial UTF-8)."""
+        buf = ctypes.create_string_buffer(64)
+        n = self._L.llama_token_to_piece(self._vocab, int(token_id), buf, 64, 0, True)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._L.llama_token_to_piece(self._vocab, int(token_id), buf, -n, 0, True)
+        return buf.raw[:n]
+
+    def token_piece(self, token_id: int) -> str:
+        """The text of one token (invalid UTF-8 replaced)."""
+        return self.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    # ---------------------------------------------------------------------------------------------- benchmark
+
+    def raw_decode_benchmark(self, prompt_ids: Sequence[int] | np.ndarray, tokens: np.ndarray,
+                             n_parallel: int | None = None) -> dict[str, float]:
+        """Time plain llama.cpp decoding of fixed tokens: the floor an Injective sampling loop is compared to.
+
+        prompt_ids: [T]; tokens: [n_steps, n_parallel] ids fed one row per step (no sampling, no logits copy).
+        Returns {"prefill_s", "decode_s", "n_steps", "n_parallel", "tokens_per_s"}.
+        """
+        tokens = np.asarray(tokens, dtype=np.int32)
+        if tokens.ndim != 2:
+            raise ShapeError(f"tokens must be [n_steps, n_parallel], got shape {list(tokens.shape)}.")
+        n_par = n_parallel or tokens.shape[1]
+        t0 = time.perf_counter()
+        self.prefill(prompt_ids, n_par, copy=False)
+        t1 = time.perf_counter()
+        L, ctx, b = self._L, self._ctx, self._batch
+        n = n_par
+        self._seq[:n] = self._arange[:n]
+        self._nseq[:n] = 1
+        self._out[:n] = 1
+        pos = int(self._seq_pos[0])
+        b.n_tokens = n
+        b.token = self._tok_ptr
+        b.embd = None
+        for row in tokens:
+            self._tok[:n] = row
+            self._pos[:n] = pos
+            if L.llama_decode(ctx, b) != 0:
+                raise BackendUnavailableError(f"llama_decode failed in the benchmark at position {pos}.{_last_log()}")
+            L.llama_get_logits(ctx)
+            pos += 1
+        L.llama_synchronize(ctx)
+        t2 = time.perf_counter()
+        self._seq_pos[:n] = pos
+        steps = tokens.shape[0]
+        return {"prefill_s": t1 - t0, "decode_s": t2 - t1, "n_steps": float(steps), "n_parallel": float(n),
+                "tokens_per_s": steps * n / max(t2 - t1, 1e-12)}
