@@ -1,8 +1,8 @@
 """`alignts bench`: benchmarks.
 
 ``alignts bench kernels [--json PATH] [--quick]`` times every numba kernel against its NumPy twin.
-A positional target other than the literal ``kernels`` names bundles (``alignts bench BUNDLE...``), which this
-version does not benchmark yet.
+``alignts bench BUNDLE... [--data DATA] [--report DIR]`` measures bundles: latency percentiles, throughput,
+cold start and peak RSS in child processes, accuracy, and the torch eager reference (alignts/bench/bundles.py).
 """
 
 from __future__ import annotations
@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alignts.errors import InputError, NotBuiltError
+from alignts.errors import InputError
 
 
 def add_arguments(p):
     p.add_argument("target", nargs="+", metavar="kernels|BUNDLE",
-                   help="`kernels` for the kernel benchmark (numba vs numpy); bundle folders are not built yet")
+                   help="`kernels` for the kernel benchmark (numba vs numpy), or bundle folders")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="also write the results (machine info and one row per case) to this JSON file")
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests, not for numbers)")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls per path; the median is kept (default 5)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per case (default 5)")
+    from alignts.bench.bundles import add_bundle_arguments
+
+    add_bundle_arguments(p)
 
 
 def _run_kernels(args) -> int:
@@ -41,5 +44,6 @@ def run(args) -> int:
         return _run_kernels(args)
     if "kernels" in args.target:
         raise InputError(f"`kernels` takes no other targets; got {args.target}. Fix: run `alignts bench kernels`")
-    raise NotBuiltError(f"benchmarking bundles ({', '.join(args.target)}) is not part of this version yet; "
-                        "`alignts bench kernels` is")
+    from alignts.bench.bundles import run_bundles
+
+    return run_bundles(args)

@@ -1,11 +1,59 @@
-"""`alignts inspect`: not built yet (see the project's open issues)."""
+"""`alignts inspect`: describe a bundle: paradigm, files with sizes, variants with validation, config."""
 
-from alignts.errors import NotBuiltError
+from __future__ import annotations
 
 
 def add_arguments(p):
-    p.add_argument("rest", nargs="*", help="(not built yet)")
+    p.add_argument("bundle", help="bundle folder")
+    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of every file")
+    p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
 
 
-def run(args):
-    raise NotBuiltError("`alignts inspect` is not part of this version yet.")
+def _short(v, width: int = 100) -> str:
+    s = str(v)
+    return s if len(s) <= width else s[:width - 3] + "..."
+
+
+def run(args) -> int:
+    import json
+
+    from alignts.runtime.manifest import read_manifest
+
+    m = read_manifest(args.bundle, verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(m.to_dict(), indent=2, sort_keys=True))
+        return 0
+    total = sum(e.size for e in m.files.values())
+    print(f"bundle {args.bundle}: paradigm {m.paradigm}, architecture {m.architecture}, "
+          f"format {m.format} {m.format_version}" + ("" if args.no_verify else ", sha256 verified"))
+    print(f"files ({len(m.files)}, {total / 1e6:.1f} MB):")
+    for name, e in sorted(m.files.items()):
+        print(f"  {name:28s} {e.size / 1e6:9.2f} MB  sha256 {e.sha256[:16]}")
+    print("variants (most accurate first):")
+    for v in m.variants:
+        val = dict(v.validation)
+        parts = [f"max|diff| {val['max_abs_diff']:.2e}" if "max_abs_diff" in val else ""]
+        if val.get("relative_max_abs_diff") is not None:
+            parts.append(f"relative {val['relative_max_abs_diff']:.2e}")
+        if val.get("end_to_end_max_abs_diff") is not None:
+            parts.append(f"end-to-end {val['end_to_end_max_abs_diff']:.2e}")
+        tol = val.get("tolerance", val.get("relative_tolerance"))
+        if tol is not None:
+            parts.append(f"tol {tol:g}")
+        print(f"  {v.name:14s} {v.backend:5s} {v.dtype:5s} {v.weight_bytes / 1e6:8.2f} MB  "
+              f"{', '.join(p for p in parts if p)}  files: {', '.join(v.files)}")
+    print("config:")
+    for k, v in m.config.items():
+        print(f"  {k}: {_short(v)}")
+    for title, d in (("normalization", m.normalization), ("codec", m.codec), ("lora", m.lora),
+                     ("backbone", m.backbone), ("limits", m.limits)):
+        if d:
+            print(f"{title}: " + ", ".join(f"{k}={_short(v, 70)}" for k, v in d.items()))
+    if m.training:
+        t = m.training
+        keys = ("command", "backbone", "n_layers", "epochs_run", "stopped_by", "best_val_mse", "train_wall_s",
+                "time_budget_s", "max_train_windows", "seed")
+        print("training: " + ", ".join(f"{k}={_short(t[k], 200)}" for k in keys if k in t))
+    if m.versions:
+        print("versions: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
+    return 0

@@ -1,0 +1,426 @@
+"""`alignts bench BUNDLE...`: latency, throughput, cold start, peak memory and accuracy of bundles.
+
+Per bundle x variant x batch size (llama-bench style, one row each):
+
+- latency p50/p90/p99 of one ``forecast`` call on a ``[batch, C, L]`` random-walk input, after warm-up calls;
+  throughput = series (batch x channels) per second at the p50 latency;
+- Injective: generation tokens/s (mean +- sd over the repeats) of the sampling loop
+  (``alignts.bench.injective.bench_generation``);
+- cold start (import + load + plan + first forecast) and peak resident memory, both measured in a fresh child
+  process (``alignts.bench.memory.measure_peak``), beside the planner's estimate
+  (``alignts.runtime.budget.estimate_peak``);
+- accuracy (MSE/MAE on the scaled test split, ``alignts.runtime.evaluate.evaluate``) with ``--data``;
+- the torch eager forward of the same model as the reference, and the speedup p50(torch) / p50(runtime),
+  when torch is importable and the paradigm's export module offers ``load_torch(bundle) -> module``
+  (x [B, C, L] tensor -> [B, C, H]).
+
+Outputs: a markdown table (stdout / ``--md``), JSON (machine, versions, bundle manifest hashes, rows:
+``--json``) and CSV (``--csv``). ``--report DIR`` adds the trade-off report (``alignts.bench.report``).
+
+The CLI entry points are :func:`add_bundle_arguments` and :func:`run_bundles`; ``alignts/cli/bench.py``
+dispatches every target other than ``kernels`` here.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from alignts.errors import AlignTSError, InputError
+
+log = logging.getLogger(__name__)
+
+# every row has every one of these keys (None where it does not apply); the CSV columns, in order
+COLUMNS = ("bundle", "paradigm", "variant", "backend", "dtype", "provider", "batch_size", "n_channels",
+           "context_len", "horizon", "weight_bytes", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
+           "throughput_series_s", "gen_tokens_s", "gen_tokens_s_sd", "cold_start_s", "peak_rss_bytes",
+           "est_peak_bytes", "mse", "mae", "n_windows", "torch_p50_ms", "speedup_vs_torch", "validation_max_abs_diff",
+           "note")
+_VERSIONED = ("alignts", "numpy", "numba", "onnxruntime", "llama_cpp_python", "gguf", "torch")
+
+TorchForward = Callable[[np.ndarray], Any]  # x [B, C, L] float32 -> [B, C, H]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What ``alignts bench BUNDLE...`` measures.
+
+    batch_sizes: batch sizes to time (windows per forecast call).
+    variants:    variant names to run (None = every variant whose backend is importable).
+    repeats:     timed forecast calls per row (after ``warmup`` untimed ones).
+    data:        data spec for the accuracy columns (None = no accuracy).
+    max_windows: score only the first N test windows (None = all, the protocol).
+    child:       measure cold start and peak RSS in a child process (a few seconds per row).
+    torch:       time the torch eager forward as the reference when possible.
+    threads:     backend (and torch) threads; None = the libraries' defaults.
+    eval_batch_size: windows per call while scoring.
+    """
+
+    batch_sizes: tuple[int, ...] = (1, 8)
+    variants: tuple[str, ...] | None = None
+    repeats: int = 20
+    warmup: int = 3
+    data: str | None = None
+    max_windows: int | None = None
+    child: bool = True
+    torch: bool = True
+    threads: int | None = None
+    device: str = "cpu"
+    eval_batch_size: int = 64
+
+    def check(self) -> None:
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise InputError(f"batch sizes {self.batch_sizes}: expected positive integers, e.g. --batch-sizes 1,8")
+        if self.repeats < 1 or self.warmup < 0:
+            raise InputError(f"repeats={self.repeats}, warmup={self.warmup}: expected repeats >= 1, warmup >= 0.")
+        if self.max_windows is not None and self.max_windows < 1:
+            raise InputError(f"--max-windows {self.max_windows}: expected >= 1.")
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, OS and Python of this machine (for the JSON)."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "machine": platform.machine(), "system": platform.platform(),
+            "python": platform.python_version()}
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _random_input(rng: np.random.Generator, b: int, c: int, L: int) -> np.ndarray:
+    x = rng.standard_normal((b, c, L)).cumsum(-1) * 0.3 + rng.standard_normal((b, c, 1))
+    return x.astype(np.float32)  # [B, C, L]
+
+
+def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    t = np.empty(repeats)
+    for i in range(repeats):
+        s = time.perf_counter()
+        fn()
+        t[i] = time.perf_counter() - s
+    return t
+
+
+def torch_reference(bundle: str | os.PathLike, paradigm: str) -> tuple[TorchForward | None, str]:
+    """The torch eager forward of a bundle's model, or (None, why not).
+
+    Looks for ``alignts.export.<paradigm>.load_torch(bundle) -> torch module`` (x [B, C, L] -> [B, C, H]).
+    """
+    try:
+        import torch
+    except ImportError:
+        return None, "torch not installed"
+    try:
+        mod = importlib.import_module(f"alignts.export.{paradigm}")
+    except ImportError as e:
+        return None, f"alignts.export.{paradigm} not importable ({e})"
+    loader = getattr(mod, "load_torch", None)
+    if loader is None:
+        return None, f"alignts.export.{paradigm}.load_torch is missing (no torch loader for bundles)"
+    module = loader(bundle)
+    module.eval()
+
+    def forward(x: np.ndarray):
+        with torch.inference_mode():
+            return module(torch.from_numpy(x))
+
+    return forward, ""
+
+
+def _bundle_variants(manifest, wanted: Sequence[str] | None) -> list:
+    from alignts.runtime.budget import available_backends
+
+    if wanted:  # with several bundles, a name may belong to some of them only
+        have = {v.name for v in manifest.variants}
+        missing = [n for n in wanted if n not in have]
+        if missing:
+            log.warning("variants %s are not in this bundle (it has %s); skipped", missing, sorted(have))
+        return [manifest.variant(n) for n in wanted if n in have]
+    have = set(available_backends())
+    return [v for v in manifest.variants if v.backend in have]
+
+
+def _accuracy(f, manifest, cfg: BenchConfig, batch: int) -> dict[str, Any]:
+    import dataclasses
+
+    from alignts.data.load import load_data
+    from alignts.data.splits import make_splits
+    from alignts.runtime.evaluate import evaluate
+
+    L, H = f.context_len, f.planned.horizon
+    data = load_data(cfg.data, columns=manifest.config.get("columns") or None)
+    splits = make_splits(data, L, H)
+    if cfg.max_windows is not None:
+        keep = L + H - 1 + cfg.max_windows
+        splits = dataclasses.replace(splits, test=splits.test[:keep], test_mask=splits.test_mask[:keep])
+    r = evaluate(f.forecast, splits, L, H, batch_size=batch, progress=False)
+    return {"mse": r["mse"], "mae": r["mae"], "n_windows": r["n_windows"], "eval_seconds": r["seconds"]}
+
+
+def _generation(bundle: Path, v, manifest, cfg: BenchConfig) -> tuple[float | None, float | None, str]:
+    if manifest.paradigm != "injective" or v.backend != "gguf":
+        return None, None, ""
+    try:
+        from alignts.bench.injective import bench_generation
+    except ImportError as e:
+        return None, None, f"bench_generation unavailable ({e})"
+    c = manifest.config
+    tps = []
+    for r in range(max(2, min(cfg.repeats, 5))):
+        g = bench_generation(bundle / v.files[0], n_samples=int(c.get("samples", 20)),
+                             horizon=int(c.get("horizon", 24)), context_len=int(c.get("context_len", 96)),
+                             precision=int(manifest.codec.get("precision", 2)), n_threads=cfg.threads, repeats=1,
+                             seed=r, n_ctx=int(c.get("n_ctx", 512)))
+        tps.append(float(g["loop_tokens_per_s"]))
+    return float(np.mean(tps)), float(np.std(tps, ddof=1)), ""
+
+
+def bench_bundle(bundle: str | os.PathLike, cfg: BenchConfig = BenchConfig(),
+                 torch_forward: TorchForward | None = None) -> list[dict[str, Any]]:
+    """Benchmark one bundle: one row (dict with every key of ``COLUMNS``) per variant x batch size.
+
+    torch_forward: the torch reference to time (default: :func:`torch_reference` when ``cfg.torch``).
+    """
+    import alignts.runtime as rt
+    from alignts.bench.memory import measure_peak
+    from alignts.runtime.budget import estimate_peak
+
+    cfg.check()
+    bundle = Path(bundle)
+    f = rt.load(bundle)
+    m = f.manifest
+    variants = _bundle_variants(m, cfg.variants)
+    if not variants:
+        raise InputError(f"{bundle}: none of the variants {cfg.variants or [v.name for v in m.variants]} can run "
+                         "here; expected a variant name the bundle has (`alignts inspect BUNDLE`) whose backend is "
+                         "installed.")
+    torch_note = ""
+    if torch_forward is None and cfg.torch:
+        torch_forward, torch_note = torch_reference(bundle, m.paradigm)
+        if torch_forward is None:
+            log.warning("%s: no torch reference: %s", bundle, torch_note)
+    if torch_forward is not None and cfg.threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
+    rng = np.random.default_rng(0)
+    rows: list[dict[str, Any]] = []
+    torch_p50: dict[int, float] = {}
+    for v in variants:
+        acc: dict[str, Any] = {}
+        gen_tps, gen_sd, gen_note = _generation(bundle, v, m, cfg)
+        for b in sorted(set(cfg.batch_sizes)):
+            plan = f.plan(variant=v.name, batch_size=b, device=cfg.device, threads=cfg.threads)
+            C = plan.n_channels or int(m.config.get("n_channels") or 1)
+            x = _random_input(rng, b, C, plan.context_len)
+            t = _timed(lambda: f.forecast(x), cfg.repeats, cfg.warmup)
+            p50, p90, p99 = (float(np.percentile(t, q)) for q in (50, 90, 99))
+            row: dict[str, Any] = {k: None for k in COLUMNS}
+            row.update(bundle=str(bundle), paradigm=m.paradigm, variant=v.name, backend=v.backend, dtype=v.dtype,
+                       provider=plan.provider, batch_size=b, n_channels=C, context_len=plan.context_len,
+                       horizon=plan.horizon, weight_bytes=int(v.weight_bytes),
+                       latency_p50_ms=p50 * 1e3, latency_p90_ms=p90 * 1e3, latency_p99_ms=p99 * 1e3,
+                       throughput_series_s=b * C / p50, gen_tokens_s=gen_tps, gen_tokens_s_sd=gen_sd,
+                       validation_max_abs_diff=v.validation.get("end_to_end_max_abs_diff",
+                                                                 v.validation.get("max_abs_diff")))
+            notes = [n for n in (gen_note,) if n]
+            try:
+                row["est_peak_bytes"] = estimate_peak(m, v, b, bundle_dir=bundle).total
+            except AlignTSError as e:
+                notes.append(f"no estimate: {e}")
+            if cfg.child:
+                try:
+                    r = measure_peak(bundle, v.name, b, n_forecasts=1, threads=cfg.threads, device=cfg.device)
+                    row.update(cold_start_s=r["cold_start_s"], peak_rss_bytes=r["peak_rss_bytes"])
+                except AlignTSError as e:
+                    notes.append(f"child failed: {e}")
+            if torch_forward is not None:
+                if b not in torch_p50:
+                    tt = _timed(lambda: torch_forward(x), cfg.repeats, cfg.warmup)
+                    torch_p50[b] = float(np.percentile(tt, 50))
+                row.update(torch_p50_ms=torch_p50[b] * 1e3, speedup_vs_torch=torch_p50[b] / p50)
+            elif torch_note:
+                notes.append(f"torch reference: {torch_note}")
+            if cfg.data is not None:
+                if not acc:  # the same for every batch size: scored once per variant
+                    acc = _accuracy(f, m, cfg, max(cfg.eval_batch_size, b))
+                row.update(mse=acc["mse"], mae=acc["mae"], n_windows=acc["n_windows"])
+            row["note"] = "; ".join(notes)
+            log.info("%s %s b=%d: p50 %.2f ms", bundle.name, v.name, b, p50 * 1e3)
+            rows.append(row)
+    return rows
+
+
+def run_bench(bundles: Sequence[str | os.PathLike], cfg: BenchConfig = BenchConfig(),
+              torch_forwards: Mapping[str, TorchForward] | None = None) -> dict[str, Any]:
+    """Benchmark several bundles; returns {"machine", "versions", "config", "bundles", "rows"} (JSON-ready).
+
+    bundles[path] = {"manifest_sha256", "paradigm", "architecture", "training"} for each bundle.
+    """
+    from alignts.runtime.manifest import manifest_sha256, read_manifest
+
+    rows, info = [], {}
+    for b in bundles:
+        m = read_manifest(b, verify=False)
+        t = dict(m.training)
+        info[str(b)] = {"manifest_sha256": manifest_sha256(b), "paradigm": m.paradigm,
+                        "architecture": m.architecture,
+                        "training": {k: t.get(k) for k in ("trainable_params", "total_params", "train_wall_s",
+                                                           "wall_s", "n_params", "backbone", "command")}}
+        rows.extend(bench_bundle(b, cfg, (torch_forwards or {}).get(str(b))))
+    return {"machine": machine_info(), "versions": versions(), "config": _plain(asdict(cfg)), "bundles": info,
+            "rows": rows}
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _f(v, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return format(v, fmt)
+
+
+def to_markdown(result: Mapping[str, Any]) -> str:
+    """The llama-bench style table of ``run_bench``'s result."""
+    mach = result.get("machine", {})
+    head = ["bundle", "variant", "batch", "p50 ms", "p90 ms", "p99 ms", "series/s", "gen tok/s", "cold s",
+            "peak MiB", "est MiB", "MSE", "MAE", "torch ms", "speedup"]
+    lines = [f"machine: {mach.get('cpu', '?')}, {mach.get('cores', '?')} cores; "
+             + ", ".join(f"{k} {v}" for k, v in result.get("versions", {}).items()), "",
+             "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---"] + ["--:"] * (len(head) - 2)) + "|"]
+    for r in result["rows"]:
+        gen = ""
+        if r.get("gen_tokens_s") is not None:
+            gen = f"{r['gen_tokens_s']:.0f} ± {r['gen_tokens_s_sd'] or 0:.0f}"
+        mib = (lambda n: _f(None if n is None else n / 2 ** 20, ".1f"))
+        cells = [Path(r["bundle"]).name, r["variant"], str(r["batch_size"]), _f(r["latency_p50_ms"], ".2f"),
+                 _f(r["latency_p90_ms"], ".2f"), _f(r["latency_p99_ms"], ".2f"), _f(r["throughput_series_s"], ".0f"),
+                 gen, _f(r["cold_start_s"], ".2f"), mib(r["peak_rss_bytes"]), mib(r["est_peak_bytes"]),
+                 _f(r["mse"], ".3f"), _f(r["mae"], ".3f"), _f(r["torch_p50_ms"], ".2f"),
+                 _f(r["speedup_vs_torch"], ".2f") + ("x" if r.get("speedup_vs_torch") else "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = sorted({r["note"] for r in result["rows"] if r.get("note")})
+    if notes:
+        lines += [""] + [f"note: {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def write_csv(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """One CSV line per row, columns ``COLUMNS``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+        w.writeheader()
+        for r in result["rows"]:
+            w.writerow({k: r.get(k) for k in COLUMNS})
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def add_bundle_arguments(p) -> None:
+    """Options of ``alignts bench BUNDLE...`` (the positional targets, --json and --repeats come from
+    ``alignts/cli/bench.py``)."""
+    p.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    p.add_argument("--variants", default=None, help="comma-separated variant names (default: every runnable one)")
+    p.add_argument("--data", default=None, help="data spec for MSE/MAE on the test split (and for --report)")
+    p.add_argument("--max-windows", type=int, default=None, help="score only the first N test windows")
+    p.add_argument("--csv", type=Path, default=None, metavar="PATH", help="also write the rows as CSV")
+    p.add_argument("--md", type=Path, default=None, metavar="PATH", help="also write the markdown table")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="write the trade-off report (table + frontier and forecast plots) to DIR; needs --data")
+    p.add_argument("--threads", type=int, default=None, help="backend and torch threads")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default 3)")
+    p.add_argument("--no-child", action="store_true", help="skip cold start / peak RSS (child processes)")
+    p.add_argument("--no-torch", action="store_true", help="skip the torch eager reference")
+
+
+def _ints(s: str, what: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(t) for t in str(s).split(",") if t.strip())
+    except ValueError as e:
+        raise InputError(f"{what} {s!r}: expected comma-separated integers, e.g. 1,8") from e
+    return out
+
+
+def run_bundles(args) -> int:
+    """Run ``alignts bench BUNDLE... [--report DIR]`` from parsed arguments; prints the table."""
+    bundles = list(getattr(args, "target", None) or getattr(args, "bundles", []))
+    if not bundles:
+        raise InputError("no bundle given; expected `alignts bench BUNDLE...` with bundle folders.")
+    for b in bundles:
+        if not (Path(b) / "manifest.json").is_file():
+            raise InputError(f"{b!r} is not a bundle folder (no manifest.json); expected folders written by "
+                             "`alignts fit ...`, or the word `kernels`.")
+    report = getattr(args, "report", None)
+    data = getattr(args, "data", None)
+    if report is not None and data is None:
+        raise InputError("--report needs --data (the report scores every bundle and the baselines on it).")
+    variants = getattr(args, "variants", None)
+    cfg = BenchConfig(batch_sizes=_ints(getattr(args, "batch_sizes", "1,8"), "--batch-sizes"),
+                      variants=tuple(v.strip() for v in variants.split(",") if v.strip()) if variants else None,
+                      repeats=int(getattr(args, "repeats", 20)), warmup=int(getattr(args, "warmup", 3)), data=data,
+                      max_windows=getattr(args, "max_windows", None), child=not getattr(args, "no_child", False),
+                      torch=not getattr(args, "no_torch", False), threads=getattr(args, "threads", None),
+                      device=getattr(args, "device", "cpu"))
+    cfg.check()
+    result = run_bench(bundles, cfg)
+    md = to_markdown(result)
+    print(md)
+    if getattr(args, "json", None) is not None:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    if getattr(args, "csv", None) is not None:
+        print(f"wrote {write_csv(result, args.csv)}")
+    if getattr(args, "md", None) is not None:
+        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.md).write_text(md + "\n")
+        print(f"wrote {args.md}")
+    if report is not None:
+        from alignts.bench.report import build_report
+
+        out = build_report(result, data, report, max_windows=cfg.max_windows)
+        print(f"wrote the report to {report}: " + ", ".join(p.name for p in out))
+    return 0

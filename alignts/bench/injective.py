@@ -1,0 +1,200 @@
+"""Generation throughput of the Injective sampling loop beside raw llama.cpp decoding of the same tokens.
+
+``bench_generation(model_path)`` samples ``n_samples`` parallel continuations of a digit prompt with the
+constrained sampler (grammar, temperature, top-p, value counting: everything the runtime does per token; with
+``keep_finished`` so that every step decodes all n sequences) and then feeds llama.cpp exactly the same token
+matrix with no sampling at all (``LlamaCppModel.raw_decode_benchmark``). Overhead = 1 - loop tokens/s / raw tokens/s (prefill excluded in
+both, best of ``repeats``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from alignts.runtime.codec_table import build_codec_table, llama_vocab
+from alignts.runtime.sampler import ConstrainedSampler, SamplerConfig
+
+log = logging.getLogger(__name__)
+
+
+class _Timed:
+    """Backend proxy that counts decoded tokens and the time spent in prefill."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.n_vocab = inner.n_vocab
+        self.prefill_s = 0.0
+        self.tokens = 0
+
+    def prefill(self, prompt_ids, n_parallel=1):
+        t = time.perf_counter()
+        out = self.inner.prefill(prompt_ids, n_parallel)
+        self.prefill_s += time.perf_counter() - t
+        return out
+
+    def step(self, tokens, seq_ids=None):
+        self.tokens += len(tokens)
+        return self.inner.step(tokens, seq_ids)
+
+
+def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int = 24, context_len: int = 96,
+                     precision: int = 2, n_threads: int | None = None, repeats: int = 3, seed: int = 0,
+                     n_ctx: int = 512) -> dict:
+    """Tokens/s of the runtime's sampling loop vs raw llama.cpp decoding of the same tokens.
+
+    Returns {"loop_tokens_per_s", "raw_tokens_per_s", "overhead", "tokens", "n_samples", "horizon",
+    "prompt_tokens", "loop_s", "raw_s", "model"}; overhead is a fraction (0.1 = 10 % slower than raw).
+    """
+    from alignts.kernels.digits import encode_digits
+    from alignts.kernels.scaler import llmtime_scale, llmtime_scaler
+    from alignts.runtime.backends.gguf import LlamaCppModel
+
+    from alignts.runtime.gguf_check import check_gguf
+
+    n_train = check_gguf(model_path).n_ctx_train
+    n_ctx = min(n_ctx, n_train) if n_train > 0 else n_ctx  # GPT-2 positions past training abort llama.cpp
+    model = LlamaCppModel(model_path, n_ctx=n_ctx, n_seq_max=n_samples, n_threads=n_threads)
+    try:
+        table, _, _ = build_codec_table(llama_vocab(model))
+        t = np.arange(context_len)
+        x = (10 + np.sin(2 * np.pi * t / 12) + 0.01 * t)[None]
+        off, sc = llmtime_scaler(x)
+        ids, n = encode_digits(llmtime_scale(x, off, sc), table, precision)
+        room = n_ctx - 2 - horizon * (precision + 5)  # prompt tokens that leave room for H values
+        prompt = np.r_[model.eos_id, ids[0, : n[0]][-room:]]
+        # keep_finished: every step decodes all n sequences, exactly the token matrix raw decoding gets
+        sampler = ConstrainedSampler(table, model.n_vocab, SamplerConfig(n_samples=n_samples, max_digits=precision + 3,
+                                                                         seed=seed, keep_finished=True))
+        best_loop, best_raw, tokens = np.inf, np.inf, 0
+        for r in range(repeats):
+            timed = _Timed(model)
+            t0 = time.perf_counter()
+            gen, lengths = sampler.generate(timed, prompt, horizon, np.random.default_rng(seed + r))
+            loop_s = time.perf_counter() - t0 - timed.prefill_s
+            # raw llama.cpp: the same tokens, every sequence stepping each time (finished ones repeat a separator)
+            steps = gen[:, :-1].T.copy()  # [T-1, n]: the last token of each sample is never decoded
+            steps[steps < 0] = table.value_sep[0]
+            live = (gen[:, :-1] >= 0).sum()
+            raw = model.raw_decode_benchmark(prompt, steps)
+            raw_tps = steps.size / raw["decode_s"]
+            loop_tps = timed.tokens / loop_s
+            assert timed.tokens == steps.size, (timed.tokens, steps.shape)  # the same tokens, step for step
+            best_loop = min(best_loop, loop_s / steps.size)  # seconds per token
+            best_raw = min(best_raw, raw["decode_s"] / steps.size)
+            tokens = int(steps.size)
+            log.info("repeat %d: loop %.0f tok/s (%d tokens, %d live), raw %.0f tok/s", r, loop_tps, timed.tokens,
+                     live, raw_tps)
+        loop_tps, raw_tps = 1.0 / best_loop, 1.0 / best_raw
+        return {"model": str(model_path), "n_samples": n_samples, "horizon": horizon, "prompt_tokens": int(prompt.size),
+                "tokens": tokens, "loop_tokens_per_s": loop_tps, "raw_tokens_per_s": raw_tps,
+                "overhead": 1.0 - loop_tps / raw_tps, "threads": n_threads}
+    finally:
+        model.close()
+
+
+def _seasonal_naive(H: int, m: int):
+    def f(hs):
+        return np.stack([h[h.size - (m if h.size >= m else 1) + np.arange(H) % (m if h.size >= m else 1)]
+                         for h in hs])
+    return f
+
+
+def zero_shot(bundle: str | Path, data_dir: str | Path, variant: str | None = None, samples: int = 20,
+              max_series: int = 60, ili_stride: int = 24, threads: int | None = 1, seed: int = 0) -> dict:
+    """Zero-shot scores of an Injective bundle beside seasonal naive and last value, on subsamples of
+    national_illness (test split windows, every ``ili_stride``-th, all 7 channels, L=104, H=24, standardized
+    with train statistics, MASE with m=52 on each window's context) and Monash tourism monthly (the first
+    ``max_series`` series, the last 24 values held out, context up to 96, MASE m=12, data units)."""
+    import alignts.runtime as rt
+    from alignts.data import load_data
+    from alignts.data.splits import make_splits, sliding_windows
+    from alignts.runtime.evaluate import holdout_eval
+
+    data_dir = Path(data_dir)
+    f = rt.load(bundle)
+    f.set_sampling(n_samples=samples, seed=seed)
+    res: dict = {"bundle": str(bundle), "samples": samples, "seed": seed}
+
+    # --- national_illness
+    L, H, m = 104, 24, 52
+    f.plan(context_len=L, horizon=H, variant=variant, threads=threads)
+    res["variant"] = f.planned.variant
+    data = load_data(data_dir / "national_illness" / "national_illness.csv")
+    sp = make_splits(data, L, H)
+    x, y = sliding_windows(sp.test, L, H, stride=ili_stride)  # [N, C, L], [N, C, H]
+    t0 = time.perf_counter()
+    pred = f.forecast(x.astype(np.float64))
+    secs = time.perf_counter() - t0
+    hist = x.astype(np.float64)
+    scale = np.abs(hist[..., m:] - hist[..., :-m]).mean(-1)  # [N, C] in-sample seasonal naive error
+    preds = {"injective": pred, "seasonal_naive": hist[..., L - m:L - m + H], "last_value": np.repeat(hist[..., -1:], H, -1)}
+    rows = {}
+    for name, p in preds.items():
+        err = np.abs(p - y).mean(-1)  # [N, C]
+        ok = scale > 0
+        rows[name] = {"mae": float(err.mean()), "mse": float(((p - y) ** 2).mean()),
+                      "mase": float((err[ok] / scale[ok]).mean())}
+    rows["injective"]["seconds"] = secs
+    res["national_illness"] = {"rows": rows, "n_windows": int(x.shape[0]), "n_channels": int(x.shape[1]),
+                               "L": L, "H": H, "m": m, "stride": ili_stride,
+                               "prompt_values_kept": int(_values_kept(f, L))}
+
+    # --- Monash tourism monthly
+    H, m, Lt = 24, 12, 96
+    f.plan(context_len=Lt, horizon=H, variant=variant, threads=threads)
+    data = load_data(data_dir / "monash" / "tourism_monthly_dataset.tsf")
+    t0 = time.perf_counter()
+    inj = holdout_eval(lambda hs: f.forecast_series(hs), data, H, context_len=Lt, period=m, batch_size=8,
+                       progress=False, max_series=max_series)
+    inj["seconds"] = time.perf_counter() - t0
+    sn = holdout_eval(_seasonal_naive(H, m), data, H, period=m, progress=False, max_series=max_series)
+    lv = holdout_eval(lambda hs: np.stack([np.repeat(h[-1], H) for h in hs]), data, H, period=m, progress=False,
+                      max_series=max_series)
+    res["tourism_monthly"] = {"rows": {"injective": inj, "seasonal_naive": sn, "last_value": lv},
+                              "L": Lt, "H": H, "m": m, "max_series": max_series,
+                              "prompt_values_kept": int(_values_kept(f, Lt))}
+    return res
+
+
+def _values_kept(f, L: int) -> int:
+    """How many of L typical context values fit the prompt next to H generated values."""
+    t = np.arange(L)
+    prompts, _, _ = f.prompter.prompts((10 + np.sin(t / 3))[None], f.horizon)
+    return int(np.isin(prompts[0], f.prompter.table.value_sep[-1:]).sum())
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m alignts.bench.injective")
+    p.add_argument("model", nargs="?", default=None, help="GGUF file (default: the embedded numeric LM, f16); "
+                   "with --zero-shot: an injective bundle")
+    p.add_argument("--zero-shot", default=None, metavar="DATA_DIR",
+                   help="score the bundle zero-shot on DATA_DIR's national_illness and Monash tourism monthly")
+    p.add_argument("--variant", default=None)
+    p.add_argument("--max-series", type=int, default=60)
+    p.add_argument("--out", default=None, help="write the JSON result here")
+    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--horizon", type=int, default=24)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args(argv)
+    if a.zero_shot:
+        res = zero_shot(a.model, a.zero_shot, a.variant, a.samples, a.max_series, threads=a.threads or 1)
+        text = json.dumps(res, indent=2, default=float)
+        if a.out:
+            Path(a.out).write_text(text + "\n")
+        print(text)
+        return 0
+    path = a.model or str(Path(__file__).resolve().parents[1] / "assets" / "numeric_lm" / "numeric_lm-f16.gguf")
+    print(json.dumps(bench_generation(path, a.samples, a.horizon, n_threads=a.threads, repeats=a.repeats), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

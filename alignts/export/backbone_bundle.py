@@ -1,0 +1,226 @@
+"""Export a frozen backbone once, as its own bundle (paradigm ``backbone``), shared by Bridging adapters.
+
+Bundle contents:
+- ``backbone.onnx``: ``inputs_embeds [S, T, d] -> hidden [S, T, d]`` (fp32, dynamic S and T);
+- ``word_embeddings.npy``: the frozen token embedding table ``[V, d]`` float32 (prompt prefixes are looked
+  up here at run time; it is part of the frozen backbone, so adapters never ship it);
+- ``tokenizer.json``: the backbone's own tokenizer (tiny test presets, which have none, get a small
+  word-level tokenizer over the prompt vocabulary, see :func:`tiny_tokenizer_json`).
+
+A backbone bundle is identified by the sha256 of its manifest.json. In a backbone store folder it is
+exported once: :func:`ensure_backbone_bundle` first looks for a bundle built from the same weights and
+settings (``config.backbone_key``) and reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from alignts.errors import ArtifactError
+from alignts.export.bundle import finish_bundle, validation_record, variant_record
+from alignts.runtime.manifest import MANIFEST_NAME, bundle_writer, manifest_sha256, read_manifest
+
+log = logging.getLogger(__name__)
+
+ONNX_NAME = "backbone.onnx"
+GGUF_NAME = "backbone-f32.gguf"
+# llama.cpp (f32 weights, f32 KV cache) vs torch, relative to max |hidden|: its GELU is the tanh form through an
+# f16 table, so BERT differs by ~3.5e-4 of the hidden scale on 2 MiniLM layers (2.6e-3 absolute, 0.024 on 6).
+GGUF_REL_TOL = 5e-3
+TABLE_NAME = "word_embeddings.npy"
+TOKENIZER_NAME = "tokenizer.json"
+KEY_VERSION = 2  # bump when the export itself changes, so stores do not reuse stale bundles
+
+_TINY_WORDS = ("dataset description task forecast the next steps given previous information input statistics "
+               "min max median value trend of is upward downward top lags are a an time series data hourly "
+               "daily load temperature").split()
+
+
+def tiny_tokenizer_json(vocab_size: int) -> str:
+    """A word-level tokenizer.json over the prompt's words, digits and punctuation (ids < ``vocab_size``).
+
+    For the tiny random test backbones, which come without a tokenizer. Digits are split one by one.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1}
+    for w in list("0123456789.,:;-[]()") + list(_TINY_WORDS):
+        if len(vocab) >= vocab_size:
+            break
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(),
+                                                 pre_tokenizers.Digits(individual_digits=True)])
+    return tok.to_str()
+
+
+def tokenizer_text(backbone) -> str:
+    """The backbone's tokenizer.json text (or the tiny word-level one when it has none)."""
+    if backbone.tokenizer_json:
+        return Path(backbone.tokenizer_json).read_text(encoding="utf-8")
+    return tiny_tokenizer_json(int(backbone.word_embeddings.shape[0]))
+
+
+def max_positions(backbone) -> int | None:
+    """Longest sequence the backbone's position embeddings allow (None = not limited by the config)."""
+    cfg = backbone.hf_config
+    for name in ("max_position_embeddings", "n_positions"):
+        v = getattr(cfg, name, None)
+        if v:
+            return int(v)
+    return None
+
+
+def backbone_key(backbone, tok_text: str) -> str:
+    """sha256 over what determines the exported bundle: weights, depth, tokenizer, export version."""
+    facts = dict(key_version=KEY_VERSION, arch=backbone.name, source_sha256=backbone.source_sha256,
+                 n_layers=backbone.n_layers, d_model=int(backbone.d_model),
+                 vocab=int(backbone.word_embeddings.shape[0]),
+                 tokenizer_sha256=hashlib.sha256(tok_text.encode("utf-8")).hexdigest())
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+def gguf_runtime_kwargs(max_pos: int | None) -> dict:
+    """llama.cpp context settings the GGUF variant is validated and run with (stored in the variant)."""
+    n = int(max_pos or 512)
+    return {"n_ctx": n, "n_batch": n, "n_seq_max": 4, "kv_type": "f32"}
+
+
+def _export_gguf(backbone, module, tmp: Path, shapes, gen, max_pos: int | None):
+    """Write and validate the gguf-f32 variant; returns (Variant, None) or (None, why it was skipped)."""
+    import torch
+
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return None, "llama-cpp-python is not installed (pip install 'alignts[gguf]')"
+    from alignts.export.bundle import validation_record, variant_record
+    from alignts.export.gguf_writer import write_gguf
+    from alignts.runtime.backends.gguf import LlamaCppModel
+
+    write_gguf(backbone.model, tmp / GGUF_NAME, dtype="f32", metadata={"paradigm": "backbone",
+                                                                       "source_sha256": backbone.source_sha256})
+    kw = gguf_runtime_kwargs(max_pos)
+    lm = LlamaCppModel(str(tmp / GGUF_NAME), embeddings=True, **kw)
+    try:
+        worst, rel, top = 0.0, 0.0, 0.0
+        for s_, t_ in shapes:
+            e = torch.randn(s_, t_, int(backbone.d_model), generator=gen)
+            with torch.no_grad():
+                ref = module(e).numpy()
+            got = np.asarray(lm.hidden_states(e.numpy()), dtype=np.float32)
+            d = float(np.max(np.abs(ref - got)))
+            m = max(float(np.max(np.abs(ref))), 1e-12)
+            worst, rel, top = max(worst, d), max(rel, d / m), max(top, m)
+    finally:
+        close = getattr(lm, "close", None)
+        if close:
+            close()
+    if not np.isfinite(rel) or rel > GGUF_REL_TOL:
+        return None, (f"llama.cpp hidden states differ from torch by {worst:.3g} ({rel:.3g} of max |hidden|) > "
+                      f"{GGUF_REL_TOL:g}")
+    v = variant_record(tmp, "gguf-f32", "gguf", "f32", [GGUF_NAME], inputs=["inputs_embeds"], outputs=["hidden"],
+                       validation=validation_record(worst, GGUF_REL_TOL * top, len(shapes), relative_max_abs_diff=rel,
+                                                    relative_tolerance=GGUF_REL_TOL), extra=kw)
+    return v, None
+
+
+def export_backbone_bundle(backbone, out: str | os.PathLike, *, tol: float = 1e-4, overwrite: bool = False,
+                           seed: int = 0, gguf: bool = True) -> Path:
+    """Write ``backbone`` as a backbone bundle at ``out`` (ONNX fp32 + embedding table + tokenizer).
+
+    The ONNX graph is checked against torch on random embeddings of several batch sizes and lengths; the
+    max abs diff goes into the variant's validation. With ``gguf`` (and llama-cpp-python installed) a
+    ``gguf-f32`` variant (write_gguf) is added when llama.cpp reproduces torch within ``GGUF_REL_TOL``
+    (relative to max |hidden|); otherwise
+    the reason is recorded in ``config.gguf_skipped``. Returns ``out``.
+    """
+    import torch
+
+    from alignts.export.bridging import BackboneExport
+    from alignts.export.onnx_export import export_onnx, validate_onnx
+
+    tok_text = tokenizer_text(backbone)
+    key = backbone_key(backbone, tok_text)
+    d = int(backbone.d_model)
+    max_pos = max_positions(backbone)
+    t_hi = min(max_pos or 64, 64)
+    module = BackboneExport(backbone).eval()
+    gen = torch.Generator().manual_seed(seed)
+    table = backbone.word_embeddings.detach().cpu().numpy().astype(np.float32)
+    with bundle_writer(out, overwrite=overwrite) as tmp:
+        export_onnx(module, (torch.randn(2, 12, d, generator=gen),), tmp / ONNX_NAME, ["inputs_embeds"],
+                    ["hidden"], dynamic_axes={"inputs_embeds": {0: "batch", 1: "tokens"}})
+        shapes = [(1, 5), (3, t_hi), (2, 17)]
+        diff = validate_onnx(module, tmp / ONNX_NAME,
+                             lambda t: (torch.randn(*shapes[t], d, generator=gen),), n_trials=len(shapes), tol=tol)
+        np.save(tmp / TABLE_NAME, table)
+        (tmp / TOKENIZER_NAME).write_text(tok_text, encoding="utf-8")
+        variant = variant_record(tmp, "onnx-fp32", "onnx", "fp32", [ONNX_NAME], inputs=["inputs_embeds"],
+                                 outputs=["hidden"],
+                                 dynamic_axes={"inputs_embeds": {0: "batch", 1: "tokens"},
+                                               "hidden": {0: "batch", 1: "tokens"}},
+                                 validation=validation_record(diff, tol, len(shapes)))
+        variants, skipped = [variant], None
+        if gguf:
+            gv, skipped = _export_gguf(backbone, module, tmp, shapes, gen, max_pos)
+            if gv is not None:
+                variants.append(gv)
+            else:
+                log.warning("backbone gguf-f32 variant skipped: %s", skipped)
+        finish_bundle(
+            tmp, paradigm="backbone", architecture=backbone.name, variants=variants,
+            extra_files=[TABLE_NAME, TOKENIZER_NAME],
+            config={"d_model": d, "n_layers": backbone.n_layers, "vocab_size": int(table.shape[0]),
+                    "causal": bool(backbone.causal), "spec": backbone.spec, "source_sha256": backbone.source_sha256,
+                    "backbone_key": key, "table": TABLE_NAME, "tokenizer": TOKENIZER_NAME,
+                    "max_positions": max_pos, "gguf_skipped": skipped},
+            limits={"max_tokens": max_pos})
+    log.info("backbone bundle %s: max abs diff vs torch %.2e", out, diff)
+    return Path(out)
+
+
+def find_by_key(store: str | os.PathLike, key: str) -> Path | None:
+    """A bundle in ``store`` whose manifest's ``config.backbone_key`` is ``key`` (verified), or None."""
+    store = Path(store)
+    if not store.is_dir():
+        return None
+    for child in sorted(store.iterdir()):
+        if not (child / MANIFEST_NAME).is_file():
+            continue
+        try:
+            m = read_manifest(child, verify=False)
+        except ArtifactError:
+            continue
+        if m.paradigm == "backbone" and m.config.get("backbone_key") == key:
+            try:
+                read_manifest(child, verify=True)
+            except ArtifactError as e:
+                log.warning("backbone bundle %s matches but fails verification (%s); exporting anew", child, e)
+                continue
+            return child
+    return None
+
+
+def ensure_backbone_bundle(backbone, store: str | os.PathLike, *, tol: float = 1e-4,
+                           gguf: bool = True) -> tuple[Path, str, bool]:
+    """Export ``backbone`` into the backbone store folder ``store`` unless the same one is already there.
+
+    Returns ``(bundle path, manifest sha256, reused)``.
+    """
+    store = Path(store)
+    key = backbone_key(backbone, tokenizer_text(backbone))
+    found = find_by_key(store, key)
+    if found is not None:
+        log.info("reusing backbone bundle %s", found)
+        return found, manifest_sha256(found), True
+    out = store / f"{backbone.name}-{key[:16]}"
+    export_backbone_bundle(backbone, out, tol=tol, overwrite=True, gguf=gguf)
+    return out, manifest_sha256(out), False

@@ -1,0 +1,247 @@
+"""The Bridging (Time-LLM) model in torch: a reprogramming adapter into a frozen LM, prompt-as-prefix.
+
+Graph per series (channel-independent, ``x  # [B, C, L]`` is flattened to ``[S, L]``):
+
+RevIN (no affine, eps 1e-5) -> patches (16/8, replication pad by stride) -> patch embedding
+(Conv1d(P -> d_model, kernel 3, circular) over the patch axis) -> reprogramming cross-attention from patches
+onto K text prototypes (``Linear(V -> K)`` over the frozen word embeddings) projected to the LM width ->
+``[prompt prefix embeddings ; reprogrammed patches]`` -> frozen LM on input embeddings -> last N hidden
+states, first d_ff features, flattened -> Linear -> H -> de-normalize.
+
+Only the patch embedding, the prototype mapping, the reprogramming layer and the head are trained.
+For export the prototypes are constant, so the reprogramming keys and values are precomputed
+(:class:`AdapterExport`); no ``[V, K]`` matrix ships to the runtime.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from alignts.errors import InputError
+from alignts.runtime.prompt import PromptConfig, prompt_ids
+from alignts.runtime.tokenize import PromptTokenizer
+
+
+@dataclass(frozen=True)
+class BridgingConfig:
+    """Bridging (Time-LLM) settings; serialized into the manifest's ``config``.
+
+    context_len, horizon: L and H.
+    patch_len, stride:  patching (Time-LLM: 16, 8); ``n_patches = (L - patch_len) // stride + 2``.
+    d_model:            patch-embedding width (Time-LLM ETTh1: 32).
+    n_heads, d_keys:    reprogramming attention heads and per-head key width (Time-LLM: 8, 128).
+    n_prototypes:       number of text prototypes K (Time-LLM: 1000).
+    d_ff:               hidden features per patch kept for the head (<= LM width).
+    dropout:            dropout on the patch embedding, attention and head input (training only).
+    eps:                RevIN eps.
+    prompt_len:         prompt tokens, left-padded or cut to this length (0 = choose at fit time).
+    description:        dataset description in the prompt.
+    top_k:              lags listed in the prompt.
+    """
+
+    context_len: int = 336
+    horizon: int = 96
+    patch_len: int = 16
+    stride: int = 8
+    d_model: int = 32
+    n_heads: int = 8
+    d_keys: int = 128
+    n_prototypes: int = 1000
+    d_ff: int = 128
+    dropout: float = 0.1
+    eps: float = 1e-5
+    prompt_len: int = 0
+    description: str = "a time series."
+    top_k: int = 5
+
+    @property
+    def n_patches(self) -> int:
+        return (self.context_len - self.patch_len) // self.stride + 2
+
+    def prompt(self) -> PromptConfig:
+        return PromptConfig(description=self.description, context_len=self.context_len, horizon=self.horizon,
+                            top_k=self.top_k, eps=self.eps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "n_patches": self.n_patches}
+
+
+def patch_index(context_len: int, patch_len: int, stride: int) -> torch.Tensor:
+    """Gather index ``[N, P]`` into ``x[..., L]`` that equals replication padding by ``stride`` then unfold."""
+    n = (context_len - patch_len) // stride + 2
+    idx = torch.arange(n)[:, None] * stride + torch.arange(patch_len)[None, :]
+    return idx.clamp(max=context_len - 1)
+
+
+class PatchEmbedding(nn.Module):
+    """Conv1d(P -> d_model, kernel 3, circular padding, no bias) over the patch axis: ``[S, N, P] -> [S, N, D]``."""
+
+    def __init__(self, patch_len: int, d_model: int):
+        super().__init__()
+        self.conv = nn.Conv1d(patch_len, d_model, kernel_size=3, padding=0, bias=False)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="leaky_relu")
+
+    def forward(self, patches):  # [S, N, P]
+        x = patches.transpose(1, 2)  # [S, P, N]
+        x = torch.cat([x[..., -1:], x, x[..., :1]], dim=-1)  # circular pad 1 (explicit: exports everywhere)
+        return self.conv(x).transpose(1, 2)  # [S, N, D]
+
+
+class Reprogramming(nn.Module):
+    """Cross-attention from patch embeddings (queries) to text prototypes (keys/values), out to the LM width."""
+
+    def __init__(self, d_model: int, n_heads: int, d_keys: int, d_llm: int, dropout: float = 0.1):
+        super().__init__()
+        self.n_heads, self.d_keys = n_heads, d_keys
+        self.query = nn.Linear(d_model, n_heads * d_keys)
+        self.key = nn.Linear(d_llm, n_heads * d_keys)
+        self.value = nn.Linear(d_llm, n_heads * d_keys)
+        self.out = nn.Linear(n_heads * d_keys, d_llm)
+        self.dropout = nn.Dropout(dropout)
+
+    def attend(self, q_in, keys, values):
+        """q_in [S, N, D]; keys, values [K, H*E] (already projected) -> [S, N, d_llm]."""
+        S, N, _ = q_in.shape
+        H, E = self.n_heads, self.d_keys
+        q = self.query(q_in).reshape(S, N, H, E).transpose(1, 2)  # [S, H, N, E]
+        k = keys.reshape(-1, H, E).permute(1, 2, 0)  # [H, E, K]
+        v = values.reshape(-1, H, E).transpose(0, 1)  # [H, K, E]
+        att = torch.softmax(torch.matmul(q, k) / math.sqrt(E), dim=-1)  # [S, H, N, K]
+        o = torch.matmul(self.dropout(att), v)  # [S, H, N, E]
+        return self.out(o.transpose(1, 2).reshape(S, N, H * E))
+
+    def forward(self, q_in, prototypes):  # prototypes [K, d_llm]
+        return self.attend(q_in, self.key(prototypes), self.value(prototypes))
+
+
+class BridgingModel(nn.Module):
+    """Time-LLM over a frozen :class:`~alignts.export.backbones.Backbone`.
+
+    forward(x  # [B, C, L] float32, scaled data) -> forecast  # [B, C, H]
+    The prompt ids are computed from ``x`` with the runtime's own prompt/tokenizer code.
+    """
+
+    def __init__(self, backbone, cfg: BridgingConfig, tokenizer: PromptTokenizer):
+        super().__init__()
+        if cfg.prompt_len < 1:
+            raise InputError(f"BridgingConfig.prompt_len must be >= 1 here, got {cfg.prompt_len}; "
+                             "choose it with natural_prompt_len() before building the model.")
+        d_llm = int(backbone.d_model)
+        if not 1 <= cfg.d_ff <= d_llm:
+            raise InputError(f"d_ff={cfg.d_ff}: expected 1..{d_llm} (the backbone width). Fix: pass a smaller --d-ff.")
+        if cfg.context_len < cfg.patch_len:
+            raise InputError(f"context_len={cfg.context_len} is shorter than patch_len={cfg.patch_len}; "
+                             "pass a longer --context.")
+        self.cfg = cfg
+        self.backbone_ref = backbone  # dataclass; its model is registered below so .to()/eval() reach it
+        self.lm = backbone.model
+        for p in self.lm.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.prompt_cfg = cfg.prompt()
+        emb = torch.as_tensor(np.asarray(backbone.word_embeddings.detach().cpu() if hasattr(
+            backbone.word_embeddings, "detach") else backbone.word_embeddings), dtype=torch.float32)
+        self.register_buffer("word_emb", emb, persistent=False)  # [V, d] frozen
+        V = emb.shape[0]
+        self.register_buffer("patch_idx", patch_index(cfg.context_len, cfg.patch_len, cfg.stride), persistent=False)
+        self.patch_embed = PatchEmbedding(cfg.patch_len, cfg.d_model)
+        self.mapping = nn.Linear(V, cfg.n_prototypes)
+        self.reprogram = Reprogramming(cfg.d_model, cfg.n_heads, cfg.d_keys, d_llm, cfg.dropout)
+        self.head = nn.Linear(cfg.d_ff * cfg.n_patches, cfg.horizon)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.lm.eval()  # the frozen LM never runs its dropout
+        return self
+
+    def prototypes(self) -> torch.Tensor:
+        """Text prototypes ``[K, d_llm]``: Linear(V -> K) applied over the vocabulary axis of the embeddings."""
+        return self.mapping(self.word_emb.t()).t()
+
+    def prompt_ids(self, x_flat: torch.Tensor) -> torch.Tensor:
+        ids = prompt_ids(x_flat.detach().cpu().numpy(), self.prompt_cfg, self.tokenizer, self.cfg.prompt_len)
+        return torch.from_numpy(ids).to(x_flat.device)
+
+    def norm_patch(self, x_flat):
+        """RevIN and patching: ``[S, L] -> (patches [S, N, P], mean [S, 1], std [S, 1])``."""
+        mean = x_flat.mean(dim=-1, keepdim=True)
+        std = torch.sqrt(x_flat.var(dim=-1, keepdim=True, unbiased=False) + self.cfg.eps)
+        z = (x_flat - mean) / std
+        return z[:, self.patch_idx], mean, std
+
+    def adapter(self, patches, prototypes=None):
+        """``patches [S, N, P] -> [S, N, d_llm]`` (embedding + reprogramming)."""
+        protos = self.prototypes() if prototypes is None else prototypes
+        return self.reprogram(self.dropout(self.patch_embed(patches)), protos)
+
+    def head_forward(self, hidden_last):
+        """``hidden_last [S, N, d_llm]`` (the last N hidden states) -> normalized forecast ``[S, H]``."""
+        S = hidden_last.shape[0]
+        return self.head(self.dropout(hidden_last[..., :self.cfg.d_ff].reshape(S, -1)))
+
+    def forward_flat(self, x_flat, ids=None):
+        """``x_flat [S, L]`` -> forecast ``[S, H]`` (de-normalized)."""
+        ids = self.prompt_ids(x_flat) if ids is None else ids
+        patches, mean, std = self.norm_patch(x_flat)
+        enc = self.adapter(patches)  # [S, N, d]
+        prefix = self.word_emb[ids]  # [S, T, d]
+        hidden = self.backbone_ref.forward_embeds(torch.cat([prefix, enc], dim=1), model=self.lm)
+        y = self.head_forward(hidden[:, -self.cfg.n_patches:])
+        return y * std + mean
+
+    def forward(self, x):  # [B, C, L] -> [B, C, H]
+        if x.shape[-1] != self.cfg.context_len:
+            raise InputError(f"expected context length {self.cfg.context_len}, got {x.shape[-1]}")
+        lead = x.shape[:-1]
+        y = self.forward_flat(x.reshape(-1, x.shape[-1]).float())
+        return y.reshape(*lead, self.cfg.horizon)
+
+
+class AdapterExport(nn.Module):
+    """Export form of the adapter: ``patches [S, N, P] -> embeddings [S, N, d_llm]`` with the reprogramming
+    keys/values of the (constant) prototypes precomputed."""
+
+    def __init__(self, model: BridgingModel):
+        super().__init__()
+        with torch.no_grad():
+            protos = model.prototypes()
+            keys = model.reprogram.key(protos)
+            values = model.reprogram.value(protos)
+        self.patch_embed = model.patch_embed
+        self.reprogram = model.reprogram
+        self.register_buffer("keys", keys.detach().clone())  # [K, H*E]
+        self.register_buffer("values", values.detach().clone())  # [K, H*E]
+
+    def forward(self, patches):
+        return self.reprogram.attend(self.patch_embed(patches), self.keys, self.values)
+
+
+class HeadExport(nn.Module):
+    """Export form of the head: ``hidden [S, N, d_llm]`` (last N states) -> normalized forecast ``[S, H]``."""
+
+    def __init__(self, model: BridgingModel):
+        super().__init__()
+        self.d_ff = model.cfg.d_ff
+        self.head = model.head
+
+    def forward(self, hidden):
+        return self.head(hidden[..., :self.d_ff].reshape(hidden.shape[0], -1))
+
+
+class BackboneExport(nn.Module):
+    """Export form of the frozen LM: ``inputs_embeds [S, T, d] -> hidden [S, T, d]``."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone_ref = backbone
+        self.lm = backbone.model
+
+    def forward(self, inputs_embeds):
+        return self.backbone_ref.forward_embeds(inputs_embeds, model=self.lm)

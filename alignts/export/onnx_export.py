@@ -1,0 +1,133 @@
+"""ONNX export (torch.onnx dynamo exporter), validation against torch, and int8 dynamic quantization."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from alignts.errors import ValidationError, missing_extra
+
+log = logging.getLogger(__name__)
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise missing_extra("onnxruntime", "cpu") from e
+    return ort
+
+
+def export_onnx(module, example_inputs: tuple, path: str | os.PathLike, input_names: Sequence[str],
+                output_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+                opset: int = 18) -> Path:
+    """Export ``module`` (eval mode) to a single ONNX file at ``path`` with the dynamo exporter.
+
+    example_inputs: tensors for one forward call; dynamic_axes: {input name: {axis: axis name}} (only inputs
+    need entries; outputs follow). Weights stay inside the file (models here are far below 2 GB).
+    Avoid ``Tensor.unfold`` in the module: gather with indices instead.
+    """
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module.eval()
+    for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "torch._dynamo", "torch.export"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    dynamic_shapes = None
+    if dynamic_axes:
+        dims: dict[str, object] = {}
+        dynamic_shapes = []
+        for name in input_names:
+            axes = dynamic_axes.get(name, {})
+            spec = {}
+            for ax, ax_name in axes.items():
+                dims.setdefault(ax_name, torch.export.Dim(ax_name, min=1, max=1 << 20))
+                spec[int(ax)] = dims[ax_name]
+            dynamic_shapes.append(spec or None)
+        dynamic_shapes = tuple(dynamic_shapes)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(module, tuple(example_inputs), dynamo=True, input_names=list(input_names),
+                                 output_names=list(output_names), dynamic_shapes=dynamic_shapes,
+                                 opset_version=opset, verbose=False, report=False)
+    prog.save(str(path), external_data=False)
+    log.info("exported %s (%d bytes)", path, path.stat().st_size)
+    return path
+
+
+def _to_numpy(a) -> np.ndarray:
+    if hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def validate_onnx(module, path: str | os.PathLike, make_inputs: Callable[[int], tuple], n_trials: int = 3,
+                  tol: float = 1e-4, relative: bool = False) -> float:
+    """Run torch ``module`` and the ONNX file on ``n_trials`` fresh inputs; return the max abs difference.
+
+    make_inputs(trial) -> a tuple of tensors (or arrays) for one call; use different shapes across trials
+    to exercise the dynamic axes. Raises ValidationError when the difference exceeds ``tol``.
+    """
+    import torch
+
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    module.eval()
+    worst, scale = 0.0, 0.0
+    for t in range(n_trials):
+        inputs = make_inputs(t)
+        tin = tuple(torch.as_tensor(_to_numpy(a)) for a in inputs)
+        with torch.no_grad():
+            ref = module(*tin)
+        refs = ref if isinstance(ref, (tuple, list)) else (ref,)
+        outs = sess.run(None, {n: _to_numpy(a).astype(np.float32) for n, a in zip(names, tin)})
+        for r, o in zip(refs, outs):
+            r = _to_numpy(r)
+            if r.shape != o.shape:
+                raise ValidationError(f"{path}: output shape {o.shape} differs from torch's {r.shape} "
+                                      f"(trial {t}); the export is broken, re-export it.")
+            worst = max(worst, float(np.max(np.abs(r - o))) if r.size else 0.0)
+            scale = max(scale, float(np.max(np.abs(r))) if r.size else 0.0)
+    if relative:
+        worst = worst / max(scale, 1e-12)
+    if not np.isfinite(worst) or worst > tol:
+        kind = "relative max abs diff" if relative else "max abs diff"
+        raise ValidationError(f"{path}: {kind} vs torch {worst:.3g} exceeds the tolerance {tol:.1g} "
+                              f"over {n_trials} random inputs; the export is wrong (check for ops the exporter "
+                              "mistranslates) or the tolerance is too tight for this dtype.")
+    return worst
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, keep_input_layers_fp32: bool = True) -> Path:
+    """Dynamic int8 quantization of the weight MatMul/Gemm nodes (onnxruntime.quantization); returns ``dst``.
+
+    Per-channel int8 weights in 7-bit range (``reduce_range``: x86 u8 x s8 kernels without VNNI saturate
+    the 16-bit intermediate sums with full-range weights; measured 7% vs 1% relative error on a tiny GPT-2),
+    activations quantized per tensor at run time; activation x activation MatMuls (attention scores) stay fp32. keep_input_layers_fp32: leave nodes that read a graph input in fp32 (the
+    patch embedding: tiny, and the largest int8 error on raw-scale inputs).
+    """
+    _ort()
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    dst = Path(dst)
+    exclude = []
+    if keep_input_layers_fp32:
+        g = onnx.load(str(src), load_external_data=False).graph
+        inputs = {i.name for i in g.input}
+        exclude = [n.name for n in g.node if n.op_type in ("MatMul", "Gemm") and inputs & set(n.input)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("root").setLevel(logging.ERROR)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=True, nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
+    return dst

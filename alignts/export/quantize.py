@@ -1,0 +1,241 @@
+"""Quantized variants of an existing bundle: ONNX int8 and GGUF f16 / q8_0 / q4_0 (no torch needed).
+
+- ONNX ``int8``: dynamic per-channel int8 quantization of the MatMul weights of every ``.onnx`` file of the
+  bundle's fp32 ONNX variant (``onnxruntime.quantization``, through ``alignts.export.onnx_export.quantize_int8``).
+- GGUF ``f16`` / ``q8_0`` / ``q4_0``: the f32 GGUF re-written tensor by tensor with gguf-py (2-D weights
+  quantized, norms, biases and position embeddings kept f32, rows not a multiple of the block size written f16:
+  the same rules as ``alignts.export.gguf_writer.write_gguf``); every metadata key is copied.
+
+Each new variant is validated end to end through the runtime against the bundle's most accurate variant of
+the same backend (fp32 / f32) on seeded random-walk inputs, and the result goes into its ``validation``:
+``max_abs_diff``, ``relative_max_abs_diff`` (over the reference's max |forecast|), ``reference``, ``n_inputs``.
+A NaN/inf output or a relative error above ``REL_TOL[dtype]`` raises ValidationError and nothing is added
+(Injective: greedy forecasts are compared and the difference recorded, not enforced: digits are discrete).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from alignts.errors import ArtifactError, InputError, ValidationError
+from alignts.runtime.manifest import MANIFEST_NAME, Manifest, Variant, file_entries, read_manifest
+
+log = logging.getLogger(__name__)
+
+ONNX_DTYPES = ("int8",)
+GGUF_DTYPES = ("f16", "q8_0", "q4_0")
+DTYPES = ONNX_DTYPES + GGUF_DTYPES
+# relative max abs diff vs the fp32 reference above which a quantized variant is refused
+REL_TOL = {"int8": 0.5, "f16": 0.05, "q8_0": 0.25, "q4_0": 1.0}
+_FLOAT_SOURCES = {"onnx": ("fp32",), "gguf": ("f32", "f16")}
+
+
+def _renamed(name: str, old: str, new: str) -> str:
+    """``core.onnx`` -> ``core.int8.onnx``; ``lm.f32.gguf`` -> ``lm.q8_0.gguf``."""
+    p = Path(name)
+    parts = p.name.split(".")
+    if old in parts[:-1]:
+        parts[parts.index(old)] = new
+    else:
+        parts.insert(len(parts) - 1, new)
+    return str(p.with_name(".".join(parts)))
+
+
+def _variant_name(src: Variant, dtype: str) -> str:
+    return src.name.replace(src.dtype, dtype) if src.dtype in src.name else f"{src.name}-{dtype}"
+
+
+def requantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, dtype: str) -> dict[str, int]:
+    """Write ``dst``: the GGUF ``src`` (f32/f16 tensors) with its 2-D weights in ``dtype``; returns
+    {tensor type written: count}. Refuses a source that is already quantized (quantizing twice compounds
+    the error: quantize from the f32 file)."""
+    from alignts.export.gguf_writer import _FTYPE, _KEEP_F32, _add_tensor, _gguf, _tmp_beside
+
+    gguf = _gguf()
+    if dtype not in GGUF_DTYPES + ("f32",):
+        raise InputError(f"GGUF dtype {dtype!r}: expected one of {('f32',) + GGUF_DTYPES}.")
+    reader = gguf.GGUFReader(str(src))
+    arch_field = reader.fields.get("general.architecture")
+    if arch_field is None:
+        raise ArtifactError(f"{src}: no general.architecture key; expected a GGUF model. Re-export it.")
+    arch = str(arch_field.contents())
+    dst = Path(dst)
+    tmp = _tmp_beside(dst)
+    written: dict[str, int] = {}
+    try:
+        w = gguf.GGUFWriter(tmp, arch)
+        for key, f in reader.fields.items():
+            if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type", "alignts.dtype"):
+                continue
+            sub = f.types[1] if len(f.types) > 1 else None
+            w.add_key_value(key, f.contents(), f.types[0], sub)
+        w.add_file_type(_FTYPE[dtype])
+        w.add_string("alignts.dtype", dtype)
+        for t in reader.tensors:
+            tt = gguf.GGMLQuantizationType(int(t.tensor_type))
+            if tt not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+                raise ArtifactError(f"{src}: tensor {t.name!r} is {tt.name}; expected f32/f16 tensors to quantize "
+                                    "from. Fix: quantize from the bundle's gguf-f32 variant.")
+            arr = np.asarray(t.data, dtype=np.float32).reshape(tuple(int(n) for n in reversed(t.shape)))
+            kind = _add_tensor(w, t.name, arr, "f32" if t.name in _KEEP_F32 else dtype)
+            written[kind] = written.get(kind, 0) + 1
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    log.info("wrote %s (%s): %s", dst, dtype, written)
+    return written
+
+
+def _source_variant(m: Manifest, backend: str) -> Variant | None:
+    for want in _FLOAT_SOURCES[backend]:
+        for v in m.variants:
+            if v.backend == backend and v.dtype == want:
+                return v
+    return None
+
+
+def _check_inputs(m: Manifest, n: int, seed: int) -> np.ndarray:
+    c = m.config
+    C = int(c.get("n_channels") or 1)
+    L = int(c.get("context_len") or 96)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, C, L)).cumsum(-1) * 0.3 + rng.standard_normal((n, C, 1))
+    return x.astype(np.float32)  # [n, C, L] random walks on the scaled data's scale
+
+
+def _forecasts(folder: Path, names: Sequence[str], x: np.ndarray) -> dict[str, np.ndarray]:
+    from alignts.runtime import load
+
+    f = load(folder, verify=False)
+    if f.paradigm == "injective" and hasattr(f, "set_sampling"):
+        f.set_sampling(greedy=True, n_samples=1)  # deterministic: compare the same decoding path
+    out = {}
+    for n in names:
+        f.plan(variant=n, batch_size=x.shape[0])
+        out[n] = np.asarray(f.forecast(x), dtype=np.float64)
+    return out
+
+
+def _write_manifest_atomic(folder: Path, m: Manifest) -> None:
+    tmp = folder / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps(m.to_dict(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, folder / MANIFEST_NAME)
+
+
+def quantize_bundle(bundle: str | os.PathLike, dtypes: Iterable[str] = ("int8", "q8_0", "q4_0"),
+                    out: str | os.PathLike | None = None, overwrite: bool = False, n_check: int = 8,
+                    seed: int = 0) -> tuple[Manifest, list[dict[str, Any]]]:
+    """Add quantized variants to ``bundle`` (in place, or to a copy at ``out``); returns (manifest, rows).
+
+    dtypes: any of ``int8`` (from the fp32 ONNX variant), ``f16``, ``q8_0``, ``q4_0`` (from the f32 GGUF).
+    A variant that exists already is skipped unless ``overwrite``. rows: one dict per new variant (name,
+    source, bytes, max_abs_diff, relative_max_abs_diff) for the CLI.
+    """
+    dtypes = list(dict.fromkeys(dtypes))
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad or not dtypes:
+        raise InputError(f"dtypes {bad or dtypes}: expected some of {DTYPES}. Fix: e.g. --to int8,q8_0")
+    folder = Path(bundle)
+    m = read_manifest(folder, verify=True)
+    if out is not None:
+        dst = Path(out)
+        if dst.exists():
+            if not overwrite:
+                raise ArtifactError(f"{str(dst)!r} already exists; choose another --out or pass --overwrite.")
+            shutil.rmtree(dst)
+        shutil.copytree(folder, dst)
+        folder = dst
+    todo: list[tuple[str, Variant]] = []
+    for d in dtypes:
+        backend = "onnx" if d in ONNX_DTYPES else "gguf"
+        src = _source_variant(m, backend)
+        if src is None:
+            own = ONNX_DTYPES if backend == "onnx" else GGUF_DTYPES
+            raise InputError(f"{d}: the bundle has no {backend} {'/'.join(_FLOAT_SOURCES[backend])} variant to "
+                             f"quantize from (it has {', '.join(v.name for v in m.variants)}). Fix: re-export with "
+                             f"that backend (e.g. without --no-gguf), or ask only for "
+                             f"{', '.join(x for x in DTYPES if x not in own)}.")
+        name = _variant_name(src, d)
+        if any(v.name == name for v in m.variants) and not overwrite:
+            log.info("%s exists; skipped (pass overwrite=True to rebuild it)", name)
+            continue
+        todo.append((d, src))
+    if not todo:
+        return m, []
+    new_variants: list[Variant] = []
+    created: list[str] = []
+    try:
+        for d, src in todo:
+            suffix = ".onnx" if src.backend == "onnx" else ".gguf"
+            mapping = {f: _renamed(f, src.dtype, d) for f in src.files if f.endswith(suffix)}
+            for old, new in mapping.items():
+                created.append(new)
+                if src.backend == "onnx":
+                    from alignts.export.onnx_export import quantize_int8
+
+                    quantize_int8(folder / old, folder / new)
+                else:
+                    requantize_gguf(folder / old, folder / new, d)
+            files = tuple(mapping.get(f, f) for f in src.files)
+            extra = {k: (mapping.get(v, v) if isinstance(v, str) else v) for k, v in src.extra.items()}
+            size = sum((folder / f).stat().st_size for f in files)
+            new_variants.append(Variant(name=_variant_name(src, d), backend=src.backend, dtype=d, files=files,
+                                        inputs=src.inputs, outputs=src.outputs, dynamic_axes=src.dynamic_axes,
+                                        validation={}, weight_bytes=int(size), extra=extra))
+
+        def ordered(news: Sequence[Variant]) -> tuple[Variant, ...]:  # replaced ones keep their place
+            by = {v.name: v for v in news}
+            return tuple(by.pop(v.name, v) for v in m.variants) + tuple(by.values())
+
+        all_files = dict(m.files)
+        for v in new_variants:
+            all_files.update(file_entries(folder, [f for f in v.files if f not in all_files or f.endswith(
+                (".onnx", ".gguf"))]))
+        staged = replace(m, files=all_files, variants=ordered(new_variants))
+        _write_manifest_atomic(folder, staged)  # the runtime needs the variants listed to run them
+        x = _check_inputs(m, n_check, seed)
+        refs = {b: _source_variant(m, b) for b in ("onnx", "gguf")}
+        ref_names = [r.name for r in refs.values() if r is not None and any(v.backend == r.backend
+                                                                           for v in new_variants)]
+        got = _forecasts(folder, ref_names + [v.name for v in new_variants], x)
+        rows, validated = [], []
+        for v in new_variants:
+            ref = refs[v.backend]
+            diff = float(np.abs(got[v.name] - got[ref.name]).max())
+            scale = float(np.abs(got[ref.name]).max()) or 1e-12
+            rel = diff / scale
+            # Injective decodes discrete digits: one flipped token moves a value a lot, so its greedy-forecast
+            # difference is recorded, not enforced
+            tol = REL_TOL[v.dtype] if m.paradigm != "injective" else None
+            if not np.isfinite(diff) or (tol is not None and rel > tol):
+                raise ValidationError(f"{v.name}: relative max abs diff vs {ref.name} is {rel:.3g} over {n_check} "
+                                      f"random inputs, above the tolerance {tol}; expected a usable variant. "
+                                      "Fix: use a finer dtype (q8_0 instead of q4_0).")
+            val = {"max_abs_diff": diff, "relative_max_abs_diff": rel, "relative_tolerance": tol,
+                   "tolerance": None, "n_inputs": int(n_check), "reference": f"{ref.name} (runtime)",
+                   "method": "end-to-end runtime forecasts on seeded random walks"}
+            validated.append(replace(v, validation=val))
+            rows.append({"variant": v.name, "source": ref.name, "bytes": v.weight_bytes, "max_abs_diff": diff,
+                         "relative_max_abs_diff": rel})
+        final = replace(staged, variants=ordered(validated))
+        _write_manifest_atomic(folder, final)
+    except BaseException:
+        _write_manifest_atomic(folder, m)
+        for rel in created:
+            if rel not in m.files and (folder / rel).exists():
+                (folder / rel).unlink()
+        raise
+    return final, rows

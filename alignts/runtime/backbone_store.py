@@ -1,0 +1,192 @@
+"""Backbone bundles found by hash, and a process-wide cache so many adapters share one loaded backbone.
+
+A Bridging bundle names its frozen backbone by the sha256 of the backbone bundle's ``manifest.json``
+(``manifest.backbone = {"sha256": ..., "name": ..., "path": hint}``). :func:`find_backbone` looks, in order:
+
+1. the ``path`` hint in the adapter's manifest (relative to the adapter bundle);
+2. folders passed by the caller (``backbone_dirs=``) and folders registered with :func:`add_backbone_dir`;
+3. ``backbones/`` beside the adapter bundle (where ``alignts fit bridging`` writes it) and inside it;
+4. the folders in ``$ALIGNTS_BACKBONE_PATH`` (``os.pathsep``-separated);
+5. ``~/.cache/alignts/backbones``.
+
+Each folder may be a backbone bundle itself or hold backbone bundles as sub-folders. Nothing found raises
+:class:`BackboneNotFoundError` naming the backbone and every place looked.
+
+:func:`open_backbone` returns a :class:`LoadedBackbone` (ONNX session or llama.cpp model, the word-embedding
+table memory-mapped, the tokenizer); it is cached by (hash, variant, device) in a weak-value dictionary, so
+two forecasters over the same backbone hold one copy, and it is freed when the last one goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from alignts.errors import ArtifactError, BackboneNotFoundError
+from alignts.runtime.manifest import MANIFEST_NAME, Manifest, manifest_sha256, read_manifest
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "ALIGNTS_BACKBONE_PATH"
+USER_STORE = Path("~/.cache/alignts/backbones")
+
+_extra_dirs: list[Path] = []
+_lock = threading.Lock()
+_cache: "weakref.WeakValueDictionary[tuple, LoadedBackbone]" = weakref.WeakValueDictionary()
+_n_opened = 0  # backbones actually loaded (not served from the cache) in this process
+
+
+def add_backbone_dir(path: str | os.PathLike) -> None:
+    """Register a folder to search for backbone bundles in this process (checked before the defaults)."""
+    p = Path(path).expanduser()
+    if p not in _extra_dirs:
+        _extra_dirs.append(p)
+
+
+def search_dirs(bundle_dir: str | os.PathLike | None = None, extra: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """The folders searched for backbone bundles, in order (see the module docstring)."""
+    dirs = [Path(d).expanduser() for d in extra] + list(_extra_dirs)
+    if bundle_dir is not None:
+        b = Path(bundle_dir)
+        dirs += [b.parent / "backbones", b / "backbones"]
+    dirs += [Path(d).expanduser() for d in os.environ.get(ENV_VAR, "").split(os.pathsep) if d]
+    dirs.append(USER_STORE.expanduser())
+    out: list[Path] = []
+    for d in dirs:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def _candidates(folder: Path) -> Iterable[Path]:
+    if (folder / MANIFEST_NAME).is_file():
+        yield folder
+    if folder.is_dir():
+        for child in sorted(folder.iterdir()):
+            if child.is_dir() and (child / MANIFEST_NAME).is_file():
+                yield child
+
+
+def find_backbone(sha256: str, name: str = "", bundle_dir: str | os.PathLike | None = None,
+                  extra_dirs: Iterable[str | os.PathLike] = (), hint: str | None = None) -> Path:
+    """Folder of the backbone bundle whose manifest sha256 is ``sha256``; raises BackboneNotFoundError."""
+    looked: list[str] = []
+    if hint:
+        h = Path(hint).expanduser()
+        if not h.is_absolute() and bundle_dir is not None:
+            h = Path(bundle_dir) / h
+        looked.append(f"{h} (path recorded in the adapter manifest)")
+        if (h / MANIFEST_NAME).is_file() and manifest_sha256(h) == sha256:
+            return h
+    for d in search_dirs(bundle_dir, extra_dirs):
+        looked.append(str(d) + ("" if d.is_dir() else " (missing)"))
+        for c in _candidates(d):
+            if manifest_sha256(c) == sha256:
+                return c
+    raise BackboneNotFoundError(
+        f"the bundle {str(bundle_dir) if bundle_dir else ''!r} needs the backbone {name or '?'!r} with manifest "
+        f"sha256 {sha256}, and no backbone bundle with that hash was found. Looked in: {'; '.join(looked)}. "
+        f"Fix: copy that backbone bundle folder (written by `alignts fit bridging` into backbones/ beside the "
+        f"adapter, or into --backbone-dir) into one of these folders, pass backbone_dirs=[...], or set "
+        f"${ENV_VAR}.")
+
+
+class LoadedBackbone:
+    """One loaded frozen backbone: ``hidden(embeds [S, T, d]) -> [S, T, d]``, its embedding table and tokenizer.
+
+    Get it through :func:`open_backbone` (cached), not directly.
+    """
+
+    def __init__(self, path: Path, sha256: str, manifest: Manifest, variant: str, device: str,
+                 threads: int | None):
+        from alignts.runtime.tokenize import PromptTokenizer
+
+        self.path, self.sha256, self.manifest = path, sha256, manifest
+        v = manifest.variant(variant)
+        self.variant, self.device = v, device
+        cfg = manifest.config
+        self.d_model = int(cfg["d_model"])
+        # memory-mapped: pages of rows never looked up are never read
+        self.table = np.load(path / cfg.get("table", "word_embeddings.npy"), mmap_mode="r")  # [V, d]
+        self.tokenizer = PromptTokenizer(path / cfg.get("tokenizer", "tokenizer.json"))
+        self._session = self._lm = None
+        if v.backend == "onnx":
+            from alignts.runtime.backends.onnx import OnnxSession
+
+            self._session = OnnxSession(path / v.files[0], device=device, threads=threads)
+            self._in = v.inputs[0] if v.inputs else self._session.input_names[0]
+            self.provider = self._session.provider
+        elif v.backend == "gguf":
+            from alignts.runtime.backends.gguf import LlamaCppModel
+
+            extra = dict(v.extra)
+            n_ctx = int(extra.get("n_ctx", cfg.get("max_positions") or 512))
+            kwargs = dict(n_ctx=n_ctx, n_batch=int(extra.get("n_batch", n_ctx)),
+                          n_seq_max=int(extra.get("n_seq_max", 1)), embeddings=True,
+                          kv_type=extra.get("kv_type", "f32"), device=device)
+            if threads:
+                kwargs["n_threads"] = int(threads)
+            self._lm = LlamaCppModel(str(path / v.files[0]), **kwargs)
+            self.provider = "llama.cpp-cuda" if device == "cuda" else "llama.cpp-cpu"
+        else:
+            raise ArtifactError(f"backbone variant {v.name!r} has unknown backend {v.backend!r}; re-export it.")
+        self.weight_bytes = int(v.weight_bytes)
+        self.bundle_bytes = int(sum(f.size for f in manifest.files.values()))
+
+    def hidden(self, embeds: np.ndarray) -> np.ndarray:
+        """Final hidden states ``[S, T, d]`` of the frozen LM on input embeddings ``[S, T, d]``."""
+        e = np.ascontiguousarray(embeds, dtype=np.float32)
+        if self._session is not None:
+            return self._session.run({self._in: e})[0]
+        return np.asarray(self._lm.hidden_states(e), dtype=np.float32)
+
+
+def open_backbone(path: str | os.PathLike, sha256: str, variant: str = "onnx-fp32", device: str = "cpu",
+                  threads: int | None = None) -> LoadedBackbone:
+    """The loaded backbone at ``path`` (cached by hash, variant and device: one copy per process).
+
+    The first open verifies every file of the variant (sha256) and that the manifest hash is ``sha256``.
+    ``threads`` applies to the first open only; later opens share that session.
+    """
+    global _n_opened
+    key = (sha256, variant, device)
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            return hit
+        path = Path(path)
+        actual = manifest_sha256(path)
+        if actual != sha256:
+            raise BackboneNotFoundError(f"{path}: backbone manifest sha256 is {actual}, expected {sha256}; the "
+                                        "folder holds another backbone. Fix: point to the backbone the adapter "
+                                        "was fitted with.")
+        m = read_manifest(path, verify=False)
+        if m.paradigm != "backbone":
+            raise ArtifactError(f"{path}: paradigm is {m.paradigm!r}, expected 'backbone'.")
+        v = m.variant(variant)
+        read_manifest(path, verify=True, only=tuple(v.files) + (m.config.get("table", "word_embeddings.npy"),
+                                                                  m.config.get("tokenizer", "tokenizer.json")))
+        lb = LoadedBackbone(path, sha256, m, variant, device, threads)
+        _cache[key] = lb
+        _n_opened += 1
+        log.info("loaded backbone %s (%s, %s) from %s", m.architecture, sha256[:12], variant, path)
+        return lb
+
+
+def cache_info() -> dict:
+    """{"loaded": number of backbones alive in the cache, "opened": total loads in this process, "keys": ...}."""
+    with _lock:
+        keys = list(_cache.keys())
+    return {"loaded": len(keys), "opened": _n_opened, "keys": keys}
+
+
+def clear_cache() -> None:
+    """Forget cached backbones (forecasters that hold one keep it alive until they go)."""
+    with _lock:
+        _cache.clear()

@@ -1,0 +1,417 @@
+"""Memory budgets: estimate a bundle's peak resident memory from its manifest and pick what fits (torch-free).
+
+Nothing is loaded: the estimate reads the manifest (and, when the manifest lacks the model's depth or heads,
+the header of a GGUF file in the bundle, never its tensors), so an impossible budget fails in milliseconds.
+
+    from alignts.runtime.budget import parse_budget, choose, describe_plan
+    c = choose(manifest, parse_budget("300MB"), batch_size=8)
+    c.variant, c.batch_size, c.settings      # e.g. "onnx-int8", 8, {"arena": False, ...}
+    print(describe_plan(c))
+
+The peak is modelled as ``weights + activations + kv_cache + runtime_overhead`` (:class:`Estimate`):
+
+- weights: the variant's files (``Variant.weight_bytes``, else the manifest's file sizes) times a per-backend
+  residency factor: onnxruntime holds the parsed protobuf, the initializers and pre-packed MatMul weights while
+  a session is created (``ONNX_WEIGHT_FACTOR``); llama.cpp maps the GGUF file and touches every page once.
+  Bridging bundles add their shared backbone's bytes (``manifest.backbone.weight_bytes``).
+- activations: the live tensors of one forward call over ``S = batch_size * n_channels`` series of ``T`` tokens,
+  float32: a few ``[S, T, d]`` buffers, the ``[S, T, d_ff]`` MLP pair and the ``[S, h, T, T]`` attention
+  scores, times the allocator factor (onnxruntime's arena rounds chunks up; llama.cpp reserves its compute
+  graph for ``n_batch`` tokens), plus the numpy input/output copies.
+- kv_cache (llama.cpp, causal LMs): ``2 * n_layer * n_ctx * d * bytes(kv type)`` over every parallel sequence.
+- runtime_overhead: the process baseline (Python, numpy, numba with its cached kernels, the backend's own
+  library), measured with :func:`alignts.bench.memory.measure_overhead` (see ``RUNTIME_OVERHEAD``).
+
+:func:`choose` walks the variants from the most accurate (fp32/f32, then f16, then int8/q8_0, then q4_0; ties
+broken by the export validation error), each first with the fast backend settings and then with the lean ones
+(onnxruntime arena, memory pattern and weight pre-packing off; llama.cpp f16 KV cache), and only then halves
+the batch size. When nothing fits, :class:`BudgetExceededError` names the smallest budget that works.
+
+The budget is the host process's resident memory on CPU. On CUDA (weights and activations on the device, a CUDA
+context in the process) the model is not calibrated: no GPU was available to measure it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from alignts.errors import BudgetExceededError, InputError
+from alignts.runtime.manifest import Manifest, Variant
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+# Process baseline per backend. Measured on the team's machine (x86-64, Python 3.11, numpy 2.4, numba 0.68,
+# onnxruntime 1.32, llama-cpp-python 0.3.36) with
+#   python -c "from alignts.bench.memory import measure_overhead as m; print(m('onnx'), m('gguf'))"
+# -> peak RSS 192 MiB (onnx: imports + numba kernels + a one-node session) and 168 MiB (gguf: imports + numba
+# kernels + llama.cpp backend init); 16 MiB of margin is added. Re-measure on another platform.
+RUNTIME_OVERHEAD = {"onnx": 208 * MiB, "gguf": 184 * MiB}
+# Weight residency (resident bytes per file byte) and live-activation factor (resident bytes per byte of the
+# live-tensor model below), fitted to peak RSS measured in child processes (alignts.bench.memory.measure_peak)
+# on an ETTh1 MiniLM Internal bundle (6 layers, width 384, 42 patches, 7 channels; onnx-fp32 50 MB, onnx-int8
+# 13 MB) at batch 1/8/32: fp32 254/413/884 MiB, int8 221/368/856 MiB; the factors below over-estimate those by
+# 5-15 %. The "lean" values (arena, memory pattern and pre-packing off) are not measured yet: the runtime's
+# plan() does not take backend settings, so they are the fast values less the arena's rounding.
+ONNX_WEIGHT_FACTOR = {"fast": 1.2, "lean": 1.1}
+GGUF_WEIGHT_FACTOR = 1.1
+ACT_FACTOR = {"fast": 3.0, "lean": 2.2}
+# llama.cpp allocates its compute graph once for n_batch tokens; measured on tiny bundles only (weights < 1 MB)
+GGUF_ACT_FACTOR = 1.5
+LLAMA_N_BATCH = 512  # llama.cpp's default n_batch: its compute graph is reserved for this many tokens
+
+# accuracy rank of a weight type (lower = more accurate); ties are broken by the export validation error
+DTYPE_RANK = {"fp32": 0, "f32": 0, "f16": 1, "bf16": 1, "int8": 2, "q8_0": 2, "q4_0": 3, "q4_1": 3}
+KV_BYTES = {"f32": 4, "f16": 2}
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3,
+          "t": 1000 ** 4, "tb": 1000 ** 4, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_budget(value: str | int | float | None) -> int | None:
+    """A memory budget in bytes: ``300MB`` (10^6), ``1.5GiB`` (2^30), ``512k``, ``1e9`` or an int; None stays None.
+
+    Raises InputError on anything else (negative, zero, unknown unit, not a number).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InputError(f"budget={value!r}: expected a size such as 300MB, 1.5GiB or a number of bytes.")
+    if isinstance(value, (int, float)):
+        n = float(value)
+    else:
+        s = str(value).strip()
+        m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)", s)
+        if not m or m.group(2).lower() not in _UNITS:
+            raise InputError(f"budget={value!r}: expected a size such as 300MB, 1.5GiB, 512MiB or a number of "
+                             f"bytes (units: {', '.join(u for u in _UNITS if u)}, case-insensitive).")
+        n = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not math.isfinite(n) or n < 1:
+        raise InputError(f"budget={value!r}: expected a positive size (at least 1 byte), e.g. 300MB.")
+    return int(n)
+
+
+def format_bytes(n: int | float | None) -> str:
+    """``123456789`` -> ``'117.7 MiB'``."""
+    if n is None:
+        return "unlimited"
+    n = float(n)
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated peak resident bytes of one plan, by part; ``total`` is their sum."""
+
+    weights: int
+    activations: int
+    kv_cache: int
+    runtime_overhead: int
+    total: int
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What :func:`choose` picked.
+
+    variant/backend/dtype: the variant; batch_size: windows per backend call (may be below the asked one);
+    settings: backend options (onnx: arena, enable_mem_pattern, disable_prepacking; gguf: n_ctx, n_seq_max,
+    n_batch, kv_type, use_mmap); estimate: its Estimate; budget: what it was checked against (None = none);
+    tried: every candidate looked at, in order, as (variant, batch_size, mode, total bytes).
+    """
+
+    variant: str
+    backend: str
+    dtype: str
+    batch_size: int
+    settings: Mapping[str, Any]
+    estimate: Estimate
+    budget: int | None
+    asked_batch_size: int
+    tried: tuple[tuple[str, int, str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class _Shape:
+    tokens: int        # T: tokens per sequence in one forward call
+    series: int        # S: sequences per call
+    width: int         # d
+    layers: int
+    heads: int
+    d_ff: int
+    causal: bool
+    io_bytes: int      # numpy-side buffers (inputs, patches, outputs)
+    n_vocab: int = 0
+    generation: bool = False
+    extra_act: int = 0  # paradigm-specific extra live bytes (Bridging's reprogramming scores)
+
+
+def _first(*vals, default=None):
+    for v in vals:
+        if v is not None:
+            return v
+    return default
+
+
+def _gguf_facts(manifest: Manifest, bundle_dir: str | Path | None) -> dict[str, Any]:
+    """n_layer, n_head, n_embd, d_ff, n_vocab from the header of a GGUF in the bundle (no tensor data read)."""
+    if bundle_dir is None:
+        return {}
+    for v in manifest.variants:
+        if v.backend != "gguf":
+            continue
+        name = v.extra.get("lm_file") or next((f for f in v.files if f.endswith(".gguf")), None)
+        if name is None or not (Path(bundle_dir) / name).is_file():
+            continue
+        from alignts.runtime.gguf_check import check_gguf
+
+        info = check_gguf(Path(bundle_dir) / name)
+        d_ff = None
+        for tname, (shape, _) in info.tensors.items():
+            if tname.startswith("blk.0.ffn_up") and len(shape) == 2:
+                d_ff = int(shape[0])
+                break
+        return {"n_layer": info.n_layer, "n_head": info.n_head, "n_embd": info.n_embd, "d_ff": d_ff,
+                "n_vocab": info.n_vocab}
+    return {}
+
+
+def _shape(manifest: Manifest, batch_size: int, context_len: int | None, horizon: int | None,
+           n_channels: int | None, bundle_dir: str | Path | None) -> _Shape:
+    c = dict(manifest.config)
+    t = dict(manifest.training)
+    paradigm = manifest.paradigm
+    g: dict[str, Any] = {}
+    needs_header = any(c.get(k) is None for k in ("n_layers", "n_layer")) or c.get("n_heads") is None
+    if needs_header:
+        g = _gguf_facts(manifest, bundle_dir)
+    L = int(_first(context_len, c.get("context_len"), default=96))
+    H = int(_first(horizon, c.get("horizon"), default=24))
+    C = int(_first(n_channels, c.get("n_channels"), default=1))
+    bb = dict(manifest.backbone)
+    if paradigm == "bridging":  # the frozen LM's width, not the adapter's
+        width = int(_first(c.get("d_llm"), bb.get("d_model"), c.get("d_model"), default=768))
+    else:
+        width = int(_first(c.get("d_model"), c.get("n_embd"), g.get("n_embd"), default=768))
+    layers = int(_first(c.get("n_layers"), c.get("n_layer"), bb.get("n_layers"), t.get("n_layers"), g.get("n_layer"),
+                        (t.get("config") or {}).get("n_layer") if isinstance(t.get("config"), Mapping) else None,
+                        default=12))
+    # unknown head count: one head per 32 channels over-counts the [S, h, T, T] scores for most LMs
+    heads = int(_first(c.get("n_heads_lm"), c.get("n_head"), g.get("n_head"), default=max(1, width // 32)))
+    d_ff = int(_first(c.get("d_ff_lm"), g.get("d_ff"), default=4 * width))
+    causal = manifest.architecture not in ("bert",)
+    io = 0
+    if paradigm == "injective":
+        n_ctx = int(_first(c.get("n_ctx"), default=512))
+        samples = int(_first(c.get("samples"), default=20))
+        # one series at a time, all samples in parallel (n_seq_max = samples) over the whole context
+        return _Shape(tokens=n_ctx, series=samples, width=width, layers=layers, heads=heads, d_ff=d_ff,
+                      causal=True, io_bytes=batch_size * C * (L * 8 * 3 + samples * H * 8 * 2),
+                      n_vocab=int(_first(g.get("n_vocab"), c.get("n_vocab"), default=32)), generation=True)
+    n_patches = int(_first(c.get("n_patches"), default=max(1, (L - int(c.get("patch_len", 16))) //
+                                                             int(c.get("stride", 8)) + 2)))
+    patch_len = int(c.get("patch_len", 16))
+    S = batch_size * C
+    tokens = n_patches
+    extra = 0
+    if paradigm == "bridging":
+        tokens = n_patches + int(c.get("prompt_len", 0))
+        heads = int(_first(c.get("n_heads_lm"), g.get("n_head"), default=max(1, width // 32)))
+        extra = S * int(c.get("n_heads", 8)) * n_patches * int(c.get("n_prototypes", 1000)) * 4 * 2
+        extra += S * int(c.get("prompt_len", 0)) * width * 4  # the prefix embeddings built in numpy
+    io = S * (L * 8 * 3 + n_patches * patch_len * 8 * 2 + H * 8 * 3)
+    return _Shape(tokens=tokens, series=S, width=width, layers=layers, heads=heads, d_ff=d_ff, causal=causal,
+                  io_bytes=io, extra_act=extra)
+
+
+def _weight_bytes(manifest: Manifest, v: Variant) -> int:
+    files = sum(manifest.files[f].size for f in v.files if f in manifest.files)
+    w = int(v.weight_bytes or files)
+    if manifest.paradigm == "bridging":
+        w += int(dict(manifest.backbone).get("weight_bytes", 0))
+    return w
+
+
+def _mode_settings(v: Variant, mode: str, sh: _Shape) -> dict[str, Any]:
+    if v.backend == "onnx":
+        lean = mode == "lean"
+        return {"arena": not lean, "enable_mem_pattern": not lean, "disable_prepacking": lean}
+    kv = "f16" if mode == "lean" else str(v.extra.get("kv_type", "f32"))
+    # one llama.cpp sequence per series (Injective: per sample), each holding ``tokens`` cells
+    n_batch = min(LLAMA_N_BATCH, sh.tokens if sh.generation else sh.tokens * sh.series)
+    return {"n_ctx": sh.tokens, "n_seq_max": sh.series, "n_batch": max(1, n_batch), "kv_type": kv,
+            "use_mmap": True}
+
+
+def estimate_peak(manifest: Manifest, variant: str | Variant, batch_size: int = 1, context_len: int | None = None,
+                  horizon: int | None = None, n_channels: int | None = None, mode: str = "fast",
+                  bundle_dir: str | Path | None = None, overhead: int | None = None) -> Estimate:
+    """Estimated peak resident bytes of planning ``variant`` at ``batch_size`` and forecasting once.
+
+    mode: ``fast`` (backend defaults) or ``lean`` (onnxruntime arena / memory pattern / pre-packing off;
+    llama.cpp f16 KV cache). bundle_dir: lets the estimate read a GGUF header for depth/heads when the manifest
+    lacks them. overhead: replaces ``RUNTIME_OVERHEAD[backend]``. See the module docstring for the model.
+    """
+    if mode not in ("fast", "lean"):
+        raise InputError(f"mode={mode!r}: expected 'fast' or 'lean'.")
+    if int(batch_size) < 1:
+        raise InputError(f"batch_size={batch_size}: expected >= 1.")
+    v = manifest.variant(variant) if isinstance(variant, str) else variant
+    sh = _shape(manifest, int(batch_size), context_len, horizon, n_channels, bundle_dir)
+    wfile = _weight_bytes(manifest, v)
+    S, T, d = sh.series, sh.tokens, sh.width
+    kv = 0
+    if v.backend == "onnx":
+        weights = int(wfile * ONNX_WEIGHT_FACTOR[mode])
+        live = S * T * (6 * d + 2 * sh.d_ff + 2 * sh.heads * T) * 4 + sh.extra_act
+        if sh.generation:  # onnxruntime causal LM: past key/values are tensors too
+            kv = 2 * sh.layers * S * T * d * 4 * 2  # present + past copies
+        activations = int(live * ACT_FACTOR[mode]) + sh.io_bytes
+        settings = _mode_settings(v, mode, sh)
+    else:
+        weights = int(wfile * GGUF_WEIGHT_FACTOR)
+        settings = _mode_settings(v, mode, sh)
+        n_ctx_total = settings["n_ctx"] * settings["n_seq_max"]
+        n_kv = int(math.ceil(n_ctx_total / 256) * 256)  # llama.cpp pads the cache to 256 cells
+        if sh.causal:
+            kv = 2 * sh.layers * n_kv * d * KV_BYTES[settings["kv_type"]]
+        ub = settings["n_batch"]
+        # compute graph reserved for n_batch tokens: hidden/MLP buffers and the [n_kv, ub, h] scores
+        graph = ub * (6 * d + 2 * sh.d_ff + 2 * sh.heads * min(n_kv, max(ub, T))) * 4
+        out_buf = ub * (d + (sh.n_vocab if sh.generation else 0)) * 4
+        live = graph + out_buf + S * T * d * 4 * 2 + sh.extra_act  # + numpy embeds in/out
+        activations = int(live * GGUF_ACT_FACTOR) + sh.io_bytes
+    over = int(RUNTIME_OVERHEAD[v.backend] if overhead is None else overhead)
+    total = weights + activations + kv + over
+    detail = {"variant": v.name, "backend": v.backend, "dtype": v.dtype, "mode": mode, "batch_size": int(batch_size),
+              "series_per_call": S, "tokens": T, "width": d, "layers": sh.layers, "heads": sh.heads, "d_ff": sh.d_ff,
+              "weight_file_bytes": wfile, "settings": settings}
+    return Estimate(weights=weights, activations=activations, kv_cache=int(kv), runtime_overhead=over,
+                    total=int(total), detail=detail)
+
+
+def _accuracy_key(i: int, v: Variant) -> tuple:
+    val = dict(v.validation)
+    err = _first(val.get("end_to_end_max_abs_diff"), val.get("max_abs_diff"), default=math.inf)
+    try:
+        err = float(err)
+    except (TypeError, ValueError):
+        err = math.inf
+    return (DTYPE_RANK.get(v.dtype, 9), err, i)
+
+
+def rank_variants(manifest: Manifest, names: Iterable[str] | None = None,
+                  backends: Iterable[str] | None = None) -> list[Variant]:
+    """Variants from the most accurate: fp32/f32 < f16 < int8/q8_0 < q4_0, then by export validation error."""
+    vs = list(manifest.variants)
+    if names is not None:
+        names = list(names)
+        vs = [manifest.variant(n) for n in names]
+    if backends is not None:
+        bs = set(backends)
+        vs = [v for v in vs if v.backend in bs]
+    order = {v.name: i for i, v in enumerate(manifest.variants)}
+    return sorted(vs, key=lambda v: _accuracy_key(order[v.name], v))
+
+
+def available_backends() -> tuple[str, ...]:
+    """Backends whose library is importable here (checked without importing them)."""
+    import importlib.util
+
+    out = []
+    if importlib.util.find_spec("onnxruntime") is not None:
+        out.append("onnx")
+    if importlib.util.find_spec("llama_cpp") is not None:
+        out.append("gguf")
+    return tuple(out)
+
+
+def _batches(batch_size: int, shrink: bool) -> list[int]:
+    out = [int(batch_size)]
+    while shrink and out[-1] > 1:
+        out.append(max(1, out[-1] // 2))
+    return out
+
+
+def choose(manifest: Manifest, budget_bytes: int | None, batch_size: int = 1, context_len: int | None = None,
+           horizon: int | None = None, n_channels: int | None = None, variants: Iterable[str] | None = None,
+           backends: Iterable[str] | None = None, shrink_batch: bool = True, lean_settings: bool = True,
+           bundle_dir: str | Path | None = None) -> Choice:
+    """The most accurate variant (then the largest batch size) whose estimated peak fits ``budget_bytes``.
+
+    Order: for each batch size (the asked one, then halved down to 1 when ``shrink_batch``), each variant from
+    :func:`rank_variants` (only ``variants`` when given; only ``backends``, default the importable ones), first
+    with the fast settings and then, when ``lean_settings``, with the lean ones. No budget: the first candidate.
+    Raises BudgetExceededError (``min_budget_bytes`` = the smallest estimate of any candidate) before anything
+    is loaded when nothing fits.
+    """
+    bs = tuple(backends) if backends is not None else available_backends()
+    ranked = rank_variants(manifest, variants, bs)
+    if not ranked:
+        have = ", ".join(f"{v.name} ({v.backend})" for v in manifest.variants) or "none"
+        raise InputError(f"no variant to choose from: the bundle has {have}; usable backends here: "
+                         f"{', '.join(bs) or 'none'}. Fix: install the backend "
+                         "(pip install 'alignts[cpu]' or 'alignts[gguf]') or pick another variant.")
+    modes = ("fast", "lean") if lean_settings else ("fast",)
+    tried: list[tuple[str, int, str, int]] = []
+    best: tuple[int, Estimate, Variant, int, str] | None = None
+    for b in _batches(batch_size, shrink_batch):
+        for v in ranked:
+            for mode in modes:
+                if mode == "lean" and v.backend == "gguf" and not _kv_matters(manifest):
+                    continue
+                est = estimate_peak(manifest, v, b, context_len, horizon, n_channels, mode, bundle_dir)
+                tried.append((v.name, b, mode, est.total))
+                if best is None or est.total < best[0]:
+                    best = (est.total, est, v, b, mode)
+                if budget_bytes is None or est.total <= budget_bytes:
+                    return Choice(variant=v.name, backend=v.backend, dtype=v.dtype, batch_size=b,
+                                  settings=dict(est.detail["settings"]), estimate=est, budget=budget_bytes,
+                                  asked_batch_size=int(batch_size), tried=tuple(tried))
+    assert best is not None
+    least, est, v, b, mode = best
+    parts = (f"weights {format_bytes(est.weights)} + activations {format_bytes(est.activations)} + KV cache "
+             f"{format_bytes(est.kv_cache)} + runtime {format_bytes(est.runtime_overhead)}")
+    need_mb = int(math.ceil(least / 1e6))
+    raise BudgetExceededError(
+        f"no variant of this {manifest.paradigm} bundle fits a budget of {format_bytes(budget_bytes)} "
+        f"({budget_bytes} bytes) at batch size {batch_size} or smaller; the smallest plan is {v.name} at batch "
+        f"size {b} ({mode} settings) needing about {format_bytes(least)} ({parts}). Fix: raise the budget to at "
+        f"least {least} bytes (--budget {need_mb}MB), or add a smaller variant (`alignts quantize BUNDLE`).",
+        least)
+
+
+def _kv_matters(manifest: Manifest) -> bool:
+    return manifest.architecture != "bert"
+
+
+def describe_plan(choice: Choice, estimate: Estimate | None = None) -> str:
+    """Human-readable memory plan (for ``alignts inspect BUNDLE --budget X``)."""
+    e = estimate or choice.estimate
+    lines = [f"memory plan: {choice.variant} ({choice.backend}, {choice.dtype}), batch size {choice.batch_size}"
+             + (f" (asked {choice.asked_batch_size})" if choice.batch_size != choice.asked_batch_size else ""),
+             f"  budget            {format_bytes(choice.budget)}",
+             f"  estimated peak    {format_bytes(e.total)}",
+             f"    weights         {format_bytes(e.weights)}  "
+             f"(files {format_bytes(e.detail.get('weight_file_bytes'))})",
+             f"    activations     {format_bytes(e.activations)}  ({e.detail.get('series_per_call')} series x "
+             f"{e.detail.get('tokens')} tokens x width {e.detail.get('width')}, {e.detail.get('layers')} layers)",
+             f"    KV cache        {format_bytes(e.kv_cache)}",
+             f"    runtime         {format_bytes(e.runtime_overhead)}  (Python + numpy + numba + {choice.backend})",
+             "  settings          " + ", ".join(f"{k}={v}" for k, v in choice.settings.items())]
+    if choice.budget is not None:
+        lines.append(f"  headroom          {format_bytes(choice.budget - e.total)}")
+    skipped = [t for t in choice.tried[:-1]]
+    if skipped:
+        lines.append("  did not fit: " + "; ".join(f"{n} b={b} {m} {format_bytes(t)}" for n, b, m, t in skipped[:8])
+                     + (" ..." if len(skipped) > 8 else ""))
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""Bridging paradigm runtime (Time-LLM: reprogramming adapter into a frozen LM, prompt-as-prefix), torch-free.
+
+x [B, C, L] -> S = B*C series -> kernels.norm_patchify -> patches [S, N, P] -> ``adapter.onnx`` ->
+embeddings [S, N, d]; prompt text per series (kernels.prompt_stats) -> ids (tokenizers, the backbone's
+tokenizer.json) -> rows of the backbone's word-embedding table -> prefix [S, T, d]; the shared frozen
+backbone on ``[prefix ; embeddings]`` -> last N hidden states -> head (``head.npz``: first d_ff features,
+flattened, Linear -> H) -> kernels.instance_denorm -> [B, C, H].
+
+The backbone is its own bundle, found by the sha256 of its manifest (:mod:`alignts.runtime.backbone_store`)
+and loaded once per process however many Bridging bundles use it.
+
+Manifest ``config`` keys: context_len, horizon, n_channels, patch_len, stride, n_patches, d_model (adapter
+width), d_llm, d_ff, n_heads, d_keys, n_prototypes, eps, prompt_len, description, top_k, columns, freq,
+scaler, sizes. ``backbone``: {"sha256", "name", "architecture", "path", "bytes"}.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from alignts.errors import ArtifactError
+from alignts.kernels.norm import instance_denorm
+from alignts.kernels.patch import norm_patchify
+from alignts.runtime.backbone_store import find_backbone, open_backbone
+from alignts.runtime.forecaster import Forecaster, register_paradigm
+from alignts.runtime.manifest import Manifest, Variant, read_manifest
+from alignts.runtime.prompt import PrefixEmbedder, PromptConfig, prompt_texts
+
+log = logging.getLogger(__name__)
+
+ADAPTER_NAME = "adapter.onnx"
+HEAD_NAME = "head.npz"
+
+
+def prompt_config(config) -> PromptConfig:
+    """The :class:`PromptConfig` stored in a Bridging manifest's ``config``."""
+    return PromptConfig(description=str(config.get("description", "a time series.")),
+                        context_len=int(config["context_len"]), horizon=int(config["horizon"]),
+                        top_k=int(config.get("top_k", 5)), decimals=int(config.get("decimals", 3)),
+                        eps=float(config.get("eps", 1e-5)))
+
+
+@register_paradigm("bridging")
+class BridgingForecaster(Forecaster):
+    """Forecaster for ``paradigm: bridging`` bundles (see the module docstring).
+
+    backbone_dirs: extra folders to search for the backbone bundle (before the defaults).
+    The backbone is located at construction (a missing one raises BackboneNotFoundError right away) and
+    loaded at ``plan`` (shared with every other forecaster over the same backbone in the process).
+    """
+
+    def __init__(self, bundle_dir: str | Path, manifest: Manifest,
+                 backbone_dirs: Iterable[str | os.PathLike] = ()):
+        super().__init__(bundle_dir, manifest)
+        bb = dict(manifest.backbone)
+        if not bb.get("sha256"):
+            raise ArtifactError(f"{self.bundle_dir}: a bridging manifest must name its backbone "
+                                "(manifest.backbone.sha256); re-export the bundle with `alignts fit bridging`.")
+        self.backbone_sha256 = str(bb["sha256"])
+        self.backbone_path = find_backbone(self.backbone_sha256, str(bb.get("name", "")), self.bundle_dir,
+                                           backbone_dirs, hint=bb.get("path"))
+        self.backbone = None
+        self.prompt = prompt_config(manifest.config)
+
+    def _activation_bytes(self, variant: Variant, batch_size: int) -> int:
+        c = self.manifest.config
+        s = batch_size * int(c.get("n_channels") or 1)
+        t = int(c["prompt_len"]) + int(c["n_patches"])
+        d = int(c["d_llm"])
+        # backbone activations (a few [S, T, d] buffers and [S, heads, T, T] scores) + reprogramming scores
+        act = 8 * s * t * d * 4 + 2 * s * 12 * t * t * 4
+        act += s * int(c["n_heads"]) * int(c["n_patches"]) * int(c["n_prototypes"]) * 4 * 2
+        # the shared backbone's weights count once per process but must fit, so they are counted here
+        return int(act + int(dict(self.manifest.backbone).get("weight_bytes", 0)))
+
+    def _open(self, variant: Variant, device: str, threads: int | None, batch_size: int) -> str:
+        from alignts.runtime.backends.onnx import OnnxSession
+
+        c = self.manifest.config
+        extra = dict(variant.extra)
+        self.backbone = open_backbone(self.backbone_path, self.backbone_sha256,
+                                      extra.get("backbone_variant", "onnx-fp32"), device, threads)
+        if self.backbone.d_model != int(c["d_llm"]):
+            raise ArtifactError(f"backbone width {self.backbone.d_model} != the adapter's d_llm {c['d_llm']}; the "
+                                "backbone bundle does not belong to this adapter. Re-export both.")
+        self._adapter = OnnxSession(self.bundle_dir / extra.get("adapter_file", ADAPTER_NAME), device=device,
+                                    threads=threads)
+        self._adapter_in = self._adapter.input_names[0]
+        with np.load(self.bundle_dir / extra.get("head_file", HEAD_NAME)) as h:
+            self._head_w = np.ascontiguousarray(h["weight"], dtype=np.float32)  # [H, N*d_ff]
+            self._head_b = np.ascontiguousarray(h["bias"], dtype=np.float32)  # [H]
+        self._prefix = PrefixEmbedder(self.prompt, self.backbone.tokenizer, self.backbone.table, int(c["prompt_len"]))
+        return f"{self._adapter.provider}+{self.backbone.provider}"
+
+    def prompts(self, x) -> list[str]:
+        """The prompt text of every series of ``x [B, C, L]`` (B*C strings), for inspection."""
+        a = self.prepare(x)
+        return prompt_texts(a.reshape(-1, a.shape[-1]), self.prompt)
+
+    def _forecast(self, x: np.ndarray) -> np.ndarray:
+        c = self.manifest.config
+        b, ch, length = x.shape
+        n, d_ff = int(c["n_patches"]), int(c["d_ff"])
+        flat = x.reshape(b * ch, length)  # [S, L]
+        patches, mean, std = norm_patchify(flat, int(c["patch_len"]), int(c["stride"]), float(c.get("eps", 1e-5)))
+        enc = self._adapter.run({self._adapter_in: np.ascontiguousarray(patches, dtype=np.float32)})[0]  # [S, N, d]
+        prefix = self._prefix(flat)  # [S, T, d]
+        hidden = self.backbone.hidden(np.concatenate([prefix, enc], axis=1))  # [S, T+N, d]
+        feats = hidden[:, -n:, :d_ff].reshape(b * ch, n * d_ff)
+        y = feats @ self._head_w.T + self._head_b  # [S, H]
+        y = instance_denorm(y.astype(np.float64), mean, std)
+        return np.asarray(y, dtype=np.float32).reshape(b, ch, -1)
+
+    # -- scaling with the training scaler (the CLI works on raw data)
+    def scale(self, values: np.ndarray) -> np.ndarray:
+        """Apply the bundle's training scaler to raw ``values [..., C, T]`` (identity when none stored)."""
+        sc = self.manifest.config.get("scaler")
+        if not sc:
+            return values
+        return (values - np.asarray(sc["mean"])[:, None]) / np.asarray(sc["std"])[:, None]
+
+    def unscale(self, values: np.ndarray) -> np.ndarray:
+        """Invert :meth:`scale` on ``values [..., C, H]``."""
+        sc = self.manifest.config.get("scaler")
+        if not sc:
+            return values
+        return values * np.asarray(sc["std"])[:, None] + np.asarray(sc["mean"])[:, None]
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["backbone"] = {**dict(self.manifest.backbone), "found_at": str(self.backbone_path)}
+        d["sizes"] = bundle_sizes(self.bundle_dir, backbone_path=self.backbone_path)
+        return d
+
+
+def bundle_sizes(bundle: str | os.PathLike, backbone_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Bytes on disk of a Bridging bundle and of the backbone bundle it points to.
+
+    Returns {"adapter_bytes", "adapter_files": {name: bytes}, "backbone_bytes", "backbone_files",
+    "backbone_found": bool, "adapter_to_backbone": ratio}. Without the backbone at hand the backbone size
+    recorded in the adapter's manifest at export time is used.
+    """
+    bundle = Path(bundle)
+    m = read_manifest(bundle, verify=False)
+    files = {k: int(v.size) for k, v in m.files.items()}
+    adapter = sum(files.values()) + (bundle / "manifest.json").stat().st_size
+    bb = dict(m.backbone)
+    found = True
+    if backbone_path is None:
+        try:
+            backbone_path = find_backbone(str(bb.get("sha256", "")), str(bb.get("name", "")), bundle,
+                                          hint=bb.get("path"))
+        except ArtifactError:
+            found = False
+    if backbone_path is not None:
+        bm = read_manifest(backbone_path, verify=False)
+        bfiles = {k: int(v.size) for k, v in bm.files.items()}
+        backbone = sum(bfiles.values()) + (Path(backbone_path) / "manifest.json").stat().st_size
+    else:
+        bfiles, backbone = {}, int(bb.get("bytes", 0))
+    return {"adapter_bytes": int(adapter), "adapter_files": files, "backbone_bytes": int(backbone),
+            "backbone_files": bfiles, "backbone_found": found,
+            "adapter_to_backbone": (adapter / backbone) if backbone else None}

@@ -1,0 +1,281 @@
+"""Injective paradigm (LLMTime) at run time: numbers become digit tokens for a frozen causal LM.
+
+Per series (channel-independent): LLMTime scaler fit on the context -> digit token ids (numba codec) behind an
+optional domain text prefix -> n constrained samples from the LM (llama.cpp or onnxruntime, KV cache) -> parse
+-> unscale. The point forecast is the sample median; quantiles and raw samples are available too.
+
+Manifest keys (``config``): context_len, horizon (defaults; any L >= 2 and H >= 1 may be planned as long as
+the prompt and H values fit ``n_ctx``), n_ctx (token context of the LM), samples, temperature, top_p, greedy,
+seed, description (domain text prefix or ""), n_layer, n_embd (memory estimate).
+``codec``: :class:`alignts.runtime.codec_table.CodecSettings` plus ``table`` (the token ids found at fit time;
+checked against the model's vocabulary when the backend opens).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from alignts.errors import CodecError, InputError, ShapeError
+from alignts.kernels.digits import CodecTable, encode_digits
+from alignts.kernels.scaler import llmtime_scale, llmtime_scaler, llmtime_unscale
+from alignts.runtime.codec_table import (CodecSettings, Vocab, build_codec_table, gguf_token_list, hf_vocab,
+                                         llama_vocab, precheck_token_list, table_from_dict, table_to_dict)
+from alignts.runtime.forecaster import Forecaster, register_paradigm
+from alignts.runtime.manifest import Variant
+from alignts.runtime.sampler import ConstrainedSampler, SamplerConfig, max_new_tokens
+
+log = logging.getLogger(__name__)
+
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def value_boundaries(ids: np.ndarray, table: CodecTable) -> np.ndarray:
+    """Positions just after each value's separator in an encoded row [T] (where a value starts)."""
+    last = table.value_sep[-1]
+    return np.flatnonzero(ids == last) + 1
+
+
+class DigitPrompter:
+    """Turns a context into prompt ids and samples back into values (shared by both backends)."""
+
+    def __init__(self, table: CodecTable, settings: CodecSettings, n_ctx: int, prefix_ids: Sequence[int] = ()):
+        self.table = table
+        self.settings = settings
+        self.n_ctx = int(n_ctx)
+        self.prefix = np.asarray(prefix_ids, dtype=np.int64)
+
+    def budget(self, horizon: int) -> int:
+        """Most context tokens a prompt may take so that H values still fit n_ctx."""
+        return self.n_ctx - 1 - self.prefix.size - max_new_tokens(self.table, horizon, self.settings.max_digits)
+
+    def digit_cap(self, x: np.ndarray, offset, scale) -> int:
+        """Digits a forecast value may have: one more than the context's largest scaled value needs (values
+        up to ~10x the context's range), within the codec's ``max_digits``."""
+        big = float(np.max(np.abs(llmtime_scale(x, offset, scale)))) * 10 ** self.settings.precision
+        need = len(str(int(big))) if np.isfinite(big) else self.settings.max_digits
+        return int(min(self.settings.max_digits, need + 1))
+
+    def prompts(self, x: np.ndarray, horizon: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """x [S, L] -> (prompt ids per series, offset [S, 1], scale [S, 1])."""
+        s = self.settings
+        off, sc = llmtime_scaler(x, alpha=s.alpha, beta=s.beta, basic=s.basic)
+        z = llmtime_scale(x, off, sc)
+        lim = (10 ** s.max_digits - 1) / 10 ** s.precision  # values the model can write
+        z = np.clip(z, -lim, lim)
+        ids, lengths = encode_digits(z, self.table, s.precision)
+        budget = self.budget(horizon)
+        out = []
+        for row, n in zip(ids, lengths):
+            row = row[:n]
+            if row.size > budget:
+                starts = value_boundaries(row, self.table)
+                cut = starts[np.searchsorted(starts, row.size - budget)] if starts.size else row.size
+                row = row[cut:]
+            out.append(np.concatenate([self.prefix, row]))
+        return out, off, sc
+
+
+@register_paradigm("injective")
+class InjectiveForecaster(Forecaster):
+    """LLMTime forecaster: ``plan(...)`` then ``forecast(x [B, C, L]) -> median [B, C, H]``.
+
+    ``forecast_quantiles(x, q)`` -> {q: [B, C, H]}; ``forecast_samples(x)`` -> [B, C, n_samples, H].
+    Sampling options (samples, temperature, top_p, greedy, seed) come from the manifest and may be changed
+    with :meth:`set_sampling` before or after ``plan``.
+    """
+
+    def __init__(self, bundle_dir, manifest):
+        super().__init__(bundle_dir, manifest)
+        cfg = manifest.config
+        self.settings = CodecSettings.from_dict(manifest.codec)
+        self.sampling = SamplerConfig(n_samples=int(cfg.get("samples", 20)),
+                                      temperature=float(cfg.get("temperature", 0.9)),
+                                      top_p=float(cfg.get("top_p", 0.9)), greedy=bool(cfg.get("greedy", False)),
+                                      max_digits=self.settings.max_digits, seed=int(cfg.get("seed", 0)))
+        self._L: int | None = None
+        self._H: int | None = None
+        self.backend = None
+        self.prompter: DigitPrompter | None = None
+        self.sampler: ConstrainedSampler | None = None
+
+    # -- flexible shapes: an LLM reads any context length and writes any horizon that fits n_ctx
+    @property
+    def context_len(self) -> int:
+        return self._L if self._L is not None else int(self.manifest.config.get("context_len", 96))
+
+    @property
+    def horizon(self) -> int:
+        return self._H if self._H is not None else int(self.manifest.config.get("horizon", 24))
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.manifest.config.get("n_ctx", 512))
+
+    def plan(self, context_len: int | None = None, horizon: int | None = None, batch_size: int = 1,
+             variant: str | None = None, device: str = "cpu", threads: int | None = None, budget: int | None = None):
+        """As :meth:`Forecaster.plan`, but any ``context_len >= 2`` and ``horizon >= 1`` are accepted (the
+        prompt keeps the last values that fit the LM's context next to H generated values)."""
+        if context_len is not None:
+            if int(context_len) < 2:
+                raise ShapeError(f"context_len={context_len}: expected >= 2 (the scaler needs a range).")
+            self._L = int(context_len)
+        if horizon is not None:
+            if int(horizon) < 1:
+                raise ShapeError(f"horizon={horizon}: expected >= 1.")
+            self._H = int(horizon)
+        need = max_new_tokens(self._stored_table(), self.horizon, self.settings.max_digits)
+        if need + 16 > self.n_ctx:
+            most = max(1, (self.n_ctx - 16) // max(1, need // self.horizon))
+            raise ShapeError(f"horizon={self.horizon} needs up to {need} generated tokens, which with a prompt "
+                             f"does not fit the LM's context of {self.n_ctx} tokens; expected horizon <= {most}. "
+                             "Fix: forecast a shorter horizon (or lower --precision).")
+        return super().plan(None, None, batch_size, variant, device, threads, budget)
+
+    def set_sampling(self, **changes: Any) -> None:
+        """Change sampling options (n_samples, temperature, top_p, greedy, seed); reopens nothing unless
+        n_samples grows past the planned parallel sequences (then plan again)."""
+        from dataclasses import replace
+
+        self.sampling = replace(self.sampling, **changes)
+        if self.sampler is not None:
+            self.sampler = ConstrainedSampler(self.sampler.table, self._n_vocab, self.sampling)
+            if getattr(self.backend, "n_seq_max", 1 << 16) < self.sampling.n_samples:
+                self._plan = None  # forces a new plan: the backend holds fewer parallel sequences
+                self.backend = None
+
+    def _stored_table(self) -> CodecTable:
+        t = self.manifest.codec.get("table")
+        if not t:
+            raise CodecError(f"bundle {self.bundle_dir}: the manifest's codec has no 'table' (token ids); "
+                             "re-export it with `alignts fit injective`.")
+        return table_from_dict(t)
+
+    def _activation_bytes(self, variant: Variant, batch_size: int) -> int:
+        cfg = self.manifest.config
+        kv = 2 * int(cfg.get("n_layer", 4)) * int(cfg.get("n_embd", 128)) * self.n_ctx * 4
+        return kv * self.sampling.n_samples
+
+    def _open(self, variant: Variant, device: str, threads: int | None, batch_size: int) -> str:
+        if self.backend is not None and hasattr(self.backend, "close"):
+            self.backend.close()
+        path = self.bundle_dir / variant.files[0]
+        stored = self._stored_table()
+        if variant.backend == "gguf":
+            from alignts.runtime.backends.gguf import LlamaCppModel
+            from alignts.runtime.gguf_check import check_gguf
+
+            info = check_gguf(path)
+            precheck_token_list(gguf_token_list(path), str(path))
+            if 0 < info.n_ctx_train < self.n_ctx:  # learned positions past training abort llama.cpp
+                raise ShapeError(f"bundle {self.bundle_dir}: n_ctx={self.n_ctx} exceeds the model's trained context "
+                                 f"{info.n_ctx_train}; expected n_ctx <= {info.n_ctx_train}. Fix: re-export with "
+                                 f"--n-ctx {info.n_ctx_train}.")
+            if threads is None and int(self.manifest.config.get("n_embd", 0)) <= 256:
+                threads = 1  # a tiny LM decodes faster on one thread: thread sync costs more than the math
+            lora = variant.extra.get("lora_file")
+            loras = [(self.bundle_dir / lora, float(variant.extra.get("lora_scale", 1.0)))] if lora else []
+            self.backend = LlamaCppModel(path, n_ctx=self.n_ctx, n_batch=min(512, self.n_ctx),
+                                         n_seq_max=self.sampling.n_samples, n_threads=threads, device=device,
+                                         loras=loras)  # adapters go through check_lora_adapter first
+            vocab = llama_vocab(self.backend)
+            provider = "llama.cpp"
+        else:
+            from alignts.runtime.backends.onnx_causal import OrtCausalLM
+
+            self.backend = OrtCausalLM(path, n_ctx=self.n_ctx, threads=threads, device=device)
+            vocab = hf_vocab(self.bundle_dir / self.manifest.codec.get("tokenizer", "tokenizer.json"))
+            provider = self.backend.provider
+        table = self._check_table(vocab, stored)
+        self._n_vocab = int(self.backend.n_vocab) if self.backend.n_vocab > 0 else vocab.n_vocab
+        prefix = self._prefix_ids(vocab)
+        self.prompter = DigitPrompter(table, self.settings, self.n_ctx, prefix)
+        self.sampler = ConstrainedSampler(table, self._n_vocab, self.sampling)
+        if self.prompter.budget(self.horizon) < 8:
+            raise ShapeError(f"horizon={self.horizon} leaves {self.prompter.budget(self.horizon)} prompt tokens of "
+                             f"the LM's {self.n_ctx}; expected room for a context. Fix: a shorter horizon.")
+        return provider
+
+    def _check_table(self, vocab: Vocab, stored: CodecTable) -> CodecTable:
+        table, _, _ = build_codec_table(vocab, self.settings.value_sep)
+        if (table.digit_ids, table.value_sep, table.digit_sep, table.minus_id) != (
+                stored.digit_ids, stored.value_sep, stored.digit_sep, stored.minus_id):
+            raise CodecError(f"bundle {self.bundle_dir}: the model's vocabulary gives codec table "
+                             f"{table_to_dict(table)}, the manifest says {table_to_dict(stored)}; the model file "
+                             "does not belong to this bundle. Fix: re-export the bundle.")
+        return stored
+
+    def _prefix_ids(self, vocab: Vocab) -> list[int]:
+        ids: list[int] = []
+        if self.settings.prefix_bos:
+            b = vocab.bos_id if vocab.bos_id is not None else vocab.eos_id
+            if b is not None:
+                ids.append(int(b))
+        desc = str(self.manifest.config.get("description") or "")
+        if desc:
+            ids.extend(vocab.tokenize(desc.rstrip() + "\n"))
+        return ids
+
+    # -- forecasting
+    def _samples(self, x: np.ndarray) -> np.ndarray:
+        """x [B, C, L] -> samples [B, C, n, H] (unscaled)."""
+        if self.backend is None or self.prompter is None:
+            _ = self.planned
+            raise AssertionError("plan() did not open a backend")
+        B, C, L = x.shape
+        H = self.horizon
+        flat = x.reshape(B * C, L).astype(np.float64)
+        prompts, off, sc = self.prompter.prompts(flat, H)
+        rng = np.random.default_rng(self.sampling.seed)
+        out = np.empty((B * C, self.sampling.n_samples, H))
+        for s, prompt in enumerate(prompts):
+            z = self.sampler.sample_values(self.backend, prompt, H, self.settings.precision, rng,
+                                           max_digits=self.prompter.digit_cap(flat[s], off[s], sc[s]))  # [n, H]
+            out[s] = llmtime_unscale(z, off[s], sc[s])
+        return out.reshape(B, C, self.sampling.n_samples, H)
+
+    def _forecast(self, x: np.ndarray) -> np.ndarray:
+        return np.median(self._samples(x), axis=2)
+
+    def forecast_samples(self, x: Any) -> np.ndarray:
+        """Raw samples: ``x [B, C, T>=L]`` -> [B, C, n_samples, H] (each sample parses to H values)."""
+        plan = self.planned
+        a = self.prepare(x)
+        outs = [self._samples(a[i:i + plan.batch_size]) for i in range(0, a.shape[0], plan.batch_size)]
+        return np.concatenate(outs, axis=0)[..., :plan.horizon]
+
+    def forecast_series(self, histories: Sequence[np.ndarray], horizon: int | None = None) -> np.ndarray:
+        """Median forecasts for a collection of 1-D histories of any lengths (>= 2, finite): -> [S, H].
+
+        Each history keeps its last ``context_len`` points (Monash-style collections, ``holdout_eval``).
+        """
+        plan = self.planned
+        H = plan.horizon if horizon is None else int(horizon)
+        if not 1 <= H <= self.horizon:
+            raise ShapeError(f"horizon={H}: expected 1..{self.horizon} (the planned horizon).")
+        out = np.empty((len(histories), H))
+        for i, h in enumerate(histories):
+            a = np.asarray(h, dtype=np.float64).reshape(-1)[-self.context_len:]
+            if a.size < 2 or not np.isfinite(a).all():
+                raise InputError(f"history {i}: expected >= 2 finite values; got {a.size} values"
+                                 f"{' with NaN/inf' if a.size and not np.isfinite(a).all() else ''}. "
+                                 "Fix: fill gaps first (alignts.data.series.fill_missing).")
+            out[i] = np.median(self._samples(a[None, None]), axis=2)[0, 0, :H]
+        return out
+
+    def forecast_quantiles(self, x: Any, q: Sequence[float] = QUANTILES) -> dict[float, np.ndarray]:
+        """Per-step quantiles of the samples: {q: [B, C, H]} (q=0.5 is the point forecast)."""
+        qs = tuple(float(v) for v in q)
+        if not all(0.0 <= v <= 1.0 for v in qs):
+            raise InputError(f"quantiles {qs}: expected values in [0, 1]. Fix: e.g. q=(0.1, 0.5, 0.9).")
+        s = self.forecast_samples(x)
+        vals = np.quantile(s, qs, axis=2)
+        return {v: vals[i] for i, v in enumerate(qs)}
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["codec"] = dict(self.manifest.codec)
+        d["sampling"] = self.sampling.__dict__.copy()
+        return d

@@ -1,0 +1,105 @@
+"""Internal paradigm runtime (GPT4TS / LLM4TS with LoRA fused), torch-free.
+
+x [B, C, L] -> kernels.norm_patchify (RevIN + replication-pad patching) -> patches [S, N, P] (S = B*C)
+-> core -> normalized forecast [S, H] -> kernels.instance_denorm -> [B, C, H].
+
+The core is either the exported ONNX graph (``onnx-*`` variants: input ``patches``, output ``forecast``) or
+llama.cpp (``gguf-*`` variants): numpy patch embedding from ``io.npz`` -> the fused LM on input embeddings
+(``LlamaCppModel.hidden_states``) -> numpy flatten head.
+
+Manifest ``config`` keys: context_len, horizon, n_channels, patch_len, stride, n_patches, d_model, eps,
+columns, freq, scaler ({"mean": [C], "std": [C]} of the training data, or null).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from alignts.errors import ArtifactError
+from alignts.kernels.norm import instance_denorm
+from alignts.kernels.patch import norm_patchify
+from alignts.runtime.forecaster import Forecaster, register_paradigm
+from alignts.runtime.manifest import Variant
+
+log = logging.getLogger(__name__)
+
+
+@register_paradigm("internal")
+class InternalForecaster(Forecaster):
+    """Forecaster for ``paradigm: internal`` bundles (see the module docstring)."""
+
+    def _activation_bytes(self, variant: Variant, batch_size: int) -> int:
+        c = self.manifest.config
+        s = batch_size * int(c.get("n_channels") or 1)
+        # a few [S, N, d] float32 buffers per layer live at once; x8 is a loose upper bound
+        return int(8 * s * int(c["n_patches"]) * int(c["d_model"]) * 4)
+
+    def _open(self, variant: Variant, device: str, threads: int | None, batch_size: int) -> str:
+        self._session = None
+        self._lm = None
+        if variant.backend == "onnx":
+            from alignts.runtime.backends.onnx import OnnxSession
+
+            self._session = OnnxSession(self.bundle_dir / variant.files[0], device=device, threads=threads)
+            self._in = variant.inputs[0] if variant.inputs else self._session.input_names[0]
+            return self._session.provider
+        if variant.backend == "gguf":
+            return self._open_gguf(variant, device, threads, batch_size)
+        raise ArtifactError(f"variant {variant.name!r}: unknown backend {variant.backend!r}; re-export the bundle.")
+
+    def _open_gguf(self, variant: Variant, device: str, threads: int | None, batch_size: int) -> str:
+        from alignts.runtime.backends.gguf import LlamaCppModel
+
+        extra = dict(variant.extra)
+        io_name = extra.get("io_file", "io.npz")
+        lm_name = extra.get("lm_file") or next(f for f in variant.files if f.endswith(".gguf"))
+        with np.load(self.bundle_dir / io_name) as io:
+            self._patch_w = io["patch_w"].astype(np.float32)  # [d, P]
+            self._patch_b = io["patch_b"].astype(np.float32)  # [d]
+            self._head_w = io["head_w"].astype(np.float32)  # [H, N*d]
+            self._head_b = io["head_b"].astype(np.float32)  # [H]
+        n = int(self.manifest.config["n_patches"])
+        s_max = batch_size * int(self.manifest.config.get("n_channels") or 1)
+        # n_ctx is per sequence; hidden_states decodes up to min(n_seq_max, n_batch // n) series at once
+        n_batch = max(512, n)
+        kwargs = dict(n_ctx=n, n_batch=n_batch, embeddings=True, kv_type=extra.get("kv_type", "f32"),
+                      n_seq_max=max(1, min(s_max, n_batch // n)))
+        if threads:
+            kwargs["n_threads"] = int(threads)
+        loras = [(str(self.bundle_dir / extra["adapter_file"]), float(extra.get("adapter_scale", 1.0)))] \
+            if extra.get("adapter_file") else []
+        self._lm = LlamaCppModel(str(self.bundle_dir / lm_name), device=device, loras=loras, **kwargs)
+        return "llama.cpp-cuda" if device == "cuda" else "llama.cpp-cpu"
+
+    def _core(self, patches: np.ndarray) -> np.ndarray:  # [S, N, P] -> [S, H]
+        if self._session is not None:
+            return self._session.run({self._in: patches})[0]
+        e = patches @ self._patch_w.T + self._patch_b  # [S, N, d]
+        h = np.asarray(self._lm.hidden_states(np.ascontiguousarray(e, dtype=np.float32)), dtype=np.float32)
+        return h.reshape(h.shape[0], -1) @ self._head_w.T + self._head_b
+
+    def _forecast(self, x: np.ndarray) -> np.ndarray:
+        c = self.manifest.config
+        b, ch, length = x.shape
+        patches, mean, std = norm_patchify(x.reshape(b * ch, length), int(c["patch_len"]), int(c["stride"]),
+                                           float(c.get("eps", 1e-5)))
+        y = self._core(np.ascontiguousarray(patches, dtype=np.float32))  # [S, H]
+        y = instance_denorm(y.astype(np.float64), mean, std)
+        return np.asarray(y, dtype=np.float32).reshape(b, ch, -1)
+
+    # -- scaling with the training scaler (the CLI works on raw data)
+    def scale(self, values: np.ndarray) -> np.ndarray:
+        """Apply the bundle's training scaler to raw ``values [..., C, T]`` (identity when none stored)."""
+        sc = self.manifest.config.get("scaler")
+        if not sc:
+            return values
+        return (values - np.asarray(sc["mean"])[:, None]) / np.asarray(sc["std"])[:, None]
+
+    def unscale(self, values: np.ndarray) -> np.ndarray:
+        """Invert :meth:`scale` on ``values [..., C, H]``."""
+        sc = self.manifest.config.get("scaler")
+        if not sc:
+            return values
+        return values * np.asarray(sc["std"])[:, None] + np.asarray(sc["mean"])[:, None]

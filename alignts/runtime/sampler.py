@@ -1,0 +1,311 @@
+"""Constrained sampling of LLMTime digit strings (numpy only, torch-free).
+
+The logits are restricted, step by step, to the tokens a well-formed value may continue with, so EVERY sample
+parses to exactly H values (a grammar over the codec table):
+
+- value start:   a digit or the minus sign;
+- after a minus: a digit;
+- after a digit: another digit (behind the digit separator, if the layout has one) or the value separator;
+  after ``max_digits`` digits the separator is forced;
+- multi-token separators are forced token by token once their first token is chosen;
+- a sequence stops once its H-th value separator is written (the end-of-forecast token is never needed).
+
+n samples run as n parallel sequences of one batch over a backend with ``prefill(prompt_ids, n_parallel) ->
+logits [n, V]`` and ``step(tokens [k], seq_ids [k]) -> logits [k, V]`` (LlamaCppModel, OrtCausalLM).
+Sampling: temperature, top-p (nucleus) or greedy, from a seeded ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+from numba import njit
+
+from alignts.errors import InputError
+from alignts.kernels.digits import CodecTable, decode_digits
+
+log = logging.getLogger(__name__)
+
+# grammar states
+_START, _AFTER_MINUS, _AFTER_DIGIT, _AFTER_DSEP = 0, 1, 2, 3
+
+
+class CausalBackend(Protocol):
+    n_vocab: int
+
+    def prefill(self, prompt_ids, n_parallel: int = 1) -> np.ndarray: ...
+
+    def step(self, tokens, seq_ids=None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How digits are drawn.
+
+    n_samples:   parallel samples per series (LLMTime: 20); the forecast is their median.
+    temperature: softmax temperature (LLMTime: 0.9); ignored when greedy.
+    top_p:       nucleus mass kept (LLMTime: 0.9); 1.0 keeps all allowed tokens.
+    greedy:      take the most likely allowed token (deterministic; n_samples copies are identical).
+    max_digits:  most digits per value; a separator is forced after them.
+    seed:        seed of the numpy Generator (each forecast call draws from one Generator made from it).
+    keep_finished: finished samples keep stepping (fed a separator, output ignored) so every step decodes the
+                 same n tokens (benchmarks compare this with raw llama.cpp decoding); default: they stop.
+    """
+
+    n_samples: int = 20
+    temperature: float = 0.9
+    top_p: float = 0.9
+    greedy: bool = False
+    max_digits: int = 6
+    seed: int = 0
+    keep_finished: bool = False
+
+    def __post_init__(self):
+        if self.n_samples < 1:
+            raise InputError(f"n_samples={self.n_samples}: expected >= 1. Fix: pass --samples 20 (LLMTime).")
+        if not self.greedy and not self.temperature > 0:
+            raise InputError(f"temperature={self.temperature}: expected > 0 (or greedy=True). Fix: use 0.9.")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top_p={self.top_p}: expected in (0, 1]. Fix: use 0.9.")
+        if not 1 <= self.max_digits <= 15:
+            raise InputError(f"max_digits={self.max_digits}: expected 1..15. Fix: use precision + 3.")
+
+
+def max_new_tokens(table: CodecTable, horizon: int, max_digits: int) -> int:
+    """Upper bound on the tokens H values take: minus + digits (+ digit separators) + value separator."""
+    per = 1 + max_digits + (max_digits - 1) * len(table.digit_sep) + len(table.value_sep)
+    return horizon * per
+
+
+@njit(cache=True)
+def _step_kernel(logits, live, cand, mask, kind, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d, horizon,
+                 inv_temp, top_p, greedy, u, tok_out, keep_out, out, length):  # pragma: no cover - numba
+    """One generation step for the live samples: choose (or force) a token each, update the grammar state.
+
+    logits [r, V] rows of the live samples ``live [r]``; cand [K] candidate ids with ``mask [4, K]`` allowed per
+    state and ``kind [K]`` (0 digit, 1 minus, 2 value separator, 3 digit separator); u [r] uniforms.
+    Writes tok_out [r], keep_out [r] (False: the sample has its H values) and appends to out [n, T].
+    """
+    n_vs = vsep.shape[0]
+    n_ds = dsep.shape[0]
+    K = cand.shape[0]
+    z = np.empty(K)
+    p = np.empty(K)
+    order = np.empty(K, dtype=np.int64)
+    for j in range(live.shape[0]):
+        s = live[j]
+        st = state[s]
+        done = False
+        if vpos[s] > 0:
+            t = vsep[vpos[s]]
+            vpos[s] += 1
+            if vpos[s] >= n_vs:
+                vpos[s] = 0
+                done = True
+        elif dpos[s] > 0:
+            t = dsep[dpos[s]]
+            dpos[s] += 1
+            if dpos[s] >= n_ds:
+                dpos[s] = 0
+        else:
+            if st == 2 and n_dig[s] >= max_d:
+                k = 11  # the value separator's candidate slot
+            else:
+                m = -np.inf
+                k = -1
+                for c in range(K):
+                    if mask[st, c]:
+                        z[c] = logits[j, cand[c]] * inv_temp
+                        if z[c] > m:
+                            m = z[c]
+                            k = c
+                if not greedy:
+                    total = 0.0
+                    n_ok = 0
+                    for c in range(K):
+                        if mask[st, c]:
+                            p[c] = np.exp(z[c] - m)
+                            total += p[c]
+                            order[n_ok] = c
+                            n_ok += 1
+                    # candidates by probability, descending (K <= 13: insertion sort)
+                    for a in range(1, n_ok):
+                        c = order[a]
+                        b = a - 1
+                        while b >= 0 and p[order[b]] < p[c]:
+                            order[b + 1] = order[b]
+                            b -= 1
+                        order[b + 1] = c
+                    kept = 0.0
+                    n_keep = 0
+                    for a in range(n_ok):  # the token that crosses top_p stays; the first always does
+                        if n_keep > 0 and kept >= top_p * total:
+                            break
+                        kept += p[order[a]]
+                        n_keep += 1
+                    target = u[j] * kept
+                    acc = 0.0
+                    k = order[n_keep - 1]
+                    for a in range(n_keep):
+                        acc += p[order[a]]
+                        if target < acc:
+                            k = order[a]
+                            break
+            t = cand[k]
+            kd = kind[k]
+            if kd == 0:
+                n_dig[s] += 1
+                state[s] = 2
+            elif kd == 1:
+                state[s] = 1
+            elif kd == 3:
+                state[s] = 3
+                if n_ds > 1:
+                    dpos[s] = 1
+            else:
+                n_dig[s] = 0
+                state[s] = 0
+                if n_vs > 1:
+                    vpos[s] = 1
+                else:
+                    done = True
+        out[s, length[s]] = t
+        length[s] += 1
+        if done:
+            n_val[s] += 1
+        tok_out[j] = t
+        keep_out[j] = n_val[s] < horizon
+
+
+class ConstrainedSampler:
+    """Draw H values per sample from a causal LM, with the codec table's grammar enforced."""
+
+    def __init__(self, table: CodecTable, n_vocab: int, config: SamplerConfig = SamplerConfig()):
+        self.table = table
+        self.cfg = config
+        ids = list(table.digit_ids) + list(table.value_sep) + list(table.digit_sep) + [table.minus_id]
+        if max(ids) >= n_vocab:
+            raise InputError(f"the codec table uses token id {max(ids)} but the model has {n_vocab} tokens; "
+                             "expected the table of this model's vocabulary. Fix: rebuild it from the model "
+                             "(alignts.runtime.codec_table).")
+        shared = set(table.value_sep) & set(table.digit_sep)
+        if shared:
+            from alignts.errors import CodecError
+            raise CodecError(f"the codec table's value_sep {table.value_sep} and digit_sep {table.digit_sep} share "
+                             f"ids {sorted(shared)}; the sampler's grammar needs them distinct. Fix: build the "
+                             "table with alignts.runtime.codec_table.build_codec_table (it drops shared ids).")
+        digits = np.asarray(table.digit_ids, dtype=np.int64)
+        vsep0 = table.value_sep[0]
+        cont = table.digit_sep[0] if table.digit_sep else None
+        # One small candidate set for every state (digits, minus, separators' first ids) and a mask per state:
+        # sampling works on these gathered columns, never on the whole vocabulary.
+        cand = [*table.digit_ids, table.minus_id, vsep0] + ([cont] if cont is not None else [])
+        self._cand = np.asarray(cand, dtype=np.int64)  # [K]
+        k_minus, k_vsep = 10, 11
+        mask = np.zeros((4, len(cand)), dtype=bool)
+        mask[_START, :10] = True
+        mask[_START, k_minus] = True
+        mask[_AFTER_MINUS, :10] = True
+        mask[_AFTER_DSEP, :10] = True
+        if cont is None:
+            mask[_AFTER_DIGIT, :10] = True
+        else:
+            mask[_AFTER_DIGIT, 12] = True
+        mask[_AFTER_DIGIT, k_vsep] = True
+        self._mask = mask  # [4, K]
+        self._kind = np.full(len(cand), 0, dtype=np.int8)  # 0 digit, 1 minus, 2 value sep, 3 digit sep
+        self._kind[k_minus], self._kind[k_vsep] = 1, 2
+        if cont is not None:
+            self._kind[12] = 3
+
+    # ------------------------------------------------------------------------------------------ token choice
+    def _choose(self, logits: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """logits [r, V], mask [r, K] of allowed candidates -> chosen candidate index [r]."""
+        sub = np.where(mask, logits[:, self._cand].astype(np.float64), -np.inf)  # [r, K]
+        if self.cfg.greedy:
+            return np.argmax(sub, axis=1)
+        z = sub / self.cfg.temperature
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        r = sub.shape[0]
+        u = rng.random(r)[:, None]
+        if self.cfg.top_p < 1.0:
+            order = np.argsort(-p, axis=1, kind="stable")
+            ps = np.take_along_axis(p, order, axis=1)
+            cum = np.cumsum(ps, axis=1)
+            ps = np.where((cum - ps) < self.cfg.top_p, ps, 0.0)  # the crossing token stays; the first always does
+            cum = np.cumsum(ps, axis=1)
+            idx = np.minimum((cum < u * cum[:, -1:]).sum(axis=1), ps.shape[1] - 1)
+            return order[np.arange(r), idx]
+        cum = np.cumsum(p, axis=1)
+        return np.minimum((cum < u * cum[:, -1:]).sum(axis=1), p.shape[1] - 1)
+
+    # ------------------------------------------------------------------------------------------ generation
+    def generate(self, backend: CausalBackend, prompt_ids: Sequence[int] | np.ndarray, horizon: int,
+                 rng: np.random.Generator | None = None,
+                 max_digits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``n_samples`` continuations of ``prompt_ids`` that each spell exactly ``horizon`` values.
+
+        Returns (ids [n, T] int64 padded with -1, lengths [n]). Vectorized over samples: per step, one gather of
+        the candidate logits, one masked softmax / top-p draw, and array updates of the grammar state.
+        """
+        if horizon < 1:
+            raise InputError(f"horizon={horizon}: expected >= 1.")
+        rng = rng if rng is not None else np.random.default_rng(self.cfg.seed)
+        n = self.cfg.n_samples
+        table = self.table
+        max_d = self.cfg.max_digits if max_digits is None else max(1, min(int(max_digits), self.cfg.max_digits))
+        cap = max_new_tokens(table, horizon, max_d)
+        vsep = np.asarray(table.value_sep, dtype=np.int64)
+        dsep = np.asarray(table.digit_sep, dtype=np.int64)
+        out = np.full((n, cap), -1, dtype=np.int64)
+        length = np.zeros(n, dtype=np.int64)
+        state = np.full(n, _START, dtype=np.int64)
+        n_dig = np.zeros(n, dtype=np.int64)
+        n_val = np.zeros(n, dtype=np.int64)
+        vpos = np.zeros(n, dtype=np.int64)  # > 0: next id of a multi-token value separator to force
+        dpos = np.zeros(n, dtype=np.int64)  # > 0: likewise for the digit separator
+        live = np.arange(n)
+        logits = backend.prefill(np.asarray(prompt_ids, dtype=np.int64), n)  # [n, V]
+        inv_temp = 1.0 / self.cfg.temperature if not self.cfg.greedy else 1.0
+        everyone = np.arange(n)
+        full = np.full(n, table.value_sep[0], dtype=np.int64)  # keep_finished: finished samples repeat this
+        while True:
+            r = live.size
+            tok = np.empty(r, dtype=np.int64)
+            keep = np.empty(r, dtype=np.bool_)
+            u = rng.random(r) if not self.cfg.greedy else np.zeros(r)
+            _step_kernel(np.ascontiguousarray(logits, dtype=np.float32), live, self._cand, self._mask,
+                         self._kind, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d, horizon, inv_temp,
+                         self.cfg.top_p, self.cfg.greedy, u, tok, keep, out, length)
+            if not keep.any():
+                break
+            if self.cfg.keep_finished:
+                full[live] = tok
+                live = live[keep]
+                logits = backend.step(full, everyone)[live]
+            elif keep.all():
+                logits = backend.step(tok, live)
+            else:
+                live = live[keep]
+                logits = backend.step(tok[keep], live)
+        return out[:, : int(length.max())], length
+
+    def sample_values(self, backend: CausalBackend, prompt_ids, horizon: int, precision: int,
+                      rng: np.random.Generator | None = None, max_digits: int | None = None) -> np.ndarray:
+        """Scaled values [n, H] of ``n_samples`` samples (every one parses to exactly H values).
+
+        max_digits: a tighter per-series digit cap than the config's (e.g. one more digit than the context's
+        largest value needs).
+        """
+        ids, lengths = self.generate(backend, prompt_ids, horizon, rng, max_digits)
+        values, n_parsed = decode_digits(ids, lengths, self.table, precision, horizon)
+        if (n_parsed != horizon).any():  # the grammar makes this impossible; fail loudly if it ever happens
+            bad = int(np.flatnonzero(n_parsed != horizon)[0])
+            raise AssertionError(f"sample {bad} parsed {n_parsed[bad]} of {horizon} values: "
+                                 f"{ids[bad, :lengths[bad]].tolist()}")
+        return values

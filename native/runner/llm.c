@@ -1,0 +1,415 @@
+#define _GNU_SOURCE
+#include "llm.h"
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "llama.h"
+#include "rt_util.h"
+
+struct llm {
+    struct llama_model *model;
+    struct llama_context *ctx;
+    struct llama_adapter_lora *adapter;
+    const struct llama_vocab *vocab;
+    llama_memory_t mem;
+    int n_embd, n_vocab, n_ctx, n_batch, n_seq_max, is_encoder, embeddings_on;
+    char arch[64];
+    int32_t *seq_pos; /* [n_seq_max] next position per sequence */
+    int n_live;
+    /* one batch, owned here */
+    int cap;
+    llama_token *tok;
+    float *embd;
+    llama_pos *pos;
+    int32_t *nseq;
+    llama_seq_id *seq;
+    llama_seq_id **seq_ptrs;
+    int8_t *out;
+};
+
+/* ------------------------------------------------------------------------------------------------ logging */
+static int g_verbose = 0;
+static char g_log[8][256];
+static int g_log_n = 0;
+
+static void log_cb(enum ggml_log_level level, const char *text, void *user) {
+    size_t n;
+    (void)level;
+    (void)user;
+    if (g_verbose) fputs(text, stderr);
+    n = strlen(text);
+    while (n && (text[n - 1] == '\n' || text[n - 1] == ' ')) n--;
+    if (n == 0) return;
+    if (n >= sizeof g_log[0]) n = sizeof g_log[0] - 1;
+    memcpy(g_log[g_log_n % 8], text, n);
+    g_log[g_log_n % 8][n] = '\0';
+    g_log_n++;
+}
+
+static const char *last_log(void) {
+    static char buf[900];
+    int i, first = g_log_n > 3 ? g_log_n - 3 : 0;
+    buf[0] = '\0';
+    if (g_log_n == 0) return "";
+    strcat(buf, " llama.cpp said:");
+    for (i = first; i < g_log_n; i++) {
+        strncat(buf, " | ", sizeof buf - strlen(buf) - 1);
+        strncat(buf, g_log[i % 8], sizeof buf - strlen(buf) - 1);
+    }
+    return buf;
+}
+
+void llm_set_verbose(int on) { g_verbose = on; }
+
+static int g_backend_up = 0;
+
+static void init_backend_once(void) {
+    if (g_backend_up) return;
+    llama_log_set(log_cb, NULL);
+    llama_backend_init();
+    g_backend_up = 1;
+}
+
+void llm_shutdown(void) {
+    if (!g_backend_up) return;
+    llama_backend_free();
+    g_backend_up = 0;
+}
+
+static int default_threads(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        return n > 0 ? (int)n : 1;
+    }
+}
+
+/* GGUF magic and version before llama.cpp reads it (llama.cpp aborts on some malformed files). */
+static int check_gguf_header(const char *path) {
+    unsigned char h[8];
+    FILE *f = fopen(path, "rb");
+    size_t got;
+    unsigned v;
+    if (!f) return rt_fail("cannot open %s", path);
+    got = fread(h, 1, 8, f);
+    fclose(f);
+    if (got < 8 || memcmp(h, "GGUF", 4) != 0)
+        return rt_fail("%s is not a GGUF file (no 'GGUF' magic); expected a llama.cpp model. Re-export the "
+                       "bundle.", path);
+    v = (unsigned)h[4] | ((unsigned)h[5] << 8) | ((unsigned)h[6] << 16) | ((unsigned)h[7] << 24);
+    if (v < 2 || v > 3)
+        return rt_fail("%s has GGUF version %u; expected 2 or 3. Re-export the bundle.", path, v);
+    return 0;
+}
+
+llm *llm_open(const char *path, const llm_params *p) {
+    struct llama_model_params mp;
+    struct llama_context_params cp;
+    llm *m;
+    int i, nt;
+    if (p->n_ctx < 1 || p->n_batch < 1 || p->n_seq_max < 1) {
+        rt_fail("n_ctx, n_batch, n_seq_max must be >= 1, got %d, %d, %d", p->n_ctx, p->n_batch, p->n_seq_max);
+        return NULL;
+    }
+    if (check_gguf_header(path)) return NULL;
+    init_backend_once();
+    m = (llm *)rt_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    mp = llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    m->model = llama_model_load_from_file(path, mp);
+    if (!m->model) {
+        rt_fail("llama.cpp could not load %s; expected a GGUF model of a supported architecture.%s", path,
+                last_log());
+        llm_close(m);
+        return NULL;
+    }
+    if (llama_model_meta_val_str(m->model, "general.architecture", m->arch, sizeof m->arch) < 0) m->arch[0] = '\0';
+    m->is_encoder = strcmp(m->arch, "bert") == 0; /* no KV cache: llama_decode runs the encoder */
+    m->n_ctx = p->n_ctx;
+    m->n_batch = p->n_batch;
+    m->n_seq_max = p->n_seq_max;
+    cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t)p->n_ctx * (uint32_t)p->n_seq_max;
+    cp.n_batch = (uint32_t)p->n_batch;
+    cp.n_ubatch = (uint32_t)p->n_batch; /* encoders need the whole batch in one ubatch */
+    cp.n_seq_max = (uint32_t)p->n_seq_max;
+    cp.n_outputs_max_per_seq = 0;
+    nt = p->n_threads > 0 ? p->n_threads : default_threads();
+    cp.n_threads = nt;
+    cp.n_threads_batch = nt;
+    cp.pooling_type = LLAMA_POOLING_TYPE_NONE;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    cp.type_k = p->kv_f16 ? GGML_TYPE_F16 : GGML_TYPE_F32; /* f16 costs accuracy (DESIGN.md) */
+    cp.type_v = cp.type_k;
+    cp.embeddings = p->embeddings || m->is_encoder;
+    cp.no_perf = 1;
+    m->ctx = llama_init_from_model(m->model, cp);
+    if (!m->ctx) {
+        rt_fail("llama.cpp could not create a context for %s (n_ctx=%u, n_batch=%d, n_seq_max=%d); expected enough "
+                "memory.%s", path, cp.n_ctx, p->n_batch, p->n_seq_max, last_log());
+        llm_close(m);
+        return NULL;
+    }
+    m->embeddings_on = cp.embeddings;
+    m->mem = llama_get_memory(m->ctx);
+    m->vocab = llama_model_get_vocab(m->model);
+    m->n_vocab = llama_vocab_n_tokens(m->vocab);
+    m->n_embd = llama_model_n_embd(m->model);
+    if (p->lora_path) {
+        float scale = p->lora_scale;
+        m->adapter = llama_adapter_lora_init(m->model, p->lora_path);
+        if (!m->adapter || llama_set_adapters_lora(m->ctx, &m->adapter, 1, &scale) != 0) {
+            rt_fail("llama.cpp refused LoRA adapter %s for %s.%s", p->lora_path, path, last_log());
+            llm_close(m);
+            return NULL;
+        }
+    }
+    m->cap = p->n_batch > p->n_seq_max ? p->n_batch : p->n_seq_max;
+    m->tok = (llama_token *)rt_calloc((size_t)m->cap, sizeof(llama_token));
+    m->embd = (float *)rt_calloc((size_t)m->cap * (size_t)m->n_embd, sizeof(float));
+    m->pos = (llama_pos *)rt_calloc((size_t)m->cap, sizeof(llama_pos));
+    m->nseq = (int32_t *)rt_calloc((size_t)m->cap, sizeof(int32_t));
+    m->seq = (llama_seq_id *)rt_calloc((size_t)m->cap, sizeof(llama_seq_id));
+    m->seq_ptrs = (llama_seq_id **)rt_calloc((size_t)m->cap, sizeof(llama_seq_id *));
+    m->out = (int8_t *)rt_calloc((size_t)m->cap, sizeof(int8_t));
+    m->seq_pos = (int32_t *)rt_calloc((size_t)m->n_seq_max, sizeof(int32_t));
+    if (!m->tok || !m->embd || !m->pos || !m->nseq || !m->seq || !m->seq_ptrs || !m->out || !m->seq_pos) {
+        llm_close(m);
+        return NULL;
+    }
+    for (i = 0; i < m->cap; i++) {
+        m->seq_ptrs[i] = &m->seq[i];
+        m->nseq[i] = 1;
+    }
+    return m;
+}
+
+void llm_close(llm *m) {
+    if (!m) return;
+    if (m->ctx) llama_free(m->ctx);
+    if (m->adapter) llama_adapter_lora_free(m->adapter);
+    if (m->model) llama_model_free(m->model);
+    free(m->tok);
+    free(m->embd);
+    free(m->pos);
+    free(m->nseq);
+    free(m->seq);
+    free(m->seq_ptrs);
+    free(m->out);
+    free(m->seq_pos);
+    free(m);
+}
+
+int llm_n_embd(const llm *m) { return m->n_embd; }
+int llm_n_vocab(const llm *m) { return m->n_vocab; }
+int llm_n_ctx_train(const llm *m) { return llama_model_n_ctx_train(m->model); }
+const char *llm_arch(const llm *m) { return m->arch; }
+
+int32_t llm_bos(const llm *m) {
+    llama_token t = llama_vocab_bos(m->vocab);
+    return (t >= 0 && t < m->n_vocab) ? t : -1;
+}
+
+int32_t llm_eos(const llm *m) {
+    llama_token t = llama_vocab_eos(m->vocab);
+    return (t >= 0 && t < m->n_vocab) ? t : -1;
+}
+
+static int decode(llm *m, int n, int use_embd) {
+    struct llama_batch b;
+    int rc;
+    b.n_tokens = n;
+    b.token = use_embd ? NULL : m->tok;
+    b.embd = use_embd ? m->embd : NULL;
+    b.pos = m->pos;
+    b.n_seq_id = m->nseq;
+    b.seq_id = m->seq_ptrs;
+    b.logits = m->out;
+    rc = llama_decode(m->ctx, b);
+    if (rc != 0)
+        return rt_fail("llama_decode failed with code %d on %d tokens; %s.%s", rc, n,
+                       rc == 1 ? "the KV cache is full: raise n_ctx" : "run with --verbose for llama.cpp's log",
+                       last_log());
+    return 0;
+}
+
+static void clear_memory(llm *m) {
+    if (m->mem) llama_memory_clear(m->mem, 0);
+    memset(m->seq_pos, 0, (size_t)m->n_seq_max * sizeof(int32_t));
+    m->n_live = 0;
+}
+
+static void set_embeddings(llm *m, int on) {
+    if (m->embeddings_on != on && !m->is_encoder) {
+        llama_set_embeddings(m->ctx, on != 0);
+        m->embeddings_on = on;
+    }
+}
+
+int llm_hidden_states(llm *m, const float *x, int S, int N, float *out) {
+    int d = m->n_embd, per, s0, i;
+    if (N > m->n_ctx) return rt_fail("sequence length %d exceeds n_ctx=%d", N, m->n_ctx);
+    if (m->is_encoder && N > m->n_batch)
+        return rt_fail("BERT needs a whole sequence in one batch: N=%d > n_batch=%d", N, m->n_batch);
+    if (m->is_encoder && N > llama_model_n_ctx_train(m->model))
+        return rt_fail("N=%d exceeds the model's %d position embeddings", N, llama_model_n_ctx_train(m->model));
+    set_embeddings(m, 1);
+    per = m->n_batch / N;
+    if (per > m->n_seq_max) per = m->n_seq_max;
+    if (per < 1) per = 1;
+    for (i = 0; i < m->cap; i++) {
+        m->out[i] = 1;
+        m->nseq[i] = 1;
+    }
+    for (s0 = 0; s0 < S; s0 += per) {
+        int k = S - s0 < per ? S - s0 : per;
+        clear_memory(m);
+        if (k * N <= m->n_batch) {
+            int n = k * N, t;
+            const float *e;
+            memcpy(m->embd, x + (size_t)s0 * N * d, (size_t)n * d * sizeof(float));
+            for (t = 0; t < n; t++) {
+                m->pos[t] = t % N;
+                m->seq[t] = t / N;
+            }
+            if (decode(m, n, 1)) return -1;
+            e = llama_get_embeddings(m->ctx);
+            if (!e) return rt_fail("llama.cpp returned no embeddings for %s.%s", m->arch, last_log());
+            memcpy(out + (size_t)s0 * N * d, e, (size_t)n * d * sizeof(float));
+        } else { /* one long causal sequence in chunks (the KV cache carries the prefix) */
+            int t0;
+            for (t0 = 0; t0 < N; t0 += m->n_batch) {
+                int n = N - t0 < m->n_batch ? N - t0 : m->n_batch, t;
+                const float *e;
+                memcpy(m->embd, x + ((size_t)s0 * N + t0) * d, (size_t)n * d * sizeof(float));
+                for (t = 0; t < n; t++) {
+                    m->pos[t] = t0 + t;
+                    m->seq[t] = 0;
+                }
+                if (decode(m, n, 1)) return -1;
+                e = llama_get_embeddings(m->ctx);
+                if (!e) return rt_fail("llama.cpp returned no embeddings.%s", last_log());
+                memcpy(out + ((size_t)s0 * N + t0) * d, e, (size_t)n * d * sizeof(float));
+            }
+        }
+    }
+    clear_memory(m);
+    return 0;
+}
+
+const float *llm_prefill(llm *m, const int32_t *ids, int T, int n_parallel) {
+    int t0, s;
+    const float *row;
+    if (m->is_encoder) {
+        rt_fail("the model is a BERT encoder; generation needs a causal LM (gpt2, llama)");
+        return NULL;
+    }
+    if (T < 1) {
+        rt_fail("prefill needs at least one prompt token; got none");
+        return NULL;
+    }
+    if (n_parallel < 1 || n_parallel > m->n_seq_max) {
+        rt_fail("n_parallel=%d must be in 1..%d", n_parallel, m->n_seq_max);
+        return NULL;
+    }
+    if (T >= m->n_ctx) {
+        rt_fail("prompt of %d tokens does not fit n_ctx=%d", T, m->n_ctx);
+        return NULL;
+    }
+    for (t0 = 0; t0 < T; t0++)
+        if (ids[t0] < 0 || ids[t0] >= m->n_vocab) {
+            rt_fail("prompt token id %d is outside [0, %d)", ids[t0], m->n_vocab);
+            return NULL;
+        }
+    set_embeddings(m, 0);
+    clear_memory(m);
+    for (t0 = 0; t0 < T; t0 += m->n_batch) {
+        int n = T - t0 < m->n_batch ? T - t0 : m->n_batch, t;
+        for (t = 0; t < n; t++) {
+            m->tok[t] = ids[t0 + t];
+            m->pos[t] = t0 + t;
+            m->seq[t] = 0;
+            m->nseq[t] = 1;
+            m->out[t] = 0;
+        }
+        if (t0 + n == T) m->out[n - 1] = 1;
+        if (decode(m, n, 0)) return NULL;
+    }
+    row = llama_get_logits_ith(m->ctx, -1);
+    if (!row) {
+        rt_fail("llama.cpp returned no logits (a %s model without an LM head?); expected a causal LM.%s", m->arch,
+                last_log());
+        return NULL;
+    }
+    for (s = 1; s < n_parallel; s++) llama_memory_seq_cp(m->mem, 0, s, -1, -1);
+    for (s = 0; s < n_parallel; s++) m->seq_pos[s] = T;
+    m->n_live = n_parallel;
+    return row;
+}
+
+int llm_step(llm *m, const int32_t *tokens, const int32_t *seq, int n) {
+    int k;
+    if (n < 1 || n > m->cap) return rt_fail("step got %d tokens; expected 1..%d", n, m->cap);
+    for (k = 0; k < n; k++) {
+        int s = seq[k];
+        if (s < 0 || s >= m->n_live) return rt_fail("step: sequence %d is not live (0..%d)", s, m->n_live - 1);
+        if (m->seq_pos[s] >= m->n_ctx)
+            return rt_fail("a sequence reached n_ctx=%d tokens; forecast a shorter horizon", m->n_ctx);
+        m->tok[k] = tokens[k];
+        m->pos[k] = m->seq_pos[s];
+        m->seq[k] = s;
+        m->nseq[k] = 1;
+        m->out[k] = 1;
+    }
+    if (decode(m, n, 0)) return -1;
+    for (k = 0; k < n; k++) m->seq_pos[seq[k]]++;
+    return 0;
+}
+
+const float *llm_logits(llm *m, int row) {
+    const float *p = llama_get_logits_ith(m->ctx, row);
+    if (!p) rt_fail("llama.cpp returned no logits for row %d.%s", row, last_log());
+    return p;
+}
+
+int32_t *llm_tokenize(llm *m, const char *text, int *n) {
+    int len = (int)strlen(text), cap = len + 8, got;
+    int32_t *buf = (int32_t *)rt_malloc((size_t)cap * sizeof(int32_t));
+    if (!buf) return NULL;
+    got = llama_tokenize(m->vocab, text, len, buf, cap, 0, 0);
+    if (got < 0) {
+        int32_t *nb;
+        cap = -got;
+        nb = (int32_t *)realloc(buf, (size_t)cap * sizeof(int32_t));
+        if (!nb) {
+            free(buf);
+            rt_fail("out of memory");
+            return NULL;
+        }
+        buf = nb;
+        got = llama_tokenize(m->vocab, text, len, buf, cap, 0, 0);
+    }
+    if (got < 0) {
+        free(buf);
+        rt_fail("llama.cpp could not tokenize '%.40s'.%s", text, last_log());
+        return NULL;
+    }
+    *n = got;
+    return buf;
+}
+
+int llm_piece(llm *m, int32_t token, char *buf, int size) {
+    int n = llama_token_to_piece(m->vocab, token, buf, size - 1, 0, 1);
+    if (n < 0 || n >= size) return -1;
+    buf[n] = '\0';
+    return n;
+}

@@ -1,0 +1,64 @@
+/* llama.cpp through its C API, the way alignts/runtime/backends/gguf.py drives it:
+ * - hidden states for input embeddings (Internal: pooling none, embeddings on, f32 KV cache);
+ * - prefill + step over n parallel sequences sharing one prompt, logits out (Injective). */
+#ifndef ALIGNTS_LLM_H
+#define ALIGNTS_LLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct llm llm;
+
+typedef struct {
+    int n_ctx;        /* tokens per sequence */
+    int n_batch;      /* most tokens per llama_decode (also the physical batch) */
+    int n_seq_max;    /* parallel sequences */
+    int embeddings;   /* start with embeddings output on */
+    int n_threads;    /* 0 = the cores this process may use */
+    int kv_f16;       /* KV cache in f16 instead of f32 (the bundle's variant.extra.kv_type) */
+    const char *lora_path; /* optional LoRA adapter (GGUF), NULL for none */
+    float lora_scale;
+} llm_params;
+
+/* Check the GGUF header, load the model, create the context. NULL after rt_fail. */
+llm *llm_open(const char *path, const llm_params *p);
+void llm_close(llm *m);
+
+int llm_n_embd(const llm *m);
+int llm_n_vocab(const llm *m);
+int llm_n_ctx_train(const llm *m);
+const char *llm_arch(const llm *m);
+int32_t llm_bos(const llm *m); /* -1 if none */
+int32_t llm_eos(const llm *m); /* -1 if none */
+
+/* embeds [S, N, d] -> out [S, N, d] (see LlamaCppModel.hidden_states). 0 or -1. */
+int llm_hidden_states(llm *m, const float *embeds, int S, int N, float *out);
+
+/* Decode the prompt on sequence 0 and share its cache with sequences 1..n_parallel-1. Returns a pointer to
+ * the logits [V] after the last prompt token (valid until the next call), or NULL after rt_fail. */
+const float *llm_prefill(llm *m, const int32_t *ids, int n_ids, int n_parallel);
+/* One token for each of seq[k] (k < n); 0 or -1. Logits of row k: llm_logits(m, k). */
+int llm_step(llm *m, const int32_t *tokens, const int32_t *seq, int n);
+const float *llm_logits(llm *m, int row);
+
+/* Tokenize text with the model's tokenizer (no special tokens added). Returns a malloc'd array and *n, or
+ * NULL after rt_fail. */
+int32_t *llm_tokenize(llm *m, const char *text, int *n);
+/* The text of one token into buf (NUL-terminated, maybe cut). Returns its length or -1. */
+int llm_piece(llm *m, int32_t token, char *buf, int size);
+
+/* Free llama.cpp's backend (once, at exit; only if a model was opened). */
+void llm_shutdown(void);
+
+/* Show llama.cpp's log on stderr (default: kept quiet; the last lines are quoted in errors). */
+void llm_set_verbose(int on);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,41 @@
+/* Small shared helpers of alignts-run: one error message buffer, checked allocation, whole-file reads. */
+#ifndef ALIGNTS_RT_UTIL_H
+#define ALIGNTS_RT_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define RT_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define RT_PRINTF(a, b)
+#endif
+
+/* Record an error message (what was expected, what came, the fix) and return -1. The first error wins
+ * until rt_clear_error; later calls only append nothing, so the root cause is what main prints. */
+int rt_fail(const char *fmt, ...) RT_PRINTF(1, 2);
+const char *rt_error(void);
+void rt_clear_error(void);
+
+/* malloc/calloc that record "out of memory" on failure (return NULL). */
+void *rt_malloc(size_t n);
+void *rt_calloc(size_t count, size_t size);
+
+/* Read a whole file into a NUL-terminated buffer (*len excludes the NUL). 0 or -1 (rt_fail). */
+int rt_read_file(const char *path, char **out, size_t *len);
+
+/* path = dir + "/" + rel (malloc'd) or NULL. */
+char *rt_join(const char *dir, const char *rel);
+
+/* Shortest "%.{p}g" (p = 1..17) that reads back as exactly x (Python's repr digits). buf >= 32 chars. */
+void rt_format_double(double x, char *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,202 @@
+"""Bridging export and runtime on a tiny BERT backbone: parity with torch, backbone store and sharing,
+sizes, the `alignts fit bridging` verb, and a missing backbone."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from alignts.errors import BackboneNotFoundError  # noqa: E402
+from alignts.runtime import backbone_store, load  # noqa: E402
+from alignts.runtime.manifest import manifest_sha256, read_manifest  # noqa: E402
+from alignts.runtime.paradigms.bridging import bundle_sizes  # noqa: E402
+
+L, H, C = 48, 12, 2
+
+
+def _x(n: int, seed: int, scale: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(L)
+    base = np.sin(2 * np.pi * t / 12)[None, None] + 0.3 * rng.normal(size=(n, C, L)).cumsum(-1)
+    return (scale * base + rng.normal(size=(n, C, 1)) * scale).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from alignts.export.backbone_bundle import ensure_backbone_bundle, max_positions, tokenizer_text
+    from alignts.export.backbones import load_backbone
+    from alignts.export.bridging import BridgingConfig, BridgingModel
+    from alignts.export.fit_bridging import choose_prompt_len, export_adapter_bundle
+    from alignts.runtime.tokenize import PromptTokenizer
+
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("bridging")
+    backbone = load_backbone("tiny-bert")
+    cfg = BridgingConfig(context_len=L, horizon=H, d_model=16, n_heads=4, d_keys=8, n_prototypes=16, d_ff=16,
+                         description="synthetic test series.")
+    tok = PromptTokenizer(tokenizer_text(backbone).encode())
+    x = _x(6, 0)
+    cfg = dataclasses.replace(cfg, prompt_len=choose_prompt_len(x, cfg, tok, max_positions(backbone),
+                                                                cfg.n_patches))
+    torch.manual_seed(0)
+    model = BridgingModel(backbone, cfg, tok).eval()
+    with torch.no_grad():  # a non-trivial head so the forecast depends on the LM output
+        model.head.weight.normal_(0, 0.05)
+    bb_path, sha, reused = ensure_backbone_bundle(backbone, root / "backbones")
+    assert not reused
+    export_adapter_bundle(model, root / "a", backbone_path=bb_path, backbone_sha=sha, backbone=backbone,
+                          check_x=x[:2], config_extra={"n_channels": C})
+    return SimpleNamespace(root=root, model=model, backbone=backbone, bb_path=bb_path, sha=sha, cfg=cfg)
+
+
+def test_manifest_points_to_backbone_by_hash(built):
+    m = read_manifest(built.root / "a")
+    assert m.paradigm == "bridging"
+    assert m.backbone["sha256"] == built.sha == manifest_sha256(built.bb_path)
+    assert m.backbone["name"] == "bert:tiny-bert"
+    bm = read_manifest(built.bb_path)
+    assert bm.paradigm == "backbone"
+    assert set(bm.files) - {"backbone-f32.gguf"} == {"backbone.onnx", "word_embeddings.npy", "tokenizer.json"}
+    # the adapter ships no vocabulary-sized matrix: only the adapter graph and the head
+    assert set(m.files) == {"adapter.onnx", "head.npz"}
+    val = m.variants[0].validation
+    for k in ("adapter_max_abs_diff", "backbone_max_abs_diff", "pipeline_max_abs_diff"):
+        assert 0 <= val[k] <= 1e-4, (k, val[k])
+
+
+def test_runtime_matches_torch(built):
+    f = load(built.root / "a")
+    f.plan(batch_size=3)
+    for seed, scale in ((1, 1.0), (2, 50.0), (3, 0.01)):
+        x = _x(5, seed, scale)
+        with torch.no_grad():
+            ref = built.model(torch.from_numpy(x)).numpy()
+        got = f.forecast(x)
+        assert got.shape == (5, C, H)
+        diff = float(np.max(np.abs(ref - got)))
+        assert diff <= 1e-4 * max(1.0, scale), (seed, diff)
+    # the prompt really enters: another description changes the forecast
+    x = _x(2, 4)
+    f2 = load(built.root / "a")
+    f2.prompt = dataclasses.replace(f2.prompt, description="something else entirely.")
+    f2.plan(batch_size=2)
+    assert np.max(np.abs(f2.forecast(x) - f.forecast(x))) > 1e-6
+
+
+@pytest.mark.gguf
+def test_gguf_variant_matches_torch(built):
+    pytest.importorskip("llama_cpp")
+    m = read_manifest(built.root / "a")
+    names = [v.name for v in m.variants]
+    assert names[0] == "onnx-fp32" and "gguf-f32" in names, read_manifest(built.bb_path).config["gguf_skipped"]
+    v = m.variant("gguf-f32")
+    assert v.validation["pipeline_max_abs_diff"] <= v.validation["tolerance"]
+    assert read_manifest(built.bb_path).variant("gguf-f32").validation["relative_max_abs_diff"] <= 5e-3
+    f = load(built.root / "a")
+    f.plan(batch_size=3, variant="gguf-f32")
+    x = _x(3, 11)
+    with torch.no_grad():
+        ref = built.model(torch.from_numpy(x)).numpy()
+    assert float(np.max(np.abs(f.forecast(x) - ref))) <= 1e-3
+
+
+def test_runtime_without_torch(built):
+    x = _x(2, 7)
+    with torch.no_grad():
+        ref = built.model(torch.from_numpy(x)).numpy()
+    code = ("import sys, json, numpy as np; import alignts.runtime as rt; "
+            f"f = rt.load({str(built.root / 'a')!r}); f.plan(batch_size=2); "
+            f"y = f.forecast(np.array(json.loads(sys.argv[1]), dtype=np.float32)); "
+            "assert 'torch' not in sys.modules; print(json.dumps(y.tolist()))")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(x.tolist())], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = np.array(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert np.max(np.abs(got - ref)) <= 1e-4
+
+
+def test_backbone_store_reuses_same_backbone(built):
+    from alignts.export.backbone_bundle import ensure_backbone_bundle
+
+    path, sha, reused = ensure_backbone_bundle(built.backbone, built.root / "backbones")
+    assert reused and path == built.bb_path and sha == built.sha
+    assert len([p for p in (built.root / "backbones").iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_fit_cli_and_two_bundles_share_one_backbone(built, tmp_path, capsys):
+    from alignts.cli import main
+
+    rng = np.random.default_rng(0)
+    t = np.arange(600)
+    csv = tmp_path / "syn.csv"
+    with open(csv, "w") as fh:
+        fh.write("date,a,b\n")
+        for i in range(600):
+            ts = np.datetime64("2020-01-01T00", "h") + i
+            fh.write(f"{ts},{np.sin(2 * np.pi * t[i] / 12) + 0.1 * rng.normal():.5f},"
+                     f"{np.cos(2 * np.pi * t[i] / 24) + 0.01 * t[i]:.5f}\n")
+    out = built.root / "b"
+    rc = main(["fit", "bridging", "--data", str(csv), "--out", str(out), "--backbone", "tiny-bert",
+               "--backbone-dir", str(built.root / "backbones"), "--context", str(L), "--horizon", str(H),
+               "--d-model", "16", "--heads", "4", "--d-keys", "8", "--prototypes", "16", "--d-ff", "16",
+               "--epochs", "1", "--batch-size", "32", "--max-train-windows", "64", "--max-val-windows", "32",
+               "--threads", "2"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "(reused)" in text and "pipeline" in text
+    mb = read_manifest(out)
+    assert mb.backbone["sha256"] == built.sha
+    assert mb.training["epochs_run"] == 1 and mb.config["n_channels"] == C
+    assert mb.variants[0].validation["pipeline_max_abs_diff"] <= 1e-4
+
+    backbone_store.clear_cache()
+    opened = backbone_store.cache_info()["opened"]
+    fa, fb = load(built.root / "a"), load(out)
+    fa.plan(batch_size=2)
+    fb.plan(batch_size=2)
+    assert fa.backbone is fb.backbone
+    assert backbone_store.cache_info()["opened"] == opened + 1
+    x = _x(2, 9)
+    assert fa.forecast(x).shape == fb.forecast(x).shape == (2, C, H)
+    assert not np.allclose(fa.forecast(x), fb.forecast(x))
+
+
+def test_bundle_sizes(built):
+    s = bundle_sizes(built.root / "a")
+    assert s["backbone_found"]
+    assert s["adapter_bytes"] == sum(s["adapter_files"].values()) + (built.root / "a" / "manifest.json").stat().st_size
+    assert s["backbone_bytes"] > s["adapter_files"]["adapter.onnx"]
+    recorded = read_manifest(built.root / "a").config["sizes"]
+    assert recorded["backbone_bytes"] == s["backbone_bytes"]
+    assert abs(recorded["adapter_to_backbone"] - recorded["adapter_bytes"] / recorded["backbone_bytes"]) < 1e-12
+    d = load(built.root / "a").describe()
+    assert d["sizes"]["backbone_bytes"] == s["backbone_bytes"] and d["backbone"]["sha256"] == built.sha
+
+
+def test_missing_backbone_names_it_and_where_looked(built, tmp_path, monkeypatch):
+    monkeypatch.delenv(backbone_store.ENV_VAR, raising=False)
+    monkeypatch.setattr(backbone_store, "USER_STORE", tmp_path / "user-store")
+    lonely = tmp_path / "elsewhere" / "a"
+    shutil.copytree(built.root / "a", lonely)
+    with pytest.raises(BackboneNotFoundError) as e:
+        load(lonely)
+    msg = str(e.value)
+    assert built.sha in msg and "bert:tiny-bert" in msg
+    assert str(tmp_path / "elsewhere" / "backbones") in msg and "user-store" in msg
+    # found once the store is named
+    from alignts.runtime.paradigms.bridging import BridgingForecaster
+
+    g = BridgingForecaster(lonely, read_manifest(lonely), backbone_dirs=[built.root / "backbones"])
+    assert g.backbone_path == built.bb_path
+    # a backbone folder with another hash is refused
+    with pytest.raises(BackboneNotFoundError, match="holds another backbone"):
+        backbone_store.open_backbone(built.bb_path, "0" * 64)

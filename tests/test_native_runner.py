@@ -1,0 +1,342 @@
+"""alignts-run (native/runner): the C runner on llama.cpp against the Python runtime on the same tiny bundles.
+
+The runner is built with CMake into a temporary folder (skipped when cmake, a C compiler or llama-cpp-python is
+missing). Bundles come from the real fit functions: Internal (tiny backbone, 1 epoch, GGUF f32) and Injective (a
+random tiny GPT-2 with the numeric LM's vocabulary, GGUF f32). Comparisons:
+- Injective, greedy: the printed forecast equals `alignts forecast` and the Python runtime exactly, for several
+  context/horizon pairs (one where the prompt is cut to fit n_ctx), and so do the prompt token ids;
+- Internal, GGUF: within 1e-4 of the Python runtime's gguf-f32 variant (and of `alignts forecast`);
+- malformed manifest, missing file, sha256/size mismatch, bad CSV: exit 1 with a clear message, no crash;
+- valgrind: no invalid access and no leak (definite, indirect, possible) on the success and error paths.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_cpp")
+pd = pytest.importorskip("pandas")
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER_SRC = ROOT / "native" / "runner"
+L_INT, H_INT = 48, 12
+L_INJ, H_INJ = 40, 8
+
+
+def _cc() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory) -> Path:
+    if not shutil.which("cmake") or not _cc():
+        pytest.skip("cmake or a C compiler is missing")
+    build = tmp_path_factory.mktemp("runner-build")
+    cfg = subprocess.run(["cmake", "-S", str(RUNNER_SRC), "-B", str(build), "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+                          f"-DALIGNTS_PYTHON={sys.executable}"], capture_output=True, text=True)
+    if cfg.returncode != 0 and "llama.cpp not found" in cfg.stderr:
+        pytest.skip("llama.cpp headers/library not found by CMake: " + cfg.stderr[-300:])
+    assert cfg.returncode == 0, cfg.stdout[-2000:] + cfg.stderr[-2000:]
+    b = subprocess.run(["cmake", "--build", str(build), "-j2"], capture_output=True, text=True)
+    assert b.returncode == 0, b.stdout[-3000:] + b.stderr[-3000:]
+    exe = build / "alignts-run"
+    assert exe.is_file()
+    return exe
+
+
+def run(exe: Path, *args, valgrind: bool = False, env=None) -> subprocess.CompletedProcess:
+    cmd = [str(exe), *map(str, args)]
+    if valgrind:
+        cmd = ["valgrind", "--leak-check=full", "--show-leak-kinds=definite,indirect,possible",
+               "--errors-for-leak-kinds=definite,indirect,possible", "--error-exitcode=99", *cmd]
+    # no LD_LIBRARY_PATH: the binary finds libllama through its RPATH
+    e = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env or e)
+
+
+def parse(out: str) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(out))
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory) -> Path:
+    n = 400
+    i = np.arange(n)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"date": pd.date_range("2022-01-01", periods=n, freq="h"),
+                       "x": np.sin(2 * np.pi * i / 24) + 0.1 * rng.standard_normal(n),
+                       "y": 3 + np.cos(2 * np.pi * i / 12) + 0.1 * rng.standard_normal(n)})
+    p = tmp_path_factory.mktemp("data") / "syn.csv"
+    df.to_csv(p, index=False)
+    return p
+
+
+def _fit_internal(csv: Path, out: Path, backbone: str) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    pytest.importorskip("onnxruntime")
+    from alignts.export.fit_internal import FitInternalConfig, fit_internal
+    from alignts.export.internal import InternalConfig
+    from alignts.export.train import TrainConfig
+
+    m = fit_internal(FitInternalConfig(
+        data=str(csv), out=str(out), backbone=backbone, int8=False, gguf_dtypes=("f32",),
+        model=InternalConfig(context_len=L_INT, horizon=H_INT, patch_len=16, stride=8, head_init="default"),
+        train=TrainConfig(epochs=1, batch_size=16, max_train_windows=32, max_val_windows=16, threads=2)))
+    if not any(v.backend == "gguf" for v in m.variants):
+        pytest.skip(f"fit_internal wrote no GGUF variant: {m.training.get('skipped_variants')}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def internal_bundle(csv, tmp_path_factory) -> Path:
+    return _fit_internal(csv, tmp_path_factory.mktemp("internal") / "bundle", "tiny-gpt2")
+
+
+@pytest.fixture(scope="module")
+def injective_bundle(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_injective_utils import tiny_numeric_gpt2
+
+    from alignts.export.fit_injective import InjectiveFitConfig, fit_injective
+
+    base = tmp_path_factory.mktemp("injective")
+    hf = tiny_numeric_gpt2(base / "hf", seed=0)
+    out = base / "bundle"
+    fit_injective(out, InjectiveFitConfig(model=str(hf), backends=("gguf",), context_len=L_INJ, horizon=H_INJ,
+                                          samples=3, greedy=True))
+    return out
+
+
+def _python_forecast(bundle: Path, csv: Path, variant: str | None = None, context: int | None = None,
+                     horizon: int | None = None) -> np.ndarray:
+    """What `alignts forecast` computes (alignts/cli/forecast.py), as [C, H]."""
+    from alignts.data.load import load_data
+    from alignts.runtime import load
+
+    f = load(bundle)
+    f.plan(context_len=context, horizon=horizon, variant=variant)
+    data = load_data(csv, columns=f.manifest.config.get("columns") or None)
+    hist = data.values[-f.context_len:].T
+    scale = getattr(f, "scale", lambda v: v)
+    unscale = getattr(f, "unscale", lambda v: v)
+    return unscale(f.forecast(scale(hist)[None])[0].astype(np.float64))
+
+
+def _cli_forecast(bundle: Path, csv: Path, capsys, *extra) -> pd.DataFrame:
+    from alignts.cli import main
+
+    capsys.readouterr()
+    assert main(["forecast", str(bundle), "--data", str(csv), *extra]) == 0
+    return parse(capsys.readouterr().out)
+
+
+# ---------------------------------------------------------------------------------------------- Injective
+
+def test_injective_greedy_equals_alignts_forecast(runner, injective_bundle, csv, capsys):
+    r = run(runner, injective_bundle, "--data", csv)
+    assert r.returncode == 0, r.stderr
+    got = parse(r.stdout)
+    want = _cli_forecast(injective_bundle, csv, capsys)
+    assert list(got.columns) == ["step", "x", "y"]
+    assert got["step"].tolist() == list(range(400, 400 + H_INJ))
+    np.testing.assert_array_equal(got[["x", "y"]].to_numpy(), want[["x", "y"]].to_numpy())
+    # --greedy on a greedy bundle changes nothing; --column picks one series
+    r2 = run(runner, injective_bundle, "--data", csv, "--greedy", "--column", "y")
+    assert r2.returncode == 0, r2.stderr
+    np.testing.assert_array_equal(parse(r2.stdout)["y"].to_numpy(), want["y"].to_numpy())
+    # a numeric column named like a date is the date column, not a series (as alignts.data.load)
+    stamped = csv.parent / "stamped.csv"
+    pd.read_csv(csv).drop(columns=["date"]).assign(Timestamp=np.arange(400)).to_csv(stamped, index=False)
+    r3 = run(runner, injective_bundle, "--data", stamped, "--horizon", 2)
+    assert r3.returncode == 0, r3.stderr
+    got3 = parse(r3.stdout)
+    assert list(got3.columns) == ["step", "x", "y"]
+    np.testing.assert_array_equal(got3[["x", "y"]].to_numpy(),
+                                  _cli_forecast(injective_bundle, stamped, capsys, "--horizon", "2")[["x", "y"]].to_numpy())
+
+
+@pytest.mark.parametrize("context,horizon", [(20, 5), (150, 6)])  # 150 values do not fit n_ctx=256: cut
+def test_injective_prompt_and_forecast_match_runtime(runner, injective_bundle, csv, context, horizon):
+    from alignts.data.load import load_data
+    from alignts.runtime import load
+
+    r = run(runner, injective_bundle, "--data", csv, "--context", context, "--horizon", horizon, "--dump-prompt")
+    assert r.returncode == 0, r.stderr
+    want = _python_forecast(injective_bundle, csv, context=context, horizon=horizon)
+    np.testing.assert_array_equal(parse(r.stdout)[["x", "y"]].to_numpy().T, want)
+    f = load(injective_bundle)
+    f.plan(context_len=context, horizon=horizon)
+    x = load_data(csv).values[-context:].T.astype(np.float32).astype(np.float64)
+    prompts, _, _ = f.prompter.prompts(x, horizon)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("prompt ")]
+    assert [ln.split(":")[0] for ln in lines] == ["prompt x", "prompt y"]
+    for line, p in zip(lines, prompts):
+        assert [int(t) for t in line.split(":")[1].split()] == p.tolist()
+    if context == 150:
+        assert len(prompts[0]) < 150 * 4  # the cut really happened
+
+
+def test_injective_sampling_is_seeded(runner, injective_bundle, csv, tmp_path):
+    sampled = tmp_path / "sampled"
+    shutil.copytree(injective_bundle, sampled)
+    m = json.loads((sampled / "manifest.json").read_text())
+    m["config"]["greedy"] = False
+    m["config"]["samples"] = 5
+    (sampled / "manifest.json").write_text(json.dumps(m))
+    a = run(runner, sampled, "--data", csv, "--seed", 7)
+    b = run(runner, sampled, "--data", csv, "--seed", 7)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert a.stdout == b.stdout
+    v = parse(a.stdout)[["x", "y"]].to_numpy()
+    assert v.shape == (H_INJ, 2) and np.isfinite(v).all()
+
+
+# ---------------------------------------------------------------------------------------------- Internal
+
+def test_internal_gguf_within_1e4_of_python(runner, internal_bundle, csv, capsys):
+    r = run(runner, internal_bundle, "--data", csv)
+    assert r.returncode == 0, r.stderr
+    got = parse(r.stdout)
+    assert list(got.columns) == ["step", "x", "y"] and len(got) == H_INT
+    want = _python_forecast(internal_bundle, csv, variant="gguf-f32")
+    d = float(np.abs(got[["x", "y"]].to_numpy().T - want).max())
+    assert d < 1e-4, d
+    cli = _cli_forecast(internal_bundle, csv, capsys, "--variant", "gguf-f32")
+    assert float(np.abs(got[["x", "y"]].to_numpy() - cli[["x", "y"]].to_numpy()).max()) < 1e-4
+    names = [v["name"] for v in json.loads((internal_bundle / "manifest.json").read_text())["variants"]]
+    if "gguf-f32-lora" in names:  # base GGUF + LoRA adapter applied by llama.cpp
+        r3 = run(runner, internal_bundle, "--data", csv, "--variant", "gguf-f32-lora")
+        assert r3.returncode == 0, r3.stderr
+        want3 = _python_forecast(internal_bundle, csv, variant="gguf-f32-lora")
+        assert float(np.abs(parse(r3.stdout)[["x", "y"]].to_numpy().T - want3).max()) < 1e-4
+    # a shorter horizon is a prefix; --column maps renamed CSV columns onto the channels
+    renamed = csv.parent / "renamed.csv"
+    pd.read_csv(csv).rename(columns={"x": "a", "y": "b"}).to_csv(renamed, index=False)
+    r2 = run(runner, internal_bundle, "--data", renamed, "--horizon", 5, "--column", "a", "--column", "b")
+    assert r2.returncode == 0, r2.stderr
+    np.testing.assert_array_equal(parse(r2.stdout)[["a", "b"]].to_numpy(), got[["x", "y"]].to_numpy()[:5])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["tiny-llama", "tiny-bert"])
+def test_internal_other_backbones(runner, csv, tmp_path, backbone):
+    bundle = _fit_internal(csv, tmp_path / "bundle", backbone)
+    r = run(runner, bundle, "--data", csv)
+    assert r.returncode == 0, r.stderr
+    want = _python_forecast(bundle, csv, variant="gguf-f32")
+    assert float(np.abs(parse(r.stdout)[["x", "y"]].to_numpy().T - want).max()) < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+def _expect_error(r: subprocess.CompletedProcess, *phrases: str, code: int = 1) -> None:
+    assert r.returncode == code, (r.returncode, r.stderr)  # a crash would be a negative code (signal)
+    assert r.stdout == ""
+    assert "alignts-run: error:" in r.stderr
+    for p in phrases:
+        assert p in r.stderr, r.stderr
+
+
+def _copy(bundle: Path, tmp_path: Path, name: str) -> Path:
+    dst = tmp_path / name
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def test_errors_manifest_and_files(runner, internal_bundle, csv, tmp_path):
+    b = _copy(internal_bundle, tmp_path, "broken-json")
+    text = (b / "manifest.json").read_text()
+    (b / "manifest.json").write_text(text[: len(text) // 2])
+    _expect_error(run(runner, b, "--data", csv), "not valid JSON", "re-export")
+
+    b = _copy(internal_bundle, tmp_path, "no-files")
+    m = json.loads(text)
+    del m["files"]
+    (b / "manifest.json").write_text(json.dumps(m))
+    _expect_error(run(runner, b, "--data", csv), "'files'", "malformed manifest")
+
+    b = _copy(internal_bundle, tmp_path, "bad-sha-text")
+    m = json.loads(text)
+    m["files"]["io.npz"]["sha256"] = "xyz"
+    (b / "manifest.json").write_text(json.dumps(m))
+    _expect_error(run(runner, b, "--data", csv), "64 lowercase hex")
+
+    b = _copy(internal_bundle, tmp_path, "not-a-bundle")
+    m = json.loads(text)
+    m["format"] = "something-else"
+    (b / "manifest.json").write_text(json.dumps(m))
+    _expect_error(run(runner, b, "--data", csv), "not an alignts bundle")
+
+    b = _copy(internal_bundle, tmp_path, "missing")
+    (b / "io.npz").unlink()
+    _expect_error(run(runner, b, "--data", csv), "is missing 'io.npz'")
+
+    b = _copy(internal_bundle, tmp_path, "tampered")
+    gguf = b / json.loads(text)["variants"][1]["extra"]["lm_file"]  # the file gguf-f32 reads
+    assert json.loads(text)["variants"][1]["name"] == "gguf-f32"
+    raw = bytearray(gguf.read_bytes())
+    raw[-1] ^= 0xFF  # same size, other bytes
+    gguf.write_bytes(bytes(raw))
+    _expect_error(run(runner, b, "--data", csv), "sha256", "does not match")
+
+    b = _copy(internal_bundle, tmp_path, "truncated")
+    (b / "io.npz").write_bytes((b / "io.npz").read_bytes()[:-10])
+    _expect_error(run(runner, b, "--data", csv), "size", "truncated")
+
+    _expect_error(run(runner, tmp_path / "nowhere", "--data", csv), "does not exist")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _expect_error(run(runner, empty, "--data", csv), "no manifest.json")
+
+    # Python's json writes Infinity/NaN for non-finite floats: the reader accepts them
+    b = _copy(internal_bundle, tmp_path, "infinity")
+    (b / "manifest.json").write_text(text.replace('"training": {', '"training": {"inf": Infinity, "nan": NaN, ', 1))
+    assert run(runner, b, "--data", csv).returncode == 0
+
+
+def test_errors_data_and_usage(runner, internal_bundle, injective_bundle, csv, tmp_path):
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("date,x,y\n2022-01-01,1,2\n2022-01-02,3\n")
+    _expect_error(run(runner, injective_bundle, "--data", ragged), "line 3 has 2 fields", "header has 3")
+    words = tmp_path / "words.csv"
+    words.write_text("x\n" + "1.5\n" * 50 + "abc\n")
+    _expect_error(run(runner, injective_bundle, "--data", words, "--column", "x"), "not numeric", "abc")
+    short = tmp_path / "short.csv"
+    pd.read_csv(csv).head(20).to_csv(short, index=False)
+    _expect_error(run(runner, internal_bundle, "--data", short), f"at least L={L_INT}")
+    _expect_error(run(runner, injective_bundle, "--data", csv, "--column", "nope"), "column 'nope' is not in")
+    _expect_error(run(runner, injective_bundle, "--data", tmp_path / "none.csv"), "cannot open")
+    _expect_error(run(runner, internal_bundle, "--data", csv, "--context", 10), "exactly L=48")
+    _expect_error(run(runner, internal_bundle, "--data", csv, "--horizon", 99), "expected 1..12")
+    _expect_error(run(runner, internal_bundle, "--data", csv, "--variant", "onnx-fp32"), "GGUF variants only")
+    _expect_error(run(runner, internal_bundle, "--data", csv, "--bogus"), "unknown option", code=2)
+    _expect_error(run(runner, internal_bundle), "--data CSV is required", code=2)
+    _expect_error(run(runner, internal_bundle, "--data", csv, "--context", "x"), "expected an integer", code=2)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+def test_valgrind_clean(runner, internal_bundle, injective_bundle, csv, tmp_path):
+    if not shutil.which("valgrind"):
+        pytest.skip("valgrind is not installed")
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("x,y\n1,2\n3\n")
+    cases = [((internal_bundle, "--data", csv, "--threads", 1), 0),
+             ((injective_bundle, "--data", csv, "--threads", 1, "--horizon", 3), 0),
+             ((injective_bundle, "--data", ragged), 1)]
+    for args, code in cases:
+        r = run(runner, *args, valgrind=True)
+        assert r.returncode == code, r.stderr[-3000:]
+        assert "ERROR SUMMARY: 0 errors" in r.stderr, r.stderr[-3000:]
+        assert "definitely lost: 0 bytes" in r.stderr or "All heap blocks were freed" in r.stderr, r.stderr[-3000:]
