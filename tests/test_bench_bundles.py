@@ -172,3 +172,18 @@ def test_quantize_adds_validated_variants(tiny_bundle, tmp_path, capsys):
     assert "nothing to add" in capsys.readouterr().out
     assert main(["quantize", str(out), "--to", "int3"]) == 2
     assert "expected some of" in capsys.readouterr().err
+
+
+def test_plan_uses_the_planner_and_refuses_before_loading(tiny_bundle, monkeypatch):
+    import alignts.runtime as rt
+    from alignts.runtime.forecaster import Forecaster
+
+    f = rt.load(tiny_bundle)
+    opened = []
+    monkeypatch.setattr(type(f), "_open", lambda self, *a, **k: opened.append(a) or "cpu")
+    with pytest.raises(BudgetExceededError) as e:
+        f.plan(budget=parse_budget("10MB"))
+    assert e.value.min_budget_bytes > 10_000_000 and "--budget" in str(e.value)
+    assert not opened  # nothing was loaded
+    plan = Forecaster.plan(f, budget=parse_budget("2GB"))
+    assert plan.variant == read_manifest(tiny_bundle).variants[0].name and len(opened) == 1

@@ -23,9 +23,11 @@ def add_arguments(p):
     p.add_argument("--horizon", type=int, default=24, help="horizon H (default 24)")
     p.add_argument("--budget", type=float, default=60.0,
                    help="training seconds per trained paradigm (default 60)")
-    p.add_argument("--max-windows", type=int, default=40,
-                   help="test windows scored per bundle in the report (default 40; Injective samples are slow)")
+    p.add_argument("--max-windows", type=int, default=30,
+                   help="test windows scored per bundle in the report (default 30; Injective samples are slow)")
     p.add_argument("--samples", type=int, default=8, help="Injective samples per series (default 8)")
+    p.add_argument("--backbone", default="minilm",
+                   help="backbone of Internal and Bridging (default: the embedded MiniLM; tiny-bert for a smoke run)")
 
 
 def _step(title: str, argv: list[str]) -> None:
@@ -44,16 +46,17 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     L, H = str(args.context), str(args.horizon)
     common = ["--data", args.data, "--context", L, "--horizon", H]
+    backbone = ["--backbone", args.backbone]
     budget = ["--time-budget", str(args.budget), "--max-train-windows", "512", "--max-val-windows", "256",
               "--epochs", "5", "--layers", "2", "--overwrite"]
     bundles = {p: str(out / p) for p in ("internal", "bridging", "injective")}
     t0 = time.perf_counter()
 
     _step("the data", ["data", "describe", args.data, "--context", L, "--horizon", H])
-    _step("Internal: LoRA-tune MiniLM (2 layers), export ONNX fp32/int8 + GGUF",
-          ["fit", "internal", *common, "--out", bundles["internal"], *budget])
-    _step("Bridging: train a reprogramming adapter into frozen MiniLM, export adapter + shared backbone",
-          ["fit", "bridging", *common, "--out", bundles["bridging"], "--prototypes", "100",
+    _step(f"Internal: LoRA-tune {args.backbone} (2 layers), export ONNX fp32/int8 + GGUF",
+          ["fit", "internal", *common, *backbone, "--out", bundles["internal"], *budget])
+    _step(f"Bridging: train a reprogramming adapter into frozen {args.backbone}, export adapter + shared backbone",
+          ["fit", "bridging", *common, *backbone, "--out", bundles["bridging"], "--prototypes", "100", "--d-ff", "32",
            "--backbone-dir", str(out / "backbones"), *budget])
     _step("Injective: digits into the embedded numeric LM (no training)",
           ["fit", "injective", *common, "--out", bundles["injective"], "--samples", str(args.samples),
@@ -65,7 +68,8 @@ def run(args) -> int:
     _step("inspect the Bridging bundle (adapter vs backbone size)", ["inspect", bundles["bridging"]])
     _step("benchmark the three paradigms and the baselines; write the trade-off report",
           ["bench", *bundles.values(), "--data", args.data, "--max-windows", str(args.max_windows),
-           "--batch-sizes", "1", "--repeats", "10", "--report", str(out / "report"),
+           "--variants", "onnx-fp32,onnx-int8,gguf-f16", "--batch-sizes", "1", "--repeats", "10",
+           "--report", str(out / "report"),
            "--json", str(out / "report" / "bench.json")])
     print(f"\ndemo done in {time.perf_counter() - t0:.0f} s; everything is in {out}/ "
           f"(report: {out / 'report'})")

@@ -12,6 +12,8 @@ def add_arguments(p):
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--horizon", type=int, default=None, help="steps to forecast (<= the model's H)")
+    p.add_argument("--budget", default=None, help="memory budget (e.g. 300MB): run the most accurate variant "
+                   "that fits; fails before loading when none does")
 
 
 def future_index(timestamps, freq: str | None, n_rows: int, horizon: int):
@@ -36,7 +38,10 @@ def run(args) -> int:
     from alignts.runtime import load
 
     f = load(args.bundle)
-    plan = f.plan(horizon=args.horizon, variant=args.variant, device=args.device, threads=args.threads)
+    from alignts.runtime.budget import parse_budget
+
+    plan = f.plan(horizon=args.horizon, variant=args.variant, device=args.device, threads=args.threads,
+                  budget=parse_budget(args.budget))
     cfg = f.manifest.config
     data = load_data(args.data, columns=cfg.get("columns") or None)
     L = f.context_len

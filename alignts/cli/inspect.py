@@ -7,6 +7,9 @@ def add_arguments(p):
     p.add_argument("bundle", help="bundle folder")
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of every file")
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    p.add_argument("--budget", default=None, help="memory budget (e.g. 300MB, 1.5GiB): print the plan that "
+                   "fits it (variant, batch, estimated peak) without loading anything")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size for --budget (default 1)")
 
 
 def _short(v, width: int = 100) -> str:
@@ -56,4 +59,9 @@ def run(args) -> int:
         print("training: " + ", ".join(f"{k}={_short(t[k], 200)}" for k in keys if k in t))
     if m.versions:
         print("versions: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
+    if args.budget is not None:
+        from alignts.runtime.budget import choose, describe_plan, parse_budget
+
+        choice = choose(m, parse_budget(args.budget), args.batch_size, bundle_dir=args.bundle)
+        print(describe_plan(choice))
     return 0

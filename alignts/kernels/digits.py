@@ -148,7 +148,7 @@ def _values_2d(values, precision: int) -> np.ndarray:
         raise InputError(f"values must be numeric; got dtype {a.dtype}. Fix: pass a float array")
     a = a.astype(np.float64, copy=False)
     if a.ndim < 1:
-        raise ShapeError(f"values must be [..., L]; got a scalar. Fix: pass at least [L]")
+        raise ShapeError("values must be [..., L]; got a scalar. Fix: pass at least [L]")
     bad = ~np.isfinite(a)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])

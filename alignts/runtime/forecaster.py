@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from alignts.errors import BudgetExceededError, InputError, NotPlannedError, ShapeError
+from alignts.errors import InputError, NotPlannedError, ShapeError
 from alignts.runtime.manifest import Manifest, Variant, verify_files
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Forecaster(ABC):
     """Base class: ``plan(...)`` then ``forecast(x [B, C, L]) -> [B, C, H]``.
 
     Subclasses implement ``_open(variant, device, threads, batch_size) -> provider`` and
-    ``_forecast(x [B, C, L] float32) -> [B, C, H_model]``, and may override ``_activation_bytes``.
+    ``_forecast(x [B, C, L] float32) -> [B, C, H_model]``.
     """
 
     paradigm = "?"
@@ -117,27 +117,17 @@ class Forecaster(ABC):
                                   "context, horizon, batch size and the variant, and opens the backend).")
         return self._plan
 
-    def _activation_bytes(self, variant: Variant, batch_size: int) -> int:
-        return 0
-
     def _choose_variant(self, variant: str | None, budget: int | None, batch_size: int) -> tuple[Variant, int]:
-        if variant is not None:
-            v = self.manifest.variant(variant)
-            peak = v.weight_bytes + self._activation_bytes(v, batch_size)
-            if budget is not None and peak > budget:
-                raise BudgetExceededError(f"variant {v.name!r} needs about {peak} bytes, over the budget {budget}; "
-                                          f"raise the budget to >= {peak} or pick a smaller variant.", peak)
-            return v, peak
-        needs = [(v, v.weight_bytes + self._activation_bytes(v, batch_size)) for v in self.manifest.variants]
-        if not needs:
+        """The most accurate variant whose estimated peak memory fits ``budget`` (alignts.runtime.budget);
+        raises BudgetExceededError with the smallest workable budget, before anything is loaded."""
+        from alignts.runtime.budget import choose
+
+        if not self.manifest.variants:
             raise InputError(f"bundle {self.bundle_dir} has no variants; re-export it.")
-        for v, peak in needs:
-            if budget is None or peak <= budget:
-                return v, peak
-        least = min(p for _, p in needs)
-        raise BudgetExceededError(f"no variant fits the budget of {budget} bytes (needs: "
-                                  + ", ".join(f"{v.name} {p}" for v, p in needs)
-                                  + f"); raise the budget to >= {least} or lower batch_size.", least)
+        c = choose(self.manifest, budget, batch_size, context_len=self.context_len, horizon=self.horizon,
+                   n_channels=self.n_channels, variants=[variant] if variant else None, shrink_batch=False,
+                   lean_settings=False, bundle_dir=self.bundle_dir)
+        return self.manifest.variant(c.variant), int(c.estimate.total)
 
     def plan(self, context_len: int | None = None, horizon: int | None = None, batch_size: int = 1,
              variant: str | None = None, device: str = "cpu", threads: int | None = None,

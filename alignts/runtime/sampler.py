@@ -197,7 +197,6 @@ class ConstrainedSampler:
             raise CodecError(f"the codec table's value_sep {table.value_sep} and digit_sep {table.digit_sep} share "
                              f"ids {sorted(shared)}; the sampler's grammar needs them distinct. Fix: build the "
                              "table with alignts.runtime.codec_table.build_codec_table (it drops shared ids).")
-        digits = np.asarray(table.digit_ids, dtype=np.int64)
         vsep0 = table.value_sep[0]
         cont = table.digit_sep[0] if table.digit_sep else None
         # One small candidate set for every state (digits, minus, separators' first ids) and a mask per state:

@@ -67,17 +67,6 @@ class BridgingForecaster(Forecaster):
         self.backbone = None
         self.prompt = prompt_config(manifest.config)
 
-    def _activation_bytes(self, variant: Variant, batch_size: int) -> int:
-        c = self.manifest.config
-        s = batch_size * int(c.get("n_channels") or 1)
-        t = int(c["prompt_len"]) + int(c["n_patches"])
-        d = int(c["d_llm"])
-        # backbone activations (a few [S, T, d] buffers and [S, heads, T, T] scores) + reprogramming scores
-        act = 8 * s * t * d * 4 + 2 * s * 12 * t * t * 4
-        act += s * int(c["n_heads"]) * int(c["n_patches"]) * int(c["n_prototypes"]) * 4 * 2
-        # the shared backbone's weights count once per process but must fit, so they are counted here
-        return int(act + int(dict(self.manifest.backbone).get("weight_bytes", 0)))
-
     def _open(self, variant: Variant, device: str, threads: int | None, batch_size: int) -> str:
         from alignts.runtime.backends.onnx import OnnxSession
 

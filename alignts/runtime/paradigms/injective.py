@@ -153,11 +153,6 @@ class InjectiveForecaster(Forecaster):
                              "re-export it with `alignts fit injective`.")
         return table_from_dict(t)
 
-    def _activation_bytes(self, variant: Variant, batch_size: int) -> int:
-        cfg = self.manifest.config
-        kv = 2 * int(cfg.get("n_layer", 4)) * int(cfg.get("n_embd", 128)) * self.n_ctx * 4
-        return kv * self.sampling.n_samples
-
     def _open(self, variant: Variant, device: str, threads: int | None, batch_size: int) -> str:
         if self.backend is not None and hasattr(self.backend, "close"):
             self.backend.close()

@@ -30,12 +30,6 @@ log = logging.getLogger(__name__)
 class InternalForecaster(Forecaster):
     """Forecaster for ``paradigm: internal`` bundles (see the module docstring)."""
 
-    def _activation_bytes(self, variant: Variant, batch_size: int) -> int:
-        c = self.manifest.config
-        s = batch_size * int(c.get("n_channels") or 1)
-        # a few [S, N, d] float32 buffers per layer live at once; x8 is a loose upper bound
-        return int(8 * s * int(c["n_patches"]) * int(c["d_model"]) * 4)
-
     def _open(self, variant: Variant, device: str, threads: int | None, batch_size: int) -> str:
         self._session = None
         self._lm = None
