@@ -46,9 +46,7 @@ def run(args) -> int:
     data = load_data(args.data, columns=cfg.get("columns") or None)
     L = f.context_len
     history = data.values[-L:].T  # [C, L] raw units
-    scale = getattr(f, "scale", lambda v: v)
-    unscale = getattr(f, "unscale", lambda v: v)
-    y = unscale(f.forecast(scale(history)[None])[0].astype(np.float64))  # [C, H]
+    y = f.unscale(f.forecast(f.scale(history)[None])[0].astype(np.float64))  # [C, H]
     idx = future_index(data.timestamps, data.freq, data.n_rows, plan.horizon)
     df = pd.DataFrame(y.T, index=idx, columns=list(data.columns))
     df.index.name = df.index.name or "date"

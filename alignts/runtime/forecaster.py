@@ -161,6 +161,21 @@ class Forecaster(ABC):
         log.info("planned %s", self._plan)
         return self._plan
 
+    # -- scaling with the training scaler (the CLI works on raw data)
+    def scale(self, values: np.ndarray) -> np.ndarray:
+        """Apply the bundle's training scaler to raw ``values [..., C, T]`` (identity when none stored)."""
+        sc = self.manifest.config.get("scaler")
+        if not sc:
+            return values
+        return (values - np.asarray(sc["mean"])[:, None]) / np.asarray(sc["std"])[:, None]
+
+    def unscale(self, values: np.ndarray) -> np.ndarray:
+        """Invert :meth:`scale` on ``values [..., C, H]``."""
+        sc = self.manifest.config.get("scaler")
+        if not sc:
+            return values
+        return values * np.asarray(sc["std"])[:, None] + np.asarray(sc["mean"])[:, None]
+
     # -- input checks
     def prepare(self, x: Any) -> np.ndarray:
         """Turn ``x`` ([B, C, T], [C, T] or a DataFrame with time down the rows) into float32 [B, C, L]."""

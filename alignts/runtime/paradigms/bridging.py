@@ -105,21 +105,6 @@ class BridgingForecaster(Forecaster):
         y = instance_denorm(y.astype(np.float64), mean, std)
         return np.asarray(y, dtype=np.float32).reshape(b, ch, -1)
 
-    # -- scaling with the training scaler (the CLI works on raw data)
-    def scale(self, values: np.ndarray) -> np.ndarray:
-        """Apply the bundle's training scaler to raw ``values [..., C, T]`` (identity when none stored)."""
-        sc = self.manifest.config.get("scaler")
-        if not sc:
-            return values
-        return (values - np.asarray(sc["mean"])[:, None]) / np.asarray(sc["std"])[:, None]
-
-    def unscale(self, values: np.ndarray) -> np.ndarray:
-        """Invert :meth:`scale` on ``values [..., C, H]``."""
-        sc = self.manifest.config.get("scaler")
-        if not sc:
-            return values
-        return values * np.asarray(sc["std"])[:, None] + np.asarray(sc["mean"])[:, None]
-
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d["backbone"] = {**dict(self.manifest.backbone), "found_at": str(self.backbone_path)}
