@@ -52,6 +52,14 @@ def _bundle_bytes(bundle: str) -> int:
     return int(sum(e.size for e in m.files.values()))
 
 
+def _params_trained(paradigm: str, training: Mapping[str, Any]) -> int | None:
+    """Parameters fitted for this bundle (Injective without LoRA fits none: the LM is used as shipped)."""
+    n = training.get("trainable_params", training.get("n_trainable_params"))
+    if n is None and paradigm == "injective" and training.get("trained") is False:
+        return 0
+    return n
+
+
 def _baseline_params(name: str, L: int, H: int) -> int:
     return {"last_value": 0, "seasonal_naive": 0, "dlinear": 2 * (L * H + H), "ridge": L * H + H}.get(name, 0)
 
@@ -85,7 +93,7 @@ def report_rows(result: Mapping[str, Any], data: str, max_windows: int | None = 
         seen.add(key)
         t = dict(result["bundles"].get(r["bundle"], {}).get("training") or {})
         rows.append({"model": f"{Path(r['bundle']).name}:{r['variant']}", "kind": r["paradigm"],
-                     "params_trained": t.get("trainable_params", t.get("n_params")),
+                     "params_trained": _params_trained(r["paradigm"], t),
                      "train_s": t.get("train_wall_s", t.get("wall_s")), "bundle_bytes": _bundle_bytes(r["bundle"]),
                      "peak_rss_bytes": r.get("peak_rss_bytes"), "latency_ms": r.get("latency_p50_ms"),
                      "batch_size": r["batch_size"], "mse": r.get("mse"), "mae": r.get("mae"),
