@@ -374,7 +374,8 @@ class LlamaCppModel:
             raise InputError(f"n_parallel={n_parallel} must be in 1..n_seq_max={self.n_seq_max}; create the model "
                              f"with n_seq_max >= {n_parallel}.")
         if T >= self.n_ctx:
-            raise ShapeError(f"prompt of {T} tokens does not fit n_ctx={self.n_ctx}; raise n_ctx.")
+            raise ShapeError(f"prompt of {T} tokens does not fit n_ctx={self.n_ctx}. Fix: a shorter context or "
+                             "horizon, or a larger n_ctx when the model was trained for it.")
         if ids.min() < 0 or ids.max() >= self.n_vocab:
             raise InputError(f"prompt token ids must be in [0, {self.n_vocab}); got {ids.min()}..{ids.max()}.")
         self._set_embeddings(False)

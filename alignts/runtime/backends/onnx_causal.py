@@ -116,7 +116,8 @@ class OrtCausalLM:
         if T < 1:
             raise InputError("prefill needs at least one prompt token; got none.")
         if T >= self.n_ctx:
-            raise ShapeError(f"prompt of {T} tokens does not fit n_ctx={self.n_ctx}; raise n_ctx.")
+            raise ShapeError(f"prompt of {T} tokens does not fit n_ctx={self.n_ctx}. Fix: a shorter context or "
+                             "horizon, or a larger n_ctx when the model was trained for it.")
         if n_parallel < 1:
             raise InputError(f"n_parallel={n_parallel}: expected >= 1.")
         empty = [np.zeros((1, self.n_head, 0, self.head_dim), dtype=self._dtype) for _ in self._past_names]
