@@ -26,3 +26,20 @@ def etth1(shared_data) -> Path:
     if not p.is_file():
         pytest.skip(f"{p} not found")
     return p
+
+
+@pytest.fixture(scope="session")
+def csv(tmp_path_factory) -> Path:
+    """A small hourly CSV (date, x, y; 400 rows, daily and half-daily seasonality + noise), seeded."""
+    import numpy as np
+    import pandas as pd
+
+    n = 400
+    i = np.arange(n)
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"date": pd.date_range("2022-01-01", periods=n, freq="h"),
+                       "x": np.sin(2 * np.pi * i / 24) + 0.1 * rng.standard_normal(n),
+                       "y": 3 + np.cos(2 * np.pi * i / 12) + 0.1 * rng.standard_normal(n)})
+    p = tmp_path_factory.mktemp("data") / "syn.csv"
+    df.to_csv(p, index=False)
+    return p

@@ -22,19 +22,6 @@ from alignts.runtime import load  # noqa: E402
 L, H = 48, 12
 
 
-@pytest.fixture(scope="module")
-def csv(tmp_path_factory) -> Path:
-    pd = pytest.importorskip("pandas")
-    n = 400
-    i = np.arange(n)
-    rng = np.random.default_rng(0)
-    df = pd.DataFrame({"date": pd.date_range("2022-01-01", periods=n, freq="h"),
-                       "x": np.sin(2 * np.pi * i / 24) + 0.1 * rng.standard_normal(n),
-                       "y": 3 + np.cos(2 * np.pi * i / 12) + 0.1 * rng.standard_normal(n)})
-    p = tmp_path_factory.mktemp("data") / "syn.csv"
-    df.to_csv(p, index=False)
-    return p
-
 
 def _cfg(csv, out, backbone, **kw) -> FitInternalConfig:
     return FitInternalConfig(

@@ -67,18 +67,6 @@ def parse(out: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(out))
 
 
-@pytest.fixture(scope="module")
-def csv(tmp_path_factory) -> Path:
-    n = 400
-    i = np.arange(n)
-    rng = np.random.default_rng(0)
-    df = pd.DataFrame({"date": pd.date_range("2022-01-01", periods=n, freq="h"),
-                       "x": np.sin(2 * np.pi * i / 24) + 0.1 * rng.standard_normal(n),
-                       "y": 3 + np.cos(2 * np.pi * i / 12) + 0.1 * rng.standard_normal(n)})
-    p = tmp_path_factory.mktemp("data") / "syn.csv"
-    df.to_csv(p, index=False)
-    return p
-
 
 def _fit_internal(csv: Path, out: Path, backbone: str) -> Path:
     pytest.importorskip("torch")
