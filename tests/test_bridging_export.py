@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from alignts.errors import BackboneNotFoundError  # noqa: E402
 from alignts.runtime import backbone_store, load  # noqa: E402
-from alignts.runtime.manifest import manifest_sha256, read_manifest  # noqa: E402
+from alignts.runtime.manifest import TORCH_TRAINED_NAME, manifest_sha256, read_manifest  # noqa: E402
 from alignts.runtime.paradigms.bridging import bundle_sizes  # noqa: E402
 
 L, H, C = 48, 12, 2
@@ -66,8 +66,15 @@ def test_manifest_points_to_backbone_by_hash(built):
     bm = read_manifest(built.bb_path)
     assert bm.paradigm == "backbone"
     assert set(bm.files) - {"backbone-f32.gguf"} == {"backbone.onnx", "word_embeddings.npy", "tokenizer.json"}
-    # the adapter ships no vocabulary-sized matrix: only the adapter graph and the head
-    assert set(m.files) == {"adapter.onnx", "head.npz"}
+    # the adapter ships no vocabulary-sized matrix: only the adapter graph and the head (what the runtime reads),
+    # and the trained torch tensors for the reference (prototypes [K, d], not the [V, K] mapping)
+    assert {f for v in m.variants for f in v.files} == {"adapter.onnx", "head.npz"}
+    assert set(m.files) == {"adapter.onnx", "head.npz", TORCH_TRAINED_NAME}
+    from safetensors import safe_open
+
+    with safe_open(str(built.root / "a" / TORCH_TRAINED_NAME), framework="pt") as fh:
+        vocab = built.backbone.word_embeddings.shape[0]
+        assert all(vocab not in fh.get_slice(k).get_shape() for k in fh.keys())
     val = m.variants[0].validation
     for k in ("adapter_max_abs_diff", "backbone_max_abs_diff", "pipeline_max_abs_diff"):
         assert 0 <= val[k] <= 1e-4, (k, val[k])
@@ -122,6 +129,37 @@ def test_runtime_without_torch(built):
     assert r.returncode == 0, r.stderr
     got = np.array(json.loads(r.stdout.strip().splitlines()[-1]))
     assert np.max(np.abs(got - ref)) <= 1e-4
+
+
+def test_lean_plan_reaches_adapter_and_backbone_sessions(built):
+    """Within a budget only the lean settings fit, both onnxruntime sessions are created lean; no budget: fast."""
+    from alignts.runtime.budget import estimate_peak
+
+    def opts(sess):
+        so = sess.session.get_session_options()
+        return (so.enable_cpu_mem_arena, so.enable_mem_pattern,
+                so.get_session_config_entry("session.disable_prepacking") if not so.enable_cpu_mem_arena else None)
+
+    a = built.root / "a"
+    f = load(a)
+    plan = f.plan(batch_size=2)
+    assert plan.memory_mode == "fast" and opts(f._adapter) == opts(f.backbone._session) == (True, True, None)
+    m = f.manifest
+    fast = estimate_peak(m, "onnx-fp32", 2, bundle_dir=a).total
+    lean = estimate_peak(m, "onnx-fp32", 2, mode="lean", bundle_dir=a).total
+    plan = f.plan(batch_size=2, budget=(fast + lean) // 2)
+    assert plan.memory_mode == "lean"
+    assert dict(plan.settings) == {"arena": False, "enable_mem_pattern": False, "disable_prepacking": True}
+    assert opts(f._adapter) == opts(f.backbone._session) == (False, False, "1")
+    x = _x(2, 3)
+    with torch.no_grad():
+        ref = built.model(torch.from_numpy(x)).numpy()
+    assert np.max(np.abs(f.forecast(x) - ref)) <= 1e-4
+    # the fast-planned forecaster kept its own backbone: the lean one is another cache entry
+    g = load(a)
+    g.plan(batch_size=2)
+    assert g.backbone is not f.backbone and opts(g.backbone._session) == (True, True, None)
+    backbone_store.clear_cache()
 
 
 def test_backbone_store_reuses_same_backbone(built):

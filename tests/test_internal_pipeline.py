@@ -23,16 +23,18 @@ L, H = 48, 12
 
 
 
-def _cfg(csv, out, backbone, **kw) -> FitInternalConfig:
+def _cfg(csv, out, backbone, linear_skip=False, **kw) -> FitInternalConfig:
     return FitInternalConfig(
         data=str(csv), out=str(out), backbone=backbone,
-        model=InternalConfig(context_len=L, horizon=H, patch_len=16, stride=8, head_init="default"),
+        model=InternalConfig(context_len=L, horizon=H, patch_len=16, stride=8, head_init="default",
+                             linear_skip=linear_skip),
         train=TrainConfig(epochs=1, batch_size=16, lr=1e-2, max_train_windows=32, max_val_windows=16, threads=2), **kw)
 
 
-@pytest.fixture(scope="module", params=["tiny-gpt2", "tiny-bert"])
+@pytest.fixture(scope="module", params=["tiny-gpt2", "tiny-bert", "tiny-bert+skip"])
 def fitted(request, csv, tmp_path_factory):
-    out = tmp_path_factory.mktemp(request.param) / "bundle"
+    backbone, _, skip = request.param.partition("+")
+    out = tmp_path_factory.mktemp(backbone) / "bundle"
     captured = {}
     import alignts.export.fit_internal as fi
 
@@ -44,7 +46,7 @@ def fitted(request, csv, tmp_path_factory):
 
     fi.export_bundle = spy
     try:
-        m = fit_internal(_cfg(csv, out, request.param, gguf_dtypes=("f32",)))
+        m = fit_internal(_cfg(csv, out, backbone, linear_skip=bool(skip), gguf_dtypes=("f32",)))
     finally:
         fi.export_bundle = real
     return request.param, out, m, captured["model"]
@@ -86,8 +88,10 @@ def test_bundle_variants_match_torch(fitted, csv):
     # the unfused form: base LM + LoRA adapter GGUF, applied by llama.cpp
     assert "gguf-f32-lora" in names, manifest.training.get("skipped_variants")
     assert np.abs(got["gguf-f32-lora"] - ref).max() <= 1e-3
-    # the adapter carries the trained LoRA: the base GGUF is not the fused one
-    assert manifest.files["lm.base.f32.gguf"].sha256 != manifest.files["lm.f32.gguf"].sha256
+    # the adapter carries the trained LoRA: the base GGUF is not the fused one (unless validation kept the
+    # starting weights, where LoRA B is still zero)
+    trained = manifest.training["best_val_mse"] < manifest.training["start_val_mse"]
+    assert (manifest.files["lm.base.f32.gguf"].sha256 != manifest.files["lm.f32.gguf"].sha256) == trained
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert not lora_b  # fused: no LoRA layers left in the exported model
 
@@ -97,6 +101,12 @@ def test_manifest_records_training(fitted):
     d = json.loads((out / "manifest.json").read_text())
     t = d["training"]
     assert t["max_train_windows"] == 32 and t["epochs_run"] == 1 and t["train_wall_s"] > 0
+    assert t["best_val_mse"] <= t["start_val_mse"]  # the starting weights are a candidate
+    assert d["config"]["linear_skip"] == ("linear_skip" in t)
+    if d["config"]["linear_skip"]:  # the ridge fit is recorded and its weights travel for llama.cpp
+        assert t["linear_skip"]["ridge"] > 0 and t["linear_skip"]["n_rows"] > 0
+        with np.load(out / "io.npz") as io:
+            assert io["skip_w"].shape == (H, L) and np.abs(io["skip_w"]).max() > 0
     assert d["config"]["n_patches"] == (L - 16) // 8 + 2 and len(d["config"]["scaler"]["mean"]) == 2
     assert d["normalization"] == {"affine": False, "eps": 1e-5, "kind": "revin"}
 
@@ -124,6 +134,31 @@ def test_bad_configs(csv, tmp_path):
     with pytest.raises(InputError, match="context_len"):
         InternalConfig(context_len=8, patch_len=16).check()
     assert not (tmp_path / "a").exists()
+
+
+def test_linear_skip_fits_a_linear_series():
+    """On windows whose normalized future is an exact linear map of the normalized past, the closed-form
+    skip recovers it: the model (zero head) forecasts them almost exactly before any training."""
+    from alignts.export.backbones import load_backbone
+    from alignts.export.internal import fit_linear_skip
+
+    cfg = InternalConfig(context_len=L, horizon=H, patch_len=16, stride=8, linear_skip=True)
+    model = build_model(load_backbone("tiny-bert", seed=0), cfg, seed=0)
+    rng = np.random.default_rng(0)
+    t = np.arange(L + H)
+    # sums of sinusoids with random phase and a common period: y is a linear function of x
+    series = np.stack([np.sin(2 * np.pi * t / 12 + ph) + 0.5 * np.cos(2 * np.pi * t / 6 + 2 * ph)
+                       for ph in rng.uniform(0, 2 * np.pi, 400)]).astype(np.float32)[:, None, :]
+    xy = (series[..., :L], series[..., L:])
+    info = fit_linear_skip(model, xy, xy)
+    assert info["val_mse"] < 1e-3 and info["normalized_train_mse"] < 1e-3
+    with torch.no_grad():
+        pred = model(torch.from_numpy(xy[0])).numpy()
+    assert np.abs(pred - xy[1]).max() < 0.1
+    assert not any(p.requires_grad for p in model.core.skip.parameters())  # frozen
+    with pytest.raises(InputError, match="linear_skip"):
+        fit_linear_skip(build_model(load_backbone("tiny-bert", seed=0),
+                                    InternalConfig(context_len=L, horizon=H, patch_len=16, stride=8)), xy, xy)
 
 
 def test_torch_model_patching_matches_kernels():

@@ -10,9 +10,13 @@ Per bundle x variant x batch size (llama-bench style, one row each):
   process (``alignts.bench.memory.measure_peak``), beside the planner's estimate
   (``alignts.runtime.budget.estimate_peak``);
 - accuracy (MSE/MAE on the scaled test split, ``alignts.runtime.evaluate.evaluate``) with ``--data``;
-- the torch eager forward of the same model as the reference, and the speedup p50(torch) / p50(runtime),
-  when torch is importable and the paradigm's export module offers ``load_torch(bundle) -> module``
-  (x [B, C, L] tensor -> [B, C, H]).
+- the torch eager forward of the same model as the reference (Internal, Bridging): the model rebuilt from the
+  bundle by ``alignts.export.reference.load_torch`` (base backbone + ``torch_trained.safetensors``, LoRA fused,
+  fp32, eval + ``inference_mode``), timed in the same run on the same input, its calls interleaved with the
+  runtime's so that load changes hit both; ``speedup_vs_torch`` = p50(torch) / p50(runtime), and
+  ``torch_max_abs_diff`` shows it is the same model. Runtime and torch get the same thread count
+  (``--threads``, default: the cores this process may use; ``torch.set_num_threads``). Without torch, the
+  ``[export]`` extra or the trained-tensor file, the row's note says why.
 
 Outputs: a markdown table (stdout / ``--md``), JSON (machine, versions, bundle manifest hashes, rows:
 ``--json``) and CSV (``--csv``). ``--report DIR`` adds the trade-off report (``alignts.bench.report``).
@@ -46,9 +50,10 @@ log = logging.getLogger(__name__)
 COLUMNS = ("bundle", "paradigm", "variant", "backend", "dtype", "provider", "batch_size", "n_channels",
            "context_len", "horizon", "weight_bytes", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
            "throughput_series_s", "gen_tokens_s", "gen_tokens_s_sd", "cold_start_s", "peak_rss_bytes",
-           "est_peak_bytes", "mse", "mae", "n_windows", "torch_p50_ms", "speedup_vs_torch", "validation_max_abs_diff",
-           "note")
+           "est_peak_bytes", "mse", "mae", "n_windows", "threads", "torch_p50_ms", "speedup_vs_torch",
+           "torch_max_abs_diff", "validation_max_abs_diff", "note")
 _VERSIONED = ("alignts", "numpy", "numba", "onnxruntime", "llama_cpp_python", "gguf", "torch")
+_THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 TorchForward = Callable[[np.ndarray], Any]  # x [B, C, L] float32 -> [B, C, H]
 
@@ -64,7 +69,7 @@ class BenchConfig:
     max_windows: score only the first N test windows (None = all, the protocol).
     child:       measure cold start and peak RSS in a child process (a few seconds per row).
     torch:       time the torch eager forward as the reference when possible.
-    threads:     backend (and torch) threads; None = the libraries' defaults.
+    threads:     backend and torch threads (the same for both); None = the cores this process may use.
     eval_batch_size: windows per call while scoring.
     """
 
@@ -89,8 +94,15 @@ class BenchConfig:
             raise InputError(f"--max-windows {self.max_windows}: expected >= 1.")
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU, cores, OS and Python of this machine (for the JSON)."""
+    """CPU, cores, OS, Python and load average of this machine (for the JSON)."""
     cpu = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -100,11 +112,14 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "machine": platform.machine(), "system": platform.platform(),
-            "python": platform.python_version()}
+        load = [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
+    # thread settings that change the timings (torch's OpenMP spin-waits by default: with more threads than
+    # idle cores it slows down many times; OMP_WAIT_POLICY=PASSIVE avoids that)
+    env = {k: os.environ[k] for k in _THREAD_ENV if k in os.environ}
+    return {"cpu": cpu, "cores": _cores(), "machine": platform.machine(), "system": platform.platform(),
+            "python": platform.python_version(), "loadavg": load, "thread_env": env}
 
 
 def versions() -> dict[str, str]:
@@ -122,6 +137,10 @@ def _random_input(rng: np.random.Generator, b: int, c: int, L: int) -> np.ndarra
     return x.astype(np.float32)  # [B, C, L]
 
 
+def _numpy(a) -> np.ndarray:
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
 def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> np.ndarray:
     for _ in range(warmup):
         fn()
@@ -133,24 +152,41 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> np.ndarray:
     return t
 
 
-def torch_reference(bundle: str | os.PathLike, paradigm: str) -> tuple[TorchForward | None, str]:
-    """The torch eager forward of a bundle's model, or (None, why not).
+def _interleaved(fn: Callable[[], Any], ref: Callable[[], Any], repeats: int, warmup: int):
+    """Time ``fn`` and ``ref`` alternately (fn, ref, fn, ref, ...): the same machine load for both."""
+    for _ in range(warmup):
+        fn()
+        ref()
+    t, tr = np.empty(repeats), np.empty(repeats)
+    for i in range(repeats):
+        s = time.perf_counter()
+        fn()
+        t[i] = time.perf_counter() - s
+        s = time.perf_counter()
+        ref()
+        tr[i] = time.perf_counter() - s
+    return t, tr
 
-    Looks for ``alignts.export.<paradigm>.load_torch(bundle) -> torch module`` (x [B, C, L] -> [B, C, H]).
+
+def torch_reference(bundle: str | os.PathLike, paradigm: str | None = None) -> tuple[TorchForward | None, str]:
+    """The torch eager forward of a bundle's model (fp32, eval, ``inference_mode``), or (None, why not).
+
+    The model comes from ``alignts.export.reference.load_torch(bundle)`` (x [B, C, L] -> [B, C, H]). The
+    reason names the fix: install torch / the ``[export]`` extra, or re-fit a bundle without the trained-tensor
+    file; Injective bundles have no torch twin. paradigm: unused (kept for callers of the older signature).
     """
     try:
         import torch
     except ImportError:
-        return None, "torch not installed"
+        return None, "torch is not installed (pip install 'alignts[export]')"
     try:
-        mod = importlib.import_module(f"alignts.export.{paradigm}")
+        reference = importlib.import_module("alignts.export.reference")
     except ImportError as e:
-        return None, f"alignts.export.{paradigm} not importable ({e})"
-    loader = getattr(mod, "load_torch", None)
-    if loader is None:
-        return None, f"alignts.export.{paradigm}.load_torch is missing (no torch loader for bundles)"
-    module = loader(bundle)
-    module.eval()
+        return None, f"the [export] extra is not importable ({e}); pip install 'alignts[export]'"
+    try:
+        module = reference.load_torch(bundle)
+    except (NotImplementedError, AlignTSError) as e:  # Injective; a bundle without the trained-tensor file
+        return None, str(e)
 
     def forward(x: np.ndarray):
         with torch.inference_mode():
@@ -211,11 +247,10 @@ def bench_bundle(bundle: str | os.PathLike, cfg: BenchConfig = BenchConfig(),
                  torch_forward: TorchForward | None = None) -> list[dict[str, Any]]:
     """Benchmark one bundle: one row (dict with every key of ``COLUMNS``) per variant x batch size.
 
-    torch_forward: the torch reference to time (default: :func:`torch_reference` when ``cfg.torch``).
+    torch_forward: the torch reference to time (default: :func:`torch_reference` when ``cfg.torch``); it
+    runs with ``torch.set_num_threads(threads)``, the runtime's thread count, restored afterwards.
     """
     import alignts.runtime as rt
-    from alignts.bench.memory import measure_peak
-    from alignts.runtime.budget import estimate_peak
 
     cfg.check()
     bundle = Path(bundle)
@@ -226,26 +261,49 @@ def bench_bundle(bundle: str | os.PathLike, cfg: BenchConfig = BenchConfig(),
         raise InputError(f"{bundle}: none of the variants {cfg.variants or [v.name for v in m.variants]} can run "
                          "here; expected a variant name the bundle has (`alignts inspect BUNDLE`) whose backend is "
                          "installed.")
-    torch_note = ""
+    threads = int(cfg.threads or _cores())
+    torch_note = "" if cfg.torch else "not asked (--no-torch)"
     if torch_forward is None and cfg.torch:
         torch_forward, torch_note = torch_reference(bundle, m.paradigm)
         if torch_forward is None:
             log.warning("%s: no torch reference: %s", bundle, torch_note)
-    if torch_forward is not None and cfg.threads:
+    torch_threads = None
+    if torch_forward is not None:
         import torch
 
-        torch.set_num_threads(int(cfg.threads))
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    try:
+        return _bench_rows(bundle, f, m, variants, cfg, threads, torch_forward, torch_note)
+    finally:
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+
+
+def _bench_rows(bundle: Path, f, m, variants, cfg: BenchConfig, threads: int, torch_forward: TorchForward | None,
+                torch_note: str) -> list[dict[str, Any]]:
+    from alignts.bench.memory import measure_peak
+    from alignts.runtime.budget import estimate_peak
+
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
-    torch_p50: dict[int, float] = {}
     for v in variants:
         acc: dict[str, Any] = {}
         gen_tps, gen_sd, gen_note = _generation(bundle, v, m, cfg)
         for b in sorted(set(cfg.batch_sizes)):
-            plan = f.plan(variant=v.name, batch_size=b, device=cfg.device, threads=cfg.threads)
+            plan = f.plan(variant=v.name, batch_size=b, device=cfg.device, threads=threads)
             C = plan.n_channels or int(m.config.get("n_channels") or 1)
             x = _random_input(rng, b, C, plan.context_len)
-            t = _timed(lambda: f.forecast(x), cfg.repeats, cfg.warmup)
+            torch_row: dict[str, Any] = {}
+            if torch_forward is not None:
+                y = np.asarray(f.forecast(x))
+                y_ref = _numpy(torch_forward(x))[..., :y.shape[-1]]
+                t, tt = _interleaved(lambda: f.forecast(x), lambda: torch_forward(x), cfg.repeats, cfg.warmup)
+                t50 = float(np.percentile(tt, 50))
+                torch_row = dict(torch_p50_ms=t50 * 1e3, speedup_vs_torch=t50 / float(np.percentile(t, 50)),
+                                 torch_max_abs_diff=float(np.abs(y - y_ref).max()))
+            else:
+                t = _timed(lambda: f.forecast(x), cfg.repeats, cfg.warmup)
             p50, p90, p99 = (float(np.percentile(t, q)) for q in (50, 90, 99))
             row: dict[str, Any] = {k: None for k in COLUMNS}
             row.update(bundle=str(bundle), paradigm=m.paradigm, variant=v.name, backend=v.backend, dtype=v.dtype,
@@ -253,6 +311,7 @@ def bench_bundle(bundle: str | os.PathLike, cfg: BenchConfig = BenchConfig(),
                        horizon=plan.horizon, weight_bytes=int(v.weight_bytes),
                        latency_p50_ms=p50 * 1e3, latency_p90_ms=p90 * 1e3, latency_p99_ms=p99 * 1e3,
                        throughput_series_s=b * C / p50, gen_tokens_s=gen_tps, gen_tokens_s_sd=gen_sd,
+                       threads=threads, **torch_row,
                        validation_max_abs_diff=v.validation.get("end_to_end_max_abs_diff",
                                                                  v.validation.get("max_abs_diff")))
             notes = [n for n in (gen_note,) if n]
@@ -262,16 +321,11 @@ def bench_bundle(bundle: str | os.PathLike, cfg: BenchConfig = BenchConfig(),
                 notes.append(f"no estimate: {e}")
             if cfg.child:
                 try:
-                    r = measure_peak(bundle, v.name, b, n_forecasts=1, threads=cfg.threads, device=cfg.device)
+                    r = measure_peak(bundle, v.name, b, n_forecasts=1, threads=threads, device=cfg.device)
                     row.update(cold_start_s=r["cold_start_s"], peak_rss_bytes=r["peak_rss_bytes"])
                 except AlignTSError as e:
                     notes.append(f"child failed: {e}")
-            if torch_forward is not None:
-                if b not in torch_p50:
-                    tt = _timed(lambda: torch_forward(x), cfg.repeats, cfg.warmup)
-                    torch_p50[b] = float(np.percentile(tt, 50))
-                row.update(torch_p50_ms=torch_p50[b] * 1e3, speedup_vs_torch=torch_p50[b] / p50)
-            elif torch_note:
+            if torch_forward is None and torch_note:
                 notes.append(f"torch reference: {torch_note}")
             if cfg.data is not None:
                 if not acc:  # the same for every batch size: scored once per variant
@@ -291,6 +345,7 @@ def run_bench(bundles: Sequence[str | os.PathLike], cfg: BenchConfig = BenchConf
     """
     from alignts.runtime.manifest import manifest_sha256, read_manifest
 
+    machine = machine_info()  # the load average before the run; the one after goes beside it
     rows, info = [], {}
     for b in bundles:
         m = read_manifest(b, verify=False)
@@ -300,7 +355,8 @@ def run_bench(bundles: Sequence[str | os.PathLike], cfg: BenchConfig = BenchConf
                         "training": {k: t.get(k) for k in ("trainable_params", "total_params", "train_wall_s",
                                                            "wall_s", "n_params", "backbone", "command")}}
         rows.extend(bench_bundle(b, cfg, (torch_forwards or {}).get(str(b))))
-    return {"machine": machine_info(), "versions": versions(), "config": _plain(asdict(cfg)), "bundles": info,
+    machine["loadavg_end"] = machine_info()["loadavg"]
+    return {"machine": machine, "versions": versions(), "config": _plain(asdict(cfg)), "bundles": info,
             "rows": rows}
 
 
@@ -323,8 +379,20 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     mach = result.get("machine", {})
     head = ["bundle", "variant", "batch", "p50 ms", "p90 ms", "p99 ms", "series/s", "gen tok/s", "cold s",
             "peak MiB", "est MiB", "MSE", "MAE", "torch ms", "speedup"]
-    lines = [f"machine: {mach.get('cpu', '?')}, {mach.get('cores', '?')} cores; "
-             + ", ".join(f"{k} {v}" for k, v in result.get("versions", {}).items()), "",
+    load, end = mach.get("loadavg"), mach.get("loadavg_end")
+    lines = [f"machine: {mach.get('cpu', '?')}, {mach.get('cores', '?')} cores"
+             + (f", load average {' / '.join(str(v) for v in load)} (1/5/15 min)" if load else "")
+             + (f" before, {' / '.join(str(v) for v in end)} after" if load and end else "") + "; "
+             + ", ".join(f"{k} {v}" for k, v in result.get("versions", {}).items())]
+    threads = sorted({r["threads"] for r in result["rows"] if r.get("threads")})
+    if threads:
+        lines.append(f"threads: {', '.join(map(str, threads))} for the runtime and for torch "
+                     "(torch.set_num_threads); torch ms: the torch eager forward of the same model (fp32, eval, "
+                     "inference_mode), its calls interleaved with the runtime's on the same input; "
+                     "speedup = torch p50 / runtime p50."
+                     + (" Environment: " + ", ".join(f"{k}={v}" for k, v in mach["thread_env"].items())
+                        if mach.get("thread_env") else ""))
+    lines += ["",
              "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---"] + ["--:"] * (len(head) - 2)) + "|"]
     for r in result["rows"]:
         gen = ""

@@ -64,7 +64,16 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
         x = (10 + np.sin(2 * np.pi * t / 12) + 0.01 * t)[None]
         off, sc = llmtime_scaler(x)
         ids, n = encode_digits(llmtime_scale(x, off, sc), table, precision)
-        room = n_ctx - 2 - horizon * (precision + 5)  # prompt tokens that leave room for H values
+        room = n_ctx - 2 - horizon * (precision + 5)  # prompt tokens that leave room for H values of any size
+        if room < 8:  # long horizons: the runtime's estimate (LLMTime's); samples stop at the window's end
+            from alignts.errors import ShapeError
+            from alignts.runtime.paradigms.injective import GEN_TOKEN_MARGIN, value_tokens
+
+            per = value_tokens(table, precision + 1, minus=False)  # the default scaler keeps values < 4.34
+            room = n_ctx - 2 - int(np.ceil(horizon * per * GEN_TOKEN_MARGIN))
+            if room < 2 * per:
+                raise ShapeError(f"horizon={horizon} leaves no prompt room in n_ctx={n_ctx} tokens; expected a "
+                                 "horizon whose values fit the window. Fix: a shorter horizon.")
         prompt = np.r_[model.eos_id, ids[0, : n[0]][-room:]]
         # keep_finished: every step decodes all n sequences, exactly the token matrix raw decoding gets
         sampler = ConstrainedSampler(table, model.n_vocab, SamplerConfig(n_samples=n_samples, max_digits=precision + 3,
@@ -73,7 +82,8 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
         for r in range(repeats):
             timed = _Timed(model)
             t0 = time.perf_counter()
-            gen, lengths = sampler.generate(timed, prompt, horizon, np.random.default_rng(seed + r))
+            gen, lengths = sampler.generate(timed, prompt, horizon, np.random.default_rng(seed + r),
+                                            max_tokens=n_ctx - prompt.size)
             loop_s = time.perf_counter() - t0 - timed.prefill_s
             # raw llama.cpp: the same tokens, every sequence stepping each time (finished ones repeat a separator)
             steps = gen[:, :-1].T.copy()  # [T-1, n]: the last token of each sample is never decoded

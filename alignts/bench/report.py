@@ -4,7 +4,8 @@
 
 - ``report.md``: one table, a row per bundle variant (batch 1) and per baseline: parameters trained, training
   time (the manifest's ``training``), bundle size, peak resident memory (child process), latency p50, MSE/MAE
-  on the scaled test split;
+  on the scaled test split; below it a note per bundle whose model reads fewer context points than L (Injective
+  keeps the last values that fit its LM's window: ``Plan.context_used``);
 - ``frontier.png``: MSE against latency and against peak memory, with the Pareto frontier (lower-left is
   better);
 - ``forecast.png``: one test window (last channel): the context tail, the truth, each model's forecast, and the
@@ -60,6 +61,16 @@ def _params_trained(paradigm: str, training: Mapping[str, Any]) -> int | None:
     return n
 
 
+def _training(result: Mapping[str, Any], bundle: str) -> dict[str, Any]:
+    """The bench result's training facts of a bundle, completed from its manifest (the bench keeps a few keys;
+    Injective's ``trained`` flag is not among them)."""
+    from alignts.runtime.manifest import read_manifest
+
+    t = {k: v for k, v in (result["bundles"].get(bundle, {}).get("training") or {}).items() if v is not None}
+    full = {k: v for k, v in read_manifest(bundle, verify=False).training.items() if v is not None}
+    return {**full, **t}
+
+
 def _baseline_params(name: str, L: int, H: int) -> int:
     return {"last_value": 0, "seasonal_naive": 0, "dlinear": 2 * (L * H + H), "ridge": L * H + H}.get(name, 0)
 
@@ -78,8 +89,27 @@ def _splits(data: str, L: int, H: int, columns, max_windows: int | None):
     return d, s
 
 
+def _context_used(r: Mapping[str, Any]) -> int:
+    """Context points the bundle's model read in the bench (the row's ``context_used``, else planned here)."""
+    if r.get("context_used") is not None:
+        return int(r["context_used"])
+    if r["paradigm"] != "injective":
+        return int(r["context_len"])
+    import alignts.runtime as rt
+
+    f = rt.load(r["bundle"], verify=False)
+    plan = f.plan(context_len=r["context_len"], horizon=r["horizon"], variant=r["variant"], batch_size=1, threads=1)
+    close = getattr(f.backend, "close", None)
+    if close is not None:
+        close()
+    return int(plan.context_used)
+
+
 def report_rows(result: Mapping[str, Any], data: str, max_windows: int | None = None) -> list[dict[str, Any]]:
-    """The report's table rows: bundle variants at their smallest batch size, then the baselines per (L, H)."""
+    """The report's table rows: bundle variants at their smallest batch size, then the baselines per (L, H).
+
+    A bundle row's ``context_used`` is the context points its model read (< L for an Injective LM whose window
+    holds fewer values next to the H it writes)."""
     from alignts.runtime.baselines import BASELINES, fit_baseline
     from alignts.runtime.evaluate import evaluate
 
@@ -91,14 +121,14 @@ def report_rows(result: Mapping[str, Any], data: str, max_windows: int | None = 
         if key in seen:
             continue
         seen.add(key)
-        t = dict(result["bundles"].get(r["bundle"], {}).get("training") or {})
+        t = _training(result, r["bundle"])
         rows.append({"model": f"{Path(r['bundle']).name}:{r['variant']}", "kind": r["paradigm"],
                      "params_trained": _params_trained(r["paradigm"], t),
                      "train_s": t.get("train_wall_s", t.get("wall_s")), "bundle_bytes": _bundle_bytes(r["bundle"]),
                      "peak_rss_bytes": r.get("peak_rss_bytes"), "latency_ms": r.get("latency_p50_ms"),
                      "batch_size": r["batch_size"], "mse": r.get("mse"), "mae": r.get("mae"),
                      "n_windows": r.get("n_windows"), "L": r["context_len"], "H": r["horizon"],
-                     "bundle": r["bundle"], "variant": r["variant"]})
+                     "context_used": _context_used(r), "bundle": r["bundle"], "variant": r["variant"]})
         shapes.setdefault((r["context_len"], r["horizon"]), r["bundle"])
     for (L, H), b in shapes.items():
         from alignts.runtime.manifest import read_manifest
@@ -124,8 +154,24 @@ def report_rows(result: Mapping[str, Any], data: str, max_windows: int | None = 
                          "params_trained": _baseline_params(name, L, H), "train_s": fit_s, "bundle_bytes": None,
                          "peak_rss_bytes": None, "latency_ms": float(np.median(lat)) * 1e3, "batch_size": 1,
                          "mse": ev["mse"], "mae": ev["mae"], "n_windows": ev["n_windows"], "L": L, "H": H,
-                         "bundle": None, "variant": name})
+                         "context_used": L, "bundle": None, "variant": name})
     return rows
+
+
+def context_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per bundle whose model read fewer context points than L, e.g. "Injective used the last 12 of
+    336 values"."""
+    out, seen = [], set()
+    for r in rows:
+        used = r.get("context_used")
+        if r.get("bundle") is None or used is None or used >= r["L"] or (r["bundle"], used) in seen:
+            continue
+        seen.add((r["bundle"], used))
+        out.append(f"{r['kind'].capitalize()} ({Path(r['bundle']).name}) used the last {used} of {r['L']} values: "
+                   f"its LM's token window holds that many context values next to the {r['H']} it writes "
+                   "(LLMTime's truncation); the baselines and other models read all "
+                   f"{r['L']}.")
+    return out
 
 
 def _cell(v, fmt: str) -> str:
@@ -258,7 +304,11 @@ def build_report(result: Mapping[str, Any], data: str, out_dir: str | os.PathLik
           "cores. MSE/MAE on the scaled test split "
           + (f"(first {max_windows} windows only)" if max_windows else "(every window)")
           + "; latency = p50 of one forecast call at batch 1; peak memory measured in a child process.", "",
-          rows_markdown(rows), "", "![frontier](frontier.png)", "", "![forecast](forecast.png)", ""]
+          rows_markdown(rows), ""]
+    notes = context_notes(rows)
+    if notes:
+        md += [f"- {n}" for n in notes] + [""]
+    md += ["![frontier](frontier.png)", "", "![forecast](forecast.png)", ""]
     paths = [out / "report.md", out / "report.json"]
     paths[0].write_text("\n".join(md))
     paths[1].write_text(json.dumps({"data": data, "max_windows": max_windows, "rows": rows,

@@ -24,6 +24,9 @@ def add_arguments(p):
     p.add_argument("--lora-rank", type=int, default=8, help="0 = no LoRA")
     p.add_argument("--lora-alpha", type=float, default=32.0)
     p.add_argument("--lora-targets", default=None, help="comma-separated module names (default: attention)")
+    p.add_argument("--linear-skip", action="store_true",
+                   help="add a frozen ridge-fitted Linear(L -> H) on the normalized context; the LM learns the "
+                        "residual (off = GPT4TS as published)")
     p.add_argument("--columns", default=None, help="comma-separated channels (default: all numeric)")
     p.add_argument("--no-int8", action="store_true", help="skip the onnx-int8 variant")
     p.add_argument("--no-gguf", action="store_true", help="skip the GGUF variants")
@@ -43,7 +46,7 @@ def run(args) -> int:
         data=args.data, out=args.out, backbone=args.backbone, n_layers=args.layers,
         model=InternalConfig(context_len=args.context, horizon=args.horizon, patch_len=args.patch_len,
                              stride=args.stride, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-                             lora_targets=split(args.lora_targets)),
+                             lora_targets=split(args.lora_targets), linear_skip=args.linear_skip),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                           max_train_windows=args.max_train_windows, max_val_windows=args.max_val_windows,
                           seed=args.seed, time_budget_s=args.time_budget, threads=args.threads),

@@ -42,6 +42,10 @@ def run(args) -> int:
 
     plan = f.plan(horizon=args.horizon, variant=args.variant, device=args.device, threads=args.threads,
                   budget=parse_budget(args.budget))
+    if args.budget is not None:  # stderr: stdout may be the forecast CSV
+        from alignts.runtime.budget import describe_plan
+
+        print(describe_plan(f.memory_choice, settings=plan.settings, mode=plan.memory_mode), file=sys.stderr)
     cfg = f.manifest.config
     data = load_data(args.data, columns=cfg.get("columns") or None)
     L = f.context_len

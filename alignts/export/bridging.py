@@ -125,9 +125,11 @@ class BridgingModel(nn.Module):
 
     forward(x  # [B, C, L] float32, scaled data) -> forecast  # [B, C, H]
     The prompt ids are computed from ``x`` with the runtime's own prompt/tokenizer code.
+    prototypes: a fixed ``[K, d_llm]`` prototype table instead of the trainable ``[V, K]`` mapping (the
+    rebuilt reference of ``alignts.export.reference.load_torch``).
     """
 
-    def __init__(self, backbone, cfg: BridgingConfig, tokenizer: PromptTokenizer):
+    def __init__(self, backbone, cfg: BridgingConfig, tokenizer: PromptTokenizer, prototypes=None):
         super().__init__()
         if cfg.prompt_len < 1:
             raise InputError(f"BridgingConfig.prompt_len must be >= 1 here, got {cfg.prompt_len}; "
@@ -151,7 +153,15 @@ class BridgingModel(nn.Module):
         V = emb.shape[0]
         self.register_buffer("patch_idx", patch_index(cfg.context_len, cfg.patch_len, cfg.stride), persistent=False)
         self.patch_embed = PatchEmbedding(cfg.patch_len, cfg.d_model)
-        self.mapping = nn.Linear(V, cfg.n_prototypes)
+        if prototypes is None:
+            self.mapping = nn.Linear(V, cfg.n_prototypes)
+        else:  # fixed (trained) prototypes [K, d_llm]: the rebuilt reference, no [V, K] mapping
+            protos = torch.as_tensor(prototypes, dtype=torch.float32)
+            if tuple(protos.shape) != (cfg.n_prototypes, d_llm):
+                raise InputError(f"prototypes of shape {tuple(protos.shape)}: expected ({cfg.n_prototypes}, {d_llm}) "
+                                 "(n_prototypes, backbone width).")
+            self.mapping = None
+            self.register_buffer("prototype_table", protos.clone())
         self.reprogram = Reprogramming(cfg.d_model, cfg.n_heads, cfg.d_keys, d_llm, cfg.dropout)
         self.head = nn.Linear(cfg.d_ff * cfg.n_patches, cfg.horizon)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -162,7 +172,10 @@ class BridgingModel(nn.Module):
         return self
 
     def prototypes(self) -> torch.Tensor:
-        """Text prototypes ``[K, d_llm]``: Linear(V -> K) applied over the vocabulary axis of the embeddings."""
+        """Text prototypes ``[K, d_llm]``: Linear(V -> K) applied over the vocabulary axis of the embeddings
+        (or the fixed table the model was built with)."""
+        if self.mapping is None:
+            return self.prototype_table
         return self.mapping(self.word_emb.t()).t()
 
     def prompt_ids(self, x_flat: torch.Tensor) -> torch.Tensor:

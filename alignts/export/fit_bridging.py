@@ -2,9 +2,10 @@
 
 The frozen backbone is exported once into a backbone store folder (default ``backbones/`` beside the adapter
 bundle) and reused when the same one is already there; the adapter bundle holds only what was trained
-(``adapter.onnx`` with the precomputed prototype keys/values, ``head.npz``) and points to its backbone by the
-sha256 of the backbone bundle's manifest. Every exported piece and the composed runtime pipeline are checked
-against torch; the max abs differences go into the manifest.
+(``adapter.onnx`` with the precomputed prototype keys/values, ``head.npz``; ``torch_trained.safetensors`` for
+the torch reference, see ``alignts.export.reference``) and points to its backbone by the sha256 of the backbone
+bundle's manifest. Every exported piece and the composed runtime pipeline are checked against torch; the max
+abs differences go into the manifest.
 """
 
 from __future__ import annotations
@@ -85,16 +86,20 @@ def choose_prompt_len(x: np.ndarray, cfg, tokenizer, max_tokens: int | None, n_p
 
 def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path, backbone_sha: str, backbone,
                           check_x: np.ndarray, tol: float = 1e-4, overwrite: bool = False,
-                          config_extra: dict | None = None, training: dict | None = None) -> dict[str, Any]:
+                          config_extra: dict | None = None, training: dict | None = None,
+                          seed: int = 0) -> dict[str, Any]:
     """Write the adapter bundle for a trained :class:`BridgingModel`; validate pieces and the whole pipeline.
 
-    check_x: ``[n, C, L]`` series for the composed torch-vs-runtime check. Returns the manifest as a dict.
+    check_x: ``[n, C, L]`` series for the composed torch-vs-runtime check. seed: the ``load_backbone`` seed
+    (tiny presets), recorded so that ``alignts.export.reference.load_torch`` rebuilds the same model.
+    Returns the manifest as a dict.
     """
     import torch
 
     from alignts.export.bridging import AdapterExport
     from alignts.export.bundle import finish_bundle, validation_record, variant_record
     from alignts.export.onnx_export import export_onnx, validate_onnx
+    from alignts.export.reference import bridging_trained_state, write_trained
     from alignts.runtime import load
     from alignts.runtime.manifest import bundle_writer, read_manifest
     from alignts.runtime.paradigms.bridging import ADAPTER_NAME, HEAD_NAME
@@ -121,6 +126,7 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
         b = model.head.bias.detach().cpu().numpy().astype(np.float32)
         np.savez(tmp / HEAD_NAME, weight=w, bias=b)
         variant_files = [ADAPTER_NAME, HEAD_NAME]
+        reference_files = [write_trained(tmp, bridging_trained_state(model, backbone, seed))]  # for load_torch
         base_config = {**cfg.to_dict(), "d_llm": int(backbone.d_model), "decimals": model.prompt_cfg.decimals,
                        "backbone_spec": backbone.spec, **(config_extra or {})}
         backbone_field = {"sha256": backbone_sha, "name": f"{backbone.name}:{backbone.spec}",
@@ -142,6 +148,7 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
                                  extra={"backbone_variant": bv, "adapter_file": ADAPTER_NAME, "head_file": HEAD_NAME})
                   for bv in bb_variants if bv in validations]
             finish_bundle(tmp, paradigm="bridging", architecture=backbone.name, variants=vs,
+                          extra_files=reference_files,
                           config={**base_config, **({"sizes": sizes} if sizes else {})}, **common)
 
         write({bv: validation_record(d_adapter, tol, 3, adapter_max_abs_diff=d_adapter) for bv in bb_variants}, None)
@@ -242,7 +249,7 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
                     "scaler": {"mean": splits.mean.tolist(), "std": splits.std.tolist()}}
     manifest = export_adapter_bundle(model, opts.out, backbone_path=bb_path, backbone_sha=bb_sha,
                                      backbone=backbone, check_x=check_x, tol=opts.tol, overwrite=opts.overwrite,
-                                     config_extra=config_extra, training=training)
+                                     config_extra=config_extra, training=training, seed=tcfg.seed)
     export_s = time.perf_counter() - t1
     return {"out": str(opts.out), "backbone_path": str(bb_path), "backbone_sha256": bb_sha,
             "backbone_reused": reused, "best_val_mse": result.best_val_mse, "epochs_run": result.epochs_run,

@@ -80,7 +80,7 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
     from alignts.data.splits import make_splits, sliding_windows
     from alignts.export.backbones import load_backbone
     from alignts.export.bundle import command_line
-    from alignts.export.internal import build_model, count_params
+    from alignts.export.internal import build_model, count_params, fit_linear_skip
     from alignts.export.train import train
     from alignts.errors import ArtifactError
 
@@ -102,6 +102,7 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
     backbone = load_backbone(cfg.backbone, n_layers=cfg.n_layers, seed=cfg.train.seed)
     model = build_model(backbone, mcfg, seed=cfg.train.seed)
     n_train, n_total = count_params(model)
+    skip_info = fit_linear_skip(model, train_xy, val_xy) if mcfg.linear_skip else None
     result = train(model, train_xy, val_xy, cfg.train)
     log.info("trained: best val mse %.4f after %d epochs (%.0f s, %s)", result.best_val_mse, result.epochs_run,
              result.wall_s, result.stopped_by)
@@ -109,6 +110,9 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
 
     unfused = copy.deepcopy(model.core) if mcfg.lora_rank > 0 and cfg.gguf else None  # for the GGUF adapter
     targets = list(model.core.targets)
+    from alignts.export.reference import internal_trained_state
+
+    trained = internal_trained_state(model, backbone, mcfg, seed=cfg.train.seed)  # before fusing: LoRA A/B
     model.core.fuse_lora()
     model.eval()
     training = {
@@ -117,31 +121,34 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
         "best_val_mse": result.best_val_mse, "epochs_run": result.epochs_run, "stopped_by": result.stopped_by,
         "train_wall_s": result.wall_s, "history": list(result.history),
         "n_train_windows": int(train_xy[0].shape[0]), "n_val_windows": int(val_xy[0].shape[0]),
-        "trainable_params": n_train, "total_params": n_total,
+        "trainable_params": n_train, "total_params": n_total, "start_val_mse": result.start_val_mse,
     }
+    if skip_info is not None:
+        training["linear_skip"] = skip_info
     config = {
         "context_len": L, "horizon": H, "n_channels": data.n_channels, "patch_len": mcfg.patch_len,
         "stride": mcfg.stride, "n_patches": mcfg.n_patches, "d_model": backbone.d_model, "eps": mcfg.eps,
         "columns": list(data.columns), "freq": data.freq,
         "scaler": {"mean": splits.mean.tolist(), "std": splits.std.tolist()},
-        "split_scheme": splits.scheme,
+        "split_scheme": splits.scheme, "linear_skip": mcfg.linear_skip,
     }
     lora = {"rank": mcfg.lora_rank, "alpha": mcfg.lora_alpha, "dropout": mcfg.lora_dropout, "targets": targets,
             "fused": True, "base_sha256": backbone.source_sha256, "trainable": list(backbone.trainable_names())
             if mcfg.train_norms else []} if mcfg.lora_rank > 0 else {}
     manifest = export_bundle(model, backbone, cfg, config=config, lora=lora, training=training,
-                             unfused_core=unfused, check_xy=(val_xy[0][:4], None))
+                             unfused_core=unfused, check_xy=(val_xy[0][:4], None), trained=trained)
     log.info("bundle %s written in %.0f s total", out, time.perf_counter() - t0)
     return manifest
 
 
 def export_bundle(model, backbone, cfg: FitInternalConfig, config: dict, lora: dict, training: dict,
-                  unfused_core=None, check_xy=None):
+                  unfused_core=None, check_xy=None, trained=None):
     """Export a trained, fused InternalModel to ``cfg.out`` (atomic); returns the Manifest.
 
     unfused_core: a copy of the core taken before LoRA was fused; when given (and llama.cpp is available),
     the base LM and the LoRA adapter are also written as GGUF (variant ``gguf-f32-lora``).
     check_xy: (x [B, C, L], _) real windows for the end-to-end runtime check of every variant.
+    trained: ``alignts.export.reference.internal_trained_state`` (written as the torch-only trained tensors).
     """
     import torch
 
@@ -181,9 +188,16 @@ def export_bundle(model, backbone, cfg: FitInternalConfig, config: dict, lora: d
                                         f"{INT8_REL_TOL}")
                 log.warning("onnx-int8 left out: %s", skipped["onnx-int8"])
         sd = core.state_dict()
-        np.savez(tmp / IO_NAME, patch_w=sd["patch_embed.weight"].numpy(), patch_b=sd["patch_embed.bias"].numpy(),
-                 head_w=sd["head.weight"].numpy(), head_b=sd["head.bias"].numpy())
+        io = dict(patch_w=sd["patch_embed.weight"].numpy(), patch_b=sd["patch_embed.bias"].numpy(),
+                  head_w=sd["head.weight"].numpy(), head_b=sd["head.bias"].numpy())
+        if core.skip is not None:
+            io.update(skip_w=sd["skip.weight"].numpy(), skip_b=sd["skip.bias"].numpy())
+        np.savez(tmp / IO_NAME, **io)
         extra_files = [IO_NAME]
+        if trained is not None:  # the trained torch tensors, for alignts.export.reference.load_torch
+            from alignts.export.reference import write_trained
+
+            extra_files.append(write_trained(tmp, trained))
         gguf_note = None
         if cfg.gguf:
             gguf_note = _gguf_available()
@@ -252,12 +266,14 @@ def _export_gguf(core, backbone, cfg, tmp: Path, make_inputs) -> list:
 
 
 def _gguf_core_diff(gguf_path: Path, core, make_inputs, n: int, loras=(), n_trials: int = 2) -> float:
-    """max abs diff of (numpy patch embedding -> llama.cpp hidden states -> numpy head) vs the torch core."""
+    """max abs diff of (numpy patch embedding -> llama.cpp hidden states -> numpy head [+ skip]) vs the torch core."""
     import torch
 
     from alignts.runtime.backends.gguf import LlamaCppModel
 
-    sd = {k: v.numpy() for k, v in core.state_dict().items() if k.startswith(("patch_embed", "head"))}
+    from alignts.runtime.paradigms.internal import _context
+
+    sd = {k: v.numpy() for k, v in core.state_dict().items() if k.startswith(("patch_embed", "head", "skip"))}
     worst = 0.0
     with LlamaCppModel(str(gguf_path), n_ctx=n, n_batch=max(512, n), embeddings=True, kv_type="f32",
                        n_seq_max=max(1, min(8, max(512, n) // n)), loras=list(loras)) as lm:
@@ -268,6 +284,9 @@ def _gguf_core_diff(gguf_path: Path, core, make_inputs, n: int, loras=(), n_tria
             e = x.numpy() @ sd["patch_embed.weight"].T + sd["patch_embed.bias"]
             h = np.asarray(lm.hidden_states(np.ascontiguousarray(e, dtype=np.float32)))
             y = h.reshape(h.shape[0], -1) @ sd["head.weight"].T + sd["head.bias"]
+            if "skip.weight" in sd:
+                z = _context(x.numpy(), core.cfg_stride, core.cfg_context_len)
+                y = y + z @ sd["skip.weight"].T + sd["skip.bias"]
             worst = max(worst, float(np.abs(y - ref).max()))
     return worst
 

@@ -4,6 +4,10 @@ RevIN (no affine) -> patches (replication pad by stride) -> Linear(P -> d) -> th
 LM with LoRA on attention (layer norms and position embeddings trainable) -> flatten -> Linear(d * N -> H)
 -> de-normalize. Channel-independent: every channel is its own series.
 
+Optional ``linear_skip``: a frozen Linear(L -> H) on the normalized context, fitted in closed form (ridge, its
+strength chosen on the validation windows) before training, is added to the head's output; the LM and head
+then learn the residual. Off by default (GPT4TS as published).
+
 Split in two so the export carries only the learned part: :class:`InternalCore` maps normalized
 ``patches [S, N, P]`` to a normalized forecast ``[S, H]`` (exported to ONNX); :class:`InternalModel` wraps it
 with the torch RevIN/patching that the runtime replaces with the numba kernels.
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+
+import numpy as np
 
 from alignts.errors import InputError
 
@@ -31,6 +37,8 @@ class InternalConfig:
     train_norms:          train layer norms and position embeddings too (GPT4TS).
     head_init:            ``"zeros"``: the head starts at 0, so the untrained model forecasts the context
                           mean (a sane start when the budget allows few steps); ``"default"``: torch's init.
+    linear_skip:          add a frozen Linear(L -> H) on the normalized context (see the module docstring;
+                          fitted by :func:`fit_linear_skip`).
     """
 
     context_len: int = 336
@@ -44,6 +52,7 @@ class InternalConfig:
     lora_targets: tuple[str, ...] | None = None
     train_norms: bool = True
     head_init: str = "zeros"
+    linear_skip: bool = False
 
     @property
     def n_patches(self) -> int:
@@ -98,11 +107,21 @@ def build_core(backbone, cfg: InternalConfig, seed: int = 0):
                     if any(t in n for t in backbone.trainable_names()):
                         p.requires_grad_(True)
             self.targets = targets
+            self.skip = None
+            self.cfg_stride, self.cfg_context_len = cfg.stride, cfg.context_len
+            if cfg.linear_skip:
+                self.skip = nn.Linear(cfg.context_len, cfg.horizon)
+                nn.init.zeros_(self.skip.weight)
+                nn.init.zeros_(self.skip.bias)
+                self.skip.requires_grad_(False)  # fitted in closed form (fit_linear_skip), then frozen
 
         def forward(self, patches):  # [S, N, P] -> [S, H]
             e = self.patch_embed(patches)  # [S, N, d]
             h = backbone.forward_embeds(e, model=self.lm)  # [S, N, d]
-            return self.head(h.reshape(h.shape[0], -1))
+            y = self.head(h.reshape(h.shape[0], -1))
+            if self.skip is not None:
+                y = y + self.skip(context_from_patches(patches, cfg.stride, cfg.context_len))
+            return y
 
         def lora_state(self) -> dict:
             """The LoRA A/B tensors (unfused), by parameter name."""
@@ -120,6 +139,62 @@ def build_core(backbone, cfg: InternalConfig, seed: int = 0):
             return self._peft is None
 
     return InternalCore()
+
+
+def context_from_patches(patches, stride: int, context_len: int):
+    """The normalized context ``[S, L]`` back from replication-padded patches ``[S, N, P]`` (torch).
+
+    Patch n starts at ``n * stride``: the first ``stride`` values of every patch but the last, then the whole
+    last patch, cover the padded series from its start; its first L values are the context. The runtime's
+    numpy twin is ``alignts.runtime.paradigms.internal._context``.
+    """
+    import torch
+
+    head = patches[:, :-1, :stride].reshape(patches.shape[0], -1)
+    return torch.cat([head, patches[:, -1, :]], dim=-1)[:, :context_len]
+
+
+def fit_linear_skip(model, train_xy, val_xy, ridges=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)) -> dict:
+    """Fit ``model.core.skip`` in closed form on RevIN-normalized windows; returns what was fitted.
+
+    Ridge regression of the normalized target on the normalized context over every training window and
+    channel, minimizing ``mean squared error + ridge * |W|^2`` (the intercept unpenalized); the ridge
+    strength with the lowest validation MSE (de-normalized, the units training is scored in) is kept.
+    """
+    import torch
+
+    cfg = model.cfg
+    if model.core.skip is None:
+        raise InputError("fit_linear_skip: the model was built without linear_skip=True.")
+
+    def normalized(xy):
+        x = np.asarray(xy[0], dtype=np.float64).reshape(-1, cfg.context_len)
+        y = np.asarray(xy[1], dtype=np.float64).reshape(-1, cfg.horizon)
+        mean = x.mean(-1, keepdims=True)
+        std = np.sqrt(x.var(-1, keepdims=True) + cfg.eps)
+        return (x - mean) / std, (y - mean) / std, mean, std
+
+    xt, yt, _, _ = normalized(train_xy)
+    xv, yv, mv, sv = normalized(val_xy)
+    mx, my = xt.mean(0), yt.mean(0)
+    xc, yc = xt - mx, yt - my
+    evals, evecs = np.linalg.eigh(xc.T @ xc)
+    proj = evecs.T @ (xc.T @ yc)  # [L, H] in the eigenbasis
+    best = None
+    for lam in ridges:
+        w = evecs @ (proj / (evals + lam * len(xt))[:, None])  # [L, H]
+        b = my - mx @ w
+        mse = float(np.mean(((xv @ w + b - yv) * sv) ** 2))  # in the data's (scaled) units, as training
+        if best is None or mse < best[0]:
+            best = (mse, lam, w, b)
+    mse, lam, w, b = best
+    with torch.no_grad():
+        model.core.skip.weight.copy_(torch.from_numpy(w.T.astype(np.float32)))
+        model.core.skip.bias.copy_(torch.from_numpy(b.astype(np.float32)))
+    train_mse = float(np.mean((xt @ w + b - yt) ** 2))
+    log.info("linear skip: ridge %g, normalized train mse %.4f, val mse %.4f (%d windows x channels)", lam,
+             train_mse, mse, len(xt))
+    return {"ridge": lam, "normalized_train_mse": train_mse, "val_mse": mse, "n_rows": len(xt)}
 
 
 def build_model(backbone, cfg: InternalConfig, seed: int = 0):

@@ -24,7 +24,7 @@ import os
 import threading
 import weakref
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -38,6 +38,8 @@ USER_STORE = Path("~/.cache/alignts/backbones")
 
 _extra_dirs: list[Path] = []
 _lock = threading.Lock()
+_MEM_KEYS = ("arena", "enable_mem_pattern", "disable_prepacking", "kv_type", "use_mmap")
+_MEM_DEFAULTS = {"arena": True, "enable_mem_pattern": True, "disable_prepacking": False, "use_mmap": True}
 _cache: "weakref.WeakValueDictionary[tuple, LoadedBackbone]" = weakref.WeakValueDictionary()
 _n_opened = 0  # backbones actually loaded (not served from the cache) in this process
 
@@ -104,7 +106,7 @@ class LoadedBackbone:
     """
 
     def __init__(self, path: Path, sha256: str, manifest: Manifest, variant: str, device: str,
-                 threads: int | None):
+                 threads: int | None, settings: Mapping[str, Any] | None = None):
         from alignts.runtime.tokenize import PromptTokenizer
 
         self.path, self.sha256, self.manifest = path, sha256, manifest
@@ -119,9 +121,12 @@ class LoadedBackbone:
         if v.backend == "onnx":
             from alignts.runtime.backends.onnx import OnnxSession
 
-            self._session = OnnxSession(path / v.files[0], device=device, threads=threads)
+            opts = {k: settings[k] for k in ("arena", "enable_mem_pattern", "disable_prepacking")
+                    if k in (settings or {})}
+            self._session = OnnxSession(path / v.files[0], device=device, threads=threads, **opts)
             self._in = v.inputs[0] if v.inputs else self._session.input_names[0]
             self.provider = self._session.provider
+            self.settings = dict(self._session.settings)
         elif v.backend == "gguf":
             from alignts.runtime.backends.gguf import LlamaCppModel
 
@@ -132,8 +137,10 @@ class LoadedBackbone:
                           kv_type=extra.get("kv_type", "f32"), device=device)
             if threads:
                 kwargs["n_threads"] = int(threads)
+            kwargs.update({k: settings[k] for k in ("kv_type", "use_mmap") if k in (settings or {})})
             self._lm = LlamaCppModel(str(path / v.files[0]), **kwargs)
             self.provider = "llama.cpp-cuda" if device == "cuda" else "llama.cpp-cpu"
+            self.settings = dict(self._lm.settings)
         else:
             raise ArtifactError(f"backbone variant {v.name!r} has unknown backend {v.backend!r}; re-export it.")
         self.weight_bytes = int(v.weight_bytes)
@@ -148,14 +155,20 @@ class LoadedBackbone:
 
 
 def open_backbone(path: str | os.PathLike, sha256: str, variant: str = "onnx-fp32", device: str = "cpu",
-                  threads: int | None = None) -> LoadedBackbone:
-    """The loaded backbone at ``path`` (cached by hash, variant and device: one copy per process).
+                  threads: int | None = None, settings: Mapping[str, Any] | None = None) -> LoadedBackbone:
+    """The loaded backbone at ``path`` (cached by hash, variant, device and memory settings: one copy per
+    process for each).
 
     The first open verifies every file of the variant (sha256) and that the manifest hash is ``sha256``.
-    ``threads`` applies to the first open only; later opens share that session.
+    ``threads`` applies to the first open only; later opens share that session. ``settings``: a memory plan's
+    backend settings (onnxruntime arena / enable_mem_pattern / disable_prepacking; llama.cpp kv_type /
+    use_mmap; other keys are ignored); the backbone's own ``settings`` attribute says what it was opened with.
     """
     global _n_opened
-    key = (sha256, variant, device)
+    # only settings that differ from the backends' defaults: a default plan shares the backbone with plain opens
+    mem = tuple(sorted((k, v) for k, v in (settings or {}).items()
+                       if k in _MEM_KEYS and (k not in _MEM_DEFAULTS or v != _MEM_DEFAULTS[k])))
+    key = (sha256, variant, device, mem)
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
@@ -172,7 +185,7 @@ def open_backbone(path: str | os.PathLike, sha256: str, variant: str = "onnx-fp3
         v = m.variant(variant)
         read_manifest(path, verify=True, only=tuple(v.files) + (m.config.get("table", "word_embeddings.npy"),
                                                                   m.config.get("tokenizer", "tokenizer.json")))
-        lb = LoadedBackbone(path, sha256, m, variant, device, threads)
+        lb = LoadedBackbone(path, sha256, m, variant, device, threads, dict(mem))
         _cache[key] = lb
         _n_opened += 1
         log.info("loaded backbone %s (%s, %s) from %s", m.architecture, sha256[:12], variant, path)

@@ -58,14 +58,22 @@ RUNTIME_OVERHEAD = {"onnx": 264 * MiB, "gguf": 224 * MiB}
 # live-tensor model below), fitted to peak RSS measured in child processes (alignts.bench.memory.measure_peak)
 # on an ETTh1 MiniLM Internal bundle (6 layers, width 384, 42 patches, 7 channels; onnx-fp32 50 MB, onnx-int8
 # 13 MB) at batch 1/8/32: fp32 254/413/884 MiB, int8 221/368/856 MiB; the factors below over-estimate those by
-# 5-15 %. The "lean" values (arena, memory pattern and pre-packing off) are not measured yet: the runtime's
-# plan() does not take backend settings, so they are the fast values less the arena's rounding.
+# 5-15 %. The "lean" values (arena, memory pattern and pre-packing off, which plan() hands the backends) were
+# measured the same way on the ETTh1 Internal bundle (onnx-fp32) and the ETTh1 Bridging bundle (adapter + 2-layer
+# MiniLM backbone, onnx-fp32) at batch 1/8/32, 2 forecasts after plan, in the developers' venv (overhead ~192 MiB):
+# Internal fast 266/313/548 MiB, lean 240/278/386; Bridging fast 343/1037/3419, lean 289/607/1636. A lean factor
+# of 1.5 over-estimates every lean case (by 2-6 % for Internal with the developers' overhead, more with the
+# constant above).
 ONNX_WEIGHT_FACTOR = {"fast": 1.2, "lean": 1.1}
 GGUF_WEIGHT_FACTOR = 1.1
-ACT_FACTOR = {"fast": 3.0, "lean": 2.2}
+ACT_FACTOR = {"fast": 3.0, "lean": 1.5}
 # llama.cpp allocates its compute graph once for n_batch tokens; measured on tiny bundles only (weights < 1 MB)
 GGUF_ACT_FACTOR = 1.5
 LLAMA_N_BATCH = 512  # llama.cpp's default n_batch: its compute graph is reserved for this many tokens
+
+# the backend settings a plan carries (Choice.settings, Plan.settings), per backend
+SETTINGS_KEYS = {"onnx": ("arena", "enable_mem_pattern", "disable_prepacking"),
+                 "gguf": ("n_ctx", "n_seq_max", "n_batch", "kv_type", "use_mmap")}
 
 # accuracy rank of a weight type (lower = more accurate); ties are broken by the export validation error
 DTYPE_RANK = {"fp32": 0, "f32": 0, "f16": 1, "bf16": 1, "int8": 2, "q8_0": 2, "q4_0": 3, "q4_1": 3}
@@ -127,8 +135,9 @@ class Choice:
 
     variant/backend/dtype: the variant; batch_size: windows per backend call (may be below the asked one);
     settings: backend options (onnx: arena, enable_mem_pattern, disable_prepacking; gguf: n_ctx, n_seq_max,
-    n_batch, kv_type, use_mmap); estimate: its Estimate; budget: what it was checked against (None = none);
-    tried: every candidate looked at, in order, as (variant, batch_size, mode, total bytes).
+    n_batch, kv_type, use_mmap; see ``SETTINGS_KEYS``); estimate: its Estimate; budget: what it was checked
+    against (None = none); tried: every candidate looked at, in order, as (variant, batch_size, mode, total bytes);
+    mode: ``fast`` (the backends' defaults) or ``lean`` (the low-memory settings).
     """
 
     variant: str
@@ -140,6 +149,7 @@ class Choice:
     budget: int | None
     asked_batch_size: int
     tried: tuple[tuple[str, int, str, int], ...] = ()
+    mode: str = "fast"
 
 
 @dataclass(frozen=True)
@@ -301,6 +311,9 @@ def estimate_peak(manifest: Manifest, variant: str | Variant, batch_size: int = 
                     total=int(total), detail=detail)
 
 
+EQUAL_ERROR = 1e-4  # validation errors at or below this (the ONNX fp32 tolerance) rank as equal
+
+
 def _accuracy_key(i: int, v: Variant) -> tuple:
     val = dict(v.validation)
     err = _first(val.get("end_to_end_max_abs_diff"), val.get("max_abs_diff"), default=math.inf)
@@ -308,6 +321,8 @@ def _accuracy_key(i: int, v: Variant) -> tuple:
         err = float(err)
     except (TypeError, ValueError):
         err = math.inf
+    if err <= EQUAL_ERROR:  # float32 rounding noise: keep the manifest's order (ONNX before llama.cpp)
+        err = 0.0
     return (DTYPE_RANK.get(v.dtype, 9), err, i)
 
 
@@ -378,7 +393,7 @@ def choose(manifest: Manifest, budget_bytes: int | None, batch_size: int = 1, co
                 if budget_bytes is None or est.total <= budget_bytes:
                     return Choice(variant=v.name, backend=v.backend, dtype=v.dtype, batch_size=b,
                                   settings=dict(est.detail["settings"]), estimate=est, budget=budget_bytes,
-                                  asked_batch_size=int(batch_size), tried=tuple(tried))
+                                  asked_batch_size=int(batch_size), tried=tuple(tried), mode=mode)
     assert best is not None
     least, est, v, b, mode = best
     parts = (f"weights {format_bytes(est.weights)} + activations {format_bytes(est.activations)} + KV cache "
@@ -396,9 +411,16 @@ def _kv_matters(manifest: Manifest) -> bool:
     return manifest.architecture != "bert"
 
 
-def describe_plan(choice: Choice, estimate: Estimate | None = None) -> str:
-    """Human-readable memory plan (for ``alignts inspect BUNDLE --budget X``)."""
+def describe_plan(choice: Choice, estimate: Estimate | None = None, settings: Mapping[str, Any] | None = None,
+                  mode: str | None = None) -> str:
+    """Human-readable memory plan (``alignts inspect BUNDLE --budget X``, ``alignts forecast --budget X``).
+
+    settings, mode: what the backends were really opened with (``Plan.settings``, ``Plan.memory_mode``) when
+    they differ from the planner's choice.
+    """
     e = estimate or choice.estimate
+    settings = choice.settings if settings is None else settings
+    mode = choice.mode if mode is None else mode
     lines = [f"memory plan: {choice.variant} ({choice.backend}, {choice.dtype}), batch size {choice.batch_size}"
              + (f" (asked {choice.asked_batch_size})" if choice.batch_size != choice.asked_batch_size else ""),
              f"  budget            {format_bytes(choice.budget)}",
@@ -409,7 +431,7 @@ def describe_plan(choice: Choice, estimate: Estimate | None = None) -> str:
              f"{e.detail.get('tokens')} tokens x width {e.detail.get('width')}, {e.detail.get('layers')} layers)",
              f"    KV cache        {format_bytes(e.kv_cache)}",
              f"    runtime         {format_bytes(e.runtime_overhead)}  (Python + numpy + numba + {choice.backend})",
-             "  settings          " + ", ".join(f"{k}={v}" for k, v in choice.settings.items())]
+             f"  settings ({mode})".ljust(20) + ", ".join(f"{k}={v}" for k, v in settings.items())]
     if choice.budget is not None:
         lines.append(f"  headroom          {format_bytes(choice.budget - e.total)}")
     skipped = [t for t in choice.tried[:-1]]

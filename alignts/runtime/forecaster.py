@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -66,6 +66,13 @@ class Plan:
     n_channels:    C expected in every input.
     threads:       backend threads (None = backend default).
     peak_bytes_estimate: weights + activations estimate for this plan; budget: the budget it was checked against.
+    settings:      backend settings the backends were opened with (onnxruntime: arena, enable_mem_pattern,
+                   disable_prepacking; llama.cpp: n_ctx, n_seq_max, n_batch, kv_type, use_mmap): the memory
+                   planner's (:func:`alignts.runtime.budget.choose`), with ``plan(settings=...)`` on top.
+    memory_mode:   ``fast`` (the backends' defaults: always without a budget), ``lean`` (the planner needed the
+                   low-memory settings to fit the budget) or ``custom`` (``plan(settings=...)`` was given).
+    context_used:  points of context the model reads, the last ones: context_len, except where the model's
+                   window holds fewer (Injective: the last values that fit the LM's context next to H values).
     """
 
     variant: str
@@ -80,6 +87,9 @@ class Plan:
     threads: int | None = None
     peak_bytes_estimate: int = 0
     budget: int | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    memory_mode: str = "fast"
+    context_used: int | None = None
 
 
 class Forecaster(ABC):
@@ -95,6 +105,8 @@ class Forecaster(ABC):
         self.bundle_dir = Path(bundle_dir)
         self.manifest = manifest
         self._plan: Plan | None = None
+        self._settings: dict[str, Any] = {}
+        self.memory_choice = None  # the planner's Choice behind the last plan (for describe_plan)
 
     # -- facts from the manifest
     @property
@@ -111,34 +123,64 @@ class Forecaster(ABC):
         return None if c is None else int(c)
 
     @property
+    def context_used(self) -> int:
+        """Points of the context the model reads (the last ones); a paradigm whose model reads fewer overrides."""
+        return self.context_len
+
+    @property
     def planned(self) -> Plan:
         if self._plan is None:
             raise NotPlannedError("forecast() was called before plan(); call forecaster.plan() first (it fixes "
                                   "context, horizon, batch size and the variant, and opens the backend).")
         return self._plan
 
-    def _choose_variant(self, variant: str | None, budget: int | None, batch_size: int) -> tuple[Variant, int]:
-        """The most accurate variant whose estimated peak memory fits ``budget`` (alignts.runtime.budget);
-        raises BudgetExceededError with the smallest workable budget, before anything is loaded."""
+    def _choose_variant(self, variant: str | None, budget: int | None, batch_size: int):
+        """The memory planner's Choice (alignts.runtime.budget.choose): the most accurate variant whose estimated
+        peak fits ``budget``, with the fast backend settings or, when only they fit, the lean ones; raises
+        BudgetExceededError with the smallest workable budget, before anything is loaded."""
         from alignts.runtime.budget import choose
 
         if not self.manifest.variants:
             raise InputError(f"bundle {self.bundle_dir} has no variants; re-export it.")
-        c = choose(self.manifest, budget, batch_size, context_len=self.context_len, horizon=self.horizon,
-                   n_channels=self.n_channels, variants=[variant] if variant else None, shrink_batch=False,
-                   lean_settings=False, bundle_dir=self.bundle_dir)
-        return self.manifest.variant(c.variant), int(c.estimate.total)
+        return choose(self.manifest, budget, batch_size, context_len=self.context_len, horizon=self.horizon,
+                      n_channels=self.n_channels, variants=[variant] if variant else None, shrink_batch=False,
+                      lean_settings=True, bundle_dir=self.bundle_dir)
+
+    @property
+    def backend_settings(self) -> dict[str, Any]:
+        """The backend settings of the plan being opened (or last opened); see :attr:`Plan.settings`."""
+        return dict(self._settings)
+
+    def onnx_options(self) -> dict[str, Any]:
+        """The planned onnxruntime options as keyword arguments of ``OnnxSession`` / ``OrtCausalLM``."""
+        from alignts.runtime.budget import SETTINGS_KEYS
+
+        return {k: self._settings[k] for k in SETTINGS_KEYS["onnx"] if k in self._settings}
+
+    def llama_options(self, keys: tuple[str, ...] = ("kv_type", "use_mmap")) -> dict[str, Any]:
+        """The planned llama.cpp settings as keyword arguments of ``LlamaCppModel`` (``keys``: which; by default
+        the memory options, not the geometry n_ctx / n_seq_max / n_batch a paradigm fixes itself)."""
+        return {k: self._settings[k] for k in keys if k in self._settings}
+
+    def _opened_settings(self) -> dict[str, Any]:
+        """What the backends were really opened with (recorded in the Plan); paradigms whose backends report
+        their own settings override this."""
+        return dict(self._settings)
 
     def plan(self, context_len: int | None = None, horizon: int | None = None, batch_size: int = 1,
              variant: str | None = None, device: str = "cpu", threads: int | None = None,
-             budget: int | None = None) -> Plan:
+             budget: int | None = None, settings: Mapping[str, Any] | None = None) -> Plan:
         """Fix shapes and the variant, check the memory budget, open the backend; returns the Plan.
 
         context_len: must equal the model's L when given (the model was trained for it).
         horizon:     at most the model's H (None = H); the forecast is cut to it.
         variant:     a variant name (``alignts inspect`` lists them); None = the first that fits ``budget``.
         device:      ``cpu`` or ``cuda``; an unavailable device raises BackendUnavailableError (no fallback).
-        budget:      memory budget in bytes (None = unlimited).
+        budget:      memory budget in bytes (None = unlimited). Within a budget the backends get the planner's
+                     settings: the fast ones when they fit, else the lean ones (onnxruntime arena, memory
+                     pattern and pre-packing off; llama.cpp f16 KV cache) before a less accurate variant.
+        settings:    backend settings that replace the planner's (keys of :attr:`Plan.settings` for the
+                     chosen variant's backend), e.g. ``{"arena": False}``.
         """
         if device not in DEVICES:
             raise InputError(f"device={device!r}: expected one of {DEVICES}.")
@@ -151,13 +193,29 @@ class Forecaster(ABC):
                              "re-fit with a longer --horizon for more.")
         if int(batch_size) < 1:
             raise InputError(f"batch_size={batch_size}: expected >= 1.")
-        v, peak = self._choose_variant(variant, budget, int(batch_size))
+        choice = self._choose_variant(variant, budget, int(batch_size))
+        self.memory_choice = choice
+        v = self.manifest.variant(choice.variant)
+        planned = dict(choice.settings)
+        if settings:
+            from alignts.runtime.budget import SETTINGS_KEYS
+
+            known = SETTINGS_KEYS.get(v.backend, ())
+            unknown = sorted(set(settings) - set(known))
+            if unknown:
+                raise InputError(f"settings {unknown} do not apply to variant {v.name} ({v.backend}); expected some "
+                                 f"of {', '.join(known)}.")
+            planned.update(settings)
         verify_files(self.bundle_dir, self.manifest, only=v.files)
+        self._plan = None
+        self._settings = planned
         provider = self._open(v, device, threads, int(batch_size))
         self._plan = Plan(variant=v.name, backend=v.backend, dtype=v.dtype, device=device, provider=provider,
                           context_len=self.context_len, horizon=h, batch_size=int(batch_size),
-                          n_channels=self.n_channels or 0, threads=threads, peak_bytes_estimate=int(peak),
-                          budget=budget)
+                          n_channels=self.n_channels or 0, threads=threads,
+                          peak_bytes_estimate=int(choice.estimate.total), budget=budget,
+                          settings=self._opened_settings(), memory_mode="custom" if settings else choice.mode,
+                          context_used=int(self.context_used))
         log.info("planned %s", self._plan)
         return self._plan
 

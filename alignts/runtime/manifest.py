@@ -28,6 +28,9 @@ FORMAT_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
 PARADIGMS = ("internal", "bridging", "injective", "backbone")
 BACKENDS = ("onnx", "gguf")
+# The trained torch tensors (alignts.export.reference.load_torch rebuilds the torch model from them); the
+# runtime never reads this file.
+TORCH_TRAINED_NAME = "torch_trained.safetensors"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

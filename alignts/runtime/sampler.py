@@ -8,7 +8,9 @@ parses to exactly H values (a grammar over the codec table):
 - after a digit: another digit (behind the digit separator, if the layout has one) or the value separator;
   after ``max_digits`` digits the separator is forced;
 - multi-token separators are forced token by token once their first token is chosen;
-- a sequence stops once its H-th value separator is written (the end-of-forecast token is never needed).
+- a sequence stops once its H-th value separator is written (the end-of-forecast token is never needed), or
+  when it has ``max_tokens`` tokens (the end of the LM's window): such a sample parses to fewer values and
+  :meth:`ConstrainedSampler.sample_values` pads it with its last value, as LLMTime pads short outputs.
 
 n samples run as n parallel sequences of one batch over a backend with ``prefill(prompt_ids, n_parallel) ->
 logits [n, V]`` and ``step(tokens [k], seq_ids [k]) -> logits [k, V]`` (LlamaCppModel, OrtCausalLM).
@@ -186,6 +188,7 @@ class ConstrainedSampler:
     def __init__(self, table: CodecTable, n_vocab: int, config: SamplerConfig = SamplerConfig()):
         self.table = table
         self.cfg = config
+        self.n_short = 0  # samples stopped by max_tokens so far (padded with their last value)
         ids = list(table.digit_ids) + list(table.value_sep) + list(table.digit_sep) + [table.minus_id]
         if max(ids) >= n_vocab:
             raise InputError(f"the codec table uses token id {max(ids)} but the model has {n_vocab} tokens; "
@@ -245,15 +248,20 @@ class ConstrainedSampler:
 
     # ------------------------------------------------------------------------------------------ generation
     def generate(self, backend: CausalBackend, prompt_ids: Sequence[int] | np.ndarray, horizon: int,
-                 rng: np.random.Generator | None = None,
-                 max_digits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 rng: np.random.Generator | None = None, max_digits: int | None = None,
+                 max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``n_samples`` continuations of ``prompt_ids`` that each spell exactly ``horizon`` values.
 
+        max_tokens: most tokens per sample (None = no limit): a sample stops there with fewer values (the room
+        left in the LM's window: n_ctx - prompt length).
         Returns (ids [n, T] int64 padded with -1, lengths [n]). Vectorized over samples: per step, one gather of
         the candidate logits, one masked softmax / top-p draw, and array updates of the grammar state.
         """
         if horizon < 1:
             raise InputError(f"horizon={horizon}: expected >= 1.")
+        if max_tokens is not None and max_tokens < 1:
+            raise InputError(f"max_tokens={max_tokens}: expected >= 1 (no room left for the forecast). Fix: a "
+                             "shorter prompt or horizon.")
         rng = rng if rng is not None else np.random.default_rng(self.cfg.seed)
         n = self.cfg.n_samples
         table = self.table
@@ -281,6 +289,8 @@ class ConstrainedSampler:
             _step_kernel(np.ascontiguousarray(logits, dtype=np.float32), live, self._cand, self._mask,
                          self._kind, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d, horizon, inv_temp,
                          self.cfg.top_p, self.cfg.greedy, u, tok, keep, out, length)
+            if max_tokens is not None:
+                keep &= length[live] < max_tokens
             if not keep.any():
                 break
             if self.cfg.keep_finished:
@@ -295,14 +305,23 @@ class ConstrainedSampler:
         return out[:, : int(length.max())], length
 
     def sample_values(self, backend: CausalBackend, prompt_ids, horizon: int, precision: int,
-                      rng: np.random.Generator | None = None, max_digits: int | None = None) -> np.ndarray:
-        """Scaled values [n, H] of ``n_samples`` samples (every one parses to exactly H values).
+                      rng: np.random.Generator | None = None, max_digits: int | None = None,
+                      max_tokens: int | None = None, fill: float = np.nan) -> np.ndarray:
+        """Scaled values [n, H] of ``n_samples`` samples (every one parses to exactly H values unless
+        ``max_tokens`` stops it: then it is padded with its last value, or ``fill`` when it has none).
 
         max_digits: a tighter per-series digit cap than the config's (e.g. one more digit than the context's
         largest value needs).
         """
-        ids, lengths = self.generate(backend, prompt_ids, horizon, rng, max_digits)
+        ids, lengths = self.generate(backend, prompt_ids, horizon, rng, max_digits, max_tokens)
         values, n_parsed = decode_digits(ids, lengths, self.table, precision, horizon)
+        if max_tokens is not None and (n_parsed < horizon).any():
+            short = n_parsed < horizon
+            log.debug("%d of %d samples reached the %d-token limit with %d..%d of %d values; padded", short.sum(),
+                      short.size, max_tokens, n_parsed[short].min(), n_parsed[short].max(), horizon)
+            values[n_parsed == 0] = fill
+            self.n_short += int(short.sum())
+            return values
         if (n_parsed != horizon).any():  # the grammar makes this impossible; fail loudly if it ever happens
             bad = int(np.flatnonzero(n_parsed != horizon)[0])
             raise AssertionError(f"sample {bad} parsed {n_parsed[bad]} of {horizon} values: "

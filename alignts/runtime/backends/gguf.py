@@ -79,6 +79,21 @@ def _last_log() -> str:
     return (" llama.cpp said: " + " | ".join(lines)) if lines else ""
 
 
+def _set_mmap(L, mp, on: bool) -> None:
+    """Map the GGUF file or read it: ``load_mode`` in newer llama.cpp, ``use_mmap`` in older."""
+    if hasattr(mp, "load_mode"):
+        mp.load_mode = L.LLAMA_LOAD_MODE_MMAP if on else L.LLAMA_LOAD_MODE_NONE
+    else:
+        mp.use_mmap = on
+
+
+def _mmap_on(L, mp) -> bool:
+    if hasattr(mp, "load_mode"):  # AUTO maps the file on CPU (measured: the file shows in /proc/self/maps)
+        return int(mp.load_mode) in (getattr(L, "LLAMA_LOAD_MODE_AUTO", -1), L.LLAMA_LOAD_MODE_MMAP,
+                                     getattr(L, "LLAMA_LOAD_MODE_MMAP_MLOCK", 3))
+    return bool(mp.use_mmap)
+
+
 def _default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -102,14 +117,21 @@ class LlamaCppModel:
         device: "cpu" or "cuda" (no silent CPU fallback: BackendUnavailableError if offload is impossible).
         flash_attn: False (default, accurate), True, or None = llama.cpp's choice (on for CPU; ~3e-4 less accurate).
         expect_arch: raise ArtifactError unless the file's architecture is this.
+        use_mmap: map the file (True), read it into memory (False), or None = llama.cpp's default (maps it on
+            CPU).
 
-    Attributes: info (GGUFInfo), arch, n_embd, n_vocab, n_ctx, n_seq_max, eos_id.
+    n_ctx, n_seq_max, n_batch, kv_type and use_mmap are the keys of a memory plan's ``settings``
+    (:func:`alignts.runtime.budget.choose`).
+
+    Attributes: info (GGUFInfo), arch, n_embd, n_vocab, n_ctx, n_seq_max, eos_id; settings (what was applied);
+    model_params, context_params (the llama.cpp structs the model and context were created with).
     """
 
     def __init__(self, path: str | os.PathLike, *, n_ctx: int = 512, n_batch: int = 512, n_seq_max: int = 1,
                  embeddings: bool = False, kv_type: str = "f32", n_threads: int | None = None,
                  n_gpu_layers: int = 0, loras: Sequence[tuple[str | os.PathLike, float]] = (),
-                 device: str = "cpu", flash_attn: bool | None = False, expect_arch: str | None = None):
+                 device: str = "cpu", flash_attn: bool | None = False, expect_arch: str | None = None,
+                 use_mmap: bool | None = None):
         self._model = None
         self._ctx = None
         self._adapters: list[Any] = []
@@ -148,6 +170,9 @@ class LlamaCppModel:
 
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = int(n_gpu_layers)
+        if use_mmap is not None:
+            _set_mmap(L, mp, bool(use_mmap))
+        self.model_params = mp
         model = L.llama_model_load_from_file(str(self.path).encode(), mp)
         if not model:
             raise ArtifactError(f"llama.cpp could not load {self.path} (it passed alignts' checks); expected a "
@@ -170,6 +195,9 @@ class LlamaCppModel:
         cp.type_v = KV_TYPES[kv_type]
         cp.embeddings = bool(embeddings or self._is_encoder)
         cp.no_perf = True
+        self.context_params = cp
+        self.settings = {"n_ctx": self.n_ctx, "n_seq_max": self.n_seq_max, "n_batch": self.n_batch,
+                         "kv_type": kv_type, "use_mmap": _mmap_on(L, mp)}
         ctx = L.llama_init_from_model(model, cp)
         if not ctx:
             self.close()

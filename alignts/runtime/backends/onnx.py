@@ -21,31 +21,58 @@ def _ort():
     return ort
 
 
+def cuda_providers(ort) -> list[str]:
+    """The provider list for device='cuda', after loading the CUDA libraries onnxruntime-gpu needs.
+
+    onnxruntime-gpu >= 1.31 is built for CUDA 13 and finds cuBLAS/cuDNN from the nvidia-* pip wheels only
+    after ``onnxruntime.preload_dlls()`` (LD_LIBRARY_PATH and system CUDA work without it). Raises
+    BackendUnavailableError when this onnxruntime has no CUDA provider at all.
+    """
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise BackendUnavailableError(
+            f"device='cuda' asked, but this onnxruntime has no CUDA provider (available: "
+            f"{ort.get_available_providers()}). Fix: pip install 'alignts[gpu]' (instead of [cpu]) "
+            "or use device='cpu'.")
+    if hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except Exception as e:  # noqa: BLE001 - system CUDA may still work; the session check decides
+            log.warning("onnxruntime.preload_dlls() failed (%s); relying on the system CUDA libraries", e)
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def session_options(ort, threads: int | None = None, arena: bool = True, enable_mem_pattern: bool = True,
+                    disable_prepacking: bool = False):
+    """``onnxruntime.SessionOptions`` with the memory options of a plan (see :class:`OnnxSession`)."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.enable_cpu_mem_arena = bool(arena)
+    so.enable_mem_pattern = bool(enable_mem_pattern)
+    if disable_prepacking:  # pre-packed MatMul weights are a second copy of every weight
+        so.add_session_config_entry("session.disable_prepacking", "1")
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    return so
+
+
 class OnnxSession:
     """One ``onnxruntime.InferenceSession``.
 
     device: ``cpu`` or ``cuda``. With ``cuda`` the CUDA execution provider must really be active, otherwise
     BackendUnavailableError (onnxruntime-gpu silently falls back to CPU when CUDA libraries are missing).
     threads: intra-op threads (None = onnxruntime's default).
-    enable_mem_pattern, arena: onnxruntime memory options (turn off to lower peak memory).
+    arena, enable_mem_pattern, disable_prepacking: onnxruntime memory options, the keys of a memory plan's
+    ``settings`` (:func:`alignts.runtime.budget.choose`). The defaults are the fast ones; the lean ones (arena
+    and memory pattern off, pre-packing off) lower peak memory. ``settings`` records what was applied.
     """
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
-                 enable_mem_pattern: bool = True, arena: bool = True):
+                 enable_mem_pattern: bool = True, arena: bool = True, disable_prepacking: bool = False):
         ort = _ort()
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.enable_mem_pattern = bool(enable_mem_pattern)
-        so.enable_cpu_mem_arena = bool(arena)
-        if threads:
-            so.intra_op_num_threads = int(threads)
+        so = session_options(ort, threads, arena=arena, enable_mem_pattern=enable_mem_pattern,
+                             disable_prepacking=disable_prepacking)
         if device == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BackendUnavailableError(
-                    f"device='cuda' asked, but this onnxruntime has no CUDA provider (available: "
-                    f"{ort.get_available_providers()}). Fix: pip install 'alignts[gpu]' (instead of [cpu]) "
-                    "or use device='cpu'.")
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            providers = cuda_providers(ort)
         elif device == "cpu":
             providers = ["CPUExecutionProvider"]
         else:
@@ -56,8 +83,10 @@ class OnnxSession:
         if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
             raise BackendUnavailableError(
                 f"device='cuda' asked, but onnxruntime fell back to {self.providers} (CUDA/cuDNN libraries not "
-                "found or not matching). Fix: install the CUDA 12 runtime and cuDNN 9 libraries onnxruntime-gpu "
-                "needs, or use device='cpu'.")
+                "found or not matching). Fix: pip install 'alignts[gpu]' (onnxruntime-gpu[cuda,cudnn]: the CUDA 13 runtime, "
+                "cuBLAS and cuDNN 9 it needs), or use device='cpu'.")
+        self.settings = {"arena": bool(arena), "enable_mem_pattern": bool(enable_mem_pattern),
+                         "disable_prepacking": bool(disable_prepacking)}
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         log.info("onnx session %s on %s", self.path, self.providers[0])

@@ -39,33 +39,40 @@ class OrtCausalLM:
         path: the ONNX decoder with past (a bundle's ``model.onnx``).
         n_ctx: most tokens per sequence (prompt + generated); longer raises ShapeError.
         threads: intra-op threads (None = onnxruntime's default). device: "cpu" or "cuda".
-    Attributes: n_vocab, n_layer, eos_id (None: not known to the ONNX file).
+        arena, enable_mem_pattern, disable_prepacking: onnxruntime memory options of a plan (as
+            :class:`alignts.runtime.backends.onnx.OnnxSession`).
+    Attributes: n_vocab, n_layer, eos_id (None: not known to the ONNX file), settings (what was applied).
     """
 
     def __init__(self, path: str | os.PathLike, n_ctx: int = 1024, threads: int | None = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", arena: bool = True, enable_mem_pattern: bool = True,
+                 disable_prepacking: bool = False):
+        from alignts.runtime.backends.onnx import cuda_providers, session_options
+
         ort = _ort()
         self.path = Path(path)
         if not self.path.is_file():
             raise ArtifactError(f"ONNX decoder {str(self.path)!r} does not exist; expected the model.onnx of an "
                                 "Injective bundle (alignts fit injective --model HF_DIR --backend onnx).")
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = int(threads)
-        so.log_severity_level = 3
+        so = session_options(ort, threads, arena=arena, enable_mem_pattern=enable_mem_pattern,
+                             disable_prepacking=disable_prepacking)
+        self.settings = {"arena": bool(arena), "enable_mem_pattern": bool(enable_mem_pattern),
+                         "disable_prepacking": bool(disable_prepacking), "n_ctx": int(n_ctx)}
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                from alignts.errors import BackendUnavailableError
-                raise BackendUnavailableError("device='cuda' was asked but onnxruntime has no CUDA provider; "
-                                              "Fix: pip install 'alignts[gpu]' or use device='cpu'.")
-            providers = ["CUDAExecutionProvider"]
+            providers = cuda_providers(ort)
         try:
             self.sess = ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ArtifactError(f"onnxruntime cannot load {self.path} ({type(e).__name__}: {e}); expected an "
                                 "ONNX causal LM with past key/values. Re-export the bundle.") from e
         self.provider = self.sess.get_providers()[0]
+        if device == "cuda" and self.provider != "CUDAExecutionProvider":
+            from alignts.errors import BackendUnavailableError
+
+            raise BackendUnavailableError(f"device='cuda' asked, but onnxruntime fell back to {self.provider} "
+                                          "(CUDA/cuDNN libraries not found). Fix: pip install 'alignts[gpu]', "
+                                          "or use device='cpu'.")
         names = {i.name: i for i in self.sess.get_inputs()}
         past = sorted((int(m.group(1)), m.group(2), n) for n in names if (m := _PAST.match(n)))
         if "input_ids" not in names or not past:

@@ -28,7 +28,7 @@ from alignts.kernels.norm import instance_denorm
 from alignts.kernels.patch import norm_patchify
 from alignts.runtime.backbone_store import find_backbone, open_backbone
 from alignts.runtime.forecaster import Forecaster, register_paradigm
-from alignts.runtime.manifest import Manifest, Variant, read_manifest
+from alignts.runtime.manifest import TORCH_TRAINED_NAME, Manifest, Variant, read_manifest
 from alignts.runtime.prompt import PrefixEmbedder, PromptConfig, prompt_texts
 
 log = logging.getLogger(__name__)
@@ -73,18 +73,27 @@ class BridgingForecaster(Forecaster):
         c = self.manifest.config
         extra = dict(variant.extra)
         self.backbone = open_backbone(self.backbone_path, self.backbone_sha256,
-                                      extra.get("backbone_variant", "onnx-fp32"), device, threads)
+                                      extra.get("backbone_variant", "onnx-fp32"), device, threads,
+                                      settings=self.backend_settings)
         if self.backbone.d_model != int(c["d_llm"]):
             raise ArtifactError(f"backbone width {self.backbone.d_model} != the adapter's d_llm {c['d_llm']}; the "
                                 "backbone bundle does not belong to this adapter. Re-export both.")
         self._adapter = OnnxSession(self.bundle_dir / extra.get("adapter_file", ADAPTER_NAME), device=device,
-                                    threads=threads)
+                                    threads=threads, **self.onnx_options())
         self._adapter_in = self._adapter.input_names[0]
         with np.load(self.bundle_dir / extra.get("head_file", HEAD_NAME)) as h:
             self._head_w = np.ascontiguousarray(h["weight"], dtype=np.float32)  # [H, N*d_ff]
             self._head_b = np.ascontiguousarray(h["bias"], dtype=np.float32)  # [H]
         self._prefix = PrefixEmbedder(self.prompt, self.backbone.tokenizer, self.backbone.table, int(c["prompt_len"]))
         return f"{self._adapter.provider}+{self.backbone.provider}"
+
+    def _opened_settings(self) -> dict[str, Any]:
+        """The adapter session's settings; the backbone's, where they differ, under ``backbone_*`` keys."""
+        out = dict(self._adapter.settings)
+        for k, v in getattr(self.backbone, "settings", {}).items():
+            if out.get(k) != v:
+                out[f"backbone_{k}"] = v
+        return out
 
     def prompts(self, x) -> list[str]:
         """The prompt text of every series of ``x [B, C, L]`` (B*C strings), for inspection."""
@@ -116,12 +125,13 @@ def bundle_sizes(bundle: str | os.PathLike, backbone_path: str | os.PathLike | N
     """Bytes on disk of a Bridging bundle and of the backbone bundle it points to.
 
     Returns {"adapter_bytes", "adapter_files": {name: bytes}, "backbone_bytes", "backbone_files",
-    "backbone_found": bool, "adapter_to_backbone": ratio}. Without the backbone at hand the backbone size
-    recorded in the adapter's manifest at export time is used.
+    "backbone_found": bool, "adapter_to_backbone": ratio}; the torch-only ``torch_trained.safetensors`` (the
+    reference for ``alignts bench``, never read at run time) is not counted. Without the backbone at hand the
+    backbone size recorded in the adapter's manifest at export time is used.
     """
     bundle = Path(bundle)
     m = read_manifest(bundle, verify=False)
-    files = {k: int(v.size) for k, v in m.files.items()}
+    files = {k: int(v.size) for k, v in m.files.items() if k != TORCH_TRAINED_NAME}  # torch-only file: not counted
     adapter = sum(files.values()) + (bundle / "manifest.json").stat().st_size
     bb = dict(m.backbone)
     found = True

@@ -4,9 +4,16 @@ Per series (channel-independent): LLMTime scaler fit on the context -> digit tok
 optional domain text prefix -> n constrained samples from the LM (llama.cpp or onnxruntime, KV cache) -> parse
 -> unscale. The point forecast is the sample median; quantiles and raw samples are available too.
 
+Context fitting (LLMTime's ``truncate_input``): when L values of context and H values to generate do not fit
+the LM's ``n_ctx`` tokens, the prompt keeps the last L' values that do (``Plan.context_used``; a warning is logged
+once). Tokens per value come from the codec: a scaled context value has at most ``context_digits`` digits (the
+LLMTime scaler bounds it by ``(1 + beta) / beta``), and the forecast is given that many tokens per value times
+LLMTime's STEP_MULTIPLIER 1.2. The scaler is fit on all L values, as LLMTime fits it before truncating. A sample
+that still runs out of the window stops there and is padded with its last value (LLMTime pads short outputs).
+
 Manifest keys (``config``): context_len, horizon (defaults; any L >= 2 and H >= 1 may be planned as long as
-the prompt and H values fit ``n_ctx``), n_ctx (token context of the LM), samples, temperature, top_p, greedy,
-seed, description (domain text prefix or ""), n_layer, n_embd (memory estimate).
+two context values and H values fit ``n_ctx``), n_ctx (token context of the LM), samples, temperature, top_p,
+greedy, seed, description (domain text prefix or ""), n_layer, n_embd (memory estimate).
 ``codec``: :class:`alignts.runtime.codec_table.CodecSettings` plus ``table`` (the token ids found at fit time;
 checked against the model's vocabulary when the backend opens).
 """
@@ -14,6 +21,7 @@ checked against the model's vocabulary when the backend opens).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,11 +33,30 @@ from alignts.runtime.codec_table import (CodecSettings, Vocab, build_codec_table
                                          llama_vocab, precheck_token_list, table_from_dict, table_to_dict)
 from alignts.runtime.forecaster import Forecaster, register_paradigm
 from alignts.runtime.manifest import Variant
-from alignts.runtime.sampler import ConstrainedSampler, SamplerConfig, max_new_tokens
+from alignts.runtime.sampler import ConstrainedSampler, SamplerConfig
 
 log = logging.getLogger(__name__)
 
 QUANTILES = (0.1, 0.5, 0.9)
+# LLMTime (llmtime.py, truncate_input): room left for the forecast = tokens per value x steps x STEP_MULTIPLIER
+GEN_TOKEN_MARGIN = 1.2
+MIN_CONTEXT = 2  # values the scaler needs
+_warned: set[tuple] = set()
+
+
+def context_digits(settings: CodecSettings) -> int:
+    """Most digits a scaled context value is written with. The default LLMTime scaler maps a series into
+    ``[0, (1 + beta) / beta]`` (x - offset lies in [beta r, (1 + beta) r] and the scale is at least beta r); the
+    basic one bounds nothing, so values get ``max_digits`` (prompts clip to it)."""
+    if settings.basic or settings.beta <= 0:
+        return int(settings.max_digits)
+    top = math.floor((1.0 + settings.beta) / settings.beta * 10 ** settings.precision * (1 + 1e-9))
+    return int(min(settings.max_digits, len(str(max(1, top)))))
+
+
+def value_tokens(table: CodecTable, digits: int, minus: bool) -> int:
+    """Tokens of one value written with ``digits`` digits: sign + digits (+ digit separators) + value separator."""
+    return int(minus) + digits + (digits - 1) * len(table.digit_sep) + len(table.value_sep)
 
 
 def value_boundaries(ids: np.ndarray, table: CodecTable) -> np.ndarray:
@@ -47,9 +74,27 @@ class DigitPrompter:
         self.n_ctx = int(n_ctx)
         self.prefix = np.asarray(prefix_ids, dtype=np.int64)
 
+    @property
+    def context_value_tokens(self) -> int:
+        """Most tokens a scaled context value takes (no minus sign: the default scaler makes values >= 0)."""
+        return value_tokens(self.table, context_digits(self.settings), minus=self.settings.basic)
+
+    def forecast_tokens(self, horizon: int) -> int:
+        """Tokens set aside for H generated values (LLMTime: tokens per value x H x 1.2)."""
+        return int(math.ceil(horizon * self.context_value_tokens * GEN_TOKEN_MARGIN))
+
     def budget(self, horizon: int) -> int:
         """Most context tokens a prompt may take so that H values still fit n_ctx."""
-        return self.n_ctx - 1 - self.prefix.size - max_new_tokens(self.table, horizon, self.settings.max_digits)
+        return self.n_ctx - 1 - self.prefix.size - self.forecast_tokens(horizon)
+
+    def fit_context(self, context_len: int, horizon: int) -> int:
+        """The most values of a ``context_len`` context (the last ones) that fit next to H values (may be < 2)."""
+        return int(min(context_len, max(0, self.budget(horizon)) // self.context_value_tokens))
+
+    def max_horizon(self) -> int:
+        """The longest horizon that leaves room for MIN_CONTEXT context values."""
+        room = self.n_ctx - 1 - self.prefix.size - MIN_CONTEXT * self.context_value_tokens
+        return max(0, int(math.floor(room / (self.context_value_tokens * GEN_TOKEN_MARGIN))))
 
     def digit_cap(self, x: np.ndarray, offset, scale) -> int:
         """Digits a forecast value may have: one more than the context's largest scaled value needs (values
@@ -58,11 +103,16 @@ class DigitPrompter:
         need = len(str(int(big))) if np.isfinite(big) else self.settings.max_digits
         return int(min(self.settings.max_digits, need + 1))
 
-    def prompts(self, x: np.ndarray, horizon: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """x [S, L] -> (prompt ids per series, offset [S, 1], scale [S, 1])."""
+    def prompts(self, x: np.ndarray, horizon: int,
+                n_values: int | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """x [S, L] -> (prompt ids per series, offset [S, 1], scale [S, 1]).
+
+        The scaler is fit on all L values; the prompt holds the last ``n_values`` (None = all) and, should they
+        still take more tokens than :meth:`budget` allows, only the last whole values that fit.
+        """
         s = self.settings
         off, sc = llmtime_scaler(x, alpha=s.alpha, beta=s.beta, basic=s.basic)
-        z = llmtime_scale(x, off, sc)
+        z = llmtime_scale(x if n_values is None else x[:, -int(n_values):], off, sc)
         lim = (10 ** s.max_digits - 1) / 10 ** s.precision  # values the model can write
         z = np.clip(z, -lim, lim)
         ids, lengths = encode_digits(z, self.table, s.precision)
@@ -97,6 +147,7 @@ class InjectiveForecaster(Forecaster):
                                       max_digits=self.settings.max_digits, seed=int(cfg.get("seed", 0)))
         self._L: int | None = None
         self._H: int | None = None
+        self._L_used: int | None = None
         self.backend = None
         self.prompter: DigitPrompter | None = None
         self.sampler: ConstrainedSampler | None = None
@@ -115,9 +166,11 @@ class InjectiveForecaster(Forecaster):
         return int(self.manifest.config.get("n_ctx", 512))
 
     def plan(self, context_len: int | None = None, horizon: int | None = None, batch_size: int = 1,
-             variant: str | None = None, device: str = "cpu", threads: int | None = None, budget: int | None = None):
-        """As :meth:`Forecaster.plan`, but any ``context_len >= 2`` and ``horizon >= 1`` are accepted (the
-        prompt keeps the last values that fit the LM's context next to H generated values)."""
+             variant: str | None = None, device: str = "cpu", threads: int | None = None, budget: int | None = None,
+             settings=None):
+        """As :meth:`Forecaster.plan`, but any ``context_len >= 2`` and ``horizon >= 1`` are accepted: the
+        prompt keeps the last values that fit the LM's context next to H generated values
+        (``Plan.context_used``). A horizon that leaves no room for two context values raises ShapeError."""
         if context_len is not None:
             if int(context_len) < 2:
                 raise ShapeError(f"context_len={context_len}: expected >= 2 (the scaler needs a range).")
@@ -126,13 +179,39 @@ class InjectiveForecaster(Forecaster):
             if int(horizon) < 1:
                 raise ShapeError(f"horizon={horizon}: expected >= 1.")
             self._H = int(horizon)
-        need = max_new_tokens(self._stored_table(), self.horizon, self.settings.max_digits)
-        if need + 16 > self.n_ctx:
-            most = max(1, (self.n_ctx - 16) // max(1, need // self.horizon))
-            raise ShapeError(f"horizon={self.horizon} needs up to {need} generated tokens, which with a prompt "
-                             f"does not fit the LM's context of {self.n_ctx} tokens; expected horizon <= {most}. "
-                             "Fix: forecast a shorter horizon (or lower --precision).")
-        return super().plan(None, None, batch_size, variant, device, threads, budget)
+        # before anything is loaded: the prompt has at least the BOS token (the description's length is known
+        # once the tokenizer is open; _open checks again)
+        self._check_fit(DigitPrompter(self._stored_table(), self.settings, self.n_ctx,
+                                      [0] if self.settings.prefix_bos else []))
+        return super().plan(None, None, batch_size, variant, device, threads, budget, settings)
+
+    def _check_fit(self, prompter: "DigitPrompter") -> int:
+        """L' = the context values that fit next to H values; ShapeError when fewer than MIN_CONTEXT do."""
+        used = prompter.fit_context(self.context_len, self.horizon)
+        if used < MIN_CONTEXT:
+            per = prompter.context_value_tokens
+            raise ShapeError(f"horizon={self.horizon} needs about {prompter.forecast_tokens(self.horizon)} generated "
+                             f"tokens ({per} per value x 1.2), which leaves no room for {MIN_CONTEXT} context values "
+                             f"in the LM's context of {prompter.n_ctx} tokens; expected horizon <= "
+                             f"{prompter.max_horizon()}. Fix: forecast a shorter horizon (or lower --precision).")
+        return used
+
+    @property
+    def context_used(self) -> int:
+        """Context values the prompt holds (the last ones): context_len, or fewer when they and H values do not
+        fit the LM's window (known once planned)."""
+        return self._L_used if self._L_used is not None else self.context_len
+
+    def _warn_truncation(self) -> None:
+        key = (str(self.bundle_dir), self.context_len, self.horizon, self._L_used)
+        if self._L_used is None or self._L_used >= self.context_len or key in _warned:
+            return
+        _warned.add(key)
+        p = self.prompter
+        log.warning("%s: %d context values and %d forecast values do not fit the LM's %d-token window (up to %d "
+                    "tokens per value); the prompt keeps the last %d of the %d values (LLMTime's truncation).",
+                    self.bundle_dir.name, self.context_len, self.horizon, p.n_ctx, p.context_value_tokens,
+                    self._L_used, self.context_len)
 
     def set_sampling(self, **changes: Any) -> None:
         """Change sampling options (n_samples, temperature, top_p, greedy, seed); reopens nothing unless
@@ -172,26 +251,35 @@ class InjectiveForecaster(Forecaster):
                 threads = 1  # a tiny LM decodes faster on one thread: thread sync costs more than the math
             lora = variant.extra.get("lora_file")
             loras = [(self.bundle_dir / lora, float(variant.extra.get("lora_scale", 1.0)))] if lora else []
-            self.backend = LlamaCppModel(path, n_ctx=self.n_ctx, n_batch=min(512, self.n_ctx),
+            n_ctx = self._planned_n_ctx()
+            self.backend = LlamaCppModel(path, n_ctx=n_ctx, n_batch=min(512, n_ctx),
                                          n_seq_max=self.sampling.n_samples, n_threads=threads, device=device,
-                                         loras=loras)  # adapters go through check_lora_adapter first
+                                         loras=loras, **self.llama_options())  # adapters: check_lora_adapter first
             vocab = llama_vocab(self.backend)
-            provider = "llama.cpp"
+            provider = f"llama.cpp-{device}"
         else:
             from alignts.runtime.backends.onnx_causal import OrtCausalLM
 
-            self.backend = OrtCausalLM(path, n_ctx=self.n_ctx, threads=threads, device=device)
+            n_ctx = self._planned_n_ctx()
+            self.backend = OrtCausalLM(path, n_ctx=n_ctx, threads=threads, device=device, **self.onnx_options())
             vocab = hf_vocab(self.bundle_dir / self.manifest.codec.get("tokenizer", "tokenizer.json"))
             provider = self.backend.provider
         table = self._check_table(vocab, stored)
         self._n_vocab = int(self.backend.n_vocab) if self.backend.n_vocab > 0 else vocab.n_vocab
         prefix = self._prefix_ids(vocab)
-        self.prompter = DigitPrompter(table, self.settings, self.n_ctx, prefix)
+        self.prompter = DigitPrompter(table, self.settings, n_ctx, prefix)
         self.sampler = ConstrainedSampler(table, self._n_vocab, self.sampling)
-        if self.prompter.budget(self.horizon) < 8:
-            raise ShapeError(f"horizon={self.horizon} leaves {self.prompter.budget(self.horizon)} prompt tokens of "
-                             f"the LM's {self.n_ctx}; expected room for a context. Fix: a shorter horizon.")
+        self._L_used = None
+        self._L_used = self._check_fit(self.prompter)
+        self._warn_truncation()
         return provider
+
+    def _planned_n_ctx(self) -> int:
+        """The LM's n_ctx, or the smaller one the plan's settings ask for (a smaller KV cache)."""
+        return int(min(self.n_ctx, self.backend_settings.get("n_ctx") or self.n_ctx))
+
+    def _opened_settings(self) -> dict[str, Any]:
+        return dict(getattr(self.backend, "settings", None) or self.backend_settings)
 
     def _check_table(self, vocab: Vocab, stored: CodecTable) -> CodecTable:
         table, _, _ = build_codec_table(vocab, self.settings.value_sep)
@@ -222,12 +310,16 @@ class InjectiveForecaster(Forecaster):
         B, C, L = x.shape
         H = self.horizon
         flat = x.reshape(B * C, L).astype(np.float64)
-        prompts, off, sc = self.prompter.prompts(flat, H)
+        prompts, off, sc = self.prompter.prompts(flat, H, n_values=self.context_used)
         rng = np.random.default_rng(self.sampling.seed)
         out = np.empty((B * C, self.sampling.n_samples, H))
+        n_ctx = self.prompter.n_ctx
         for s, prompt in enumerate(prompts):
+            last = float(llmtime_scale(flat[s, -1:], off[s], sc[s])[0])
+            # [n, H]; a sample that reaches the end of the window stops there and is padded with its last value
             z = self.sampler.sample_values(self.backend, prompt, H, self.settings.precision, rng,
-                                           max_digits=self.prompter.digit_cap(flat[s], off[s], sc[s]))  # [n, H]
+                                           max_digits=self.prompter.digit_cap(flat[s], off[s], sc[s]),
+                                           max_tokens=n_ctx - prompt.size, fill=last)
             out[s] = llmtime_unscale(z, off[s], sc[s])
         return out.reshape(B, C, self.sampling.n_samples, H)
 

@@ -2,6 +2,8 @@
 
 x [B, C, L] -> kernels.norm_patchify (RevIN + replication-pad patching) -> patches [S, N, P] (S = B*C)
 -> core -> normalized forecast [S, H] -> kernels.instance_denorm -> [B, C, H].
+With ``config.linear_skip`` the core also adds a fitted Linear(L -> H) on the normalized context (inside the
+ONNX graph; ``skip_w``/``skip_b`` from ``io.npz`` for llama.cpp).
 
 The core is either the exported ONNX graph (``onnx-*`` variants: input ``patches``, output ``forecast``) or
 llama.cpp (``gguf-*`` variants): numpy patch embedding from ``io.npz`` -> the fused LM on input embeddings
@@ -26,6 +28,13 @@ from alignts.runtime.manifest import Variant
 log = logging.getLogger(__name__)
 
 
+def _context(patches: np.ndarray, stride: int, context_len: int) -> np.ndarray:
+    """The normalized context [S, L] back from replication-padded patches [S, N, P] (patch n starts at
+    n * stride: the first ``stride`` values of each patch but the last, then the whole last patch)."""
+    head = patches[:, :-1, :stride].reshape(patches.shape[0], -1)
+    return np.concatenate([head, patches[:, -1, :]], axis=-1)[:, :context_len]
+
+
 @register_paradigm("internal")
 class InternalForecaster(Forecaster):
     """Forecaster for ``paradigm: internal`` bundles (see the module docstring)."""
@@ -36,7 +45,8 @@ class InternalForecaster(Forecaster):
         if variant.backend == "onnx":
             from alignts.runtime.backends.onnx import OnnxSession
 
-            self._session = OnnxSession(self.bundle_dir / variant.files[0], device=device, threads=threads)
+            self._session = OnnxSession(self.bundle_dir / variant.files[0], device=device, threads=threads,
+                                        **self.onnx_options())
             self._in = variant.inputs[0] if variant.inputs else self._session.input_names[0]
             return self._session.provider
         if variant.backend == "gguf":
@@ -54,12 +64,15 @@ class InternalForecaster(Forecaster):
             self._patch_b = io["patch_b"].astype(np.float32)  # [d]
             self._head_w = io["head_w"].astype(np.float32)  # [H, N*d]
             self._head_b = io["head_b"].astype(np.float32)  # [H]
+            self._skip = (io["skip_w"].astype(np.float32), io["skip_b"].astype(np.float32)) \
+                if "skip_w" in io.files else None  # [H, L], [H]
         n = int(self.manifest.config["n_patches"])
         s_max = batch_size * int(self.manifest.config.get("n_channels") or 1)
         # n_ctx is per sequence; hidden_states decodes up to min(n_seq_max, n_batch // n) series at once
         n_batch = max(512, n)
         kwargs = dict(n_ctx=n, n_batch=n_batch, embeddings=True, kv_type=extra.get("kv_type", "f32"),
                       n_seq_max=max(1, min(s_max, n_batch // n)))
+        kwargs.update(self.llama_options())  # the plan's memory settings: KV cache type, mmap
         if threads:
             kwargs["n_threads"] = int(threads)
         loras = [(str(self.bundle_dir / extra["adapter_file"]), float(extra.get("adapter_scale", 1.0)))] \
@@ -67,12 +80,21 @@ class InternalForecaster(Forecaster):
         self._lm = LlamaCppModel(str(self.bundle_dir / lm_name), device=device, loras=loras, **kwargs)
         return "llama.cpp-cuda" if device == "cuda" else "llama.cpp-cpu"
 
+    def _opened_settings(self) -> dict:
+        backend = getattr(self, "_session", None) or getattr(self, "_lm", None)
+        return dict(backend.settings) if backend is not None else super()._opened_settings()
+
     def _core(self, patches: np.ndarray) -> np.ndarray:  # [S, N, P] -> [S, H]
         if self._session is not None:
             return self._session.run({self._in: patches})[0]
         e = patches @ self._patch_w.T + self._patch_b  # [S, N, d]
         h = np.asarray(self._lm.hidden_states(np.ascontiguousarray(e, dtype=np.float32)), dtype=np.float32)
-        return h.reshape(h.shape[0], -1) @ self._head_w.T + self._head_b
+        y = h.reshape(h.shape[0], -1) @ self._head_w.T + self._head_b
+        if self._skip is not None:
+            c = self.manifest.config
+            z = _context(patches, int(c["stride"]), int(c["context_len"]))
+            y = y + z @ self._skip[0].T + self._skip[1]
+        return y
 
     def _forecast(self, x: np.ndarray) -> np.ndarray:
         c = self.manifest.config

@@ -1,0 +1,164 @@
+"""The memory plan's backend settings reach the backends: onnxruntime session options and llama.cpp parameters
+are read back from the created objects (no torch: a tiny ONNX graph built here and the shipped numeric LM)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alignts.errors import InputError
+from alignts.runtime.budget import describe_plan, estimate_peak
+from alignts.runtime.forecaster import Forecaster
+from alignts.runtime.manifest import Manifest, Variant, file_entries, read_manifest, write_manifest
+
+ort = pytest.importorskip("onnxruntime")
+
+LEAN = {"arena": False, "enable_mem_pattern": False, "disable_prepacking": True}
+FAST = {"arena": True, "enable_mem_pattern": True, "disable_prepacking": False}
+D = 64
+
+
+def _options(session) -> dict:
+    """What an onnxruntime session was really created with."""
+    so = session.get_session_options()
+    try:
+        prepack = so.get_session_config_entry("session.disable_prepacking") == "1"
+    except Exception:  # noqa: BLE001 - onnxruntime raises when the entry was never set
+        prepack = False
+    return {"arena": so.enable_cpu_mem_arena, "enable_mem_pattern": so.enable_mem_pattern,
+            "disable_prepacking": prepack}
+
+
+def _matmul_onnx(path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((D, D)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["S", D])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["S", D])], [w])
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    return path
+
+
+def test_onnx_session_options_follow_the_settings(tmp_path):
+    from alignts.runtime.backends.onnx import OnnxSession
+
+    p = _matmul_onnx(tmp_path / "m.onnx")
+    fast = OnnxSession(p)
+    assert _options(fast.session) == FAST == fast.settings  # no settings: onnxruntime's fast defaults
+    lean = OnnxSession(p, **LEAN)
+    assert _options(lean.session) == LEAN == lean.settings
+    x = np.ones((3, D), np.float32)
+    np.testing.assert_array_equal(fast.run({"x": x})[0], lean.run({"x": x})[0])
+
+
+class _Probe(Forecaster):
+    """A one-session forecaster that opens its backend the way the paradigms do (``**self.onnx_options()``)."""
+
+    paradigm = "internal"
+
+    def _open(self, variant, device, threads, batch_size):
+        from alignts.runtime.backends.onnx import OnnxSession
+
+        self.session = OnnxSession(self.bundle_dir / variant.files[0], device=device, threads=threads,
+                                   **self.onnx_options())
+        return self.session.provider
+
+    def _opened_settings(self):
+        return dict(self.session.settings)
+
+    def _forecast(self, x):
+        return x[..., -8:]
+
+
+@pytest.fixture()
+def probe(tmp_path):
+    _matmul_onnx(tmp_path / "core.onnx")
+    m = Manifest(paradigm="internal", architecture="gpt2", files=file_entries(tmp_path, ["core.onnx"]),
+                 variants=(Variant("onnx-fp32", "onnx", "fp32", ("core.onnx",)),),
+                 config={"context_len": 32, "horizon": 8, "n_channels": 1, "patch_len": 8, "stride": 8,
+                         "n_patches": 5, "d_model": D, "n_layers": 1, "n_heads": 2})
+    write_manifest(tmp_path, m)
+    return _Probe(tmp_path, read_manifest(tmp_path))
+
+
+def test_plan_without_budget_keeps_the_fast_defaults(probe):
+    plan = probe.plan()
+    assert plan.memory_mode == "fast" and dict(plan.settings) == FAST == _options(probe.session.session)
+    assert plan.context_used == plan.context_len == 32
+
+
+def test_tight_budget_opens_the_session_lean(probe):
+    m = probe.manifest
+    fast = estimate_peak(m, "onnx-fp32", 4, bundle_dir=probe.bundle_dir).total
+    lean = estimate_peak(m, "onnx-fp32", 4, mode="lean", bundle_dir=probe.bundle_dir).total
+    assert lean < fast
+    plan = probe.plan(batch_size=4, budget=(fast + lean) // 2)
+    assert plan.memory_mode == "lean" and plan.peak_bytes_estimate == lean
+    assert dict(plan.settings) == LEAN == _options(probe.session.session)
+    text = describe_plan(probe.memory_choice, settings=plan.settings, mode=plan.memory_mode)
+    assert "settings (lean)" in text and "arena=False" in text and "disable_prepacking=True" in text
+    # a generous budget: back to the fast settings
+    plan = probe.plan(batch_size=4, budget=fast + 1)
+    assert plan.memory_mode == "fast" and _options(probe.session.session) == FAST
+
+
+def test_explicit_settings_override_and_unknown_keys_fail(probe):
+    plan = probe.plan(settings={"arena": False})
+    assert plan.memory_mode == "custom" and _options(probe.session.session) == {**FAST, "arena": False}
+    with pytest.raises(InputError, match="kv_type"):
+        probe.plan(settings={"kv_type": "f16"})  # a llama.cpp setting for an onnx variant
+
+
+# ------------------------------------------------------------------------------------------------ llama.cpp
+
+
+@pytest.fixture(scope="module")
+def numeric_bundle(tmp_path_factory):
+    pytest.importorskip("llama_cpp")
+    from alignts.export.fit_injective import InjectiveFitConfig, fit_injective
+
+    return fit_injective(tmp_path_factory.mktemp("inj") / "b", InjectiveFitConfig(samples=3, context_len=48,
+                                                                                   horizon=6))
+
+
+def test_llama_params_follow_the_settings(numeric_bundle):
+    from alignts.runtime.backends.gguf import KV_TYPES, LlamaCppModel
+
+    m = read_manifest(numeric_bundle)
+    path = numeric_bundle / m.variants[0].files[0]
+    with LlamaCppModel(path, n_ctx=64, n_batch=32, n_seq_max=2, kv_type="f16", use_mmap=False, n_threads=1) as lm:
+        L = lm._L
+        assert (lm.context_params.n_ctx, lm.context_params.n_batch, lm.context_params.n_seq_max) == (128, 32, 2)
+        assert (L.llama_n_batch(lm._ctx), L.llama_n_seq_max(lm._ctx)) == (32, 2)
+        assert L.llama_n_ctx(lm._ctx) >= 128  # llama.cpp rounds the cell count up
+        assert lm.context_params.type_k == lm.context_params.type_v == KV_TYPES["f16"]
+        assert lm.settings == {"n_ctx": 64, "n_seq_max": 2, "n_batch": 32, "kv_type": "f16", "use_mmap": False}
+        if hasattr(lm.model_params, "load_mode"):
+            assert lm.model_params.load_mode == L.LLAMA_LOAD_MODE_NONE
+        else:
+            assert lm.model_params.use_mmap is False
+    with LlamaCppModel(path, n_ctx=64, n_threads=1) as lm:  # defaults: f32 KV, llama.cpp maps the file
+        assert lm.context_params.type_k == KV_TYPES["f32"] and lm.settings["use_mmap"] is True
+
+
+def test_injective_plan_passes_kv_type_and_mmap_to_llama_cpp(numeric_bundle):
+    import alignts.runtime as rt
+    from alignts.runtime.backends.gguf import KV_TYPES
+
+    f = rt.load(numeric_bundle)
+    plan = f.plan(variant="gguf-f16", threads=1)
+    assert plan.memory_mode == "fast" and plan.settings["kv_type"] == "f32"
+    assert f.backend.context_params.type_k == KV_TYPES["f32"] and plan.settings["n_seq_max"] == 3
+    m = f.manifest
+    fast = estimate_peak(m, "gguf-f16", 1, bundle_dir=numeric_bundle).total
+    lean = estimate_peak(m, "gguf-f16", 1, mode="lean", bundle_dir=numeric_bundle).total
+    assert lean < fast  # the f16 KV cache is half the f32 one
+    plan = f.plan(variant="gguf-f16", threads=1, budget=(fast + lean) // 2)
+    assert plan.memory_mode == "lean" and plan.settings["kv_type"] == "f16"
+    assert f.backend.context_params.type_k == f.backend.context_params.type_v == KV_TYPES["f16"]
+    plan = f.plan(variant="gguf-f16", threads=1, settings={"use_mmap": False, "n_ctx": 256})
+    assert plan.memory_mode == "custom" and plan.settings["use_mmap"] is False and plan.settings["n_ctx"] == 256
+    assert f.backend.n_ctx == 256 and f.prompter.n_ctx == 256
+    y = f.forecast(np.sin(np.arange(60) / 3.0)[None, None])
+    assert y.shape == (1, 1, 6) and np.isfinite(y).all()
