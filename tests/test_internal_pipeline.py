@@ -156,6 +156,8 @@ def test_linear_skip_fits_a_linear_series():
         pred = model(torch.from_numpy(xy[0])).numpy()
     assert np.abs(pred - xy[1]).max() < 0.1
     assert not any(p.requires_grad for p in model.core.skip.parameters())  # frozen
+    with pytest.raises(InputError, match="stride"):  # patches that skip points cannot give the context back
+        InternalConfig(context_len=L, horizon=H, patch_len=8, stride=16, linear_skip=True).check()
     with pytest.raises(InputError, match="linear_skip"):
         fit_linear_skip(build_model(load_backbone("tiny-bert", seed=0),
                                     InternalConfig(context_len=L, horizon=H, patch_len=16, stride=8)), xy, xy)

@@ -58,9 +58,11 @@ def test_same_seed_same_result_and_subsampling():
 def test_early_stopping_and_time_budget():
     torch.manual_seed(0)
     m = Linear(12, 4)
-    # lr 0 never improves: stops after `patience` epochs without a better validation MSE
+    # lr 0 never improves on the starting weights: stops after `patience` epochs without a better validation
+    # MSE, and keeps the starting weights (they count as a candidate)
     res = train(m, _data(64), _data(16, seed=1), TrainConfig(epochs=20, batch_size=16, lr=0.0, patience=2))
-    assert res.stopped_by == "early_stopping" and res.epochs_run == 3
+    assert res.stopped_by == "early_stopping" and res.epochs_run == 2
+    assert res.best_val_mse == res.start_val_mse
     res = train(Linear(12, 4), _data(4096), _data(16, seed=1),
                 TrainConfig(epochs=50, batch_size=1, time_budget_s=0.3))
     assert res.stopped_by == "time_budget" and res.wall_s < 5

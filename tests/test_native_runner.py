@@ -68,7 +68,7 @@ def parse(out: str) -> pd.DataFrame:
 
 
 
-def _fit_internal(csv: Path, out: Path, backbone: str) -> Path:
+def _fit_internal(csv: Path, out: Path, backbone: str, linear_skip: bool = False) -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("peft")
     pytest.importorskip("onnxruntime")
@@ -78,7 +78,8 @@ def _fit_internal(csv: Path, out: Path, backbone: str) -> Path:
 
     m = fit_internal(FitInternalConfig(
         data=str(csv), out=str(out), backbone=backbone, int8=False, gguf_dtypes=("f32",),
-        model=InternalConfig(context_len=L_INT, horizon=H_INT, patch_len=16, stride=8, head_init="default"),
+        model=InternalConfig(context_len=L_INT, horizon=H_INT, patch_len=16, stride=8, head_init="default",
+                             linear_skip=linear_skip),
         train=TrainConfig(epochs=1, batch_size=16, max_train_windows=32, max_val_windows=16, threads=2)))
     if not any(v.backend == "gguf" for v in m.variants):
         pytest.skip(f"fit_internal wrote no GGUF variant: {m.training.get('skipped_variants')}")
@@ -166,7 +167,8 @@ def test_injective_prompt_and_forecast_match_runtime(runner, injective_bundle, c
     f = load(injective_bundle)
     f.plan(context_len=context, horizon=horizon)
     x = load_data(csv).values[-context:].T.astype(np.float32).astype(np.float64)
-    prompts, _, _ = f.prompter.prompts(x, horizon)
+    prompts, _, _ = f.prompter.prompts(x, horizon, n_values=f.context_used)  # the same LLMTime truncation
+    assert (f.context_used < context) == (context == 150)
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("prompt ")]
     assert [ln.split(":")[0] for ln in lines] == ["prompt x", "prompt y"]
     for line, p in zip(lines, prompts):
@@ -191,6 +193,16 @@ def test_injective_sampling_is_seeded(runner, injective_bundle, csv, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- Internal
+
+def test_internal_linear_skip_within_1e4_of_python(runner, csv, tmp_path):
+    """The skip path (skip_w/skip_b in io.npz) is applied by alignts-run as by the Python runtime."""
+    bundle = _fit_internal(csv, tmp_path / "skip", "tiny-gpt2", linear_skip=True)
+    r = run(runner, bundle, "--data", csv)
+    assert r.returncode == 0, r.stderr
+    want = _python_forecast(bundle, csv, variant="gguf-f32")
+    d = float(np.abs(parse(r.stdout)[["x", "y"]].to_numpy().T - want).max())
+    assert d < 1e-4, d
+
 
 def test_internal_gguf_within_1e4_of_python(runner, internal_bundle, csv, capsys):
     r = run(runner, internal_bundle, "--data", csv)

@@ -63,6 +63,9 @@ class InternalConfig:
             raise InputError(f"context_len={self.context_len}, patch_len={self.patch_len}, stride={self.stride}, "
                              f"horizon={self.horizon}: expected context_len >= patch_len >= 1, stride >= 1, "
                              "horizon >= 1. Fix: pass a longer --context.")
+        if self.linear_skip and self.stride > self.patch_len:
+            raise InputError(f"linear_skip with stride={self.stride} > patch_len={self.patch_len}: the patches skip "
+                             "context points, so the skip path cannot read the context. Fix: --stride <= --patch-len.")
         if self.lora_rank < 0:
             raise InputError(f"lora_rank={self.lora_rank}: expected >= 0 (0 = no LoRA).")
 

@@ -43,6 +43,24 @@ static size_t max_new_tokens(const injective_cfg *g, size_t horizon) {
     return horizon * per;
 }
 
+/* Context fitting as the Python runtime (paradigms/injective.py, LLMTime's truncate_input): most tokens a scaled
+ * context value takes (the default scaler bounds values by (1 + beta) / beta; no minus sign unless basic). */
+static long context_value_tokens(const injective_cfg *g) {
+    int digits = g->max_digits, minus = g->basic ? 1 : 0;
+    if (!g->basic && g->beta > 0) {
+        double top = floor((1.0 + g->beta) / g->beta * pow(10.0, g->precision) * (1 + 1e-9));
+        int d = 1;
+        for (top = top < 1 ? 1 : top; top >= 10; top = floor(top / 10)) d++;
+        if (d < digits) digits = d;
+    }
+    return minus + digits + (long)(digits - 1) * (long)g->n_dsep + (long)g->n_vsep;
+}
+
+/* Tokens set aside for H generated values: tokens per value x H x 1.2 (LLMTime's STEP_MULTIPLIER). */
+static long forecast_tokens(const injective_cfg *g, long horizon) {
+    return (long)ceil((double)horizon * (double)context_value_tokens(g) * 1.2);
+}
+
 static int read_table(const bundle *b, injective_cfg *g) {
     const json_value *tab = json_get(b->codec, "table");
     int64_t *digits = NULL;
@@ -153,9 +171,10 @@ static int digit_cap(const double *x, size_t L, double off, double sc, int preci
     return need + 1 < max_digits ? need + 1 : max_digits;
 }
 
-/* Generate n samples of H values each: ids [n, cap] (-1 padded), lengths [n]. max_d: digits per value. */
+/* Generate n samples of H values each: ids [n, cap] (-1 padded), lengths [n]. max_d: digits per value. A sample
+ * that reaches max_tok tokens (the end of the LM's window) stops with fewer values. */
 static int generate(llm *lm, injective_cfg *g, const int32_t *prompt, int T, size_t H, int max_d, int64_t *out,
-                    size_t cap, int64_t *length) {
+                    size_t cap, size_t max_tok, int64_t *length) {
     size_t n = (size_t)g->n_samples, r, j, V = (size_t)llm_n_vocab(lm);
     int *state = NULL, *n_dig = NULL;
     size_t *n_val = NULL, *vpos = NULL, *dpos = NULL;
@@ -249,7 +268,7 @@ static int generate(llm *lm, injective_cfg *g, const int32_t *prompt, int T, siz
             }
             out[s * cap + (size_t)length[s]++] = t;
             if (done) n_val[s]++;
-            if (n_val[s] < H) { /* still generating: keep it in the next batch, in order */
+            if (n_val[s] < H && (size_t)length[s] < max_tok) { /* still generating: keep it, in order */
                 live[kept] = (int32_t)s;
                 tok[kept] = (int32_t)t;
                 kept++;
@@ -283,11 +302,11 @@ int run_injective(const bundle *b, const bundle_variant *v, const csv_table *t, 
     long L, H, n_ctx, seed, prec, maxd;
     const char *desc = NULL;
     const char **names = NULL;
-    size_t n_series = 0, i, s, need, prefix_n = 0, cap;
+    size_t n_series = 0, i, s, need, prefix_n = 0, cap, n_short = 0;
     int32_t *prefix = NULL, *prompt = NULL;
     int64_t *ids = NULL, *gen = NULL, *lengths = NULL, *n_parsed = NULL, enc_len;
     double *x = NULL, *work = NULL, *vals = NULL, *col = NULL;
-    long budget;
+    long budget, per_value, used;
     llm *lm = NULL;
     llm_params lp;
     char *path = NULL;
@@ -333,14 +352,8 @@ int run_injective(const bundle *b, const bundle_variant *v, const csv_table *t, 
         goto done;
     }
     if (read_table(b, &g)) goto done;
-    need = max_new_tokens(&g, (size_t)H);
-    if ((long)need + 16 > n_ctx) {
-        long per = (long)(need / (size_t)H), most = (n_ctx - 16) / (per > 0 ? per : 1);
-        rt_fail("horizon=%ld needs up to %zu generated tokens, which with a prompt does not fit the LM's context of "
-                "%ld tokens; expected horizon <= %ld. Fix: forecast a shorter --horizon.", H, need, n_ctx,
-                most > 1 ? most : 1);
-        goto done;
-    }
+    need = max_new_tokens(&g, (size_t)H); /* the grammar's most tokens for H values: the sample buffer's width */
+    per_value = context_value_tokens(&g);
 
     path = rt_join(b->dir, v->files[0]);
     if (!path) goto done;
@@ -414,12 +427,21 @@ int run_injective(const bundle *b, const bundle_variant *v, const csv_table *t, 
         prefix_n += (size_t)nd;
         free(dt);
     }
-    budget = n_ctx - 1 - (long)prefix_n - (long)need;
-    if (budget < 8) {
-        rt_fail("horizon=%ld leaves %ld prompt tokens of the LM's %ld; expected room for a context. Fix: a shorter "
-                "--horizon.", H, budget, n_ctx);
+    /* L' = the last context values that fit next to H values (LLMTime's truncation), at least 2 */
+    budget = n_ctx - 1 - (long)prefix_n - forecast_tokens(&g, H);
+    used = (budget > 0 ? budget : 0) / per_value;
+    if (used > L) used = L;
+    if (used < 2) {
+        long room = n_ctx - 1 - (long)prefix_n - 2 * per_value;
+        long most = room > 0 ? (long)floor((double)room / ((double)per_value * 1.2)) : 0;
+        rt_fail("horizon=%ld needs about %ld generated tokens (%ld per value x 1.2), which leaves no room for 2 "
+                "context values in the LM's context of %ld tokens; expected horizon <= %ld. Fix: forecast a shorter "
+                "--horizon.", H, forecast_tokens(&g, H), per_value, n_ctx, most);
         goto done;
     }
+    if (used < L)
+        fprintf(stderr, "alignts-run: %ld context values and %ld forecast values do not fit the LM's %ld-token "
+                "window; the prompt keeps the last %ld values (LLMTime's truncation)\n", L, H, n_ctx, used);
 
     /* series: --column NAME..., else every numeric column (as `alignts forecast` on an Injective bundle) */
     names = (const char **)rt_calloc(o->n_columns ? o->n_columns : t->n_columns, sizeof(char *));
@@ -449,6 +471,7 @@ int run_injective(const bundle *b, const bundle_variant *v, const csv_table *t, 
     for (s = 0; s < n_series; s++) {
         double off, sc, lim = (pow(10.0, g.max_digits) - 1.0) / pow(10.0, g.precision);
         size_t cut, n_prompt, h, k;
+        double last;
         int st, max_d;
         if (series_tail(t, o->data, names[s], (size_t)L, x)) goto done;
         for (i = 0; i < (size_t)L; i++) x[i] = (double)(float)x[i]; /* the runtime works on float32 input */
@@ -458,18 +481,20 @@ int run_injective(const bundle *b, const bundle_variant *v, const csv_table *t, 
             goto done;
         }
         max_d = digit_cap(x, (size_t)L, off, sc, g.precision, g.max_digits);
-        for (i = 0; i < (size_t)L; i++) {
-            double z = (x[i] - off) / sc;
+        last = (x[L - 1] - off) / sc; /* fills a sample that parsed nothing before the window ended */
+        for (i = 0; i < (size_t)used; i++) { /* the scaler saw all L values; the prompt holds the last L' */
+            double z = (x[(size_t)(L - used) + i] - off) / sc;
             x[i] = z < -lim ? -lim : (z > lim ? lim : z);
         }
-        if ((st = at_encode_lengths(x, 1, (size_t)L, &g.table, g.precision, &enc_len)) != AT_OK) {
+        if ((st = at_encode_lengths(x, 1, (size_t)used, &g.table, g.precision, &enc_len)) != AT_OK) {
             rt_fail("digit encoding of column '%s' failed: %s", names[s], at_status_str(st));
             goto done;
         }
         free(ids);
         ids = (int64_t *)rt_malloc((size_t)enc_len * sizeof(int64_t));
         if (!ids) goto done;
-        if ((st = at_encode_digits(x, 1, (size_t)L, &g.table, g.precision, ids, (size_t)enc_len, &enc_len)) != AT_OK) {
+        if ((st = at_encode_digits(x, 1, (size_t)used, &g.table, g.precision, ids, (size_t)enc_len, &enc_len))
+            != AT_OK) {
             rt_fail("digit encoding of column '%s' failed: %s", names[s], at_status_str(st));
             goto done;
         }
@@ -495,17 +520,23 @@ int run_injective(const bundle *b, const bundle_variant *v, const csv_table *t, 
             for (i = 0; i < n_prompt; i++) fprintf(stderr, " %d", prompt[i]);
             fputc('\n', stderr);
         }
-        if (generate(lm, &g, prompt, (int)n_prompt, (size_t)H, max_d, gen, cap, lengths)) goto done;
+        if (generate(lm, &g, prompt, (int)n_prompt, (size_t)H, max_d, gen, cap, (size_t)n_ctx - n_prompt, lengths))
+            goto done;
         st = at_decode_digits(gen, (size_t)g.n_samples, cap, lengths, &g.table, g.precision, (size_t)H, vals, n_parsed);
         if (st != AT_OK) {
             rt_fail("decoding the samples failed: %s", at_status_str(st));
             goto done;
         }
-        for (k = 0; k < (size_t)g.n_samples; k++)
-            if (n_parsed[k] != H) {
+        for (k = 0; k < (size_t)g.n_samples; k++) {
+            if (n_parsed[k] == H) continue;
+            if ((size_t)lengths[k] < (size_t)n_ctx - n_prompt) { /* the grammar makes this impossible */
                 rt_fail("internal error: sample %zu parsed %lld of %ld values", k, (long long)n_parsed[k], H);
                 goto done;
             }
+            n_short++; /* stopped by the end of the window: padded with its last value (decode), or the context's */
+            if (n_parsed[k] == 0)
+                for (h = 0; h < (size_t)H; h++) vals[k * (size_t)H + h] = last;
+        }
         for (h = 0; h < (size_t)H; h++) { /* unscale, then the median over samples (numpy's) */
             size_t n = (size_t)g.n_samples;
             for (k = 0; k < n; k++) col[k] = vals[k * (size_t)H + h] * sc + off;
@@ -513,6 +544,9 @@ int run_injective(const bundle *b, const bundle_variant *v, const csv_table *t, 
             f->values[s * (size_t)H + h] = (n % 2) ? col[n / 2] : (col[n / 2 - 1] + col[n / 2]) / 2.0;
         }
     }
+    if (n_short)
+        fprintf(stderr, "alignts-run: %zu samples reached the end of the LM's window before H values; padded with "
+                "their last value\n", n_short);
     f->n_series = n_series;
     f->horizon = (size_t)H;
     f->names = names;

@@ -52,7 +52,7 @@ int run_internal(const bundle *b, const bundle_variant *v, const csv_table *t, c
     double *smean = NULL, *sstd = NULL, *x = NULL, *patches = NULL, *mean = NULL, *std = NULL, *work = NULL;
     float *emb = NULL, *hid = NULL;
     npz_file io = {0};
-    const npz_array *pw, *pb, *hw, *hb;
+    const npz_array *pw, *pb, *hw, *hb, *sw = NULL, *sb = NULL;
     llm *lm = NULL;
     llm_params lp;
     char *path = NULL;
@@ -173,6 +173,17 @@ int run_internal(const bundle *b, const bundle_variant *v, const csv_table *t, c
                 hw->shape[0], hw->shape[1], hb->shape[0], P, N, H);
         goto done;
     }
+    for (i = 0; i < io.n; i++) /* optional linear skip (fit internal --linear-skip): skip_w [H, L], skip_b [H] */
+        if (strcmp(io.arrays[i].name, "skip_w") == 0) {
+            if (!(sw = npz_get(&io, "skip_w", 2, path)) || !(sb = npz_get(&io, "skip_b", 1, path))) goto done;
+            if (sw->shape[0] != hw->shape[0] || sw->shape[1] != (size_t)L || sb->shape[0] != sw->shape[0] ||
+                stride > P) {
+                rt_fail("%s: skip_w [%zu, %zu], skip_b [%zu] do not fit context_len=%ld, horizon=%zu (stride %ld <= "
+                        "patch_len %ld); re-export the bundle.", path, sw->shape[0], sw->shape[1], sb->shape[0], L,
+                        hw->shape[0], stride, P);
+                goto done;
+            }
+        }
     if (d_model > 0 && (size_t)d_model != d) {
         rt_fail("%s: patch_w has width %zu, config.d_model is %ld; re-export the bundle.", path, d, d_model);
         goto done;
@@ -237,6 +248,16 @@ int run_internal(const bundle *b, const bundle_variant *v, const csv_table *t, c
             double acc = 0.0, y;
             for (i = 0; i < N * d; i++) acc += (double)hr[i] * (double)w[i];
             y = (double)(float)(acc + (double)hb->data[k]);     /* head output, float32 */
+            if (sw) { /* + skip_w @ z + skip_b, z = the normalized context read back from the float32 patches */
+                const double *pc = patches + c * N * (size_t)P;
+                const float *ws = sw->data + k * (size_t)L;
+                double a2 = 0.0;
+                for (i = 0; i < (size_t)L; i++) {
+                    size_t n_ = i / (size_t)stride < N - 1 ? i / (size_t)stride : N - 1;
+                    a2 += (double)(float)pc[n_ * (size_t)P + (i - n_ * (size_t)stride)] * (double)ws[i];
+                }
+                y = (double)(float)(y + (double)(float)(a2 + (double)sb->data[k]));
+            }
             y = (double)(float)(y * std[c] + mean[c]);          /* instance denorm, float32 forecast */
             f->values[c * f->horizon + k] = smean ? y * sstd[c] + smean[c] : y;
         }
