@@ -36,7 +36,6 @@ import os
 import platform
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -123,13 +122,9 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    from alignts.runtime.manifest import package_versions
+
+    return package_versions(_VERSIONED)
 
 
 def _random_input(rng: np.random.Generator, b: int, c: int, L: int) -> np.ndarray:

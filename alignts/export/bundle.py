@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import platform
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from alignts.runtime.manifest import Manifest, Variant, file_entries, write_manifest
+from alignts.runtime.manifest import Manifest, Variant, file_entries, package_versions, write_manifest
 
 _VERSIONED = ("alignts", "numpy", "torch", "transformers", "peft", "onnx", "onnxscript", "onnxruntime",
               "gguf", "llama_cpp_python", "numba")
@@ -24,13 +23,7 @@ _VERSIONED = ("alignts", "numpy", "torch", "transformers", "peft", "onnx", "onnx
 
 def versions() -> dict[str, str]:
     """Versions of the exporting environment (packages that are not installed are left out)."""
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return {"python": platform.python_version(), **package_versions(_VERSIONED)}
 
 
 def validation_record(max_abs_diff: float, tolerance: float | None, n_inputs: int,

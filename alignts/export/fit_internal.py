@@ -285,7 +285,7 @@ def _gguf_core_diff(gguf_path: Path, core, make_inputs, n: int, loras=(), n_tria
             h = np.asarray(lm.hidden_states(np.ascontiguousarray(e, dtype=np.float32)))
             y = h.reshape(h.shape[0], -1) @ sd["head.weight"].T + sd["head.bias"]
             if "skip.weight" in sd:
-                z = _context(x.numpy(), core.cfg_stride, core.cfg_context_len)
+                z = _context(x.numpy(), core.cfg.stride, core.cfg.context_len)
                 y = y + z @ sd["skip.weight"].T + sd["skip.bias"]
             worst = max(worst, float(np.abs(y - ref).max()))
     return worst

@@ -111,7 +111,7 @@ def build_core(backbone, cfg: InternalConfig, seed: int = 0):
                         p.requires_grad_(True)
             self.targets = targets
             self.skip = None
-            self.cfg_stride, self.cfg_context_len = cfg.stride, cfg.context_len
+            self.cfg = cfg
             if cfg.linear_skip:
                 self.skip = nn.Linear(cfg.context_len, cfg.horizon)
                 nn.init.zeros_(self.skip.weight)

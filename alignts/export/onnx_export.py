@@ -10,17 +10,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from alignts.errors import ValidationError, missing_extra
+from alignts.errors import ValidationError
+from alignts.runtime.backends.onnx import _ort
 
 log = logging.getLogger(__name__)
-
-
-def _ort():
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise missing_extra("onnxruntime", "cpu") from e
-    return ort
 
 
 def export_onnx(module, example_inputs: tuple, path: str | os.PathLike, input_names: Sequence[str],

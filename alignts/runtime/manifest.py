@@ -33,6 +33,19 @@ BACKENDS = ("onnx", "gguf")
 TORCH_TRAINED_NAME = "torch_trained.safetensors"
 
 
+def package_versions(names) -> dict[str, str]:
+    """Installed versions of the distributions ``names`` (``_`` read as ``-``); missing ones are left out."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
