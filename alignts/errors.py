@@ -43,6 +43,10 @@ class NotPlannedError(AlignTSError, RuntimeError):
     """forecast() was called before plan()."""
 
 
+class NonFiniteOutputError(AlignTSError, ArithmeticError):
+    """A forecast came out NaN or inf; the message names where, the input's range and the likely cause."""
+
+
 class BudgetExceededError(AlignTSError):
     """No variant of a bundle fits the memory budget; the message gives the smallest budget that works."""
 
@@ -59,8 +63,10 @@ class NotBuiltError(AlignTSError, NotImplementedError):
     """A verb or feature that this version does not provide yet."""
 
 
-def missing_extra(package: str, extra: str) -> BackendUnavailableError:
-    """The error for an optional dependency that is not installed, with the install command as the fix."""
+def missing_extra(package: str, extra: str, needed_for: str = "here") -> BackendUnavailableError:
+    """The error for an optional dependency that is not installed, with the install command as the fix.
+
+    ``needed_for`` completes "it is needed ...", e.g. ``"for statsmodels:NAME data"``."""
     return BackendUnavailableError(
-        f"{package} is not installed; it is needed here. Fix: pip install 'alignts[{extra}]'"
+        f"{package} is not installed; it is needed {needed_for}. Fix: pip install 'alignts[{extra}]'"
     )

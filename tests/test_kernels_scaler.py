@@ -29,6 +29,16 @@ def test_kernel_matches_ref_exactly(x, alpha, beta, basic, with_nan):
     np.testing.assert_allclose(K.llmtime_unscale(z, off, sc), x, rtol=1e-9, atol=1e-6)
 
 
+@pytest.mark.parametrize("alpha, beta", [(0.0, 2.2e-311), (2.2e-311, 0.0)])
+def test_tiny_scale_is_floored_by_the_span(alpha, beta):
+    # these used to give a subnormal scale: 1 scaled to inf
+    x = np.array([0.0, 1.0])
+    for fit in (K.llmtime_scaler, K.llmtime_scaler_ref):
+        off, sc = fit(x, alpha, beta)
+        assert sc[0] == (1.0 - off[0]) * K.SPAN_FLOOR
+        assert np.isfinite(K.llmtime_scale(x, off, sc)).all()
+
+
 def test_known_values():
     x = np.arange(1.0, 101.0)
     off, sc = K.llmtime_scaler(x, 0.95, 0.3)

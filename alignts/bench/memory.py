@@ -9,9 +9,10 @@ already holds torch, other sessions and allocator caches.
     r = measure_peak("bundle/", variant="onnx-int8", batch_size=8)
     r["peak_rss_bytes"], r["cold_start_s"]
 
-``measure_overhead(backend)`` measures the process baseline the memory planner adds to every estimate
-(``alignts.runtime.budget.RUNTIME_OVERHEAD``): the same imports, a numba kernel call and the backend opened on
-a trivial model, with no bundle weights.
+``measure_overhead(paradigm, backends)`` measures the process baseline the memory planner adds to every
+estimate (``alignts.runtime.budget.PROCESS_BASE`` and ``RUNTIME_LIBRARY``): the CLI's imports (pandas and the
+data loaders), the runtime, the paradigm's numba kernels compiled from a cold cache, and each runtime library
+opened on a trivial model, with no bundle weights; the peak after each stage.
 
 Run as a module (``python -m alignts.bench.memory '<json>'``) this file is the child itself.
 """
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from alignts.errors import AlignTSError, InputError
 
@@ -97,12 +98,30 @@ def measure_peak(bundle: str | os.PathLike, variant: str | None = None, batch_si
     return _run_child(job, timeout)
 
 
-def measure_overhead(backend: str = "onnx", timeout: float = 300.0) -> dict:
-    """Peak RSS of a process that imports the runtime, runs a numba kernel and opens ``backend`` on a trivial
-    model (no bundle weights): the planner's ``RUNTIME_OVERHEAD[backend]``. Returns dict(peak_rss_bytes, ...)."""
-    if backend not in ("onnx", "gguf"):
-        raise InputError(f"backend={backend!r}: expected 'onnx' or 'gguf'.")
-    return _run_child({"mode": "overhead", "backend": backend}, timeout)
+def measure_overhead(paradigm: str = "internal", backends: Sequence[str] = ("onnx",), cold_numba: bool = True,
+                     timeout: float = 300.0) -> dict:
+    """Peak RSS of a process that imports what ``alignts forecast`` imports (pandas, the data loaders, the
+    runtime), runs ``paradigm``'s numba kernels on tiny inputs and opens each of ``backends`` on a trivial model
+    (no bundle weights): the planner's ``PROCESS_BASE[paradigm]`` plus its ``RUNTIME_LIBRARY`` terms.
+
+    cold_numba: compile the kernels into an empty cache (``NUMBA_CACHE_DIR``), as a first run on a device does;
+    compiling costs tens of MiB of peak that a warm cache does not.
+    Returns dict(peak_rss_bytes, stages: [[stage, peak bytes after it], ...]): stages ``start``, ``imports``,
+    ``kernels``, then one per backend in order.
+    """
+    from alignts.runtime.forecaster import paradigm_class
+
+    paradigm_class(paradigm)  # NotImplementedError naming the known paradigms
+    bad = [b for b in backends if b not in ("onnx", "gguf")]
+    if bad:
+        raise InputError(f"backends={list(backends)!r}: expected some of 'onnx', 'gguf'.")
+    job = {"mode": "overhead", "paradigm": paradigm, "backends": list(backends)}
+    if not cold_numba:
+        return _run_child(job, timeout)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="alignts-numba-") as cache:
+        return _run_child(job, timeout, {"NUMBA_CACHE_DIR": cache})
 
 
 # ------------------------------------------------------------------------------------------------ the child
@@ -130,12 +149,12 @@ def _child_bundle(job: dict) -> dict:
     c = plan.n_channels or int(f.manifest.config.get("n_channels") or 1)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((plan.batch_size, c, plan.context_len)).cumsum(-1).astype(np.float32)
-    f.forecast(x)
+    f.forecast_scaled(x)
     t4 = time.perf_counter()
     times = []
     for _ in range(max(0, job["n_forecasts"] - 1)):
         s = time.perf_counter()
-        f.forecast(x)
+        f.forecast_scaled(x)
         times.append(time.perf_counter() - s)
     return {"peak_rss_bytes": _peak_rss_bytes(), "rss_after_plan_bytes": rss_plan, "python_baseline_bytes": base,
             "import_s": t1 - t0, "load_s": t2 - t1, "plan_s": t3 - t2, "first_forecast_s": t4 - t3,
@@ -144,17 +163,72 @@ def _child_bundle(job: dict) -> dict:
             "settings_applied": applied}
 
 
-def _child_overhead(job: dict) -> dict:
+class _FlatLM:
+    """A causal backend with flat logits [n, V]: drives the Injective sampler's kernels without a model."""
+
+    def __init__(self, n_vocab: int):
+        self.n_vocab = n_vocab
+
+    def prefill(self, prompt_ids, n_parallel: int = 1):
+        import numpy as np
+
+        return np.zeros((n_parallel, self.n_vocab), dtype=np.float32)
+
+    def step(self, tokens, seq_ids=None):
+        import numpy as np
+
+        return np.zeros((len(tokens), self.n_vocab), dtype=np.float32)
+
+
+def _run_kernels(paradigm: str) -> None:
+    """Call every numba kernel a forecast of ``paradigm`` calls, on tiny inputs (compiling them if not cached)."""
     import numpy as np
 
     from alignts.kernels.norm import instance_denorm
     from alignts.kernels.patch import norm_patchify
+
+    x = np.random.default_rng(0).standard_normal((2, 64)).cumsum(-1)  # [S, L]
+    if paradigm in ("internal", "bridging"):
+        _, m, s = norm_patchify(x, 16, 8, 1e-5)
+        instance_denorm(np.zeros((2, 8)), m, s)
+    if paradigm == "bridging":
+        from alignts.runtime.prompt import PromptConfig, stats_texts
+
+        stats_texts(x, PromptConfig(context_len=64, horizon=8))
+        import tokenizers  # noqa: F401 - the prompt tokenizer's library
+    if paradigm == "injective":
+        from alignts.kernels.digits import CodecTable
+        from alignts.runtime.codec_table import CodecSettings
+        from alignts.runtime.paradigms.injective import DigitPrompter
+        from alignts.runtime.sampler import ConstrainedSampler, SamplerConfig
+
+        table = CodecTable(digit_ids=tuple(range(10)), value_sep=(10,), digit_sep=(), minus_id=11, end_ids=(12,))
+        prompts, _, _ = DigitPrompter(table, CodecSettings(), 512).prompts(x, 4)
+        ConstrainedSampler(table, 13, SamplerConfig(n_samples=2)).sample_values(_FlatLM(13), prompts[0], 4, 3)
+
+
+def _child_overhead(job: dict) -> dict:
+    stages = [["start", _peak_rss_bytes()]]
+    import pandas  # noqa: F401 - `alignts forecast` reads its data with pandas
+
+    import alignts.data.load  # noqa: F401
     import alignts.runtime  # noqa: F401
 
-    x = np.random.default_rng(0).standard_normal((4, 64))
-    p, m, s = norm_patchify(x, 16, 8, 1e-5)
-    instance_denorm(np.zeros((4, 8)), m, s)
-    if job["backend"] == "onnx":
+    stages.append(["imports", _peak_rss_bytes()])
+    _run_kernels(job["paradigm"])
+    stages.append(["kernels", _peak_rss_bytes()])
+    for backend in job["backends"]:
+        _open_trivial(backend)
+        stages.append([backend, _peak_rss_bytes()])
+    return {"peak_rss_bytes": _peak_rss_bytes(), "paradigm": job["paradigm"], "backends": job["backends"],
+            "stages": stages}
+
+
+def _open_trivial(backend: str) -> None:
+    """Load ``backend``'s library and run it once on a model with no weights."""
+    import numpy as np
+
+    if backend == "onnx":
         import onnxruntime as ort
         from onnx import TensorProto, helper
 
@@ -170,7 +244,6 @@ def _child_overhead(job: dict) -> dict:
         from alignts.runtime.backends.gguf import _lib
 
         _lib()
-    return {"peak_rss_bytes": _peak_rss_bytes(), "backend": job["backend"]}
 
 
 def _child_main(argv: list[str]) -> int:

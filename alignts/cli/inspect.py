@@ -1,12 +1,19 @@
-"""`alignts inspect`: describe a bundle: paradigm, files with sizes, variants with validation, config."""
+"""`alignts inspect`: describe a bundle: paradigm, files with sizes, variants with validation, config.
+
+Every GGUF a variant reads goes through the runtime's checks (alignts.runtime.gguf_check: the header, llama.cpp's
+limits, NaN weights in small files; adapters against their base), so a file llama.cpp would refuse or abort on
+makes ``inspect`` fail with the reason instead of describing it."""
 
 from __future__ import annotations
+
+from alignts.cli.output import add_format_argument
 
 
 def add_arguments(p):
     p.add_argument("bundle", help="bundle folder")
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of every file")
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    add_format_argument(p, what="the variants table (one row per variant)")
     p.add_argument("--budget", default=None, help="memory budget (e.g. 300MB, 1.5GiB): print the plan that "
                    "fits it (variant, batch, estimated peak) without loading anything")
     p.add_argument("--batch-size", type=int, default=1, help="batch size for --budget (default 1)")
@@ -17,18 +24,53 @@ def _short(v, width: int = 100) -> str:
     return s if len(s) <= width else s[:width - 3] + "..."
 
 
+def check_ggufs(bundle, m, verify: bool = True) -> list[str]:
+    """Run the GGUF checks on every GGUF file the variants read; returns the names checked (ArtifactError on the
+    first bad one)."""
+    from alignts.runtime.gguf_check import check_gguf, check_lora_adapter
+    from alignts.runtime.manifest import bundle_file
+
+    checked: list[str] = []
+    for v in m.variants:
+        if v.backend != "gguf":
+            continue
+        # a LoRA adapter is a GGUF; Bridging's adapter_file is the ONNX adapter beside a GGUF backbone
+        adapters = {n for n in (v.extra.get(k) for k in ("adapter_file", "lora_file"))
+                    if isinstance(n, str) and n.endswith(".gguf")}
+        models = [n for n in m.reads(v) if n.endswith(".gguf") and n not in adapters]
+        for name in models + sorted(adapters):
+            if name in checked:
+                continue
+            path = bundle_file(bundle, m, name, verify=verify)
+            if name in adapters and models:
+                check_lora_adapter(path, bundle_file(bundle, m, models[0], verify=verify))
+            else:
+                check_gguf(path)
+            checked.append(name)
+    return checked
+
+
 def run(args) -> int:
     import json
 
     from alignts.runtime.manifest import read_manifest
 
     m = read_manifest(args.bundle, verify=not args.no_verify)
+    checked = check_ggufs(args.bundle, m, verify=not args.no_verify)
     if args.json:
         print(json.dumps(m.to_dict(), indent=2, sort_keys=True))
+        return 0
+    if args.format:
+        from alignts.cli.output import write_table
+
+        write_table([{"variant": v.name, "backend": v.backend, "dtype": v.dtype, "weight_bytes": v.weight_bytes,
+                      "files": list(v.files), "validation": dict(v.validation)} for v in m.variants], args.format)
         return 0
     total = sum(e.size for e in m.files.values())
     print(f"bundle {args.bundle}: paradigm {m.paradigm}, architecture {m.architecture}, "
           f"format {m.format} {m.format_version}" + ("" if args.no_verify else ", sha256 verified"))
+    if checked:
+        print(f"gguf checks passed: {', '.join(checked)}")
     print(f"files ({len(m.files)}, {total / 1e6:.1f} MB):")
     for name, e in sorted(m.files.items()):
         print(f"  {name:28s} {e.size / 1e6:9.2f} MB  sha256 {e.sha256[:16]}")

@@ -2,7 +2,8 @@
 
 Per series (time last), over the observed (non-NaN) points:
 - default mode: ``offset = min - beta * (max - min)``, ``scale`` = alpha-quantile of ``x - offset``
-  (a scale of exactly 0 becomes 1);
+  (a scale of exactly 0 becomes 1; one below ``SPAN_FLOOR * (max - offset)`` becomes that floor, so that a
+  near-zero alpha or beta cannot scale values past float64's range);
 - basic mode: ``offset = 0``, ``scale = max(alpha-quantile of |x|, 0.01)``.
 
 Quantiles use NumPy's default method ("linear", Hyndman-Fan 7) and the numba kernel reproduces its arithmetic
@@ -17,8 +18,11 @@ import numpy as np
 from numba import njit
 
 from alignts.errors import InputError, ShapeError
+from alignts.kernels.numba_cache import CACHE
 
 __all__ = ["llmtime_scaler", "llmtime_scale", "llmtime_unscale", "llmtime_scaler_ref"]
+
+SPAN_FLOOR = 1e-12  # smallest scale relative to max(x - offset): scaled values stay below 1e12
 
 
 def _as_series(x, name: str = "x") -> np.ndarray:
@@ -54,7 +58,7 @@ def _check_observed(count: np.ndarray, shape: tuple) -> None:
 
 # ---------------------------------------------------------------------------------------------- numba
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _quantile_sorted(v, n, alpha):
     """NumPy 'linear' quantile of the sorted first ``n`` entries of ``v``, same float operations."""
     vi = (n - 1) * alpha
@@ -70,7 +74,7 @@ def _quantile_sorted(v, n, alpha):
     return a + diff * gamma
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _scaler_kernel(x, alpha, beta, basic, offset, scale, count):  # x [S, L] -> offset, scale, count [S]
     s_n, l_n = x.shape
     buf = np.empty(l_n)
@@ -107,7 +111,13 @@ def _scaler_kernel(x, alpha, beta, basic, offset, scale, count):  # x [S, L] -> 
             sv = np.sort(buf[:n])
             q = _quantile_sorted(sv, n, alpha)
             offset[s] = m
-            scale[s] = 1.0 if q == 0.0 else q
+            floor = (mx - m) * SPAN_FLOOR
+            if q == 0.0:
+                scale[s] = 1.0
+            elif q < floor:
+                scale[s] = floor
+            else:
+                scale[s] = q
 
 
 def llmtime_scaler(x, alpha: float = 0.95, beta: float = 0.3,
@@ -155,4 +165,5 @@ def llmtime_scaler_ref(x, alpha: float = 0.95, beta: float = 0.3,
     mx = np.nanmax(a64, axis=-1, keepdims=True)
     m = mn - beta * (mx - mn)
     q = np.nanquantile(a64 - m, alpha, axis=-1, keepdims=True)
-    return m, np.where(q == 0.0, 1.0, q)
+    floor = (mx - m) * SPAN_FLOOR
+    return m, np.where(q == 0.0, 1.0, np.where(q < floor, floor, q))

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from alignts.errors import ArtifactError, BackboneNotFoundError
-from alignts.runtime.manifest import MANIFEST_NAME, Manifest, manifest_sha256, read_manifest
+from alignts.runtime.manifest import MANIFEST_NAME, Manifest, bundle_file, manifest_sha256, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +114,16 @@ class LoadedBackbone:
         self.variant, self.device = v, device
         cfg = manifest.config
         self.d_model = int(cfg["d_model"])
-        # memory-mapped: pages of rows never looked up are never read
-        self.table = np.load(path / cfg.get("table", "word_embeddings.npy"), mmap_mode="r")  # [V, d]
-        self.tokenizer = PromptTokenizer(path / cfg.get("tokenizer", "tokenizer.json"))
+        self.table = _open_table(bundle_file(path, manifest, cfg.get("table", "word_embeddings.npy")), self.d_model)
+        self.tokenizer = PromptTokenizer(bundle_file(path, manifest, cfg.get("tokenizer", "tokenizer.json")))
         self._session = self._lm = None
         if v.backend == "onnx":
             from alignts.runtime.backends.onnx import OnnxSession
 
             opts = {k: settings[k] for k in ("arena", "enable_mem_pattern", "disable_prepacking")
                     if k in (settings or {})}
-            self._session = OnnxSession(path / v.files[0], device=device, threads=threads, **opts)
+            self._session = OnnxSession(bundle_file(path, manifest, v.files[0]), device=device, threads=threads,
+                                        **opts)
             self._in = v.inputs[0] if v.inputs else self._session.input_names[0]
             self.provider = self._session.provider
             self.settings = dict(self._session.settings)
@@ -138,7 +138,7 @@ class LoadedBackbone:
             if threads:
                 kwargs["n_threads"] = int(threads)
             kwargs.update({k: settings[k] for k in ("kv_type", "use_mmap") if k in (settings or {})})
-            self._lm = LlamaCppModel(str(path / v.files[0]), **kwargs)
+            self._lm = LlamaCppModel(str(bundle_file(path, manifest, v.files[0])), **kwargs)
             self.provider = "llama.cpp-cuda" if device == "cuda" else "llama.cpp-cpu"
             self.settings = dict(self._lm.settings)
         else:
@@ -152,6 +152,20 @@ class LoadedBackbone:
         if self._session is not None:
             return self._session.run({self._in: e})[0]
         return np.asarray(self._lm.hidden_states(e), dtype=np.float32)
+
+
+def _open_table(path: Path, d_model: int) -> np.ndarray:
+    """The word-embedding table ``[V, d]``, memory-mapped: pages of rows never looked up are never read (so it is
+    not scanned for NaN, which would read them all; its sha256 was checked)."""
+    try:
+        table = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - numpy raises ValueError/OSError/EOFError on a damaged .npy
+        raise ArtifactError(f"{path}: not a readable .npy table ({type(e).__name__}: {e}); expected the backbone's "
+                            "[vocab, d_model] float word embeddings. Fix: re-export the backbone bundle.") from e
+    if table.ndim != 2 or table.shape[1] != d_model or table.dtype.kind != "f":
+        raise ArtifactError(f"{path}: table of shape {list(table.shape)} and dtype {table.dtype}; expected float "
+                            f"[vocab, {d_model}] (config.d_model). Fix: re-export the backbone bundle.")
+    return table
 
 
 def open_backbone(path: str | os.PathLike, sha256: str, variant: str = "onnx-fp32", device: str = "cpu",
@@ -183,8 +197,8 @@ def open_backbone(path: str | os.PathLike, sha256: str, variant: str = "onnx-fp3
         if m.paradigm != "backbone":
             raise ArtifactError(f"{path}: paradigm is {m.paradigm!r}, expected 'backbone'.")
         v = m.variant(variant)
-        read_manifest(path, verify=True, only=tuple(v.files) + (m.config.get("table", "word_embeddings.npy"),
-                                                                  m.config.get("tokenizer", "tokenizer.json")))
+        defaults = (m.config.get("table", "word_embeddings.npy"), m.config.get("tokenizer", "tokenizer.json"))
+        read_manifest(path, verify=True, only=tuple(dict.fromkeys(m.reads(v) + defaults)))
         lb = LoadedBackbone(path, sha256, m, variant, device, threads, dict(mem))
         _cache[key] = lb
         _n_opened += 1

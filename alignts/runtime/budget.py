@@ -13,14 +13,19 @@ The peak is modelled as ``weights + activations + kv_cache + runtime_overhead`` 
 - weights: the variant's files (``Variant.weight_bytes``, else the manifest's file sizes) times a per-backend
   residency factor: onnxruntime holds the parsed protobuf, the initializers and pre-packed MatMul weights while
   a session is created (``ONNX_WEIGHT_FACTOR``); llama.cpp maps the GGUF file and touches every page once.
-  Bridging bundles add their shared backbone's bytes (``manifest.backbone.weight_bytes``).
+  Bridging bundles add their shared backbone's bytes (``manifest.backbone.weight_bytes``) in the backbone's
+  backend; the adapter always runs in onnxruntime. Sizes that are negative, fractional or past 2**50 bytes
+  raise ManifestError: an estimate is never negative.
 - activations: the live tensors of one forward call over ``S = batch_size * n_channels`` series of ``T`` tokens,
   float32: a few ``[S, T, d]`` buffers, the ``[S, T, d_ff]`` MLP pair and the ``[S, h, T, T]`` attention
   scores, times the allocator factor (onnxruntime's arena rounds chunks up; llama.cpp reserves its compute
   graph for ``n_batch`` tokens), plus the numpy input/output copies.
 - kv_cache (llama.cpp, causal LMs): ``2 * n_layer * n_ctx * d * bytes(kv type)`` over every parallel sequence.
-- runtime_overhead: the process baseline (Python, numpy, numba with its cached kernels, the backend's own
-  library), measured with :func:`alignts.bench.memory.measure_overhead` (see ``RUNTIME_OVERHEAD``).
+- runtime_overhead: what the process loads besides the model (:func:`runtime_overhead`): the interpreter with
+  the CLI's imports (pandas, the data loaders) and the paradigm's numba kernels compiled from a cold cache
+  (``PROCESS_BASE``), plus every runtime library the plan opens (``RUNTIME_LIBRARY``: Bridging loads
+  onnxruntime for its adapter beside a llama.cpp backbone), plus ``OVERHEAD_MARGIN``; measured with
+  :func:`alignts.bench.memory.measure_overhead`.
 
 :func:`choose` walks the variants from the most accurate (fp32/f32, then f16, then int8/q8_0, then q4_0; ties
 broken by the export validation error), each first with the fast backend settings and then with the lean ones
@@ -35,25 +40,32 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from alignts.errors import BudgetExceededError, InputError
+from alignts.errors import BudgetExceededError, InputError, ManifestError
 from alignts.runtime.manifest import Manifest, Variant
 
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
-# Process baseline per backend. Measured on the team's machine (x86-64, Python 3.11, numpy 2.4, numba 0.68,
-# onnxruntime 1.32, llama-cpp-python 0.3.36) with
-#   python -c "from alignts.bench.memory import measure_overhead as m; print(m('onnx'), m('gguf'))"
-# (imports + numba kernels + a one-node session / llama.cpp backend init): 192 / 168 MiB in the developers'
-# venv, but 238-248 / 205 MiB in a venv freshly made by scripts/setup from the same package versions (the
-# larger number with a cold numba cache, which a first run on a device has). The constants take the larger
-# numbers plus 16 MiB of margin. Re-measure on another platform.
-RUNTIME_OVERHEAD = {"onnx": 264 * MiB, "gguf": 224 * MiB}
+MAX_BYTES = 1 << 50  # a size past this in a manifest is a broken manifest, not a model
+# Process baseline, measured (peak RSS, VmHWM) in a venv made by scripts/setup (x86-64, Python 3.11, numpy 2.4,
+# numba 0.68, onnxruntime 1.32, llama-cpp-python 0.3.36) with
+#   python -c "from alignts.bench.memory import measure_overhead as m; print(m('bridging', ('onnx', 'gguf')))"
+# PROCESS_BASE: pandas + the data loaders + the runtime imported, the paradigm's kernels compiled from a cold
+# numba cache (a first run on a device; a warm cache peaks 14-40 MiB lower): internal / bridging / injective
+# 215 / 236 / 243 MiB (202 / 222 / 230 MiB after later lazy-import changes; the constants keep the first).
+# RUNTIME_LIBRARY: what opening the library on a trivial model adds (onnxruntime 32-33 MiB, of which ~12 are the
+# onnx package the measurement uses to build its model; llama.cpp 8-9 MiB), plus the fixed cost of a real
+# session / llama.cpp context that the tiny bundles of tests/test_budget_rss.py show beyond their weights and
+# activations (onnxruntime 7-14 MiB, llama.cpp 12-16 MiB). Re-measure on another platform.
+PROCESS_BASE = {"internal": 216 * MiB, "bridging": 236 * MiB, "injective": 243 * MiB}
+RUNTIME_LIBRARY = {"onnx": 34 * MiB, "gguf": 24 * MiB}
+OVERHEAD_MARGIN = 16 * MiB
 # Weight residency (resident bytes per file byte) and live-activation factor (resident bytes per byte of the
 # live-tensor model below), fitted to peak RSS measured in child processes (alignts.bench.memory.measure_peak)
 # on an ETTh1 MiniLM Internal bundle (6 layers, width 384, 42 patches, 7 channels; onnx-fp32 50 MB, onnx-int8
@@ -67,8 +79,13 @@ RUNTIME_OVERHEAD = {"onnx": 264 * MiB, "gguf": 224 * MiB}
 ONNX_WEIGHT_FACTOR = {"fast": 1.2, "lean": 1.1}
 GGUF_WEIGHT_FACTOR = 1.1
 ACT_FACTOR = {"fast": 3.0, "lean": 1.5}
-# llama.cpp allocates its compute graph once for n_batch tokens; measured on tiny bundles only (weights < 1 MB)
+# llama.cpp allocates its compute graph once for n_batch tokens; fitted on tiny bundles, checked on 2-layer MiniLM
+# Internal and Bridging bundles (results/hardening/concurrency_budget.md)
 GGUF_ACT_FACTOR = 1.5
+# llama.cpp's output buffer holds n_vocab logits per output row even when only hidden states are read
+# (llama_context::output_reserve): 62 MiB for 512 rows of BERT's 30522 tokens. A vocabulary the manifest does
+# not tell is taken as GPT-2's, the largest of the registry's backbones.
+DEFAULT_N_VOCAB = 50257
 LLAMA_N_BATCH = 512  # llama.cpp's default n_batch: its compute graph is reserved for this many tokens
 
 # the backend settings a plan carries (Choice.settings, Plan.settings), per backend
@@ -167,6 +184,31 @@ class _Shape:
     extra_act: int = 0  # paradigm-specific extra live bytes (Bridging's reprogramming scores)
 
 
+def runtime_backends(manifest: Manifest, v: Variant) -> tuple[str, ...]:
+    """The runtime libraries a plan of ``v`` loads: its backend, and onnxruntime for a Bridging adapter."""
+    return ("onnx", v.backend) if manifest.paradigm == "bridging" and v.backend != "onnx" else (v.backend,)
+
+
+def runtime_overhead(paradigm: str, backends: Iterable[str]) -> int:
+    """Bytes a process forecasting with ``paradigm`` on ``backends`` holds besides the model (see the constants)."""
+    base = PROCESS_BASE.get(paradigm, max(PROCESS_BASE.values()))
+    return base + sum(RUNTIME_LIBRARY[b] for b in set(backends)) + OVERHEAD_MARGIN
+
+
+# one runtime library, the Internal paradigm (the common case)
+RUNTIME_OVERHEAD = {b: runtime_overhead("internal", (b,)) for b in RUNTIME_LIBRARY}
+
+
+def _size(value: Any, what: str, low: int = 0) -> int:
+    """A size or count read from a manifest as an int in [low, MAX_BYTES]; ManifestError otherwise."""
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+          and value == int(value) and low <= value <= MAX_BYTES)
+    if not ok:
+        raise ManifestError(f"{what} is {value!r}; expected a whole number from {low} to {MAX_BYTES} (a memory "
+                            "estimate is never negative). Fix: re-export the bundle, or correct manifest.json.")
+    return int(value)
+
+
 def _first(*vals, default=None):
     for v in vals:
         if v is not None:
@@ -203,54 +245,74 @@ def _shape(manifest: Manifest, batch_size: int, context_len: int | None, horizon
     t = dict(manifest.training)
     paradigm = manifest.paradigm
     g: dict[str, Any] = {}
-    needs_header = any(c.get(k) is None for k in ("n_layers", "n_layer")) or c.get("n_heads") is None
+    needs_header = any(c.get(k) is None for k in ("n_layers", "n_layer", "n_vocab")) or c.get("n_heads") is None
     if needs_header:
         g = _gguf_facts(manifest, bundle_dir)
-    L = int(_first(context_len, c.get("context_len"), default=96))
-    H = int(_first(horizon, c.get("horizon"), default=24))
-    C = int(_first(n_channels, c.get("n_channels"), default=1))
+    L = _size(_first(context_len, c.get("context_len"), default=96), "config.context_len", 1)
+    H = _size(_first(horizon, c.get("horizon"), default=24), "config.horizon", 1)
+    C = _size(_first(n_channels, c.get("n_channels"), default=1), "config.n_channels", 1)
     bb = dict(manifest.backbone)
     if paradigm == "bridging":  # the frozen LM's width, not the adapter's
-        width = int(_first(c.get("d_llm"), bb.get("d_model"), c.get("d_model"), default=768))
+        width = _first(c.get("d_llm"), bb.get("d_model"), c.get("d_model"), default=768)
     else:
-        width = int(_first(c.get("d_model"), c.get("n_embd"), g.get("n_embd"), default=768))
-    layers = int(_first(c.get("n_layers"), c.get("n_layer"), bb.get("n_layers"), t.get("n_layers"), g.get("n_layer"),
-                        (t.get("config") or {}).get("n_layer") if isinstance(t.get("config"), Mapping) else None,
-                        default=12))
+        width = _first(c.get("d_model"), c.get("n_embd"), g.get("n_embd"), default=768)
+    width = _size(width, "the model width (config.d_model / d_llm / n_embd)", 1)
+    layers = _size(_first(c.get("n_layers"), c.get("n_layer"), bb.get("n_layers"), t.get("n_layers"),
+                          g.get("n_layer"), (t.get("config") or {}).get("n_layer")
+                          if isinstance(t.get("config"), Mapping) else None, default=12), "the layer count", 1)
     # unknown head count: one head per 32 channels over-counts the [S, h, T, T] scores for most LMs
-    heads = int(_first(c.get("n_heads_lm"), c.get("n_head"), g.get("n_head"), default=max(1, width // 32)))
-    d_ff = int(_first(c.get("d_ff_lm"), g.get("d_ff"), default=4 * width))
+    heads = _size(_first(c.get("n_heads_lm"), c.get("n_head"), g.get("n_head"), default=max(1, width // 32)),
+                  "the head count", 1)
+    d_ff = _size(_first(c.get("d_ff_lm"), g.get("d_ff"), default=4 * width), "config.d_ff_lm", 1)
     causal = manifest.architecture not in ("bert",)
     io = 0
     if paradigm == "injective":
-        n_ctx = int(_first(c.get("n_ctx"), default=512))
-        samples = int(_first(c.get("samples"), default=20))
+        n_ctx = _size(_first(c.get("n_ctx"), default=512), "config.n_ctx", 1)
+        samples = _size(_first(c.get("samples"), default=20), "config.samples", 1)
         # one series at a time, all samples in parallel (n_seq_max = samples) over the whole context
         return _Shape(tokens=n_ctx, series=samples, width=width, layers=layers, heads=heads, d_ff=d_ff,
                       causal=True, io_bytes=batch_size * C * (L * 8 * 3 + samples * H * 8 * 2),
-                      n_vocab=int(_first(g.get("n_vocab"), c.get("n_vocab"), default=32)), generation=True)
-    n_patches = int(_first(c.get("n_patches"), default=max(1, (L - int(c.get("patch_len", 16))) //
-                                                             int(c.get("stride", 8)) + 2)))
-    patch_len = int(c.get("patch_len", 16))
+                      n_vocab=_size(_first(g.get("n_vocab"), c.get("n_vocab"), default=32), "the vocabulary size", 1),
+                      generation=True)
+    patch_len = _size(c.get("patch_len", 16), "config.patch_len", 1)
+    stride = _size(c.get("stride", 8), "config.stride", 1)
+    n_patches = _size(_first(c.get("n_patches"), default=max(1, (L - patch_len) // stride + 2)), "config.n_patches", 1)
     S = batch_size * C
     tokens = n_patches
     extra = 0
     if paradigm == "bridging":
-        tokens = n_patches + int(c.get("prompt_len", 0))
-        heads = int(_first(c.get("n_heads_lm"), g.get("n_head"), default=max(1, width // 32)))
-        extra = S * int(c.get("n_heads", 8)) * n_patches * int(c.get("n_prototypes", 1000)) * 4 * 2
-        extra += S * int(c.get("prompt_len", 0)) * width * 4  # the prefix embeddings built in numpy
+        prompt_len = _size(c.get("prompt_len", 0), "config.prompt_len")
+        tokens = n_patches + prompt_len
+        heads = _size(_first(c.get("n_heads_lm"), g.get("n_head"), default=max(1, width // 32)), "the head count", 1)
+        extra = S * _size(c.get("n_heads", 8), "config.n_heads", 1) * n_patches * \
+            _size(c.get("n_prototypes", 1000), "config.n_prototypes", 1) * 4 * 2
+        extra += S * prompt_len * width * 4  # the prefix embeddings built in numpy
     io = S * (L * 8 * 3 + n_patches * patch_len * 8 * 2 + H * 8 * 3)
+    vocab = _first(g.get("n_vocab"), c.get("n_vocab"),
+                   _backbone_vocab(manifest, bundle_dir) if paradigm == "bridging" else None, default=DEFAULT_N_VOCAB)
     return _Shape(tokens=tokens, series=S, width=width, layers=layers, heads=heads, d_ff=d_ff, causal=causal,
-                  io_bytes=io, extra_act=extra)
+                  io_bytes=io, n_vocab=_size(vocab, "the vocabulary size", 1), extra_act=extra)
 
 
-def _weight_bytes(manifest: Manifest, v: Variant) -> int:
-    files = sum(manifest.files[f].size for f in v.files if f in manifest.files)
-    w = int(v.weight_bytes or files)
-    if manifest.paradigm == "bridging":
-        w += int(dict(manifest.backbone).get("weight_bytes", 0))
-    return w
+def _backbone_vocab(manifest: Manifest, bundle_dir: str | Path | None) -> int | None:
+    """A Bridging backbone's vocabulary size, from the backbone manifest at the adapter's path hint (if there)."""
+    hint = dict(manifest.backbone).get("path")
+    if bundle_dir is None or not isinstance(hint, str) or not (Path(bundle_dir) / hint / "manifest.json").is_file():
+        return None
+    from alignts.runtime.manifest import read_manifest
+
+    return read_manifest(Path(bundle_dir) / hint, verify=False).config.get("vocab_size")
+
+
+def _weight_parts(manifest: Manifest, v: Variant) -> list[tuple[int, str]]:
+    """[(file bytes, backend that loads them)]: the variant's files; for Bridging, its adapter (onnxruntime) and
+    the shared backbone (the variant's backend)."""
+    files = sum(_size(manifest.files[f].size, f"files[{f!r}].size") for f in v.files if f in manifest.files)
+    own = _size(v.weight_bytes, f"variant {v.name!r} weight_bytes") or files
+    if manifest.paradigm != "bridging":
+        return [(own, v.backend)]
+    backbone = _size(dict(manifest.backbone).get("weight_bytes", 0), "backbone.weight_bytes")
+    return [(own, "onnx"), (backbone, v.backend)]
 
 
 def _mode_settings(v: Variant, mode: str, sh: _Shape) -> dict[str, Any]:
@@ -271,7 +333,7 @@ def estimate_peak(manifest: Manifest, variant: str | Variant, batch_size: int = 
 
     mode: ``fast`` (backend defaults) or ``lean`` (onnxruntime arena / memory pattern / pre-packing off;
     llama.cpp f16 KV cache). bundle_dir: lets the estimate read a GGUF header for depth/heads when the manifest
-    lacks them. overhead: replaces ``RUNTIME_OVERHEAD[backend]``. See the module docstring for the model.
+    lacks them. overhead: replaces :func:`runtime_overhead`. See the module docstring for the model.
     """
     if mode not in ("fast", "lean"):
         raise InputError(f"mode={mode!r}: expected 'fast' or 'lean'.")
@@ -279,18 +341,21 @@ def estimate_peak(manifest: Manifest, variant: str | Variant, batch_size: int = 
         raise InputError(f"batch_size={batch_size}: expected >= 1.")
     v = manifest.variant(variant) if isinstance(variant, str) else variant
     sh = _shape(manifest, int(batch_size), context_len, horizon, n_channels, bundle_dir)
-    wfile = _weight_bytes(manifest, v)
+    parts = _weight_parts(manifest, v)
+    wfile = sum(b for b, _ in parts)
+    # a Bridging adapter's onnxruntime session: the plan's onnx settings (a llama.cpp plan leaves it fast)
+    onnx_mode = mode if v.backend == "onnx" else "fast"
+    weights = sum(int(b * (ONNX_WEIGHT_FACTOR[onnx_mode] if be == "onnx" else GGUF_WEIGHT_FACTOR)) for b, be in parts)
+    adapter_act = int(sh.extra_act * ACT_FACTOR[onnx_mode])  # Bridging's reprogramming, in onnxruntime
     S, T, d = sh.series, sh.tokens, sh.width
     kv = 0
     if v.backend == "onnx":
-        weights = int(wfile * ONNX_WEIGHT_FACTOR[mode])
-        live = S * T * (6 * d + 2 * sh.d_ff + 2 * sh.heads * T) * 4 + sh.extra_act
+        live = S * T * (6 * d + 2 * sh.d_ff + 2 * sh.heads * T) * 4
         if sh.generation:  # onnxruntime causal LM: past key/values are tensors too
             kv = 2 * sh.layers * S * T * d * 4 * 2  # present + past copies
-        activations = int(live * ACT_FACTOR[mode]) + sh.io_bytes
+        activations = int(live * ACT_FACTOR[mode]) + adapter_act + sh.io_bytes
         settings = _mode_settings(v, mode, sh)
     else:
-        weights = int(wfile * GGUF_WEIGHT_FACTOR)
         settings = _mode_settings(v, mode, sh)
         n_ctx_total = settings["n_ctx"] * settings["n_seq_max"]
         n_kv = int(math.ceil(n_ctx_total / 256) * 256)  # llama.cpp pads the cache to 256 cells
@@ -299,14 +364,15 @@ def estimate_peak(manifest: Manifest, variant: str | Variant, batch_size: int = 
         ub = settings["n_batch"]
         # compute graph reserved for n_batch tokens: hidden/MLP buffers and the [n_kv, ub, h] scores
         graph = ub * (6 * d + 2 * sh.d_ff + 2 * sh.heads * min(n_kv, max(ub, T))) * 4
-        out_buf = ub * (d + (sh.n_vocab if sh.generation else 0)) * 4
-        live = graph + out_buf + S * T * d * 4 * 2 + sh.extra_act  # + numpy embeds in/out
-        activations = int(live * GGUF_ACT_FACTOR) + sh.io_bytes
-    over = int(RUNTIME_OVERHEAD[v.backend] if overhead is None else overhead)
+        out_buf = ub * (d + sh.n_vocab) * 4  # exact: not scaled by the allocator factor
+        live = graph + S * T * d * 4 * 2  # + numpy embeds in/out
+        activations = int(live * GGUF_ACT_FACTOR) + out_buf + adapter_act + sh.io_bytes
+    backends = runtime_backends(manifest, v)
+    over = runtime_overhead(manifest.paradigm, backends) if overhead is None else int(overhead)
     total = weights + activations + kv + over
     detail = {"variant": v.name, "backend": v.backend, "dtype": v.dtype, "mode": mode, "batch_size": int(batch_size),
               "series_per_call": S, "tokens": T, "width": d, "layers": sh.layers, "heads": sh.heads, "d_ff": sh.d_ff,
-              "weight_file_bytes": wfile, "settings": settings}
+              "weight_file_bytes": wfile, "runtimes": backends, "settings": settings}
     return Estimate(weights=weights, activations=activations, kv_cache=int(kv), runtime_overhead=over,
                     total=int(total), detail=detail)
 
@@ -430,7 +496,8 @@ def describe_plan(choice: Choice, estimate: Estimate | None = None, settings: Ma
              f"    activations     {format_bytes(e.activations)}  ({e.detail.get('series_per_call')} series x "
              f"{e.detail.get('tokens')} tokens x width {e.detail.get('width')}, {e.detail.get('layers')} layers)",
              f"    KV cache        {format_bytes(e.kv_cache)}",
-             f"    runtime         {format_bytes(e.runtime_overhead)}  (Python + numpy + numba + {choice.backend})",
+             f"    runtime         {format_bytes(e.runtime_overhead)}  (Python + pandas + numpy + numba + "
+             f"{' + '.join(e.detail.get('runtimes', (choice.backend,)))})",
              f"  settings ({mode})".ljust(20) + ", ".join(f"{k}={v}" for k, v in settings.items())]
     if choice.budget is not None:
         lines.append(f"  headroom          {format_bytes(choice.budget - e.total)}")

@@ -97,8 +97,12 @@ class Vocab:
         self.source = source
 
 
-def hf_vocab(path: str | os.PathLike) -> Vocab:
-    """Vocabulary of a Hugging Face ``tokenizer.json`` (or a folder holding one) through ``tokenizers``."""
+def hf_vocab(path: str | os.PathLike, tokenizer_config: str | os.PathLike | bool | None = True) -> Vocab:
+    """Vocabulary of a Hugging Face ``tokenizer.json`` (or a folder holding one) through ``tokenizers``.
+
+    tokenizer_config: where its special tokens are: True = ``tokenizer_config.json`` beside it (a model folder),
+    a path (a bundle's verified file), or None (none: a bundle that lists no such file).
+    """
     from tokenizers import Tokenizer
 
     p = Path(path)
@@ -114,11 +118,13 @@ def hf_vocab(path: str | os.PathLike) -> Vocab:
         raise ArtifactError(f"{p}: not a readable tokenizer.json ({e}); expected a `tokenizers` JSON file. "
                             "Fix: re-save the tokenizer.") from e
     cfg: dict[str, Any] = {}
-    if (folder / "tokenizer_config.json").is_file():
+    config = folder / "tokenizer_config.json" if tokenizer_config is True else tokenizer_config
+    if config and Path(config).is_file():
         try:
-            cfg = json.loads((folder / "tokenizer_config.json").read_text())
-        except json.JSONDecodeError:
+            cfg = json.loads(Path(config).read_text())
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError: no special tokens from it
             cfg = {}
+        cfg = cfg if isinstance(cfg, dict) else {}
 
     def special(key: str, names: tuple[str, ...]) -> int | None:
         v = cfg.get(key)

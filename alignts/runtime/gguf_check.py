@@ -11,9 +11,14 @@ The project's own metadata lives under the ``alignts.`` key namespace; :class:`K
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import mmap
 import os
+import stat as stat_mod
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -55,6 +60,15 @@ class Keys:
 
 ALIGNTS_GGUF_FORMAT_VERSION = "1"
 
+# llama.cpp's own limits (src/llama-hparams.h, ggml/include/ggml.h): past them it aborts or refuses the file
+MAX_LAYERS = 512        # LLAMA_MAX_LAYERS
+MAX_EXPERTS = 1024      # LLAMA_MAX_EXPERTS
+MAX_DIMS = 4            # GGML_MAX_DIMS
+MAX_TENSOR_NAME = 63    # GGML_MAX_NAME - 1
+ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
+# weights are scanned for NaN/inf (see GGUFInfo.values_scanned) in files up to this size
+SCAN_MAX_BYTES = 64 << 20
+
 
 @dataclass(frozen=True)
 class GGUFInfo:
@@ -63,6 +77,10 @@ class GGUFInfo:
     tensors: {name: (shape in numpy order, i.e. the reverse of ggml's ne, type name)}.
     metadata: the ``alignts.*`` keys (full key names) with their values.
     file_type: ``general.file_type`` (llama_ftype number; -1 when absent), file_type_name its name.
+    n_head_kv: KV heads of the first layer; kv_per_token: K and V values one token keeps in the KV cache,
+    summed over layers (the cache holds n_ctx * n_seq_max tokens).
+    values_scanned: the f32/f16/bf16 tensors and the scales of q4_0/q4_1/q5_0/q5_1/q8_0 tensors were checked for
+    NaN/inf (done by default for files up to SCAN_MAX_BYTES).
     """
 
     path: Path
@@ -81,6 +99,9 @@ class GGUFInfo:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     lora_alpha: float | None = None
     adapter_type: str | None = None
+    n_head_kv: int = 0
+    kv_per_token: int = 0
+    values_scanned: bool = False
 
 
 _FTYPE_NAMES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 32: "bf16"}
@@ -94,9 +115,12 @@ def _gguf():
     return gguf
 
 
-# GGUF value types -> struct format (scalars); 8 = string, 9 = array.
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _MAX_COUNT = 1 << 24  # more tensors/keys/array items than this means a corrupt header
+_KEEP_ITEMS = 4096    # numeric arrays up to this length are kept (per-layer values); longer ones only counted
+_TOKENS = "tokenizer.ggml.tokens"
+_MAX_STRING = 1 << 16  # keys, tokens
+_MAX_VALUE = 1 << 20   # string values (chat templates run to some kilobytes)
+_FIX = "Re-export the file (or restore the bundle)."
 
 
 class _Truncated(Exception):
@@ -104,51 +128,104 @@ class _Truncated(Exception):
 
 
 @dataclass(frozen=True)
+class _Long:
+    """A string value longer than _MAX_VALUE, skipped unread."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class _Arr:
+    """A GGUF array value: item type, length, and the items when kept (short numeric arrays, the tokens)."""
+
+    item_type: int
+    n: int
+    items: tuple | None
+
+
+@dataclass(frozen=True)
 class _Parsed:
     version: int
-    kv: dict[str, Any]              # scalars and strings; arrays as lists when short, else their length
-    arr_len: dict[str, int]         # length of every array value
+    kv: dict[str, Any]              # scalars and strings; arrays as _Arr
+    types: dict[str, int]           # GGUF value type of every key
     tensors: list[tuple[str, tuple[int, ...], int, int]]  # (name, ne, ggml type, offset in data section)
     data_start: int
 
 
-def _parse(path: Path, buf: memoryview) -> _Parsed:
-    """Parse a GGUF (v2/v3) header from ``buf`` without touching tensor data."""
+def _types():
+    T = _gguf().GGUFValueType
+    scalar = {T.UINT8: "<B", T.INT8: "<b", T.UINT16: "<H", T.INT16: "<h", T.UINT32: "<I", T.INT32: "<i",
+              T.FLOAT32: "<f", T.BOOL: "<?", T.UINT64: "<Q", T.INT64: "<q", T.FLOAT64: "<d"}
+    return T, {int(k): v for k, v in scalar.items()}
+
+
+def _parse(path: Path, buf) -> _Parsed:
+    """Parse a GGUF (v2/v3) header from ``buf`` (an mmap: only the header's pages are touched)."""
+    T, scalar = _types()
+    size = len(buf)
     off = 0
 
     def take(fmt: str):
         nonlocal off
-        size = struct.calcsize(fmt)
-        if off + size > len(buf):
+        n = struct.calcsize(fmt)
+        if off + n > size:
             raise _Truncated
         v = struct.unpack_from(fmt, buf, off)[0]
-        off += size
+        off += n
         return v
 
-    def string() -> str:
+    def string(limit: int = _MAX_STRING, what: str = "a string") -> str | _Long:
+        """A string of at most ``limit`` bytes (longer: ArtifactError for names, a _Long for values that are
+        skipped unread, so a huge string never reaches memory)."""
         nonlocal off
         n = take("<Q")
-        if n > len(buf) - off:
+        if n > size - off:
             raise _Truncated
+        if n > limit:
+            if what == "a value":
+                off += n
+                return _Long(n)
+            raise ArtifactError(f"{path}: {what} of {n} bytes in the header; expected at most {limit}. The file is "
+                                f"corrupt. {_FIX}")
         s = bytes(buf[off:off + n]).decode("utf-8", errors="replace")
         off += n
         return s
 
-    def value(t: int, keep: bool):
-        if t in _SCALAR:
-            return take(_SCALAR[t])
-        if t == 8:
-            return string()
-        if t == 9:
-            it, n = take("<I"), take("<Q")
-            if n > _MAX_COUNT:
-                raise ArtifactError(f"{path}: array of {n} items in the header; the file is corrupt. Re-export it.")
-            items = [value(it, keep) for _ in range(n)]
-            return items if keep else n
-        raise ArtifactError(f"{path}: unknown GGUF value type {t}; the file is corrupt or from a newer GGUF "
-                            "version. Re-export it.")
+    def skip_strings(n: int, keep: bool) -> tuple | None:
+        nonlocal off
+        items = [] if keep else None
+        for _ in range(n):
+            if keep:
+                items.append(string(what="a token"))
+            else:
+                k = take("<Q")
+                if k > size - off:
+                    raise _Truncated
+                off += k
+        return tuple(items) if keep else None
 
-    if bytes(buf[:4]) != GGUF_MAGIC:
+    def array(key: str) -> _Arr:
+        nonlocal off
+        it, n = take("<I"), take("<Q")
+        if n > _MAX_COUNT:
+            raise ArtifactError(f"{path}: {key} is an array of {n} items; expected at most {_MAX_COUNT}. The "
+                                f"file is corrupt. {_FIX}")
+        if it == T.STRING:
+            return _Arr(it, n, skip_strings(n, keep=key == _TOKENS))
+        if it == T.ARRAY:
+            raise ArtifactError(f"{path}: {key} is an array of arrays; expected a flat array (llama.cpp reads no "
+                                f"nested arrays). {_FIX}")
+        if it not in scalar:
+            raise ArtifactError(f"{path}: {key} is an array of unknown GGUF type {it}; expected one of the GGUF "
+                                f"value types 0-12. The file is corrupt or from a newer GGUF version. {_FIX}")
+        width = struct.calcsize(scalar[it])
+        if n * width > size - off:
+            raise _Truncated
+        items = struct.unpack_from(f"<{n}{scalar[it][1]}", buf, off) if n <= _KEEP_ITEMS else None
+        off += n * width
+        return _Arr(it, n, items)
+
+    if size < 4 or bytes(buf[:4]) != GGUF_MAGIC:
         raise ArtifactError(f"{path}: not a GGUF file (first bytes {bytes(buf[:4])!r}, expected {GGUF_MAGIC!r}); "
                             "pass a .gguf file written by alignts or llama.cpp's converters.")
     off = 4
@@ -158,34 +235,100 @@ def _parse(path: Path, buf: memoryview) -> _Parsed:
                             "gguf package.")
     n_tensors, n_kv = take("<Q"), take("<Q")
     if n_tensors > _MAX_COUNT or n_kv > _MAX_COUNT:
-        raise ArtifactError(f"{path}: header claims {n_tensors} tensors and {n_kv} keys; the file is corrupt. "
-                            "Re-export it.")
+        raise ArtifactError(f"{path}: header claims {n_tensors} tensors and {n_kv} keys; expected at most "
+                            f"{_MAX_COUNT} of each. The file is corrupt. {_FIX}")
     kv: dict[str, Any] = {}
-    arr_len: dict[str, int] = {}
+    types: dict[str, int] = {}
     for _ in range(n_kv):
-        key = string()
+        key = string(what="a metadata key")
+        if not key or key in kv:
+            raise ArtifactError(f"{path}: metadata key {key!r} is {'empty' if not key else 'repeated'}; expected "
+                                f"unique, non-empty keys (llama.cpp refuses the file). {_FIX}")
         t = take("<I")
-        if t == 9:
-            save = off
-            it, n = take("<I"), take("<Q")
-            off = save
-            arr_len[key] = n
-            kv[key] = value(t, keep=n <= 64 and it != 9)
+        if t == T.ARRAY:
+            kv[key] = array(key)
+        elif t == T.STRING:
+            kv[key] = string(_MAX_VALUE, "a value")
+        elif t in scalar:
+            kv[key] = take(scalar[t])
         else:
-            kv[key] = value(t, keep=True)
+            raise ArtifactError(f"{path}: {key} has unknown GGUF value type {t}; expected one of 0-12. The file is "
+                                f"corrupt or from a newer GGUF version. {_FIX}")
+        types[key] = t
     tensors = []
     for _ in range(n_tensors):
-        name = string()
+        name = string(MAX_TENSOR_NAME, "a tensor name")
         nd = take("<I")
-        if nd > 8:
-            raise ArtifactError(f"{path}: tensor {name!r} has {nd} dimensions; the file is corrupt. Re-export it.")
+        if nd > MAX_DIMS:
+            raise ArtifactError(f"{path}: tensor {name!r} has {nd} dimensions; expected at most {MAX_DIMS}. The "
+                                f"file is corrupt. {_FIX}")
         ne = tuple(take("<Q") for _ in range(nd))
         tensors.append((name, ne, take("<I"), take("<Q")))
-    align = int(kv.get("general.alignment", 32))
-    if align <= 0 or align & (align - 1):
-        raise ArtifactError(f"{path}: general.alignment {align} is not a power of two; the file is corrupt.")
+    align = kv.get(Keys.General.ALIGNMENT, 32)
+    # ggml's CPU buffers need tensor data aligned to TENSOR_ALIGNMENT (32): below it llama.cpp aborts
+    if types.get(Keys.General.ALIGNMENT, T.UINT32) not in _INT_TYPES or align < 32 or align & (align - 1):
+        raise ArtifactError(f"{path}: general.alignment is {align!r}; expected a power of two >= 32. The file is "
+                            f"corrupt. {_FIX}")
     data_start = (off + align - 1) // align * align
-    return _Parsed(version, kv, arr_len, tensors, data_start)
+    return _Parsed(version, kv, types, tensors, data_start)
+
+
+_INT_TYPES = (0, 1, 2, 3, 4, 5, 10, 11)
+_NOT_WEIGHT_TYPES = ("I8", "I16", "I32", "I64", "F64")
+_FLOAT_TYPES = (6, 12)
+
+
+class _Fields:
+    """Typed reads of GGUF metadata: a wrong type or a value out of range is an ArtifactError."""
+
+    def __init__(self, path: Path, parsed: _Parsed):
+        self.path, self.kv, self.types = path, parsed.kv, parsed.types
+
+    def fail(self, key: str, got: Any, expected: str):
+        shown = f"an array of {got.n}" if isinstance(got, _Arr) else \
+            f"a {got.n}-byte string" if isinstance(got, _Long) else repr(got)[:60]
+        raise ArtifactError(f"{self.path}: {key} is {shown}; expected {expected}. {_FIX}")
+
+    def int(self, key: str, default: int | None = None, low: int = 0, high: int = (1 << 32) - 1) -> int | None:
+        if key not in self.kv:
+            if default is None:
+                self.fail(key, "missing", f"an integer in {low}..{high}")
+            return default
+        v = self.kv[key]
+        if self.types[key] not in _INT_TYPES or not low <= v <= high:
+            self.fail(key, v, f"an integer in {low}..{high}")
+        return int(v)
+
+    def float(self, key: str, positive: bool = False, f32: bool = False) -> float | None:
+        if key not in self.kv:
+            return None
+        v, t = self.kv[key], self.types[key]
+        ok = t == 6 if f32 else t in _FLOAT_TYPES + _INT_TYPES
+        if not ok or not math.isfinite(v) or (positive and v <= 0):
+            want = "a finite float32" if f32 else "a finite number"
+            self.fail(key, v, want + (" > 0" if positive else ""))
+        return float(v)
+
+    def str(self, key: str, default: str | None = None) -> str | None:
+        if key not in self.kv:
+            return default
+        v = self.kv[key]
+        if not isinstance(v, str):
+            self.fail(key, v, "a string of at most 1 MiB")
+        return v
+
+    def per_layer(self, key: str, n_layer: int, default: int, low: int = 0, high: int = 1 << 20) -> list[int]:
+        """A value llama.cpp reads as one number for every layer or as an array of n_layer numbers."""
+        v = self.kv.get(key)
+        if v is None and not low <= default:
+            self.fail(key, "missing", f"an integer in {low}..{high} (llama.cpp aborts on {default})")
+        if not isinstance(v, _Arr):
+            return [self.int(key, default, low, high)] * n_layer
+        if v.item_type not in _INT_TYPES or v.n != n_layer or v.items is None:
+            self.fail(key, v, f"an integer or an array of {n_layer} integers (one per layer)")
+        if not all(low <= x <= high for x in v.items):
+            self.fail(key, v, f"integers in {low}..{high}")
+        return list(v.items)
 
 
 def _tensor_nbytes(path: Path, name: str, ne: tuple[int, ...], t: int) -> int:
@@ -196,11 +339,16 @@ def _tensor_nbytes(path: Path, name: str, ne: tuple[int, ...], t: int) -> int:
     except (ValueError, KeyError) as e:
         raise ArtifactError(f"{path}: tensor {name!r} has unknown ggml type {t}; expected a type llama.cpp "
                             "knows. The file is corrupt or too new: re-export it.") from e
-    n = int(np.prod(ne, dtype=np.int64)) if ne else 1
+    if qt.name in _NOT_WEIGHT_TYPES:  # llama.cpp has no kernels for these as weights: it crashes (SIGSEGV)
+        raise ArtifactError(f"{path}: tensor {name!r} has type {qt.name}; expected a float or quantized weight "
+                            f"type (F32, F16, BF16, Q8_0, ...). The file is corrupt. {_FIX}")
+    if any(d < 1 for d in ne) or math.prod(ne) >= 1 << 60:
+        raise ArtifactError(f"{path}: tensor {name!r} has dimensions {list(ne)}; expected each >= 1 and fewer than "
+                            f"2**60 elements. The file is corrupt. {_FIX}")
     if ne and ne[0] % block:
-        raise ArtifactError(f"{path}: tensor {name!r} row length {ne[0]} is not a multiple of the {qt.name} "
-                            f"block size {block}; the file is corrupt. Re-export it.")
-    return n // block * tsize
+        raise ArtifactError(f"{path}: tensor {name!r} has rows of {ne[0]}; expected a multiple of the {qt.name} "
+                            f"block size {block}. The file is corrupt. {_FIX}")
+    return math.prod(ne) // block * tsize
 
 
 def _type_name(t: int) -> str:
@@ -211,95 +359,242 @@ def _type_name(t: int) -> str:
         return str(t)
 
 
-def check_gguf(path: str | os.PathLike, expect_arch: str | None = None) -> GGUFInfo:
-    """Check that ``path`` is a complete GGUF (model or adapter) and return its facts.
+def _check_hparams(f: _Fields, arch: str, tensors: Mapping[str, tuple]) -> dict[str, int]:
+    """Bound every hyperparameter llama.cpp asserts on while loading (src/llama-model.cpp load_hparams,
+    llama-vocab.cpp, the gpt2/llama/bert graphs), so it refuses nothing by aborting the process."""
+    p = f"{arch}."
+    n_layer = f.int(p + "block_count", None, 1, MAX_LAYERS)
+    n_ctx_train = f.int(p + "context_length", None, 1)
+    n_embd = f.int(p + "embedding_length", None, 1, 1 << 20)
+    f.int(p + "nextn_predict_layers", 0, 0, n_layer)
+    n_expert = f.int(p + "expert_count", 0, 0, MAX_EXPERTS)
+    used = max(f.per_layer(p + "expert_used_count", n_layer, 0, 0, n_expert))
+    groups = f.int(p + "expert_group_count", 0, 0, max(0, n_expert - 1))
+    group_used = f.int(p + "expert_group_used_count", 0)
+    if n_expert and (used == 0 or (groups > 1 and (n_expert % groups or not 0 < group_used < groups))):
+        f.fail(p + "expert_used_count", used, f"1..{n_expert} experts used per token, and expert groups that "
+               f"divide {n_expert} with 0 < groups used < groups")
+    if not n_expert and (used or groups):
+        f.fail(p + "expert_used_count", used, "0 (with expert_group_count 0) when expert_count is 0")
+    ours = arch in ARCHITECTURES  # the graphs alignts runs need heads and a feed-forward in every layer
+    lo = 1 if ours else 0
+    n_head = f.per_layer(p + "attention.head_count", n_layer, 0, lo, 1 << 16)
+    n_head_kv = f.per_layer(p + "attention.head_count_kv", n_layer, 0, lo, 1 << 16) \
+        if p + "attention.head_count_kv" in f.kv else n_head
+    f.per_layer(p + "feed_forward_length", n_layer, 0, lo, 1 << 24)
+    kv_per_token = 0
+    if n_head[0]:
+        head_k = f.int(p + "attention.key_length", n_embd // n_head[0], 1, 1 << 16)
+        head_v = f.int(p + "attention.value_length", n_embd // n_head[0], 1, 1 << 16)
+        if ours and p + "attention.key_length" not in f.kv and n_embd % n_head[0]:
+            f.fail(p + "attention.head_count", n_head[0], f"a divisor of embedding_length {n_embd}")
+        if ours and head_k != head_v:
+            f.fail(p + "attention.value_length", head_v, f"the key length {head_k} (llama.cpp's {arch} graph)")
+        for h, hkv in zip(n_head, n_head_kv):
+            if hkv > h or (hkv and h % hkv):
+                f.fail(p + "attention.head_count_kv", hkv, f"a divisor of head_count {h}")
+            kv_per_token += (head_k + head_v) * hkv
+        if arch == "llama":
+            f.int(p + "rope.dimension_count", head_k, head_k, head_k)
+    scaling = f.str(p + "rope.scaling.type")
+    if scaling is not None and scaling not in ROPE_SCALING_TYPES:
+        f.fail(p + "rope.scaling.type", scaling, f"one of {', '.join(ROPE_SCALING_TYPES)}")
+    for key in ("attention.layer_norm_epsilon", "attention.layer_norm_rms_epsilon"):
+        f.float(p + key, positive=True)
+    n_vocab = _check_vocab(f, arch)
+    if ours and n_vocab < 1:
+        f.fail(_TOKENS, f.kv.get(_TOKENS, "missing"), "a vocabulary of at least one token")
+    emb = tensors.get("token_embd.weight")
+    if emb is not None and ours and emb[0] != (n_vocab, n_embd):
+        raise ArtifactError(f"{f.path}: token_embd.weight has shape {list(emb[0])}; expected [{n_vocab}, {n_embd}] "
+                            f"(vocabulary x embedding_length). {_FIX}")
+    return {"n_layer": n_layer, "n_ctx_train": n_ctx_train, "n_embd": n_embd, "n_head": n_head[0],
+            "n_head_kv": n_head_kv[0], "n_vocab": n_vocab, "kv_per_token": kv_per_token}
 
-    Raises ArtifactError for: a missing file, bad magic (not a GGUF), an unreadable header, tensor data that
-    runs past the end of the file (truncated), or ``general.architecture`` != ``expect_arch``.
+
+def _check_vocab(f: _Fields, arch: str) -> int:
+    """The vocabulary size, after the checks llama.cpp's vocabulary loader asserts or throws on."""
+    f.str("tokenizer.ggml.model")
+    tokens = f.kv.get(_TOKENS)
+    if tokens is None:
+        return f.int(f"{arch}.vocab_size", 0, 0, 1 << 24)
+    if not isinstance(tokens, _Arr) or tokens.item_type != 8:
+        f.fail(_TOKENS, tokens, "an array of strings")
+    seen = set(tokens.items)
+    if len(seen) != tokens.n:
+        dup = next(t for i, t in enumerate(tokens.items) if t in tokens.items[:i])
+        f.fail(_TOKENS, tokens, f"distinct tokens ({dup!r} appears twice; llama.cpp aborts on a repeated token)")
+    for key, item_types in (("tokenizer.ggml.scores", (5, 6)), ("tokenizer.ggml.token_type", (5,))):
+        v = f.kv.get(key)
+        if v is not None and (not isinstance(v, _Arr) or v.item_type not in item_types or v.n < tokens.n):
+            f.fail(key, v, f"an array of at least {tokens.n} items (one per token)")
+    return tokens.n
+
+
+def _scan_values(path: Path, buf, parsed: _Parsed) -> None:
+    """NaN/inf in f32/f16/bf16 tensors, and in the f16 block scales (d, and m where there is one) of
+    q4_0/q4_1/q5_0/q5_1/q8_0 tensors; other quantized types are not scanned."""
+    gguf = _gguf()
+    Q = gguf.GGMLQuantizationType
+    scales = {Q.Q4_0: 2, Q.Q5_0: 2, Q.Q8_0: 2, Q.Q4_1: 4, Q.Q5_1: 4}  # leading bytes of f16 scales per block
+    for name, ne, t, toff in parsed.tensors:
+        n = math.prod(ne)
+        start = parsed.data_start + toff
+        if t in (Q.F32, Q.F16):
+            a = np.frombuffer(buf, dtype=np.float32 if t == Q.F32 else np.float16, count=n, offset=start)
+            bad = int(np.count_nonzero(~np.isfinite(a)))
+        elif t == Q.BF16:  # no numpy bf16: an all-ones exponent is inf or NaN
+            a = np.frombuffer(buf, dtype=np.uint16, count=n, offset=start)
+            bad = int(np.count_nonzero((a & 0x7F80) == 0x7F80))
+        elif t in scales:
+            block, tsize = gguf.GGML_QUANT_SIZES[Q(t)]
+            a = np.frombuffer(buf, dtype=np.uint8, count=n // block * tsize, offset=start)
+            d = a.reshape(-1, tsize)[:, :scales[t]].copy().view(np.float16)
+            bad = int(np.count_nonzero(~np.isfinite(d)))
+        else:
+            continue
+        del a  # no view may outlive the mmap
+        if bad:
+            raise ArtifactError(f"{path}: tensor {name!r} holds {bad} NaN/inf values; expected finite weights (the "
+                                f"export diverged or the file was edited). {_FIX}")
+
+
+_info_cache: dict[tuple, GGUFInfo] = {}
+_info_lock = threading.Lock()
+
+
+def check_gguf(path: str | os.PathLike, expect_arch: str | None = None, scan_values: bool | None = None) -> GGUFInfo:
+    """Check that ``path`` is a complete GGUF (model or adapter) that llama.cpp loads without aborting, and
+    return its facts.
+
+    Raises ArtifactError for: a missing file, bad magic (not a GGUF), an unreadable or malformed header
+    (wrong value types, nested arrays, repeated keys or tokens, split files, alignment below 32), tensors llama.cpp
+    cannot compute with (integer types, quantized vectors), tensor data that runs past the end of the file
+    (truncated), hyperparameters past llama.cpp's limits (block_count > 512, heads that do not divide the width,
+    expert counts, unknown RoPE scaling, ...), NaN/inf weights (``scan_values``; None = in files up to
+    SCAN_MAX_BYTES), or ``general.architecture`` != ``expect_arch``. The header is read through mmap: only its
+    pages are touched. The result is cached per unchanged file (inode, size, mtime, ctime).
     """
     path = Path(path)
-    if not path.is_file():
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is None or not stat_mod.S_ISREG(st.st_mode):
         raise ArtifactError(f"GGUF file {str(path)!r} does not exist; pass the path of a .gguf file "
                             "(bundles list theirs in manifest.json).")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(min(size, 64 << 20))  # the header; tensor data is never read
-    try:
-        parsed = _parse(path, memoryview(raw))
-    except _Truncated:
-        if len(raw) < size:  # header bigger than 64 MiB: read it all
-            with open(path, "rb") as f:
-                raw = f.read()
-            try:
-                parsed = _parse(path, memoryview(raw))
-            except _Truncated:
-                parsed = None
-        else:
-            parsed = None
-        if parsed is None:
+    scan = st.st_size <= SCAN_MAX_BYTES if scan_values is None else bool(scan_values)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    with _info_lock:
+        info = _info_cache.get(key)
+    if info is None or (scan and not info.values_scanned):
+        info = _read_info(path, st.st_size, scan)
+        with _info_lock:
+            _info_cache[key] = info
+            if len(_info_cache) > 256:  # oldest first: a long-lived process checks few files, a fuzzer many
+                _info_cache.pop(next(iter(_info_cache)))
+    if info.path != path:
+        info = dataclasses.replace(info, path=path)
+    if expect_arch is not None and info.arch != expect_arch:
+        raise ArtifactError(f"{path}: architecture is {info.arch!r}, expected {expect_arch!r}; pass the GGUF "
+                            f"exported for a {expect_arch} backbone.")
+    return info
+
+
+def _read_info(path: Path, size: int, scan: bool) -> GGUFInfo:
+    if size == 0:
+        raise ArtifactError(f"{path}: empty file; expected a GGUF model. The copy or download was interrupted: "
+                            "copy it again or re-export it.")
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        try:
+            parsed = _parse(path, buf)
+        except _Truncated:
             raise ArtifactError(f"{path}: truncated inside the GGUF header ({size} bytes); expected a complete "
                                 "file. The copy or download was interrupted: copy it again or re-export it.") from None
-    fields = parsed.kv
+        info = _facts(path, size, parsed)
+        if scan:
+            _scan_values(path, buf, parsed)
+    logger.debug("checked %s: arch=%s type=%s tensors=%d", path, info.arch, info.general_type, info.tensor_count)
+    return dataclasses.replace(info, values_scanned=scan)
 
-    arch = fields.get(Keys.General.ARCHITECTURE)
-    if not isinstance(arch, str):
+
+def _facts(path: Path, size: int, parsed: _Parsed) -> GGUFInfo:
+    f = _Fields(path, parsed)
+    arch = f.str(Keys.General.ARCHITECTURE)
+    if not arch:
         raise ArtifactError(f"{path}: no {Keys.General.ARCHITECTURE} key; expected a GGUF model or adapter "
                             "with an architecture. Re-export the file.")
-    if expect_arch is not None and arch != expect_arch:
-        raise ArtifactError(f"{path}: architecture is {arch!r}, expected {expect_arch!r}; pass the GGUF "
-                            f"exported for a {expect_arch} backbone.")
-
+    general_type = f.str(Keys.General.TYPE, "model")
+    if f.int("split.count", 1, 0, 1 << 16) > 1:  # llama.cpp would open sibling files no manifest lists
+        f.fail("split.count", parsed.kv["split.count"], "1: a single-file GGUF (merge split files with "
+               "llama-gguf-split --merge)")
     tensors: dict[str, tuple[tuple[int, ...], str]] = {}
     end = parsed.data_start
+    align = parsed.kv.get(Keys.General.ALIGNMENT, 32)
     for name, ne, t, toff in parsed.tensors:
         if name in tensors:
-            raise ArtifactError(f"{path}: tensor {name!r} appears twice; the file is corrupt. Re-export it.")
+            raise ArtifactError(f"{path}: tensor {name!r} appears twice; expected unique tensor names. The file is "
+                                f"corrupt. {_FIX}")
+        if toff % align:
+            raise ArtifactError(f"{path}: tensor {name!r} starts at offset {toff}; expected a multiple of the "
+                                f"alignment {align}. The file is corrupt. {_FIX}")
         tensors[name] = (tuple(reversed(ne)), _type_name(t))  # ggml ne -> numpy order
+        if all(d == 1 for d in ne[1:]) and tensors[name][1] not in ("F32", "F16", "BF16"):
+            # norms and biases enter ggml's add/mul, which abort on a quantized operand
+            raise ArtifactError(f"{path}: the vector {name!r} has type {tensors[name][1]}; expected F32, F16 or BF16. "
+                                f"The file is corrupt. {_FIX}")
         end = max(end, parsed.data_start + toff + _tensor_nbytes(path, name, ne, t))
     if end > size:
         raise ArtifactError(f"{path}: truncated; tensor data needs {end} bytes but the file has {size}. "
                             "The copy or download was interrupted: copy the file again or re-export it.")
-
-    def geti(key: str, default: int = 0) -> int:
-        v = fields.get(f"{arch}.{key}", default)
-        if isinstance(v, (list, np.ndarray)):  # per-layer arrays: take the first
-            v = v[0] if len(v) else default
-        return int(v)
-
-    n_vocab = geti("vocab_size", 0)
-    if "tokenizer.ggml.tokens" in parsed.arr_len:
-        n_vocab = parsed.arr_len["tokenizer.ggml.tokens"]
-    elif "token_embd.weight" in tensors:
-        n_vocab = tensors["token_embd.weight"][0][0]
-    ftype = int(fields.get(Keys.General.FILE_TYPE, -1))
-    alpha = fields.get(Keys.Adapter.LORA_ALPHA)
-    info = GGUFInfo(
-        path=path,
-        arch=arch,
-        general_type=str(fields.get(Keys.General.TYPE, "model")),
-        n_embd=geti("embedding_length"),
-        n_layer=geti("block_count"),
-        n_vocab=int(n_vocab),
-        n_ctx_train=geti("context_length"),
-        n_head=geti("attention.head_count"),
-        tensor_count=len(tensors),
-        file_type=ftype,
-        file_type_name=_FTYPE_NAMES.get(ftype, "unknown" if ftype >= 0 else "none"),
-        size_bytes=size,
-        tensors=tensors,
-        metadata={k: v for k, v in fields.items() if k.startswith(Keys.PREFIX)},
-        lora_alpha=None if alpha is None else float(alpha),
-        adapter_type=fields.get(Keys.Adapter.TYPE),
-    )
-    if info.general_type != "adapter":
-        if info.n_embd <= 0 or info.n_layer <= 0:
-            raise ArtifactError(f"{path}: {arch}.embedding_length/{arch}.block_count missing or zero "
-                                f"(got {info.n_embd}/{info.n_layer}); expected a complete model. Re-export it.")
+    ftype = f.int(Keys.General.FILE_TYPE, -1, -1, 1 << 16)
+    alpha = adapter_type = None
+    hp = {"n_layer": 0, "n_ctx_train": 0, "n_embd": 0, "n_head": 0, "n_head_kv": 0, "kv_per_token": 0,
+          "n_vocab": 0}
+    if general_type == "adapter":
+        # llama.cpp reads these with gguf_get_val_str / _f32, which abort on another type
+        adapter_type = f.str(Keys.Adapter.TYPE)
+        alpha = f.float(Keys.Adapter.LORA_ALPHA, f32=True)
+    else:
         if "token_embd.weight" not in tensors:
             raise ArtifactError(f"{path}: no token_embd.weight tensor; expected a complete {arch} model. "
                                 "Re-export it.")
-    logger.debug("checked %s: arch=%s type=%s tensors=%d", path, arch, info.general_type, info.tensor_count)
-    return info
+        hp = _check_hparams(f, arch, tensors)
+    return GGUFInfo(
+        path=path, arch=arch, general_type=general_type, n_embd=hp["n_embd"], n_layer=hp["n_layer"],
+        n_vocab=hp["n_vocab"], n_ctx_train=hp["n_ctx_train"], n_head=hp["n_head"], tensor_count=len(tensors),
+        file_type=ftype, file_type_name=_FTYPE_NAMES.get(ftype, "unknown" if ftype >= 0 else "none"),
+        size_bytes=size, tensors=tensors,
+        metadata={k: v for k, v in parsed.kv.items() if k.startswith(Keys.PREFIX) and isinstance(v, (str, int, float))},
+        lora_alpha=alpha, adapter_type=adapter_type, n_head_kv=hp["n_head_kv"], kv_per_token=hp["kv_per_token"])
+
+
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (0 when unknown)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_context(info: GGUFInfo, n_ctx: int, n_seq_max: int = 1, kv_type: str = "f32") -> int:
+    """Bound a llama.cpp context before it is created; returns the KV cache's bytes.
+
+    n_ctx (tokens per sequence) must lie in 1..the model's context_length, and the KV cache (n_ctx x n_seq_max
+    tokens x ``info.kv_per_token`` values) must fit this machine's memory: past either, llama.cpp reads
+    positions it has no embedding for (and aborts) or tries to allocate what is not there.
+    """
+    kv_bytes = int(n_ctx) * int(n_seq_max) * info.kv_per_token * (2 if kv_type == "f16" else 4)
+    if n_ctx < 1 or (info.n_ctx_train and n_ctx > info.n_ctx_train):
+        raise ArtifactError(f"{info.path}: n_ctx={n_ctx} tokens asked; expected 1..{info.n_ctx_train}, the model's "
+                            f"context_length. Fix: lower n_ctx (re-export with --n-ctx {info.n_ctx_train} or less).")
+    ram = physical_memory()
+    if ram and kv_bytes + info.size_bytes > ram:
+        raise ArtifactError(f"{info.path}: n_ctx={n_ctx} x {n_seq_max} sequences needs a {kv_bytes / 2**30:.1f} GiB "
+                            f"KV cache ({kv_type}) beside {info.size_bytes / 2**30:.2f} GiB of weights; expected it "
+                            f"to fit this machine's {ram / 2**30:.1f} GiB. Fix: lower n_ctx or the samples "
+                            "(parallel sequences).")
+    return kv_bytes
 
 
 def check_lora_adapter(adapter_path: str | os.PathLike, base_path: str | os.PathLike,

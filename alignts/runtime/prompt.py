@@ -15,6 +15,7 @@ series in its batch. The same code runs at training time (torch side) and at run
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -139,19 +140,22 @@ class PrefixEmbedder:
         self._cache_size = int(cache_size)
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()  # forecasts from many threads share the LRU (get + move_to_end + evict)
 
     def _stats_rows(self, text: str) -> np.ndarray:
-        r = self._rows.get(text)
-        if r is not None:
-            self._rows.move_to_end(text)
-            self.hits += 1
-            return r
-        self.misses += 1
+        with self._lock:
+            r = self._rows.get(text)
+            if r is not None:
+                self._rows.move_to_end(text)
+                self.hits += 1
+                return r
+            self.misses += 1
         ids = self.tok.encode(text)
         r = np.asarray(self.table[ids], dtype=np.float32)
-        self._rows[text] = r
-        if len(self._rows) > self._cache_size:
-            self._rows.popitem(last=False)
+        with self._lock:
+            self._rows[text] = r
+            if len(self._rows) > self._cache_size:
+                self._rows.popitem(last=False)
         return r
 
     def __call__(self, x) -> np.ndarray:

@@ -1,11 +1,13 @@
 #include "bundle.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "rt_util.h"
 #include "sha256.h"
@@ -14,17 +16,49 @@
 #define FORMAT_MAJOR "1"
 #define REEXPORT "the file is corrupt or was edited by hand; re-export the bundle (alignts fit ...)"
 
+/* A plain relative name, as alignts/runtime/manifest.py check_name: no leading '/', no empty, '.' or '..'
+   component, no backslash, at most 1024 bytes. */
 static int safe_rel_path(const char *p) {
     const char *s = p;
-    if (!*p || p[0] == '/') return 0;
-    while (*s) { /* no ".." component */
+    if (!*p || strlen(p) > 1024 || strchr(p, '\\')) return 0;
+    for (;;) {
         const char *e = strchr(s, '/');
         size_t n = e ? (size_t)(e - s) : strlen(s);
-        if (n == 2 && s[0] == '.' && s[1] == '.') return 0;
-        if (!e) break;
+        if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.')) return 0;
+        if (!e) return 1;
         s = e + 1;
     }
-    return 1;
+}
+
+/* Open dir/rel for reading unless a component of rel is a symbolic link (a link can point out of the bundle):
+   every parent is lstat'ed, the file itself opened with O_NOFOLLOW. The fd, or -1 (rt_fail). */
+static int open_in_bundle(const bundle *b, const char *rel, const char *path, struct stat *st) {
+    char *prefix = rt_join(b->dir, rel);
+    size_t base = strlen(b->dir) + 1, i;
+    int fd;
+    if (!prefix) return -1;
+    for (i = base; prefix[i]; i++) {
+        if (prefix[i] != '/') continue;
+        prefix[i] = '\0';
+        if (lstat(prefix, st) == 0 && S_ISLNK(st->st_mode)) {
+            rt_fail("bundle %s: '%s' is a symbolic link; expected the real folder inside the bundle, since a link "
+                    "can leave it. Fix: copy the bundle with its files (cp -rL) or re-export it.", b->dir, prefix);
+            free(prefix);
+            return -1;
+        }
+        prefix[i] = '/';
+    }
+    free(prefix);
+    if (lstat(path, st) == 0 && S_ISLNK(st->st_mode))
+        return rt_fail("bundle %s: '%s' is a symbolic link; expected the real file inside the bundle, since a link "
+                       "can leave it. Fix: copy the bundle with its files (cp -rL) or re-export it.", b->dir, rel);
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        if (fd >= 0) close(fd);
+        return rt_fail("bundle %s is missing '%s' (listed in its manifest) or it is not a regular file; copy the "
+                       "whole bundle folder or re-export it.", b->dir, rel);
+    }
+    return fd;
 }
 
 static int is_hex64(const char *s) {
@@ -59,6 +93,12 @@ int bundle_open(const char *dir, bundle *b) {
     strcpy(b->dir, dir);
     mpath = rt_join(dir, "manifest.json");
     if (!mpath) return -1;
+    if (lstat(mpath, &st) == 0 && S_ISLNK(st.st_mode)) {
+        rt_fail("%s is a symbolic link; expected the bundle's own manifest.json file. Fix: copy the bundle with its "
+                "files (cp -rL) or re-export it.", mpath);
+        free(mpath);
+        return -1;
+    }
     if (stat(mpath, &st) != 0) {
         rt_fail("'%s' has no manifest.json; it is not an alignts bundle (or the export was interrupted: re-run "
                 "`alignts fit ...`).", dir);
@@ -116,7 +156,8 @@ int bundle_open(const char *dir, bundle *b) {
         bundle_file *f = &b->files[b->n_files++];
         f->name = files->keys[i];
         if (!safe_rel_path(f->name)) {
-            rt_fail("%s: file name '%s' leaves the bundle folder (absolute or '..'); %s.", mpath, f->name, REEXPORT);
+            rt_fail("%s: file name '%s' is not a plain relative name inside the bundle folder (absolute, '..', '.', "
+                    "empty component or backslash); %s.", mpath, f->name, REEXPORT);
             goto fail;
         }
         if (e->type != JSON_OBJECT || !(f->sha256 = str_member(e, "sha256", f->name, mpath))) {
@@ -246,18 +287,19 @@ int bundle_verify_file(const bundle *b, const char *rel) {
     size_t i;
     const bundle_file *f = NULL;
     char *path, hex[65];
+    unsigned char buf[1 << 16], digest[32];
     struct stat st;
-    uint64_t size;
+    sha256_ctx c;
+    ssize_t got;
+    int fd;
     for (i = 0; i < b->n_files; i++)
         if (strcmp(b->files[i].name, rel) == 0) f = &b->files[i];
     if (!f)
-        return rt_fail("bundle %s: '%s' is not listed in its manifest's 'files'; the bundle is inconsistent, "
-                       "re-export it.", b->dir, rel);
+        return rt_fail("bundle %s: '%s' is not listed in its manifest's 'files', so it was never hashed; the bundle "
+                       "is inconsistent, re-export it.", b->dir, rel);
     path = rt_join(b->dir, rel);
     if (!path) return -1;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rt_fail("bundle %s is missing '%s' (listed in its manifest); copy the whole bundle folder or re-export it.",
-                b->dir, rel);
+    if ((fd = open_in_bundle(b, rel, path, &st)) < 0) {
         free(path);
         return -1;
     }
@@ -265,13 +307,20 @@ int bundle_verify_file(const bundle *b, const char *rel) {
         rt_fail("%s: size %llu bytes, manifest says %llu; the file is truncated or was changed after export. "
                 "Re-export the bundle or restore the file.", path, (unsigned long long)st.st_size,
                 (unsigned long long)f->size);
+        close(fd);
         free(path);
         return -1;
     }
-    if (sha256_file(path, hex, &size)) {
+    sha256_init(&c);
+    while ((got = read(fd, buf, sizeof buf)) > 0) sha256_update(&c, buf, (size_t)got);
+    close(fd);
+    if (got < 0) {
+        rt_fail("error reading %s: %s", path, strerror(errno));
         free(path);
         return -1;
     }
+    sha256_final(&c, digest);
+    sha256_hex(digest, hex);
     if (strcmp(hex, f->sha256) != 0) {
         rt_fail("%s: sha256 %.16s... does not match the manifest's %.16s...; the file was tampered with or "
                 "corrupted. Re-export the bundle or restore the file.", path, hex, f->sha256);

@@ -473,7 +473,9 @@ int run_injective(const bundle *b, const bundle_variant *v, const csv_table *t, 
         size_t cut, n_prompt, h, k;
         double last;
         int st, max_d;
-        if (series_tail(t, o->data, names[s], (size_t)L, x)) goto done;
+        if (series_tail(t, o->data, names[s], (size_t)L, x) ||
+            series_check_float32(x, x, (size_t)L, names[s], o->data))
+            goto done;
         for (i = 0; i < (size_t)L; i++) x[i] = (double)(float)x[i]; /* the runtime works on float32 input */
         st = at_llmtime_scaler(x, 1, (size_t)L, g.alpha, g.beta, g.basic, &off, &sc, work, NULL);
         if (st != AT_OK) {

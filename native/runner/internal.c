@@ -148,10 +148,10 @@ int run_internal(const bundle *b, const bundle_variant *v, const csv_table *t, c
     for (c = 0; c < (size_t)C; c++) {
         double *row = x + c * (size_t)L;
         if (series_tail(t, o->data, names[c], (size_t)L, row)) goto done;
-        for (i = 0; i < (size_t)L; i++) {
-            double s = smean ? (row[i] - smean[c]) / sstd[c] : row[i];
-            row[i] = (double)(float)s; /* the runtime works on float32 input */
-        }
+        memcpy(work, row, (size_t)L * sizeof(double)); /* raw, for the float32 check */
+        for (i = 0; i < (size_t)L; i++) row[i] = smean ? (row[i] - smean[c]) / sstd[c] : row[i];
+        if (series_check_float32(work, row, (size_t)L, names[c], o->data)) goto done;
+        for (i = 0; i < (size_t)L; i++) row[i] = (double)(float)row[i]; /* the runtime works on float32 input */
     }
     st = at_norm_patchify(x, (size_t)C, (size_t)L, (size_t)P, (size_t)stride, eps, 1, patches, mean, std, work, &bad);
     if (st != AT_OK) {

@@ -1,12 +1,17 @@
 #define _GNU_SOURCE
 #include "llm.h"
 
+#include <dlfcn.h>
+#include <errno.h>
+#include <math.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "gguf.h"
 #include "llama.h"
 #include "rt_util.h"
 
@@ -67,9 +72,31 @@ void llm_set_verbose(int on) { g_verbose = on; }
 
 static int g_backend_up = 0;
 
+/* A llama.cpp built with GGML_BACKEND_DL (scripts/setup's portable build: one CPU backend per x86-64 level, the
+   best for this CPU picked from cpuid at run time) keeps its backends beside libllama, and ggml_backend_load_all
+   searches only the executable's folder and the working directory: load them from libllama's own folder (where
+   the dynamic loader found it; the folder CMake linked against if that cannot be told). A build with its CPU
+   backend linked in has it registered already. */
+static void load_backends(void) {
+    Dl_info info;
+    char dir[4096];
+    const char *slash;
+    if (ggml_backend_reg_count() > 0) return;
+    if (dladdr((void *)&llama_backend_init, &info) && info.dli_fname && (slash = strrchr(info.dli_fname, '/')) &&
+        (size_t)(slash - info.dli_fname) < sizeof dir) {
+        memcpy(dir, info.dli_fname, (size_t)(slash - info.dli_fname));
+        dir[slash - info.dli_fname] = '\0';
+        ggml_backend_load_all_from_path(dir);
+    }
+#ifdef ALIGNTS_LLAMA_LIB_DIR
+    if (ggml_backend_reg_count() == 0) ggml_backend_load_all_from_path(ALIGNTS_LLAMA_LIB_DIR);
+#endif
+}
+
 static void init_backend_once(void) {
     if (g_backend_up) return;
     llama_log_set(log_cb, NULL);
+    load_backends();
     llama_backend_init();
     g_backend_up = 1;
 }
@@ -110,6 +137,277 @@ static int check_gguf_header(const char *path) {
     return 0;
 }
 
+/* ------------------------------------------------------------------------------------ GGUF hyperparameters */
+/* llama.cpp aborts the process (GGML_ASSERT) on some hyperparameters it loads (src/llama-model.cpp
+   load_hparams, llama-vocab.cpp, the gpt2/llama/bert graphs); alignts/runtime/gguf_check.py bounds the same
+   ones. Read the metadata with gguf (no tensor data) and refuse such a file, or an n_ctx the model or the
+   machine cannot hold, before llama.cpp sees it. */
+#define GG_MAX_LAYERS 512   /* LLAMA_MAX_LAYERS */
+#define GG_MAX_EXPERTS 1024 /* LLAMA_MAX_EXPERTS */
+
+typedef struct {
+    const char *path;
+    const struct gguf_context *g;
+} gg_file;
+
+static int gg_is_int(enum gguf_type t) {
+    return t == GGUF_TYPE_UINT8 || t == GGUF_TYPE_INT8 || t == GGUF_TYPE_UINT16 || t == GGUF_TYPE_INT16 ||
+           t == GGUF_TYPE_UINT32 || t == GGUF_TYPE_INT32 || t == GGUF_TYPE_UINT64 || t == GGUF_TYPE_INT64;
+}
+
+static int64_t gg_int_at(enum gguf_type t, const void *data, size_t i) {
+    switch (t) {
+        case GGUF_TYPE_UINT8: return ((const uint8_t *)data)[i];
+        case GGUF_TYPE_INT8: return ((const int8_t *)data)[i];
+        case GGUF_TYPE_UINT16: return ((const uint16_t *)data)[i];
+        case GGUF_TYPE_INT16: return ((const int16_t *)data)[i];
+        case GGUF_TYPE_UINT32: return ((const uint32_t *)data)[i];
+        case GGUF_TYPE_INT32: return ((const int32_t *)data)[i];
+        case GGUF_TYPE_INT64: return ((const int64_t *)data)[i];
+        default: { /* UINT64: clamp so that a huge value stays out of range */
+            uint64_t u = ((const uint64_t *)data)[i];
+            return u > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)u;
+        }
+    }
+}
+
+static int gg_bad(const gg_file *f, const char *key, const char *got, const char *expected) {
+    return rt_fail("%s: %s is %s; expected %s. The file is corrupt or not one llama.cpp can load: re-export the "
+                   "bundle.", f->path, key, got, expected);
+}
+
+/* "a string", "an array", or the integer value, for messages */
+static const char *gg_got(const gg_file *f, int64_t id, int64_t value, char *buf, size_t size) {
+    enum gguf_type t = gguf_get_kv_type(f->g, id);
+    if (t == GGUF_TYPE_ARRAY) return "an array";
+    if (!gg_is_int(t)) {
+        snprintf(buf, size, "a %s", gguf_type_name(t));
+        return buf;
+    }
+    snprintf(buf, size, "%lld", (long long)value);
+    return buf;
+}
+
+/* One integer (any GGUF integer type) in lo..hi; dflt when absent. 0 or -1. */
+static int gg_int(const gg_file *f, const char *key, int64_t dflt, int64_t lo, int64_t hi, int64_t *out) {
+    char want[96], got[48];
+    int64_t id = gguf_find_key(f->g, key);
+    snprintf(want, sizeof want, "an integer in %lld..%lld", (long long)lo, (long long)hi);
+    if (id < 0) {
+        *out = dflt;
+        return 0;
+    }
+    *out = gg_is_int(gguf_get_kv_type(f->g, id)) ? gg_int_at(gguf_get_kv_type(f->g, id), gguf_get_val_data(f->g, id), 0)
+                                                  : lo - 1;
+    return *out < lo || *out > hi ? gg_bad(f, key, gg_got(f, id, *out, got, sizeof got), want) : 0;
+}
+
+/* A value llama.cpp reads as one integer for every layer or as an array of n_layer integers. 0 or -1. */
+static int gg_layers(const gg_file *f, const char *key, int64_t n_layer, int64_t dflt, int64_t lo, int64_t hi,
+                     int64_t *vals) {
+    int64_t id = gguf_find_key(f->g, key), v, i;
+    char want[96];
+    if (id < 0 || gguf_get_kv_type(f->g, id) != GGUF_TYPE_ARRAY) {
+        if (gg_int(f, key, dflt, lo, hi, &v)) return -1;
+        if (v < lo) return gg_bad(f, key, "missing", "a value for every layer (llama.cpp aborts without it)");
+        for (i = 0; i < n_layer; i++) vals[i] = v;
+        return 0;
+    }
+    snprintf(want, sizeof want, "an integer or an array of %lld integers in %lld..%lld", (long long)n_layer,
+             (long long)lo, (long long)hi);
+    if (!gg_is_int(gguf_get_arr_type(f->g, id)) || (int64_t)gguf_get_arr_n(f->g, id) != n_layer)
+        return gg_bad(f, key, "an array of another length or type", want);
+    for (i = 0; i < n_layer; i++) {
+        vals[i] = gg_int_at(gguf_get_arr_type(f->g, id), gguf_get_arr_data(f->g, id), (size_t)i);
+        if (vals[i] < lo || vals[i] > hi) return gg_bad(f, key, "an array with a value out of range", want);
+    }
+    return 0;
+}
+
+static int gg_string(const gg_file *f, const char *key, const char **out) {
+    int64_t id = gguf_find_key(f->g, key);
+    *out = NULL;
+    if (id < 0) return 0;
+    if (gguf_get_kv_type(f->g, id) != GGUF_TYPE_STRING)
+        return gg_bad(f, key, gguf_type_name(gguf_get_kv_type(f->g, id)), "a string");
+    *out = gguf_get_val_str(f->g, id);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* The vocabulary: an array of distinct strings (llama.cpp aborts on a repeated token). */
+static int gg_vocab(const gg_file *f, int64_t *n_vocab) {
+    int64_t id = gguf_find_key(f->g, "tokenizer.ggml.tokens");
+    size_t n, i;
+    const char **s;
+    *n_vocab = 0;
+    if (id < 0) return 0;
+    if (gguf_get_kv_type(f->g, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(f->g, id) != GGUF_TYPE_STRING)
+        return gg_bad(f, "tokenizer.ggml.tokens", "not an array of strings", "an array of strings");
+    n = gguf_get_arr_n(f->g, id);
+    if (!(s = (const char **)rt_calloc(n ? n : 1, sizeof *s))) return -1;
+    for (i = 0; i < n; i++) s[i] = gguf_get_arr_str(f->g, id, i);
+    qsort(s, n, sizeof *s, cmp_str);
+    for (i = 1; i < n && strcmp(s[i - 1], s[i]) != 0; i++) {
+    }
+    free(s);
+    if (n > 1 && i < n)
+        return gg_bad(f, "tokenizer.ggml.tokens", "a vocabulary with a repeated token",
+                      "distinct tokens (llama.cpp aborts on a repeated one)");
+    *n_vocab = (int64_t)n;
+    return 0;
+}
+
+static int gg_check_model(const gg_file *f, const char *arch, const llm_params *p, uint64_t file_size) {
+    char k[160];
+    int64_t n_layer, n_ctx_train, n_embd, v, n_expert, groups, group_used, used_max = 0, head_k, head_v, n_vocab, i;
+    int64_t *head = NULL, *head_kv = NULL, *vals = NULL;
+    uint64_t kv_per_token = 0;
+    double kv_bytes, ram;
+    int ours = !strcmp(arch, "gpt2") || !strcmp(arch, "llama") || !strcmp(arch, "bert"), rc = -1;
+    const char *scaling;
+#define KEY(name) (snprintf(k, sizeof k, "%s." name, arch), k)
+    if (gg_int(f, KEY("block_count"), 0, 1, GG_MAX_LAYERS, &n_layer) ||
+        gg_int(f, KEY("context_length"), 0, 1, UINT32_MAX, &n_ctx_train) ||
+        gg_int(f, KEY("embedding_length"), 0, 1, 1 << 20, &n_embd) ||
+        gg_int(f, KEY("nextn_predict_layers"), 0, 0, n_layer, &v) ||
+        gg_int(f, KEY("expert_count"), 0, 0, GG_MAX_EXPERTS, &n_expert))
+        return -1;
+    head = (int64_t *)rt_calloc((size_t)n_layer, sizeof *head);
+    head_kv = (int64_t *)rt_calloc((size_t)n_layer, sizeof *head_kv);
+    vals = (int64_t *)rt_calloc((size_t)n_layer, sizeof *vals);
+    if (!head || !head_kv || !vals) goto done;
+    if (gg_layers(f, KEY("expert_used_count"), n_layer, 0, 0, n_expert, vals)) goto done;
+    for (i = 0; i < n_layer; i++) used_max = vals[i] > used_max ? vals[i] : used_max;
+    if (gg_int(f, KEY("expert_group_count"), 0, 0, n_expert > 0 ? n_expert - 1 : 0, &groups) ||
+        gg_int(f, KEY("expert_group_used_count"), 0, 0, UINT32_MAX, &group_used))
+        goto done;
+    if ((n_expert && (!used_max || (groups > 1 && (n_expert % groups || !(group_used > 0 && group_used < groups))))) ||
+        (!n_expert && (used_max || groups))) {
+        gg_bad(f, KEY("expert_used_count"), "inconsistent with expert_count / expert_group_count",
+               "1..expert_count experts used (0 without experts), groups dividing expert_count");
+        goto done;
+    }
+    if (gg_layers(f, KEY("attention.head_count"), n_layer, 0, ours, 1 << 16, head) ||
+        gg_layers(f, KEY("feed_forward_length"), n_layer, 0, ours, 1 << 24, vals))
+        goto done;
+    if (gguf_find_key(f->g, KEY("attention.head_count_kv")) >= 0) {
+        if (gg_layers(f, k, n_layer, 0, ours, 1 << 16, head_kv)) goto done;
+    } else {
+        memcpy(head_kv, head, (size_t)n_layer * sizeof *head);
+    }
+    if (head[0] > 0) {
+        if (gg_int(f, KEY("attention.key_length"), n_embd / head[0], 1, 1 << 16, &head_k) ||
+            gg_int(f, KEY("attention.value_length"), n_embd / head[0], 1, 1 << 16, &head_v))
+            goto done;
+        if (ours && gguf_find_key(f->g, KEY("attention.key_length")) < 0 && n_embd % head[0]) {
+            gg_bad(f, KEY("attention.head_count"), "not a divisor of embedding_length", "a divisor of it");
+            goto done;
+        }
+        if (ours && head_k != head_v) {
+            gg_bad(f, KEY("attention.value_length"), "not the key length", "the key length");
+            goto done;
+        }
+        for (i = 0; i < n_layer; i++) {
+            if (head_kv[i] > head[i] || (head_kv[i] && head[i] % head_kv[i])) {
+                gg_bad(f, KEY("attention.head_count_kv"), "not a divisor of head_count", "a divisor of it");
+                goto done;
+            }
+            kv_per_token += (uint64_t)(head_k + head_v) * (uint64_t)head_kv[i];
+        }
+        if (!strcmp(arch, "llama") && gg_int(f, KEY("rope.dimension_count"), head_k, head_k, head_k, &v)) goto done;
+    }
+    if (gg_string(f, KEY("rope.scaling.type"), &scaling)) goto done;
+    if (scaling && strcmp(scaling, "none") && strcmp(scaling, "linear") && strcmp(scaling, "yarn") &&
+        strcmp(scaling, "longrope")) {
+        gg_bad(f, k, scaling, "one of none, linear, yarn, longrope");
+        goto done;
+    }
+    if (gg_vocab(f, &n_vocab)) goto done;
+    if (ours && n_vocab < 1 && (gg_int(f, KEY("vocab_size"), 0, 0, 1 << 24, &n_vocab) || n_vocab < 1)) {
+        gg_bad(f, "tokenizer.ggml.tokens", "empty", "a vocabulary of at least one token");
+        goto done;
+    }
+    if (p->n_ctx > n_ctx_train) {
+        rt_fail("%s: n_ctx=%d tokens asked; expected 1..%lld, the model's context_length. Fix: lower n_ctx "
+                "(re-export with --n-ctx %lld or less).", f->path, p->n_ctx, (long long)n_ctx_train,
+                (long long)n_ctx_train);
+        goto done;
+    }
+    kv_bytes = (double)p->n_ctx * p->n_seq_max * (double)kv_per_token * (p->kv_f16 ? 2 : 4);
+    ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE);
+    if (ram > 0 && kv_bytes + (double)file_size > ram) {
+        rt_fail("%s: n_ctx=%d x %d sequences needs a %.1f GiB KV cache beside %.2f GiB of weights; expected it to "
+                "fit this machine's %.1f GiB. Fix: lower n_ctx or the samples (parallel sequences).", f->path,
+                p->n_ctx, p->n_seq_max, kv_bytes / 1073741824.0, (double)file_size / 1073741824.0, ram / 1073741824.0);
+        goto done;
+    }
+    rc = 0;
+done:
+#undef KEY
+    free(head);
+    free(head_kv);
+    free(vals);
+    return rc;
+}
+
+/* The metadata checks of alignts' check_gguf that keep llama.cpp from aborting, for a model (p != NULL) or a
+   LoRA adapter (p == NULL). 0 or -1 (rt_fail). */
+static int check_gguf_meta(const char *path, const llm_params *p) {
+    struct ggml_context *meta = NULL;
+    struct gguf_init_params gp = {true, &meta}; /* no_alloc: metadata and tensor shapes, no data */
+    struct gguf_context *g;
+    struct ggml_tensor *t;
+    gg_file f;
+    const char *arch, *type, *atype;
+    int64_t v, id;
+    struct stat st;
+    int rc = -1;
+    if (stat(path, &st) != 0) return rt_fail("cannot open %s: %s", path, strerror(errno));
+    if (!(g = gguf_init_from_file(path, gp)))
+        return rt_fail("%s: not a readable GGUF (a malformed header); expected a GGUF model written by alignts. "
+                       "Re-export the bundle.%s", path, last_log());
+    f.path = path;
+    f.g = g;
+    for (t = ggml_get_first_tensor(meta); t; t = ggml_get_next_tensor(meta, t)) {
+        enum ggml_type tt = t->type;
+        /* integer tensors have no compute kernels (SIGSEGV); vectors (norms, biases) enter add/mul, which abort on
+           a quantized operand */
+        if (tt == GGML_TYPE_I8 || tt == GGML_TYPE_I16 || tt == GGML_TYPE_I32 || tt == GGML_TYPE_I64 ||
+            tt == GGML_TYPE_F64 || (ggml_n_dims(t) == 1 && tt != GGML_TYPE_F32 && tt != GGML_TYPE_F16 &&
+                                    tt != GGML_TYPE_BF16)) {
+            rt_fail("%s: tensor '%s' has type %s; expected a float or quantized weight type (F32/F16/BF16 for "
+                    "vectors). The file is corrupt: re-export the bundle.", path, t->name, ggml_type_name(tt));
+            goto done;
+        }
+    }
+    if (gg_string(&f, "general.architecture", &arch) || gg_string(&f, "general.type", &type) ||
+        gg_int(&f, "split.count", 1, 0, 1, &v) || gg_int(&f, "general.alignment", 32, 32, 1 << 30, &v))
+        goto done; /* split files: sibling files no manifest lists; alignment < 32: ggml's buffers abort */
+    if (!arch) {
+        rt_fail("%s: no general.architecture key; expected a GGUF model or adapter. Re-export the bundle.", path);
+        goto done;
+    }
+    if (p) {
+        rc = gg_check_model(&f, arch, p, (uint64_t)st.st_size);
+        goto done;
+    }
+    /* llama.cpp reads these with gguf_get_val_str / _f32, which abort on another type */
+    if (gg_string(&f, "adapter.type", &atype)) goto done;
+    id = gguf_find_key(g, "adapter.lora.alpha");
+    if (id >= 0 && (gguf_get_kv_type(g, id) != GGUF_TYPE_FLOAT32 || !isfinite(gguf_get_val_f32(g, id)))) {
+        gg_bad(&f, "adapter.lora.alpha", gguf_get_kv_type(g, id) == GGUF_TYPE_FLOAT32 ? "not finite"
+                                         : gguf_type_name(gguf_get_kv_type(g, id)), "a finite float32");
+        goto done;
+    }
+    rc = 0;
+done:
+    gguf_free(g);
+    ggml_free(meta);
+    return rc;
+}
+
 llm *llm_open(const char *path, const llm_params *p) {
     struct llama_model_params mp;
     struct llama_context_params cp;
@@ -121,6 +419,7 @@ llm *llm_open(const char *path, const llm_params *p) {
     }
     if (check_gguf_header(path)) return NULL;
     init_backend_once();
+    if (check_gguf_meta(path, p) || (p->lora_path && check_gguf_meta(p->lora_path, NULL))) return NULL;
     m = (llm *)rt_calloc(1, sizeof *m);
     if (!m) return NULL;
     mp = llama_model_default_params();

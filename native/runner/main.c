@@ -1,6 +1,7 @@
 /* alignts-run BUNDLE --data CSV [options]: forecast the next H steps of a CSV's series with an exported
  * alignts bundle, through llama.cpp's C API (no Python). Prints CSV: step,<column>... one row per step. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,18 @@ static int parse_long(const char *flag, const char *s, long lo, long *out) {
     }
     *out = v;
     return 0;
+}
+
+/* Every value printed is finite, or the run fails with the reason (as alignts' Forecaster.forecast). */
+static int check_finite(const forecast *f) {
+    size_t i, bad = 0, first = 0;
+    for (i = 0; i < f->n_series * f->horizon; i++)
+        if (!isfinite(f->values[i]) && !bad++) first = i;
+    if (!bad) return 0;
+    return rt_fail("the forecast has %zu NaN/inf value(s) of %zu, e.g. series '%s' step %zu; expected finite numbers. "
+                   "Fix: if the input is extreme, rescale it; otherwise the bundle is broken (NaN/inf weights or "
+                   "normalization settings): re-export it.", bad, f->n_series * f->horizon,
+                   f->names[first / f->horizon], f->first_step + first % f->horizon);
 }
 
 static void print_forecast(const forecast *f) {
@@ -164,6 +177,7 @@ int main(int argc, char **argv) {
     } else {
         if (run_injective(&b, v, &t, &o, &f)) goto done;
     }
+    if (check_finite(&f)) goto done;
     print_forecast(&f);
     if (fflush(stdout) != 0) {
         rt_fail("cannot write the forecast to stdout: %s", strerror(errno));

@@ -1,5 +1,6 @@
 #include "npz.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,9 +96,9 @@ static int parse_npy(const char *path, const char *member, const unsigned char *
     }
     free(hdr);
     elem = f8 ? 8 : 4;
-    if (n - off < (uint64_t)a->count * elem)
-        return rt_fail("%s: member %s holds %llu data bytes; its shape needs %llu. The file is truncated: "
-                       "re-export the bundle.", path, member, (unsigned long long)(n - off),
+    if (n - off != (uint64_t)a->count * elem) /* np.save writes the header, then exactly the data */
+        return rt_fail("%s: member %s holds %llu data bytes; its shape and dtype need %llu. The file is truncated "
+                       "or its header was changed: re-export the bundle.", path, member, (unsigned long long)(n - off),
                        (unsigned long long)a->count * elem);
     a->data = (float *)rt_malloc(a->count * sizeof(float));
     if (!a->data) return -1;
@@ -113,6 +114,14 @@ static int parse_npy(const char *path, const char *member, const unsigned char *
             uint32_t u = rd32(d + 4 * i);
             memcpy(&x, &u, 4);
             a->data[i] = x;
+        }
+        if (!isfinite(a->data[i])) {
+            rt_fail("%s: member %s holds %s at flat index %zu; expected finite weights (float32: |x| <= 3.4e+38). "
+                    "Fix: re-export the bundle.", path, member, isnan(a->data[i]) ? "NaN" : "inf or a value past "
+                    "float32's range", i);
+            free(a->data);
+            a->data = NULL;
+            return -1;
         }
     }
     return 0;

@@ -42,6 +42,10 @@ int run_injective(const bundle *b, const bundle_variant *v, const csv_table *t, 
 /* The last L values of column name (raw units) into out [L]; errors for a missing / non-numeric column, too
  * few rows, or NaN inside the last L rows. */
 int series_tail(const csv_table *t, const char *path, const char *name, size_t L, double *out);
+/* The float32 rule of alignts' Forecaster.prepare on what the model reads, x [L] (raw [L] before the training
+ * scaler; the same pointer without one): finite and |x| <= FLT_MAX; a series not all zero reaches FLT_MIN; a
+ * series that varies in raw units does not turn constant in float32. 0 or -1 (rt_fail says which and the fix). */
+int series_check_float32(const double *raw, const double *x, size_t L, const char *name, const char *path);
 
 #ifdef __cplusplus
 }

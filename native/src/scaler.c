@@ -56,12 +56,14 @@ int at_llmtime_scaler(const double *x, size_t n_series, size_t len, double alpha
             offset[s] = 0.0;
             scale[s] = q > 0.01 ? q : 0.01;
         } else {
-            double m = mn - beta * (mx - mn);
+            double m = mn - beta * (mx - mn), floor;
             for (i = 0; i < n; i++) work[i] = work[i] - m;
             qsort(work, n, sizeof(double), cmp_double);
             q = quantile_sorted(work, n, alpha);
             offset[s] = m;
-            scale[s] = q == 0.0 ? 1.0 : q;
+            /* a scale below 1e-12 of the span would overflow the scaled values (same rule as the Python kernel) */
+            floor = (mx - m) * 1e-12;
+            scale[s] = q == 0.0 ? 1.0 : (q < floor ? floor : q);
         }
     }
     return AT_OK;

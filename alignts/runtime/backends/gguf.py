@@ -8,6 +8,11 @@ Every file goes through :func:`alignts.runtime.gguf_check.check_gguf` (adapters 
 ``check_lora_adapter``) before llama.cpp is handed it: llama.cpp aborts on some malformed files, and
 llama-cpp-python does not raise when an adapter fails to load.
 
+Thread safety: a llama.cpp context (its KV cache, batch and output buffers) serves one call at a time, and so
+do this class's numpy batch buffers. Every method that touches them holds the model's ``lock`` (re-entrant), so
+one model may be called from many threads: the calls run one after another, each with ``n_threads`` cores.
+A caller whose work spans several calls (``prefill`` then ``step``...) holds ``lock`` around all of them.
+
 llama.cpp's own log is silenced by default and routed to ``logging`` at DEBUG (logger
 ``alignts.runtime.backends.gguf.llama_cpp``); its last lines are quoted in errors.
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -31,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from alignts.errors import ArtifactError, BackendUnavailableError, InputError, ShapeError, missing_extra
-from alignts.runtime.gguf_check import GGUFInfo, check_gguf, check_lora_adapter
+from alignts.runtime.gguf_check import GGUFInfo, check_context, check_gguf, check_lora_adapter
 
 logger = logging.getLogger(__name__)
 _llama_log = logging.getLogger(__name__ + ".llama_cpp")
@@ -94,6 +100,17 @@ def _mmap_on(L, mp) -> bool:
     return bool(mp.use_mmap)
 
 
+def _locked(method):
+    """Run ``method`` holding the model's lock (see the module docstring: one call at a time per context)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -124,7 +141,8 @@ class LlamaCppModel:
     (:func:`alignts.runtime.budget.choose`).
 
     Attributes: info (GGUFInfo), arch, n_embd, n_vocab, n_ctx, n_seq_max, eos_id; settings (what was applied);
-    model_params, context_params (the llama.cpp structs the model and context were created with).
+    model_params, context_params (the llama.cpp structs the model and context were created with); lock (an
+    RLock every call holds; hold it across prefill + steps so that no other thread's call comes between).
     """
 
     def __init__(self, path: str | os.PathLike, *, n_ctx: int = 512, n_batch: int = 512, n_seq_max: int = 1,
@@ -132,6 +150,7 @@ class LlamaCppModel:
                  n_gpu_layers: int = 0, loras: Sequence[tuple[str | os.PathLike, float]] = (),
                  device: str = "cpu", flash_attn: bool | None = False, expect_arch: str | None = None,
                  use_mmap: bool | None = None):
+        self.lock = threading.RLock()
         self._model = None
         self._ctx = None
         self._adapters: list[Any] = []
@@ -147,6 +166,7 @@ class LlamaCppModel:
             raise InputError(f"device {device!r} is not supported; expected 'cpu' or 'cuda'.")
         if n_ctx < 1 or n_batch < 1 or n_seq_max < 1:
             raise InputError(f"n_ctx, n_batch, n_seq_max must be >= 1, got {n_ctx}, {n_batch}, {n_seq_max}.")
+        check_context(self.info, int(n_ctx), int(n_seq_max), kv_type)  # the model's context_length, the RAM
         if self.info.arch in ("gpt2", "bert") and 0 < self.info.n_ctx_train < n_ctx:
             # learned position embeddings: a position past the table aborts the process inside ggml
             raise InputError(f"n_ctx={n_ctx} exceeds the {self.info.n_ctx_train} position embeddings of "
@@ -260,6 +280,7 @@ class LlamaCppModel:
             raise ArtifactError(f"llama.cpp could not apply the LoRA adapters to {self.path} (code {rc})."
                                 f"{_last_log()}")
 
+    @_locked
     def close(self) -> None:
         """Free the context, adapters and model (idempotent)."""
         L = getattr(self, "_L", None)
@@ -309,6 +330,7 @@ class LlamaCppModel:
             self._L.llama_set_embeddings(self._ctx, on)
             self._embeddings_on = on
 
+    @_locked
     def clear(self) -> None:
         """Forget every sequence (KV cache metadata)."""
         if self._mem:
@@ -316,6 +338,7 @@ class LlamaCppModel:
         self._seq_pos[:] = 0
         self._n_live = 0
 
+    @_locked
     def hidden_states(self, embeds: np.ndarray) -> np.ndarray:
         """Final hidden states for input embeddings.
 
@@ -367,6 +390,7 @@ class LlamaCppModel:
 
     # ---------------------------------------------------------------------------------------------- generation
 
+    @_locked
     def reset(self) -> None:
         """Forget all sequences (start a new prompt)."""
         self._check_open()
@@ -385,6 +409,7 @@ class LlamaCppModel:
             view = self._logits_views[(addr, n)] = np.ctypeslib.as_array(ptr, shape=(n, self.n_vocab))
         return view.copy() if copy else view
 
+    @_locked
     def prefill(self, prompt_ids: Sequence[int] | np.ndarray, n_parallel: int = 1, copy: bool = True) -> np.ndarray:
         """Decode the prompt once (sequence 0), share its KV with sequences 1..n_parallel-1.
 
@@ -425,6 +450,7 @@ class LlamaCppModel:
         self._n_live = n_parallel
         return np.repeat(row, n_parallel, axis=0) if copy or n_parallel > 1 else row
 
+    @_locked
     def step(self, tokens: Sequence[int] | np.ndarray, seq_ids: Sequence[int] | np.ndarray | None = None,
              copy: bool = True) -> np.ndarray:
         """Append one token to each live sequence and return the next-token logits.
@@ -433,6 +459,7 @@ class LlamaCppModel:
         n_parallel of prefill). Returns [n, V] float32 (a copy; copy=False gives a view valid until the next
         call).
         """
+        self._check_open()  # a close() from another thread may have come between prefill and this step
         tok = np.asarray(tokens, dtype=np.int32).reshape(-1)
         n = tok.shape[0]
         if seq_ids is None:
@@ -465,6 +492,7 @@ class LlamaCppModel:
 
     # ---------------------------------------------------------------------------------------------- vocabulary
 
+    @_locked
     def tokenize(self, text: str, add_special: bool = False) -> np.ndarray:
         """Token ids [T] int32 of ``text`` with the model's own tokenizer."""
         self._check_open()
@@ -480,6 +508,7 @@ class LlamaCppModel:
             raise InputError(f"llama.cpp could not tokenize {text[:40]!r}.{_last_log()}")
         return np.frombuffer(buf, dtype=np.int32, count=n).copy()
 
+    @_locked
     def token_bytes(self, token_id: int) -> bytes:
         """The raw bytes of one token (byte-level tokens may be partial UTF-8)."""
         buf = ctypes.create_string_buffer(64)
@@ -495,6 +524,7 @@ class LlamaCppModel:
 
     # ---------------------------------------------------------------------------------------------- benchmark
 
+    @_locked
     def raw_decode_benchmark(self, prompt_ids: Sequence[int] | np.ndarray, tokens: np.ndarray,
                              n_parallel: int | None = None) -> dict[str, float]:
         """Time plain llama.cpp decoding of fixed tokens: the floor an Injective sampling loop is compared to.

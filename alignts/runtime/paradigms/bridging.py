@@ -28,7 +28,7 @@ from alignts.kernels.norm import instance_denorm
 from alignts.kernels.patch import norm_patchify
 from alignts.runtime.backbone_store import find_backbone, open_backbone
 from alignts.runtime.forecaster import Forecaster, register_paradigm
-from alignts.runtime.manifest import TORCH_TRAINED_NAME, Manifest, Variant, read_manifest
+from alignts.runtime.manifest import TORCH_TRAINED_NAME, Manifest, Variant, bundle_file, load_npz, read_manifest
 from alignts.runtime.prompt import PrefixEmbedder, PromptConfig, prompt_texts
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,12 @@ class BridgingForecaster(Forecaster):
         if self.backbone.d_model != int(c["d_llm"]):
             raise ArtifactError(f"backbone width {self.backbone.d_model} != the adapter's d_llm {c['d_llm']}; the "
                                 "backbone bundle does not belong to this adapter. Re-export both.")
-        self._adapter = OnnxSession(self.bundle_dir / extra.get("adapter_file", ADAPTER_NAME), device=device,
-                                    threads=threads, **self.onnx_options())
+        adapter = bundle_file(self.bundle_dir, self.manifest, extra.get("adapter_file", ADAPTER_NAME))
+        self._adapter = OnnxSession(adapter, device=device, threads=threads, **self.onnx_options())
         self._adapter_in = self._adapter.input_names[0]
-        with np.load(self.bundle_dir / extra.get("head_file", HEAD_NAME)) as h:
-            self._head_w = np.ascontiguousarray(h["weight"], dtype=np.float32)  # [H, N*d_ff]
-            self._head_b = np.ascontiguousarray(h["bias"], dtype=np.float32)  # [H]
+        h = load_npz(self.bundle_dir, self.manifest, extra.get("head_file", HEAD_NAME), required=("weight", "bias"))
+        self._head_w = np.ascontiguousarray(h["weight"], dtype=np.float32)  # [H, N*d_ff]
+        self._head_b = np.ascontiguousarray(h["bias"], dtype=np.float32)  # [H]
         self._prefix = PrefixEmbedder(self.prompt, self.backbone.tokenizer, self.backbone.table, int(c["prompt_len"]))
         return f"{self._adapter.provider}+{self.backbone.provider}"
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,7 +33,7 @@ from alignts.kernels.scaler import llmtime_scale, llmtime_scaler, llmtime_unscal
 from alignts.runtime.codec_table import (CodecSettings, Vocab, build_codec_table, gguf_token_list, hf_vocab,
                                          llama_vocab, precheck_token_list, table_from_dict, table_to_dict)
 from alignts.runtime.forecaster import Forecaster, register_paradigm
-from alignts.runtime.manifest import Variant
+from alignts.runtime.manifest import Variant, bundle_file
 from alignts.runtime.sampler import ConstrainedSampler, SamplerConfig
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,17 @@ class DigitPrompter:
 
 @register_paradigm("injective")
 class InjectiveForecaster(Forecaster):
-    """LLMTime forecaster: ``plan(...)`` then ``forecast(x [B, C, L]) -> median [B, C, H]``.
+    """LLMTime forecaster: ``plan(...)`` then ``forecast(x, quantiles=...)`` (mean, median and quantiles of one
+    sampling run; ``forecast_scaled(x) -> median [B, C, H]``).
 
-    ``forecast_quantiles(x, q)`` -> {q: [B, C, H]}; ``forecast_samples(x)`` -> [B, C, n_samples, H].
+    ``forecast_samples(x)`` -> [B, C, n_samples, H]; ``forecast_quantiles(x, q)`` -> {q: [B, C, H]}.
     Sampling options (samples, temperature, top_p, greedy, seed) come from the manifest and may be changed
     with :meth:`set_sampling` before or after ``plan``.
+
+    Thread safety: the backend holds one generation's state (llama.cpp KV cache, onnxruntime past tensors), so
+    generations run one at a time under the forecaster's lock (prompt encoding runs outside it); ``plan`` and
+    ``set_sampling`` take the same lock. Each call draws from its own Generator seeded with ``seed``, so a
+    call's result does not depend on other threads.
     """
 
     def __init__(self, bundle_dir, manifest):
@@ -151,6 +158,7 @@ class InjectiveForecaster(Forecaster):
         self.backend = None
         self.prompter: DigitPrompter | None = None
         self.sampler: ConstrainedSampler | None = None
+        self._lock = threading.RLock()
 
     # -- flexible shapes: an LLM reads any context length and writes any horizon that fits n_ctx
     @property
@@ -183,7 +191,8 @@ class InjectiveForecaster(Forecaster):
         # once the tokenizer is open; _open checks again)
         self._check_fit(DigitPrompter(self._stored_table(), self.settings, self.n_ctx,
                                       [0] if self.settings.prefix_bos else []))
-        return super().plan(None, None, batch_size, variant, device, threads, budget, settings)
+        with self._lock:  # waits for generations in flight: _open closes the backend they use
+            return super().plan(None, None, batch_size, variant, device, threads, budget, settings)
 
     def _check_fit(self, prompter: "DigitPrompter") -> int:
         """L' = the context values that fit next to H values; ShapeError when fewer than MIN_CONTEXT do."""
@@ -218,12 +227,13 @@ class InjectiveForecaster(Forecaster):
         n_samples grows past the planned parallel sequences (then plan again)."""
         from dataclasses import replace
 
-        self.sampling = replace(self.sampling, **changes)
-        if self.sampler is not None:
-            self.sampler = ConstrainedSampler(self.sampler.table, self._n_vocab, self.sampling)
-            if getattr(self.backend, "n_seq_max", 1 << 16) < self.sampling.n_samples:
-                self._plan = None  # forces a new plan: the backend holds fewer parallel sequences
-                self.backend = None
+        with self._lock:
+            self.sampling = replace(self.sampling, **changes)
+            if self.sampler is not None:
+                self.sampler = ConstrainedSampler(self.sampler.table, self._n_vocab, self.sampling)
+                if getattr(self.backend, "n_seq_max", 1 << 16) < self.sampling.n_samples:
+                    self._plan = None  # forces a new plan: the backend holds fewer parallel sequences
+                    self.backend = None
 
     def _stored_table(self) -> CodecTable:
         t = self.manifest.codec.get("table")
@@ -235,7 +245,7 @@ class InjectiveForecaster(Forecaster):
     def _open(self, variant: Variant, device: str, threads: int | None, batch_size: int) -> str:
         if self.backend is not None and hasattr(self.backend, "close"):
             self.backend.close()
-        path = self.bundle_dir / variant.files[0]
+        path = bundle_file(self.bundle_dir, self.manifest, variant.files[0])
         stored = self._stored_table()
         if variant.backend == "gguf":
             from alignts.runtime.backends.gguf import LlamaCppModel
@@ -250,7 +260,8 @@ class InjectiveForecaster(Forecaster):
             if threads is None and int(self.manifest.config.get("n_embd", 0)) <= 256:
                 threads = 1  # a tiny LM decodes faster on one thread: thread sync costs more than the math
             lora = variant.extra.get("lora_file")
-            loras = [(self.bundle_dir / lora, float(variant.extra.get("lora_scale", 1.0)))] if lora else []
+            loras = [(bundle_file(self.bundle_dir, self.manifest, lora), float(variant.extra.get("lora_scale", 1.0)))] \
+                if lora else []
             n_ctx = self._planned_n_ctx()
             self.backend = LlamaCppModel(path, n_ctx=n_ctx, n_batch=min(512, n_ctx),
                                          n_seq_max=self.sampling.n_samples, n_threads=threads, device=device,
@@ -262,7 +273,9 @@ class InjectiveForecaster(Forecaster):
 
             n_ctx = self._planned_n_ctx()
             self.backend = OrtCausalLM(path, n_ctx=n_ctx, threads=threads, device=device, **self.onnx_options())
-            vocab = hf_vocab(self.bundle_dir / self.manifest.codec.get("tokenizer", "tokenizer.json"))
+            m, tc = self.manifest, "tokenizer_config.json"
+            vocab = hf_vocab(bundle_file(self.bundle_dir, m, m.codec.get("tokenizer", "tokenizer.json")),
+                             tokenizer_config=bundle_file(self.bundle_dir, m, tc) if tc in m.files else None)
             provider = self.backend.provider
         table = self._check_table(vocab, stored)
         self._n_vocab = int(self.backend.n_vocab) if self.backend.n_vocab > 0 else vocab.n_vocab
@@ -311,27 +324,38 @@ class InjectiveForecaster(Forecaster):
         H = self.horizon
         flat = x.reshape(B * C, L).astype(np.float64)
         prompts, off, sc = self.prompter.prompts(flat, H, n_values=self.context_used)
-        rng = np.random.default_rng(self.sampling.seed)
-        out = np.empty((B * C, self.sampling.n_samples, H))
         n_ctx = self.prompter.n_ctx
-        for s, prompt in enumerate(prompts):
-            last = float(llmtime_scale(flat[s, -1:], off[s], sc[s])[0])
-            # [n, H]; a sample that reaches the end of the window stops there and is padded with its last value
-            z = self.sampler.sample_values(self.backend, prompt, H, self.settings.precision, rng,
-                                           max_digits=self.prompter.digit_cap(flat[s], off[s], sc[s]),
-                                           max_tokens=n_ctx - prompt.size, fill=last)
-            out[s] = llmtime_unscale(z, off[s], sc[s])
-        return out.reshape(B, C, self.sampling.n_samples, H)
+        with self._lock:  # the backend's KV cache holds one generation (prefill + steps) at a time
+            sampler, backend = self.sampler, self.backend
+            if backend is None:  # set_sampling dropped it (more samples than it holds): NotPlannedError
+                _ = self.planned
+            rng = np.random.default_rng(sampler.cfg.seed)
+            out = np.empty((B * C, sampler.cfg.n_samples, H))
+            for s, prompt in enumerate(prompts):
+                last = float(llmtime_scale(flat[s, -1:], off[s], sc[s])[0])
+                # [n, H]; a sample that reaches the window's end stops there and is padded with its last value
+                z = sampler.sample_values(backend, prompt, H, self.settings.precision, rng,
+                                          max_digits=self.prompter.digit_cap(flat[s], off[s], sc[s]),
+                                          max_tokens=n_ctx - prompt.size, fill=last)
+                out[s] = llmtime_unscale(z, off[s], sc[s])
+        return out.reshape(B, C, sampler.cfg.n_samples, H)
 
     def _forecast(self, x: np.ndarray) -> np.ndarray:
         return np.median(self._samples(x), axis=2)
 
+    @property
+    def quantile_method(self) -> str:
+        return "samples"
+
+    def _predict(self, a: np.ndarray, levels: tuple[float, ...] | None):
+        """One sampling run for mean, median (= ``forecast_scaled``: same seeded chunks) and quantiles."""
+        s = self._batched(self._samples, a)  # [B, C, n, H]
+        q = None if levels is None else np.moveaxis(np.quantile(s, levels, axis=2), 0, -1)
+        return s.mean(axis=2), np.median(s, axis=2), q
+
     def forecast_samples(self, x: Any) -> np.ndarray:
         """Raw samples: ``x [B, C, T>=L]`` -> [B, C, n_samples, H] (each sample parses to H values)."""
-        plan = self.planned
-        a = self.prepare(x)
-        outs = [self._samples(a[i:i + plan.batch_size]) for i in range(0, a.shape[0], plan.batch_size)]
-        return np.concatenate(outs, axis=0)[..., :plan.horizon]
+        return self._batched(self._samples, self.prepare(x))
 
     def forecast_series(self, histories: Sequence[np.ndarray], horizon: int | None = None) -> np.ndarray:
         """Median forecasts for a collection of 1-D histories of any lengths (>= 2, finite): -> [S, H].
@@ -353,13 +377,13 @@ class InjectiveForecaster(Forecaster):
         return out
 
     def forecast_quantiles(self, x: Any, q: Sequence[float] = QUANTILES) -> dict[float, np.ndarray]:
-        """Per-step quantiles of the samples: {q: [B, C, H]} (q=0.5 is the point forecast)."""
-        qs = tuple(float(v) for v in q)
-        if not all(0.0 <= v <= 1.0 for v in qs):
-            raise InputError(f"quantiles {qs}: expected values in [0, 1]. Fix: e.g. q=(0.1, 0.5, 0.9).")
-        s = self.forecast_samples(x)
-        vals = np.quantile(s, qs, axis=2)
-        return {v: vals[i] for i, v in enumerate(qs)}
+        """Model units, like ``forecast_scaled`` (evaluation): ``{q: [B, C, H]}`` from one sampling run, the
+        quantiles of ``forecast(x, quantiles=q)``; q=0.5 is the point forecast."""
+        from alignts.runtime.conformal import check_levels
+
+        levels = tuple(float(v) for v in check_levels(q))
+        vals = self._predict(self.prepare(x), levels)[2]
+        return {v: vals[..., i] for i, v in enumerate(levels)}
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

@@ -23,7 +23,7 @@ from alignts.errors import ArtifactError
 from alignts.kernels.norm import instance_denorm
 from alignts.kernels.patch import norm_patchify
 from alignts.runtime.forecaster import Forecaster, register_paradigm
-from alignts.runtime.manifest import Variant
+from alignts.runtime.manifest import Variant, bundle_file, load_npz
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class InternalForecaster(Forecaster):
         if variant.backend == "onnx":
             from alignts.runtime.backends.onnx import OnnxSession
 
-            self._session = OnnxSession(self.bundle_dir / variant.files[0], device=device, threads=threads,
+            self._session = OnnxSession(bundle_file(self.bundle_dir, self.manifest, variant.files[0]), device=device,
+                                        threads=threads,
                                         **self.onnx_options())
             self._in = variant.inputs[0] if variant.inputs else self._session.input_names[0]
             return self._session.provider
@@ -59,13 +60,13 @@ class InternalForecaster(Forecaster):
         extra = dict(variant.extra)
         io_name = extra.get("io_file", "io.npz")
         lm_name = extra.get("lm_file") or next(f for f in variant.files if f.endswith(".gguf"))
-        with np.load(self.bundle_dir / io_name) as io:
-            self._patch_w = io["patch_w"].astype(np.float32)  # [d, P]
-            self._patch_b = io["patch_b"].astype(np.float32)  # [d]
-            self._head_w = io["head_w"].astype(np.float32)  # [H, N*d]
-            self._head_b = io["head_b"].astype(np.float32)  # [H]
-            self._skip = (io["skip_w"].astype(np.float32), io["skip_b"].astype(np.float32)) \
-                if "skip_w" in io.files else None  # [H, L], [H]
+        io = load_npz(self.bundle_dir, self.manifest, io_name, required=("patch_w", "patch_b", "head_w", "head_b"))
+        self._patch_w = io["patch_w"].astype(np.float32)  # [d, P]
+        self._patch_b = io["patch_b"].astype(np.float32)  # [d]
+        self._head_w = io["head_w"].astype(np.float32)  # [H, N*d]
+        self._head_b = io["head_b"].astype(np.float32)  # [H]
+        self._skip = (io["skip_w"].astype(np.float32), io["skip_b"].astype(np.float32)) \
+            if "skip_w" in io else None  # [H, L], [H]
         n = int(self.manifest.config["n_patches"])
         s_max = batch_size * int(self.manifest.config.get("n_channels") or 1)
         # n_ctx is per sequence; hidden_states decodes up to min(n_seq_max, n_batch // n) series at once
@@ -75,9 +76,10 @@ class InternalForecaster(Forecaster):
         kwargs.update(self.llama_options())  # the plan's memory settings: KV cache type, mmap
         if threads:
             kwargs["n_threads"] = int(threads)
-        loras = [(str(self.bundle_dir / extra["adapter_file"]), float(extra.get("adapter_scale", 1.0)))] \
-            if extra.get("adapter_file") else []
-        self._lm = LlamaCppModel(str(self.bundle_dir / lm_name), device=device, loras=loras, **kwargs)
+        loras = [(str(bundle_file(self.bundle_dir, self.manifest, extra["adapter_file"])),
+                  float(extra.get("adapter_scale", 1.0)))] if extra.get("adapter_file") else []
+        self._lm = LlamaCppModel(str(bundle_file(self.bundle_dir, self.manifest, lm_name)), device=device, loras=loras,
+                                 **kwargs)
         return "llama.cpp-cuda" if device == "cuda" else "llama.cpp-cpu"
 
     def _opened_settings(self) -> dict:
