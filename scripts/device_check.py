@@ -83,7 +83,7 @@ def check_variant(bundle: Path, variant, manifest, repeats: int) -> list[dict]:
             t = np.arange(L, dtype=np.float32)
             x = (np.sin(2 * np.pi * t / 24)[None, None, :] * rng.uniform(0.5, 2, (batch, c, 1))
                  + rng.normal(0, 0.1, (batch, c, L))).astype(np.float32)
-            y_cpu, y_gpu = f_cpu.forecast(x), f_gpu.forecast(x)
+            y_cpu, y_gpu = f_cpu.forecast_scaled(x), f_gpu.forecast_scaled(x)
             row["max_abs_diff"] = float(np.abs(y_cpu - y_gpu).max())
             row["scale"] = float(np.abs(y_cpu).max())
             if manifest.paradigm == "injective":
@@ -94,8 +94,8 @@ def check_variant(bundle: Path, variant, manifest, repeats: int) -> list[dict]:
                 row["ok"] = (row["max_abs_diff"] <= TOL[variant.backend] * max(1.0, row["scale"])
                              and ("CUDA" in pg.provider or "cuda" in pg.provider))
             reps = max(3, repeats // (4 if manifest.paradigm == "injective" else 1))
-            row["cpu_p50_ms"] = _p50(lambda: f_cpu.forecast(x), reps)
-            row["cuda_p50_ms"] = _p50(lambda: f_gpu.forecast(x), reps)
+            row["cpu_p50_ms"] = _p50(lambda: f_cpu.forecast_scaled(x), reps)
+            row["cuda_p50_ms"] = _p50(lambda: f_gpu.forecast_scaled(x), reps)
             row["speedup"] = row["cpu_p50_ms"] / row["cuda_p50_ms"]
         except Exception as e:  # noqa: BLE001 - one failing variant must not hide the others
             row["ok"] = False

@@ -160,5 +160,5 @@ def test_injective_plan_passes_kv_type_and_mmap_to_llama_cpp(numeric_bundle):
     plan = f.plan(variant="gguf-f16", threads=1, settings={"use_mmap": False, "n_ctx": 256})
     assert plan.memory_mode == "custom" and plan.settings["use_mmap"] is False and plan.settings["n_ctx"] == 256
     assert f.backend.n_ctx == 256 and f.prompter.n_ctx == 256
-    y = f.forecast(np.sin(np.arange(60) / 3.0)[None, None])
+    y = f.forecast_scaled(np.sin(np.arange(60) / 3.0)[None, None])
     assert y.shape == (1, 1, 6) and np.isfinite(y).all()

@@ -166,7 +166,7 @@ def test_quantize_adds_validated_variants(tiny_bundle, tmp_path, capsys):
         assert q4.weight_bytes < q8.weight_bytes < m.variant("gguf-f32").weight_bytes
         f = rt.load(out)
         f.plan(variant="gguf-q4_0", batch_size=2)
-        assert f.forecast(np.random.default_rng(0).standard_normal((2, 1, L)).cumsum(-1)).shape == (2, 1, H)
+        assert f.forecast_scaled(np.random.default_rng(0).standard_normal((2, 1, L)).cumsum(-1)).shape == (2, 1, H)
     # the CLI: nothing left to add -> says so; a bad dtype -> exit code 2 with the fix
     assert main(["quantize", str(out), "--to", "int8"]) == 0
     assert "nothing to add" in capsys.readouterr().out

@@ -87,7 +87,7 @@ def test_runtime_matches_torch(built):
         x = _x(5, seed, scale)
         with torch.no_grad():
             ref = built.model(torch.from_numpy(x)).numpy()
-        got = f.forecast(x)
+        got = f.forecast_scaled(x)
         assert got.shape == (5, C, H)
         diff = float(np.max(np.abs(ref - got)))
         assert diff <= 1e-4 * max(1.0, scale), (seed, diff)
@@ -96,7 +96,7 @@ def test_runtime_matches_torch(built):
     f2 = load(built.root / "a")
     f2.prompt = dataclasses.replace(f2.prompt, description="something else entirely.")
     f2.plan(batch_size=2)
-    assert np.max(np.abs(f2.forecast(x) - f.forecast(x))) > 1e-6
+    assert np.max(np.abs(f2.forecast_scaled(x) - f.forecast_scaled(x))) > 1e-6
 
 
 @pytest.mark.gguf
@@ -113,7 +113,7 @@ def test_gguf_variant_matches_torch(built):
     x = _x(3, 11)
     with torch.no_grad():
         ref = built.model(torch.from_numpy(x)).numpy()
-    assert float(np.max(np.abs(f.forecast(x) - ref))) <= 1e-3
+    assert float(np.max(np.abs(f.forecast_scaled(x) - ref))) <= 1e-3
 
 
 def test_runtime_without_torch(built):
@@ -122,7 +122,7 @@ def test_runtime_without_torch(built):
         ref = built.model(torch.from_numpy(x)).numpy()
     code = ("import sys, json, numpy as np; import alignts.runtime as rt; "
             f"f = rt.load({str(built.root / 'a')!r}); f.plan(batch_size=2); "
-            f"y = f.forecast(np.array(json.loads(sys.argv[1]), dtype=np.float32)); "
+            f"y = f.forecast_scaled(np.array(json.loads(sys.argv[1]), dtype=np.float32)); "
             "assert 'torch' not in sys.modules; print(json.dumps(y.tolist()))")
     r = subprocess.run([sys.executable, "-c", code, json.dumps(x.tolist())], capture_output=True, text=True,
                        timeout=120)
@@ -154,7 +154,7 @@ def test_lean_plan_reaches_adapter_and_backbone_sessions(built):
     x = _x(2, 3)
     with torch.no_grad():
         ref = built.model(torch.from_numpy(x)).numpy()
-    assert np.max(np.abs(f.forecast(x) - ref)) <= 1e-4
+    assert np.max(np.abs(f.forecast_scaled(x) - ref)) <= 1e-4
     # the fast-planned forecaster kept its own backbone: the lean one is another cache entry
     g = load(a)
     g.plan(batch_size=2)
@@ -204,8 +204,8 @@ def test_fit_cli_and_two_bundles_share_one_backbone(built, tmp_path, capsys):
     assert fa.backbone is fb.backbone
     assert backbone_store.cache_info()["opened"] == opened + 1
     x = _x(2, 9)
-    assert fa.forecast(x).shape == fb.forecast(x).shape == (2, C, H)
-    assert not np.allclose(fa.forecast(x), fb.forecast(x))
+    assert fa.forecast_scaled(x).shape == fb.forecast_scaled(x).shape == (2, C, H)
+    assert not np.allclose(fa.forecast_scaled(x), fb.forecast_scaled(x))
 
 
 def test_bundle_sizes(built):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from alignts.data import load_data, make_splits, sliding_windows
 from alignts.errors import InputError, ShapeError
-from alignts.runtime.baselines import (BASELINES, LinearBaseline, RidgeBaseline, fit_baseline,
+from alignts.eval.baselines import (BASELINES, LinearBaseline, RidgeBaseline, fit_baseline,
                                        moving_average_matrix, window_gram)
 
 

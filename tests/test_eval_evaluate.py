@@ -11,8 +11,8 @@ import pytest
 
 from alignts.data import TimeSeriesData, load_data, make_splits, sliding_windows
 from alignts.errors import InputError, ShapeError
-from alignts.runtime.evaluate import (PUBLISHED, baseline_table, evaluate, format_table, holdout_baseline_table,
-                                      holdout_eval)
+from alignts.eval.evaluate import (PUBLISHED, baseline_table, evaluate, format_table, holdout_baseline_table,
+                                   holdout_eval)
 
 
 def _data(values, name="syn"):
@@ -135,10 +135,11 @@ def test_etth1_baseline_table(etth1):
     assert ("ETTh1", 96) in PUBLISHED
 
 
-def test_runtime_and_data_import_without_torch():
+def test_runtime_data_and_eval_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None; sys.modules['peft'] = None\n"
-            "import numpy as np, alignts.data, alignts.runtime.evaluate, alignts.runtime.baselines, alignts.runtime.metrics\n"
-            "from alignts.runtime.baselines import fit_baseline\n"
+            "import numpy as np, alignts.data, alignts.eval.evaluate, alignts.eval.baselines, alignts.eval.metrics\n"
+            "import alignts.eval.calibrate, alignts.runtime.conformal\n"
+            "from alignts.eval.baselines import fit_baseline\n"
             "m = fit_baseline('dlinear', np.random.default_rng(0).normal(size=(200, 2)), 24, 4)\n"
             "assert m.predict(np.zeros((1, 2, 24), np.float32)).shape == (1, 2, 4)\n"
             "print('ok')")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from alignts.errors import InputError, ShapeError
-from alignts.runtime.metrics import mae, mase, mase_scale, mse, smape
+from alignts.eval.metrics import mae, mase, mase_scale, mse, smape
 
 
 def test_values():

@@ -51,7 +51,7 @@ def test_greedy_identical_llama_cpp_and_onnx(bundle):
     for v in ("gguf-f32", "onnx-fp32"):
         f.set_sampling(greedy=True, n_samples=1)
         f.plan(variant=v, threads=1)
-        out[v] = f.forecast(x)
+        out[v] = f.forecast_scaled(x)
         assert out[v].shape == (6, 1, 6)
     np.testing.assert_array_equal(out["gguf-f32"], out["onnx-fp32"])
 
@@ -59,7 +59,7 @@ def test_greedy_identical_llama_cpp_and_onnx(bundle):
 def test_samples_quantiles_and_every_sample_parses(bundle):
     f = rt.load(bundle)
     with pytest.raises(NotPlannedError):
-        f.forecast(_series(1, 48))
+        f.forecast_scaled(_series(1, 48))
     f.plan(variant="gguf-f32", horizon=5, threads=1)
     x = _series(3, 60, seed=2)
     s = f.forecast_samples(x)
@@ -67,7 +67,7 @@ def test_samples_quantiles_and_every_sample_parses(bundle):
     q = f.forecast_quantiles(x)
     assert set(q) == {0.1, 0.5, 0.9}
     assert (q[0.1] <= q[0.5] + 1e-12).all() and (q[0.5] <= q[0.9] + 1e-12).all()
-    np.testing.assert_allclose(q[0.5], f.forecast(x))  # the point forecast is the median; seeded
+    np.testing.assert_allclose(q[0.5], f.forecast_scaled(x))  # the point forecast is the median; seeded
 
 
 def test_every_sample_parses_100_random_series_llama_cpp(bundle):
@@ -185,5 +185,5 @@ def test_lora_adapter_and_fused_variants(tmp_path):
     for v in ("gguf-f16-lora", "gguf-f16-fused"):
         f.set_sampling(greedy=True, n_samples=1)
         f.plan(variant=v, threads=1)
-        got[v] = f.forecast(x)
+        got[v] = f.forecast_scaled(x)
     np.testing.assert_allclose(got["gguf-f16-lora"], got["gguf-f16-fused"], rtol=0.02)

@@ -59,7 +59,7 @@ def test_context_is_cut_to_the_last_values_that_fit(bundle, caplog):
         assert (p[1:] == 14).sum() == 17 and p.size + f.prompter.forecast_tokens(H) < N_CTX
     # the scaler saw all L values (LLMTime scales before truncating)
     np.testing.assert_allclose(off, llmtime_scaler(flat)[0])
-    y = f.forecast(x)
+    y = f.forecast_scaled(x)
     assert y.shape == (1, 2, H) and np.isfinite(y).all()
     # a short context that fits is used whole, without a warning
     caplog.clear()

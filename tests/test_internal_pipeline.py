@@ -69,7 +69,7 @@ def test_bundle_variants_match_torch(fitted, csv):
     got = {}
     for v in manifest.variants:
         f.plan(variant=v.name, batch_size=4)
-        got[v.name] = f.forecast(x)
+        got[v.name] = f.forecast_scaled(x)
         assert got[v.name].shape == (6, 2, H)
     assert np.abs(got["onnx-fp32"] - ref).max() <= 1e-4
     assert manifest.variant("onnx-fp32").validation["max_abs_diff"] <= 1e-4

@@ -1,4 +1,5 @@
-"""alignts.kernels stays torch-free and each kernel file imports no other project module but alignts.errors."""
+"""alignts.kernels stays torch-free and each kernel file imports no other project module but alignts.errors (and
+the kernels' own cache policy, alignts.kernels.numba_cache, which imports nothing of the project)."""
 
 import ast
 import subprocess
@@ -21,7 +22,9 @@ def test_kernel_files_import_only_errors():
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             for name in names:
-                assert not name.startswith("alignts") or name == "alignts.errors", (path.name, name)
+                allowed = ("alignts.errors",) if path.name == "numba_cache.py" else \
+                    ("alignts.errors", "alignts.kernels.numba_cache")
+                assert not name.startswith("alignts") or name in allowed, (path.name, name)
                 assert name.split(".")[0] not in ("torch", "transformers", "peft"), (path.name, name)
 
 

@@ -84,7 +84,7 @@ def test_forecast_matches_numpy_reference(bundle):
     plan = f.plan(batch_size=3)
     assert plan.variant == "onnx-fp32" and plan.provider == "CPUExecutionProvider"
     x = _series(5)
-    y = f.forecast(x)  # 5 windows in chunks of 3
+    y = f.forecast_scaled(x)  # 5 windows in chunks of 3
     assert y.shape == (5, C, H) and y.dtype == np.float32
     np.testing.assert_allclose(y, _reference(x.astype(np.float64), w, b), atol=1e-4, rtol=1e-4)
 
@@ -95,18 +95,18 @@ def test_input_forms_and_horizon(bundle):
     f.plan(horizon=5)
     x = _series(1, length=L + 10)
     ref = _reference(x[..., -L:].astype(np.float64), w, b)[..., :5]
-    np.testing.assert_allclose(f.forecast(x), ref, atol=1e-4, rtol=1e-4)  # longer: last L points
-    np.testing.assert_allclose(f.forecast(x[0]), ref, atol=1e-4, rtol=1e-4)  # [C, T]
+    np.testing.assert_allclose(f.forecast_scaled(x), ref, atol=1e-4, rtol=1e-4)  # longer: last L points
+    np.testing.assert_allclose(f.forecast_scaled(x[0]), ref, atol=1e-4, rtol=1e-4)  # [C, T]
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame(x[0].T, columns=["a", "b", "c"])
-    np.testing.assert_allclose(f.forecast(df), ref, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(f.forecast_scaled(df), ref, atol=1e-4, rtol=1e-4)
 
 
 def test_lifecycle_and_bad_inputs(bundle):
     out, _, _ = bundle
     f = load(out)
     with pytest.raises(NotPlannedError, match="plan"):
-        f.forecast(_series())
+        f.forecast_scaled(_series())
     with pytest.raises(ShapeError, match="exactly L=32"):
         f.plan(context_len=16)
     with pytest.raises(ShapeError, match="horizon"):
@@ -117,14 +117,14 @@ def test_lifecycle_and_bad_inputs(bundle):
         f.plan(budget=10)
     f.plan()
     with pytest.raises(ShapeError, match="expected 3 channels"):
-        f.forecast(_series()[:, :2])
+        f.forecast_scaled(_series()[:, :2])
     with pytest.raises(ShapeError, match="at least L=32"):
-        f.forecast(_series(length=L - 1))
+        f.forecast_scaled(_series(length=L - 1))
     x = _series()
     x[1, 2, -3] = np.nan
     x[0, 0, -1] = np.inf
     with pytest.raises(InputError, match=r"2 NaN/inf.*\(b=0, c=0, t=-1\).*\(b=1, c=2, t=-3\).*Fix"):
-        f.forecast(x)
+        f.forecast_scaled(x)
 
 
 def test_cuda_without_provider_raises(bundle):
@@ -168,7 +168,7 @@ def test_runtime_runs_without_torch(bundle):
         import alignts.runtime as rt
         f = rt.load({str(bundle[0])!r})
         f.plan()
-        y = f.forecast(np.random.default_rng(0).normal(size=(2, {C}, {L})).astype(np.float32))
+        y = f.forecast_scaled(np.random.default_rng(0).normal(size=(2, {C}, {L})).astype(np.float32))
         assert y.shape == (2, {C}, {H}), y.shape
         bad = [m for m in ("torch", "transformers", "peft") if m in sys.modules]
         assert not bad, bad
@@ -191,7 +191,9 @@ def test_cli_forecast_inspect_eval(bundle, tmp_path, capsys):
         tmp_path / "d.csv", index=False)
     assert main(["forecast", str(out), "--data", str(tmp_path / "d.csv"), "--out", str(tmp_path / "f.csv"),
                  "--plot", str(tmp_path / "f.png")]) == 0
-    fc = pd.read_csv(tmp_path / "f.csv", index_col=0, parse_dates=True)
+    long = pd.read_csv(tmp_path / "f.csv", parse_dates=["timestamp"])  # timestamp, target, mean (no calibration)
+    assert list(long.columns) == ["timestamp", "target", "mean"]
+    fc = long.pivot(index="timestamp", columns="target", values="mean")[["a", "b", "c"]]
     assert fc.shape == (H, C) and fc.index[0] == t[-1] + pd.Timedelta("1h")
     # the CLI scales with the bundle's stored scaler and inverts it
     mean, std = np.array([1.0, 2.0, 3.0]), np.array([2.0, 1.0, 0.5])

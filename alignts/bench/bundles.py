@@ -9,7 +9,7 @@ Per bundle x variant x batch size (llama-bench style, one row each):
 - cold start (import + load + plan + first forecast) and peak resident memory, both measured in a fresh child
   process (``alignts.bench.memory.measure_peak``), beside the planner's estimate
   (``alignts.runtime.budget.estimate_peak``);
-- accuracy (MSE/MAE on the scaled test split, ``alignts.runtime.evaluate.evaluate``) with ``--data``;
+- accuracy (MSE/MAE on the scaled test split, ``alignts.eval.evaluate.evaluate``) with ``--data``;
 - the torch eager forward of the same model as the reference (Internal, Bridging): the model rebuilt from the
   bundle by ``alignts.export.reference.load_torch`` (base backbone + ``torch_trained.safetensors``, LoRA fused,
   fp32, eval + ``inference_mode``), timed in the same run on the same input, its calls interleaved with the
@@ -208,7 +208,7 @@ def _accuracy(f, manifest, cfg: BenchConfig, batch: int) -> dict[str, Any]:
 
     from alignts.data.load import load_data
     from alignts.data.splits import make_splits
-    from alignts.runtime.evaluate import evaluate
+    from alignts.eval.evaluate import evaluate
 
     L, H = f.context_len, f.planned.horizon
     data = load_data(cfg.data, columns=manifest.config.get("columns") or None)
@@ -216,7 +216,7 @@ def _accuracy(f, manifest, cfg: BenchConfig, batch: int) -> dict[str, Any]:
     if cfg.max_windows is not None:
         keep = L + H - 1 + cfg.max_windows
         splits = dataclasses.replace(splits, test=splits.test[:keep], test_mask=splits.test_mask[:keep])
-    r = evaluate(f.forecast, splits, L, H, batch_size=batch, progress=False)
+    r = evaluate(f.forecast_scaled, splits, L, H, batch_size=batch, progress=False)
     return {"mse": r["mse"], "mae": r["mae"], "n_windows": r["n_windows"], "eval_seconds": r["seconds"]}
 
 
@@ -291,14 +291,14 @@ def _bench_rows(bundle: Path, f, m, variants, cfg: BenchConfig, threads: int, to
             x = _random_input(rng, b, C, plan.context_len)
             torch_row: dict[str, Any] = {}
             if torch_forward is not None:
-                y = np.asarray(f.forecast(x))
+                y = np.asarray(f.forecast_scaled(x))
                 y_ref = _numpy(torch_forward(x))[..., :y.shape[-1]]
-                t, tt = _interleaved(lambda: f.forecast(x), lambda: torch_forward(x), cfg.repeats, cfg.warmup)
+                t, tt = _interleaved(lambda: f.forecast_scaled(x), lambda: torch_forward(x), cfg.repeats, cfg.warmup)
                 t50 = float(np.percentile(tt, 50))
                 torch_row = dict(torch_p50_ms=t50 * 1e3, speedup_vs_torch=t50 / float(np.percentile(t, 50)),
                                  torch_max_abs_diff=float(np.abs(y - y_ref).max()))
             else:
-                t = _timed(lambda: f.forecast(x), cfg.repeats, cfg.warmup)
+                t = _timed(lambda: f.forecast_scaled(x), cfg.repeats, cfg.warmup)
             p50, p90, p99 = (float(np.percentile(t, q)) for q in (50, 90, 99))
             row: dict[str, Any] = {k: None for k in COLUMNS}
             row.update(bundle=str(bundle), paradigm=m.paradigm, variant=v.name, backend=v.backend, dtype=v.dtype,
@@ -470,7 +470,12 @@ def run_bundles(args) -> int:
     cfg.check()
     result = run_bench(bundles, cfg)
     md = to_markdown(result)
-    print(md)
+    if getattr(args, "format", None):
+        from alignts.cli.output import write_table
+
+        write_table(result["rows"], args.format)
+    else:
+        print(md)
     if getattr(args, "json", None) is not None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")

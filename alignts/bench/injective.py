@@ -122,7 +122,7 @@ def zero_shot(bundle: str | Path, data_dir: str | Path, variant: str | None = No
     import alignts.runtime as rt
     from alignts.data import load_data
     from alignts.data.splits import make_splits, sliding_windows
-    from alignts.runtime.evaluate import holdout_eval
+    from alignts.eval.evaluate import holdout_eval
 
     data_dir = Path(data_dir)
     f = rt.load(bundle)
@@ -137,7 +137,7 @@ def zero_shot(bundle: str | Path, data_dir: str | Path, variant: str | None = No
     sp = make_splits(data, L, H)
     x, y = sliding_windows(sp.test, L, H, stride=ili_stride)  # [N, C, L], [N, C, H]
     t0 = time.perf_counter()
-    pred = f.forecast(x.astype(np.float64))
+    pred = f.forecast_scaled(x.astype(np.float64))
     secs = time.perf_counter() - t0
     hist = x.astype(np.float64)
     scale = np.abs(hist[..., m:] - hist[..., :-m]).mean(-1)  # [N, C] in-sample seasonal naive error

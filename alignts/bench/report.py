@@ -9,7 +9,7 @@
 - ``frontier.png``: MSE against latency and against peak memory, with the Pareto frontier (lower-left is
   better);
 - ``forecast.png``: one test window (last channel): the context tail, the truth, each model's forecast, and the
-  80 % interval (q0.1..q0.9) where the model gives quantiles (Injective);
+  80 % interval (q0.1..q0.9) where the model gives quantiles (Injective; calibrated Internal/Bridging);
 - ``report.json``: the table's numbers.
 
 The bench result is what :func:`alignts.bench.bundles.run_bench` returns (run with ``data`` set, so the rows
@@ -32,7 +32,7 @@ from alignts.errors import InputError, missing_extra
 
 log = logging.getLogger(__name__)
 
-QUANTILES = (0.1, 0.5, 0.9)
+BAND = (0.1, 0.9)  # the 80 % interval drawn around each forecast
 
 
 def _plt():
@@ -110,8 +110,8 @@ def report_rows(result: Mapping[str, Any], data: str, max_windows: int | None = 
 
     A bundle row's ``context_used`` is the context points its model read (< L for an Injective LM whose window
     holds fewer values next to the H it writes)."""
-    from alignts.runtime.baselines import BASELINES, fit_baseline
-    from alignts.runtime.evaluate import evaluate
+    from alignts.eval.baselines import BASELINES, fit_baseline
+    from alignts.eval.evaluate import evaluate
 
     rows: list[dict[str, Any]] = []
     shapes: dict[tuple[int, int], Any] = {}
@@ -239,9 +239,11 @@ def frontier_plot(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) ->
 def forecast_plot(rows: Sequence[Mapping[str, Any]], data: str, path: str | os.PathLike,
                   max_windows: int | None = None) -> Path:
     """One test window, last channel: context tail, truth, each bundle's forecast, 80 % interval when a model
-    gives quantiles (Injective ``forecast_quantiles``); the baselines dashed."""
+    gives quantiles (Injective from its samples, a calibrated Internal/Bridging bundle from its conformal
+    calibration); the baselines dashed."""
     import alignts.runtime as rt
-    from alignts.runtime.baselines import fit_baseline
+    from alignts.eval.baselines import fit_baseline
+    from alignts.eval.evaluate import forecaster_predict, quantile_method
 
     plt = _plt()
     bundles = [r for r in rows if r["bundle"]]
@@ -268,12 +270,12 @@ def forecast_plot(rows: Sequence[Mapping[str, Any]], data: str, path: str | os.P
             continue
         f = rt.load(r["bundle"], verify=False)
         f.plan(variant=r["variant"], batch_size=1)
-        if hasattr(f, "forecast_quantiles"):
-            q = f.forecast_quantiles(ctx, QUANTILES)
-            y = q[0.5][0, c]
-            ax.fill_between(np.arange(H0), q[0.1][0, c], q[0.9][0, c], alpha=0.2, label=f"{r['model']} 80%")
+        if quantile_method(f) == "none":
+            y = f.forecast_scaled(ctx)[0, c]
         else:
-            y = f.forecast(ctx)[0, c]
+            p, q = forecaster_predict(f, BAND)(ctx)
+            y = p[0, c]
+            ax.fill_between(np.arange(H0), q[0, c, :, 0], q[0, c, :, 1], alpha=0.2, label=f"{r['model']} 80%")
         ax.plot(np.arange(len(y)), y, lw=1.2, label=r["model"])
     for name in ("last_value", "dlinear"):
         try:

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from alignts.cli.output import add_format_argument, write_table
 from alignts.errors import InputError
 
 
@@ -24,6 +25,7 @@ def add_arguments(p):
                    help="also write the results (machine info and one row per case) to this JSON file")
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests, not for numbers)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per case (default 5)")
+    add_format_argument(p, what="the rows (one per case)")
     from alignts.bench.bundles import add_bundle_arguments
 
     add_bundle_arguments(p)
@@ -42,10 +44,14 @@ def _run_kernels(args) -> int:
         raise InputError(f"--repeats must be >= 1; got {args.repeats}. Fix: pass e.g. --repeats 5")
     if args.device == "cuda":
         result = run_cuda_bench(quick=args.quick, repeats=args.repeats)
-        print(cuda_to_markdown(result))
+        md = cuda_to_markdown(result)
     else:
         result = run_kernel_bench(quick=args.quick, repeats=args.repeats)
-        print(to_markdown(result))
+        md = to_markdown(result)
+    if args.format:
+        write_table(result["rows"], args.format)
+    else:
+        print(md)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from alignts.cli.output import add_format_argument
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_verb", metavar="SUBVERB")
@@ -22,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--scheme", default="auto", choices=("auto", "ett_hour", "ett_minute", "ratio"),
                    help="split scheme (auto: ETT borders for ETT files, else 70/10/20)")
     d.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_format_argument(d, what="the summary (one row; csv flattens nested keys with dots)")
     p.set_defaults(data_parser=p)
 
 
@@ -81,5 +84,10 @@ def run(args: argparse.Namespace) -> int:
     cols = [c.strip() for c in args.columns.split(",")] if args.columns else None
     data = load_data(args.data, columns=cols, target=args.target, date_column=args.date_column)
     info = describe(data, context_len=args.context, horizon=args.horizon, scheme=args.scheme)
-    print(json.dumps(info, indent=2) if args.json else _table(info))
+    if args.format:
+        from alignts.cli.output import write_table
+
+        write_table(info, args.format)
+    else:
+        print(json.dumps(info, indent=2) if args.json else _table(info))
     return 0

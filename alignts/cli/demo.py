@@ -41,7 +41,25 @@ def _step(title: str, argv: list[str]) -> None:
     print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
+def _check_extras(data: str) -> None:
+    """Fail before the first step, naming every package the demo needs that is missing and the one install line."""
+    import importlib.util
+
+    from alignts.errors import BackendUnavailableError
+
+    need = {"torch": "export", "onnxruntime": "cpu", "matplotlib": "plot"}
+    if data.startswith("statsmodels:"):
+        need["statsmodels"] = "data"
+    missing = [f"{pkg} ([{extra}])" for pkg, extra in need.items() if importlib.util.find_spec(pkg) is None]
+    if missing:
+        raise BackendUnavailableError(
+            f"alignts demo needs {', '.join(missing)}, not installed here. Fix: pip install "
+            "'alignts[cpu,export,data,plot]' (or bash scripts/setup, whose default extras include them); "
+            "a GPU box takes [gpu] instead of [cpu].")
+
+
 def run(args) -> int:
+    _check_extras(args.data)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     L, H = str(args.context), str(args.horizon)

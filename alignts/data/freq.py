@@ -92,3 +92,22 @@ def seasonal_period(freq: str | None) -> int:
     if ns == 7 * _DAY_NS:
         return 52
     return 1
+
+
+def future_index(timestamps, freq: str | None, n_rows: int, horizon: int):
+    """Timestamps of the H steps after a series (``timestamps`` [T] datetimes continued by ``freq``), numbers
+    continued by their most common step, or step numbers ``n_rows..n_rows+H-1`` when neither is known."""
+    import pandas as pd
+
+    ts = None if timestamps is None else np.asarray(timestamps)
+    if ts is not None and ts.size and ts.dtype.kind in "iuf":
+        steps = np.diff(ts)
+        vals, counts = np.unique(steps[steps > 0], return_counts=True)
+        step = vals[np.argmax(counts)] if vals.size else 1
+        return pd.Index(ts[-1] + step * np.arange(1, horizon + 1))
+    if ts is not None and ts.size and freq:
+        try:
+            return pd.date_range(start=pd.Timestamp(ts[-1]), periods=horizon + 1, freq=freq)[1:]
+        except (ValueError, TypeError):
+            pass
+    return pd.RangeIndex(n_rows, n_rows + horizon, name="step")

@@ -1,7 +1,9 @@
 """Scoring forecasters by the evaluation protocol of DESIGN.md.
 
 - ``evaluate``: every test window (``drop_last=False``) of a split, on the scaled data, all channels,
-  channel-independent; MSE and MAE.
+  channel-independent; MSE and MAE, and with quantiles the coverage of the 80 % interval, WQL and CRPS
+  (``forecaster_predict`` turns a planned forecaster into what it scores; ``window_batches`` is its loop
+  over windows, shared with the calibration).
 - ``baseline_table``: the cheap baselines (last value, seasonal naive, DLinear, ridge) on the same windows.
 - ``format_table``: a markdown table, optionally with the published numbers (``PUBLISHED``) beside ours.
 - ``holdout_eval``: Monash-style collections: forecast the last ``horizon`` values of each series from the
@@ -13,21 +15,25 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from alignts.data.freq import seasonal_period
+from alignts.data.load import load_data
 from alignts.data.series import TimeSeriesData, fill_missing
-from alignts.data.splits import Splits, n_windows, window_view
+from alignts.data.splits import Splits, make_splits, n_windows, window_view
 from alignts.errors import InputError, ShapeError
-from alignts.runtime.baselines import BASELINES, fit_baseline
-from alignts.runtime.metrics import mase_scale
+from alignts.eval.baselines import BASELINES, fit_baseline
+from alignts.eval.metrics import QuantileScores, mase_scale
+from alignts.runtime.conformal import check_levels, conformal_quantiles
 
 log = logging.getLogger(__name__)
 
-Predict = Callable[[np.ndarray], np.ndarray]  # x [B, C, L] float32 -> [B, C, H]
+Predict = Callable[[np.ndarray], np.ndarray]  # x [B, C, L] float32 -> [B, C, H] (or (point, quantiles))
+EVAL_LEVELS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # WQL levels of Chronos / GluonTS; 0.1..0.9 = 80 %
 
 # Published numbers (MSE, MAE) keyed by (dataset, H); H "avg" is the mean over H = 96/192/336/720.
 # L is the context length the paper used (None where the paper's table does not say one).
@@ -65,23 +71,13 @@ def _segment(splits: Splits, split: str) -> tuple[np.ndarray, np.ndarray]:
     return getattr(splits, split), getattr(splits, f"{split}_mask")
 
 
-def evaluate(predict: Predict, splits: Splits, context_len: int | None = None, horizon: int | None = None,
-             batch_size: int = 256, progress: bool = True, split: str = "test") -> dict:
-    """Score ``predict`` on every window of a split (default the test split) of the scaled data.
-
-    ``predict`` gets ``x [B, C, L]`` float32 (scaled, gaps filled) and returns ``[B, C, H]``; every channel
-    of every window is scored (channel-independent). Targets that were missing are not scored, nor are
-    (window, channel) pairs whose context was entirely missing (counted in ``n_dropped``).
-
-    Returns ``dict(mse, mae, n_windows, n_dropped, n_scored, seconds, context_len, horizon, split)``;
-    ``seconds`` is the wall time of the whole loop (predict calls included).
-    """
-    L = int(context_len if context_len is not None else splits.context_len)
-    H = int(horizon if horizon is not None else splits.horizon)
+def split_windows(splits: Splits, split: str, context_len: int, horizon: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every window of a split: ``view [N, C, L+H]`` (read-only, no copy) and its observed-mask view, or None
+    when every value is observed. The first target of a val/test window follows the split's border directly,
+    whatever ``context_len`` (<= the splits' own) is."""
+    L, H = int(context_len), int(horizon)
     if H < 1:
         raise InputError(f"evaluate needs a horizon >= 1; got {H}. Fix: pass horizon= or build the splits with it.")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1; got {batch_size}.")
     arr, mask = _segment(splits, split)
     if split != "train" and L != splits.context_len:
         # The val/test segments start splits.context_len rows before their border; a shorter context skips
@@ -90,51 +86,144 @@ def evaluate(predict: Predict, splits: Splits, context_len: int | None = None, h
             raise InputError(f"context_len {L} exceeds the {splits.context_len} the splits were made for. "
                              f"Fix: make_splits(data, context_len={L}, ...).")
         arr, mask = arr[splits.context_len - L:], mask[splits.context_len - L:]
-    n = n_windows(arr.shape[0], L, H)
-    if n == 0:
+    if n_windows(arr.shape[0], L, H) == 0:
         raise InputError(f"the {split} split has {arr.shape[0]} rows, fewer than L + H = {L} + {H} = {L + H}: "
                          "no window to score. Fix: build the splits with this L and H (make_splits(data, L, H)).")
-    view = window_view(arr, L, H)  # [N, C, L+H]
-    all_observed = bool(mask.all())
-    mview = None if all_observed else window_view(mask, L, H)
+    return window_view(arr, L, H), (None if mask.all() else window_view(mask, L, H))
+
+
+@dataclass(frozen=True)
+class WindowBatch:
+    """Windows ``index[start:start+B]`` of a split: what a forecaster gets and what it is scored on."""
+
+    start: int
+    x: np.ndarray  # [B, C, L] float32 context (scaled, gaps filled)
+    y: np.ndarray  # [B, C, H] float64 targets
+    use: np.ndarray | None  # [B, C, H] targets to score: observed, with an observed context; None = all
+    dropped: int  # (window, channel) pairs whose context was entirely missing
+
+
+def window_batches(splits: Splits, split: str, context_len: int, horizon: int, batch_size: int = 256,
+                   index: np.ndarray | None = None, progress: bool = False) -> tuple[int, Iterator[WindowBatch]]:
+    """(number of windows, an iterator of :class:`WindowBatch`) over the windows of a split (``index``: only
+    these windows, in this order)."""
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1; got {batch_size}.")
+    L = int(context_len)
+    view, mview = split_windows(splits, split, L, horizon)
+    idx = None if index is None else np.asarray(index)
+    n = view.shape[0] if idx is None else len(idx)
+
+    def gen():
+        for s in tqdm(range(0, n, batch_size), desc=f"{split} windows", unit="batch", disable=not progress,
+                      leave=False):
+            rows = slice(s, s + batch_size) if index is None else idx[s:s + batch_size]
+            w = view[rows]
+            x = np.ascontiguousarray(w[..., :L], dtype=np.float32)
+            if mview is None:
+                yield WindowBatch(s, x, w[..., L:], None, 0)
+                continue
+            m = mview[rows]
+            ok_ctx = m[..., :L].any(axis=-1)  # [B, C]
+            yield WindowBatch(s, x, w[..., L:], m[..., L:] & ok_ctx[..., None], int((~ok_ctx).sum()))
+
+    return n, gen()
+
+
+def evaluate(predict: Predict, splits: Splits, context_len: int | None = None, horizon: int | None = None,
+             batch_size: int = 256, progress: bool = True, split: str = "test",
+             levels: Sequence[float] | None = None) -> dict:
+    """Score ``predict`` on every window of a split (default the test split) of the scaled data.
+
+    ``predict`` gets ``x [B, C, L]`` float32 (scaled, gaps filled) and returns ``[B, C, H]``; every channel
+    of every window is scored (channel-independent). Targets that were missing are not scored, nor are
+    (window, channel) pairs whose context was entirely missing (counted in ``n_dropped``).
+
+    With ``levels`` (ascending, e.g. ``EVAL_LEVELS``), ``predict`` returns ``(point [B, C, H], quantiles
+    [B, C, H, Q])`` (:func:`forecaster_predict` makes one) and the result adds ``wql``, ``crps`` and
+    ``coverage`` of the interval between the lowest and highest level (``interval``; 0.1..0.9 is the 80 %
+    interval).
+
+    Returns ``dict(mse, mae, n_windows, n_dropped, n_scored, seconds, context_len, horizon, split)``;
+    ``seconds`` is the wall time of the whole loop (predict calls included).
+    """
+    L = int(context_len if context_len is not None else splits.context_len)
+    H = int(horizon if horizon is not None else splits.horizon)
+    n, batches = window_batches(splits, split, L, H, batch_size, progress=progress)
+    qs = QuantileScores(levels) if levels is not None else None
     sq, ab, count, dropped = 0.0, 0.0, 0, 0
     t0 = time.perf_counter()
-    for s in tqdm(range(0, n, batch_size), desc=f"eval {split}", unit="batch", disable=not progress,
-                  leave=False):
-        w = view[s:s + batch_size]
-        x = np.ascontiguousarray(w[..., :L], dtype=np.float32)  # [B, C, L]
-        y = w[..., L:]  # [B, C, H]
-        p = np.asarray(predict(x))
-        if p.shape != y.shape:
-            raise ShapeError(f"the forecaster returned shape {p.shape} for x {x.shape}; expected {y.shape} "
+    for b in batches:
+        out = predict(b.x)
+        p, q = out if qs is not None else (out, None)
+        p = np.asarray(p)
+        if p.shape != b.y.shape:
+            raise ShapeError(f"the forecaster returned shape {p.shape} for x {b.x.shape}; expected {b.y.shape} "
                              "([B, C, H]). Fix: return one forecast of H steps per channel.")
-        err = p.astype(np.float64, copy=False) - y
-        if all_observed:
-            if not np.isfinite(err).all():
-                raise InputError(f"the forecaster returned NaN/inf for windows {s}..{s + len(x) - 1}. "
-                                 "Fix: check the model's output.")
-            sq += float(np.sum(err * err))
-            ab += float(np.sum(np.abs(err)))
-            count += err.size
-        else:
-            m = mview[s:s + batch_size]
-            ok_ctx = m[..., :L].any(axis=-1)  # [B, C]
-            dropped += int((~ok_ctx).sum())
-            use = m[..., L:] & ok_ctx[..., None]  # [B, C, H]
-            e = err[use]
-            if not np.isfinite(e).all():
-                raise InputError(f"the forecaster returned NaN/inf for windows {s}..{s + len(x) - 1}. "
-                                 "Fix: check the model's output.")
-            sq += float(np.sum(e * e))
-            ab += float(np.sum(np.abs(e)))
-            count += e.size
+        err = p.astype(np.float64, copy=False) - b.y
+        e = err if b.use is None else err[b.use]
+        if not np.isfinite(e).all():
+            raise InputError(f"the forecaster returned NaN/inf for windows {b.start}..{b.start + len(b.x) - 1}. "
+                             "Fix: check the model's output.")
+        sq += float(np.sum(e * e))
+        ab += float(np.sum(np.abs(e)))
+        count += e.size
+        dropped += b.dropped
+        if qs is not None and e.size:
+            qs.add(b.y, q, b.use)
     seconds = time.perf_counter() - t0
     if dropped:
         log.info("%s: %d (window, channel) pairs with an all-missing context were not scored", split, dropped)
     if count == 0:
         raise InputError(f"no observed target in the {split} split to score. Fix: check the data's missing values.")
-    return {"mse": sq / count, "mae": ab / count, "n_windows": n, "n_dropped": dropped, "n_scored": count,
-            "seconds": seconds, "context_len": L, "horizon": H, "split": split}
+    r = {"mse": sq / count, "mae": ab / count, "n_windows": n, "n_dropped": dropped, "n_scored": count,
+         "seconds": seconds, "context_len": L, "horizon": H, "split": split}
+    if qs is not None:
+        r.update(wql=qs.wql, crps=qs.crps, coverage=qs.coverage,
+                 interval=[float(qs.levels[0]), float(qs.levels[-1])], levels=qs.levels.tolist())
+    return r
+
+
+def bundle_splits(config: Mapping, data_spec: str, context_len: int, horizon: int):
+    """(data, splits, same_scaler) for scoring a bundle on ``data_spec``: the bundle's columns, splits for its L
+    and H scaled by this data's train split (the protocol); ``same_scaler`` says whether that matches the
+    bundle's training scaler (False: the bundle was fitted on other data)."""
+    data = load_data(data_spec, columns=config.get("columns") or None)
+    splits = make_splits(data, context_len, horizon)
+    sc = config.get("scaler")
+    same = not sc or bool(np.allclose(sc["mean"], splits.mean) and np.allclose(sc["std"], splits.std))
+    return data, splits, same
+
+
+def quantile_method(f) -> str:
+    """How a planned forecaster gives quantiles: ``samples`` (Injective), ``conformal`` (a calibrated
+    Internal/Bridging bundle) or ``none``."""
+    if hasattr(f, "forecast_quantiles"):
+        return "samples"
+    return "conformal" if f.manifest.config.get("conformal") else "none"
+
+
+def forecaster_predict(f, levels: Sequence[float] | None = None) -> Predict:
+    """``predict`` for :func:`evaluate` from a planned forecaster, on scaled windows.
+
+    Without ``levels``: the point forecast ``[B, C, H]``. With ``levels``: ``(point, quantiles [B, C, H, Q])``,
+    from the samples (Injective: the point is the sample median, LLMTime's) or from the bundle's conformal
+    calibration (:func:`alignts.runtime.conformal.conformal_quantiles`; InputError when it has none).
+    """
+    if levels is None:
+        return f.forecast_scaled
+    lv = tuple(float(v) for v in check_levels(levels))
+    if quantile_method(f) == "samples":
+        def predict(x):
+            q = f.forecast_quantiles(x, tuple(sorted(set(lv) | {0.5})))
+            return q[0.5], np.stack([q[v] for v in lv], axis=-1)
+    else:
+        conformal = f.manifest.config.get("conformal")
+
+        def predict(x):
+            p = f.forecast_scaled(x)
+            return p, conformal_quantiles(p, x, conformal, lv, bundle=str(f.bundle_dir))
+    return predict
 
 
 def baseline_table(splits: Splits, L: int | None = None, H: int | None = None, period: int | None = None,
@@ -174,20 +263,25 @@ def format_table(rows: Mapping[str, Mapping], published: tuple[str, int | str] |
                  digits: int = 3) -> str:
     """A markdown table of ``{name: {mse, mae, n_windows, ...}}``.
 
-    With ``published=(dataset, H)`` (a key of ``PUBLISHED``), a ``published`` column shows the paper's
-    MSE/MAE beside our rows that correspond to one (``PUBLISHED_ALIASES`` or the same name), and the other
-    published systems follow as rows of their own.
+    Rows scored with quantiles (``evaluate(..., levels=...)``) fill the columns coverage of their interval,
+    WQL and CRPS, present when any row has them. With ``published=(dataset, H)`` (a key of ``PUBLISHED``), a
+    ``published`` column shows the paper's MSE/MAE beside our rows that correspond to one
+    (``PUBLISHED_ALIASES`` or the same name), and the other published systems follow as rows of their own.
     """
     pub = {}
     if published is not None:
         if published not in PUBLISHED:
             raise InputError(f"no published numbers for {published}; known: {sorted(PUBLISHED, key=str)}.")
         pub = dict(PUBLISHED[published])
-    head = ["model", "MSE", "MAE", "windows", "seconds"] + (["published MSE/MAE"] if published else [])
+    interval = next((r["interval"] for r in rows.values() if r.get("interval")), None)
+    qcols = ([f"cov {round(100 * (interval[1] - interval[0]))}%", "WQL", "CRPS"] if interval else [])
+    head = ["model", "MSE", "MAE"] + qcols + ["windows", "seconds"] + (["published MSE/MAE"] if published else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for name, r in rows.items():
-        cells = [name, _fmt(r.get("mse"), digits), _fmt(r.get("mae"), digits), _fmt(r.get("n_windows")),
-                 _fmt(r.get("seconds"), 2)]
+        cells = [name, _fmt(r.get("mse"), digits), _fmt(r.get("mae"), digits)]
+        if qcols:
+            cells += [_fmt(r.get(k), digits) for k in ("coverage", "wql", "crps")]
+        cells += [_fmt(r.get("n_windows")), _fmt(r.get("seconds"), 2)]
         if published:
             ref = PUBLISHED_ALIASES.get(name, name)
             p = pub.pop(ref, None)
@@ -195,7 +289,7 @@ def format_table(rows: Mapping[str, Mapping], published: tuple[str, int | str] |
         lines.append("| " + " | ".join(cells) + " |")
     for ref, p in pub.items():
         tag = f"{ref} (published{', L=' + str(p['L']) if p.get('L') else ''})"
-        lines.append("| " + " | ".join([tag, "", "", "", "", f"{p['mse']:.3f}/{p['mae']:.3f}"]) + " |")
+        lines.append("| " + " | ".join([tag] + [""] * (len(head) - 2) + [f"{p['mse']:.3f}/{p['mae']:.3f}"]) + " |")
     return "\n".join(lines)
 
 

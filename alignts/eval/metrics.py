@@ -1,15 +1,22 @@
-"""Point-forecast metrics. Arrays may have any shape; time is the last axis for ``mase``.
+"""Forecast metrics. Arrays may have any shape; time is the last axis for ``mase``; quantiles add a last axis Q.
 
-NaN policy: ``mse``, ``mae`` and ``smape`` raise InputError on NaN/inf unless a ``mask`` is given, in which
-case only entries where the mask is True are scored (those must be finite). ``mase`` is NaN-safe in its
-history (the scale uses only pairs of observed values) but not in ``y_true``/``y_pred``.
+Point forecasts: ``mse``, ``mae``, ``smape``, ``mase``. Quantile forecasts: ``coverage`` of an interval,
+``wql`` (weighted quantile loss) and ``crps_quantiles`` (CRPS approximated from the quantiles), both from the
+pinball loss that :class:`QuantileScores` accumulates over batches.
+
+NaN policy: the metrics raise InputError on NaN/inf unless a ``mask`` is given, in which case only entries
+where the mask is True are scored (those must be finite). ``mase`` is NaN-safe in its history (the scale uses
+only pairs of observed values) but not in ``y_true``/``y_pred``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from typing import Sequence
+
 from alignts.errors import InputError, ShapeError
+from alignts.runtime.conformal import check_levels
 
 
 def _pair(y_true, y_pred, mask, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -83,3 +90,89 @@ def mase(y_true, y_pred, history, m: int = 1) -> float:
                          f"with m={m}; MASE is undefined for a constant or too-short history. "
                          "Fix: leave such series out or report MAE.")
     return float(np.mean(np.abs(t - p)) / scale)
+
+
+# ------------------------------------------------------------------------------------------- quantiles
+
+def coverage(y, lo, hi, mask=None) -> float:
+    """Fraction of (masked) entries with ``lo <= y <= hi``; ``y``, ``lo``, ``hi`` share one shape."""
+    t, a = _pair(y, lo, mask, "coverage")
+    _, b = _pair(y, hi, mask, "coverage")
+    return float(np.mean((a <= t) & (t <= b)))
+
+
+class QuantileScores:
+    """Running sums of the pinball loss per level, ``sum |y|``, entries and hits of the outer interval
+    (lowest to highest level), so that ``wql``, ``crps`` and ``coverage`` over many batches equal the metric
+    of the batches joined.
+
+    Pinball loss of level tau: ``max(tau (y - q), (tau - 1) (y - q))``.
+    """
+
+    def __init__(self, levels: Sequence[float]):
+        self.levels = check_levels(levels)
+        self.loss = np.zeros(self.levels.size)  # [Q]
+        self.abs_y = 0.0
+        self.n = 0
+        self.hits = 0
+
+    def add(self, y, quantiles, mask=None) -> "QuantileScores":
+        """Add ``y [...]`` with ``quantiles [..., Q]`` (Q = len(levels)) where ``mask [...]`` is True."""
+        t = np.asarray(y, dtype=np.float64)
+        q = np.asarray(quantiles, dtype=np.float64)
+        if q.shape != t.shape + (self.levels.size,):
+            raise ShapeError(f"quantiles {q.shape}: expected y's shape {t.shape} + ({self.levels.size},) "
+                             "(one value per level). Fix: stack the quantiles on a last axis.")
+        if mask is not None:
+            m = np.asarray(mask, dtype=bool)
+            if m.shape != t.shape:
+                raise ShapeError(f"quantile scores: mask {m.shape} must match y {t.shape}.")
+            t, q = t[m], q[m]
+        t, q = t.reshape(-1), q.reshape(-1, self.levels.size)
+        if not (np.isfinite(t).all() and np.isfinite(q).all()):
+            which = "quantiles" if np.isfinite(t).all() else "y"
+            raise InputError(f"quantile scores: {which} holds NaN or inf where it is scored. Fix: pass mask= to "
+                             "skip missing targets, or check the forecaster's output.")
+        d = t[:, None] - q  # [n, Q]
+        self.loss += np.maximum(self.levels * d, (self.levels - 1) * d).sum(axis=0)
+        self.abs_y += float(np.abs(t).sum())
+        self.n += t.size
+        self.hits += int(((q[:, 0] <= t) & (t <= q[:, -1])).sum())
+        return self
+
+    def _need(self, what: str) -> None:
+        if self.n == 0:
+            raise InputError(f"{what}: nothing to score (empty arrays or an all-False mask). Fix: pass targets.")
+
+    @property
+    def wql(self) -> float:
+        """Weighted quantile loss (GluonTS ``mean_wQuantileLoss``, Chronos' WQL): mean over levels of
+        ``2 * sum pinball / sum |y|``."""
+        self._need("wql")
+        if self.abs_y == 0:
+            raise InputError("wql: sum |y| is 0 (all targets are zero), so the weighted loss is undefined. "
+                             "Fix: report crps_quantiles instead.")
+        return float(np.mean(2 * self.loss / self.abs_y))
+
+    @property
+    def crps(self) -> float:
+        """CRPS approximated by the quantiles: mean over levels and entries of ``2 * pinball`` (= MAE for a
+        single level 0.5; the finer the levels, the closer to the integral over all levels)."""
+        self._need("crps")
+        return float(np.mean(2 * self.loss / self.n))
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of entries inside [lowest level's quantile, highest level's quantile]."""
+        self._need("coverage")
+        return self.hits / self.n
+
+
+def wql(y, quantiles, levels: Sequence[float], mask=None) -> float:
+    """Weighted quantile loss of ``quantiles [..., Q]`` at ``levels`` for ``y [...]`` (see QuantileScores.wql)."""
+    return QuantileScores(levels).add(y, quantiles, mask).wql
+
+
+def crps_quantiles(y, quantiles, levels: Sequence[float], mask=None) -> float:
+    """CRPS approximated from ``quantiles [..., Q]`` at ``levels`` (see QuantileScores.crps)."""
+    return QuantileScores(levels).add(y, quantiles, mask).crps

@@ -236,18 +236,6 @@ class AdapterExport(nn.Module):
         return self.reprogram.attend(self.patch_embed(patches), self.keys, self.values)
 
 
-class HeadExport(nn.Module):
-    """Export form of the head: ``hidden [S, N, d_llm]`` (last N states) -> normalized forecast ``[S, H]``."""
-
-    def __init__(self, model: BridgingModel):
-        super().__init__()
-        self.d_ff = model.cfg.d_ff
-        self.head = model.head
-
-    def forward(self, hidden):
-        return self.head(hidden[..., :self.d_ff].reshape(hidden.shape[0], -1))
-
-
 class BackboneExport(nn.Module):
     """Export form of the frozen LM: ``inputs_embeds [S, T, d] -> hidden [S, T, d]``."""
 

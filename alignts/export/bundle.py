@@ -1,4 +1,4 @@
-"""Shared bundle-writing helpers: exporter versions, variant records, and the final manifest.
+"""Shared bundle-writing helpers: exporter versions, variant records, the final manifest and its calibration.
 
 Use inside ``alignts.runtime.manifest.bundle_writer(out)`` so nothing half-written stays on disk::
 
@@ -10,12 +10,17 @@ Use inside ``alignts.runtime.manifest.bundle_writer(out)`` so nothing half-writt
 
 from __future__ import annotations
 
+import logging
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from alignts.errors import AlignTSError
 from alignts.runtime.manifest import Manifest, Variant, file_entries, package_versions, write_manifest
+
+log = logging.getLogger(__name__)
 
 _VERSIONED = ("alignts", "numpy", "torch", "transformers", "peft", "onnx", "onnxscript", "onnxruntime",
               "gguf", "llama_cpp_python", "numba")
@@ -73,3 +78,21 @@ def command_line() -> str:
     if argv and argv[0].endswith(("alignts", "__main__.py")):
         argv[0] = "alignts"
     return " ".join(shlex.quote(a) for a in argv)
+
+
+def calibrate_written(out: str | Path, splits, threads: int | None = None):
+    """Add the split-conformal calibration (``alignts.eval.calibrate``, at most 512 validation windows through
+    the runtime's first variant) to a bundle just written; returns its new Manifest. When only the calibration
+    fails, the trained bundle stays, uncalibrated, with a warning naming the fix; returns None then."""
+    from alignts.eval.calibrate import calibrate_bundle
+
+    t0 = time.perf_counter()
+    try:
+        m = calibrate_bundle(out, splits, threads=threads)
+    except AlignTSError as e:
+        log.warning("bundle %s left without quantiles: calibration failed: %s. Fix: alignts calibrate %s "
+                    "--data DATA", out, e, out)
+        return None
+    log.info("calibrated %s in %.1f s", out, time.perf_counter() - t0)
+    return m
+

@@ -160,7 +160,7 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
         for bv in bb_variants:
             f = load(tmp)
             f.plan(batch_size=max(1, len(check_x)), variant=bv)
-            d_pipe = float(np.max(np.abs(ref - f.forecast(check_x))))
+            d_pipe = float(np.max(np.abs(ref - f.forecast_scaled(check_x))))
             del f
             bval = dict(bm.variant(bv).validation)
             # ONNX: the absolute tol; GGUF: llama.cpp's relative bound, both on the forecast's scale
@@ -200,7 +200,7 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
     from alignts.export.backbone_bundle import ensure_backbone_bundle, max_positions, tokenizer_text
     from alignts.export.backbones import load_backbone
     from alignts.export.bridging import BridgingConfig, BridgingModel
-    from alignts.export.bundle import command_line
+    from alignts.export.bundle import calibrate_written, command_line
     from alignts.export.train import TrainConfig, train
     from alignts.runtime.tokenize import PromptTokenizer
 
@@ -250,6 +250,9 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
     manifest = export_adapter_bundle(model, opts.out, backbone_path=bb_path, backbone_sha=bb_sha,
                                      backbone=backbone, check_x=check_x, tol=opts.tol, overwrite=opts.overwrite,
                                      config_extra=config_extra, training=training, seed=tcfg.seed)
+    calibrated = calibrate_written(opts.out, splits, tcfg.threads)
+    if calibrated is not None:
+        manifest = calibrated.to_dict()
     export_s = time.perf_counter() - t1
     return {"out": str(opts.out), "backbone_path": str(bb_path), "backbone_sha256": bb_sha,
             "backbone_reused": reused, "best_val_mse": result.best_val_mse, "epochs_run": result.epochs_run,

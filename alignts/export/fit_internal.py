@@ -73,13 +73,14 @@ def _gguf_available() -> str | None:
 
 
 def fit_internal(cfg: FitInternalConfig, command: str | None = None):
-    """Run the whole Internal pipeline; returns the written Manifest. Nothing stays at ``cfg.out`` on failure."""
+    """Run the whole Internal pipeline; returns the written Manifest. Nothing stays at ``cfg.out`` on failure,
+    except when only the calibration that follows the export fails (:func:`alignts.export.bundle.calibrate_written`)."""
     import torch
 
     from alignts.data.load import load_data
     from alignts.data.splits import make_splits, sliding_windows
     from alignts.export.backbones import load_backbone
-    from alignts.export.bundle import command_line
+    from alignts.export.bundle import calibrate_written, command_line
     from alignts.export.internal import build_model, count_params, fit_linear_skip
     from alignts.export.train import train
     from alignts.errors import ArtifactError
@@ -137,6 +138,7 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
             if mcfg.train_norms else []} if mcfg.lora_rank > 0 else {}
     manifest = export_bundle(model, backbone, cfg, config=config, lora=lora, training=training,
                              unfused_core=unfused, check_xy=(val_xy[0][:4], None), trained=trained)
+    manifest = calibrate_written(out, splits, cfg.train.threads) or manifest
     log.info("bundle %s written in %.0f s total", out, time.perf_counter() - t0)
     return manifest
 
@@ -333,7 +335,7 @@ def _end_to_end_check(model, folder: Path, m, x: np.ndarray):
     for i, v in enumerate(m.variants):
         try:
             f.plan(variant=v.name, batch_size=x.shape[0])
-            got = f.forecast(x)
+            got = f.forecast_scaled(x)
         except Exception as e:
             if i == 0:
                 raise

@@ -125,7 +125,7 @@ def _forecasts(folder: Path, names: Sequence[str], x: np.ndarray) -> dict[str, n
     out = {}
     for n in names:
         f.plan(variant=n, batch_size=x.shape[0])
-        out[n] = np.asarray(f.forecast(x), dtype=np.float64)
+        out[n] = np.asarray(f.forecast_scaled(x), dtype=np.float64)
     return out
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from alignts.errors import InputError, ShapeError
+from alignts.kernels.numba_cache import CACHE
 
 __all__ = ["bin_centres", "bin_boundaries", "bins_encode", "bins_decode", "bins_encode_ref",
            "bins_decode_ref"]
@@ -55,7 +56,7 @@ def _as_series(x, name: str = "x") -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- numba
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _encode_kernel(x, boundaries, low, width, ids, scale):  # x [S, L] -> ids [S, L], scale [S]
     s_n, l_n = x.shape
     n_b = boundaries.shape[0]
@@ -92,7 +93,7 @@ def _encode_kernel(x, boundaries, low, width, ids, scale):  # x [S, L] -> ids [S
             ids[s, t] = i
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _decode_kernel(ids, scale, centres, out):  # ids [S, L], scale [S] -> out [S, L]
     s_n, l_n = ids.shape
     for s in range(s_n):

@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit
 
 from alignts.errors import CodecError, InputError, ShapeError
+from alignts.kernels.numba_cache import CACHE
 
 __all__ = ["CodecTable", "TEXT_TABLE", "encode_digits", "decode_digits", "encode_text", "decode_text",
            "encode_digits_ref", "decode_digits_ref", "MAX_ABS", "MAX_DIGITS"]
@@ -166,7 +167,7 @@ def _values_2d(values, precision: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- numba
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _n_digits(v, pow10):
     nd = 1
     while nd < 19 and v >= pow10[nd]:
@@ -174,7 +175,7 @@ def _n_digits(v, pow10):
     return nd
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _encode_lengths(x, p_scale, n_dsep, n_vsep, pow10):  # x [S, L] -> lengths [S]
     s_n, l_n = x.shape
     lengths = np.zeros(s_n, dtype=np.int64)
@@ -191,7 +192,7 @@ def _encode_lengths(x, p_scale, n_dsep, n_vsep, pow10):  # x [S, L] -> lengths [
     return lengths
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _encode_kernel(x, p_scale, digit_ids, dsep, vsep, minus_id, pow10, out):  # x [S, L] -> out [S, T], -1 padded
     s_n, l_n = x.shape
     n_dsep = dsep.shape[0]
@@ -227,7 +228,7 @@ def _encode_kernel(x, p_scale, digit_ids, dsep, vsep, minus_id, pow10, out):  # 
             row[t] = -1
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _decode_kernel(ids, lengths, lut, p_scale, horizon, values, n_parsed):
     # ids [S, T], lengths [S] -> values [S, H] (padded), n_parsed [S]
     s_n, t_n = ids.shape

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from alignts.errors import InputError, ShapeError
+from alignts.kernels.numba_cache import CACHE
 
 __all__ = ["instance_stats", "instance_norm", "instance_denorm", "instance_stats_ref",
            "instance_norm_ref", "instance_denorm_ref"]
@@ -53,7 +54,7 @@ def _check_observed(count: np.ndarray, shape: tuple) -> None:
 
 # ---------------------------------------------------------------------------------------------- numba
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _stats_kernel(x, eps):  # x [S, L] -> mean [S], std [S], count [S]
     s_n, l_n = x.shape
     mean = np.empty(s_n)
@@ -84,7 +85,7 @@ def _stats_kernel(x, eps):  # x [S, L] -> mean [S], std [S], count [S]
     return mean, std, count
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _affine_kernel(x, mean, std, out, inverse):  # x [S, L], mean/std [S], out [S, L]
     s_n, l_n = x.shape
     for s in range(s_n):

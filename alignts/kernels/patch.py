@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit
 
 from alignts.errors import InputError, ShapeError
+from alignts.kernels.numba_cache import CACHE
 
 __all__ = ["n_patches", "patchify", "norm_patchify", "patchify_ref", "norm_patchify_ref"]
 
@@ -60,7 +61,7 @@ def _check_observed(count: np.ndarray, shape: tuple) -> None:
 
 # ---------------------------------------------------------------------------------------------- numba
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _patch_kernel(x, patch_len, stride, out):  # x [S, L] -> out [S, N, P]
     s_n, l_n = x.shape
     n_n = out.shape[1]
@@ -75,7 +76,7 @@ def _patch_kernel(x, patch_len, stride, out):  # x [S, L] -> out [S, N, P]
                 out[s, n, p] = x[s, i]
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _norm_patch_kernel(x, patch_len, stride, eps, fill_nan, out, mean, std, count):
     # x [S, L] -> out [S, N, P]; mean, std [S] float64; count [S] observed points
     s_n, l_n = x.shape

@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from alignts.errors import InputError, ShapeError
+from alignts.kernels.numba_cache import CACHE
 
 __all__ = ["prompt_stats", "prompt_stats_ref", "STAT_NAMES"]
 
@@ -74,7 +75,7 @@ def _pack(lead, mn, mx, med, trend, lags, k) -> dict:
 
 # ---------------------------------------------------------------------------------------------- numba
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _stats_kernel(a, corr, k, mn, mx, med, trend, lags):
     # a [S, L], corr [S, L] -> mn, mx, med, trend [S], lags [S, k]
     s_n, l_n = a.shape

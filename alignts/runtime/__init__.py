@@ -3,7 +3,8 @@
     import alignts.runtime as rt
     f = rt.load("bundle/")          # manifest read, every file's sha256 checked
     f.plan(batch_size=8)            # variant, device, shapes fixed; backend opened
-    y = f.forecast(x)               # x [B, C, L] -> [B, C, H]
+    fc = f.forecast(x, quantiles=(0.1, 0.5, 0.9))  # raw units in and out -> Forecast (mean, median, quantiles)
+    fc.mean                         # [B, C, H]; fc.quantiles [B, C, H, Q]; f.forecast_df(df) for DataFrames
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import os
 
 from alignts.runtime.forecaster import Forecaster, Plan, paradigm_class, register_paradigm
 from alignts.runtime.manifest import read_manifest
+from alignts.runtime.result import Forecast
 
-__all__ = ["load", "Forecaster", "Plan", "register_paradigm"]
+__all__ = ["load", "Forecast", "Forecaster", "Plan", "register_paradigm"]
 
 
 def load(bundle_dir: str | os.PathLike, verify: bool = True) -> Forecaster:

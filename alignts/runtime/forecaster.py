@@ -14,12 +14,13 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from alignts.errors import InputError, NotPlannedError, ShapeError
+from alignts.errors import InputError, NonFiniteOutputError, NotPlannedError, ShapeError
 from alignts.runtime.manifest import Manifest, Variant, verify_files
+from alignts.runtime.result import Forecast
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,17 @@ class Plan:
 
 
 class Forecaster(ABC):
-    """Base class: ``plan(...)`` then ``forecast(x [B, C, L]) -> [B, C, H]``.
+    """Base class: ``plan(...)`` then ``forecast(x, quantiles=None) -> Forecast`` in raw units
+    (``forecast_df`` for DataFrames; ``forecast_scaled(x [B, C, L]) -> [B, C, H]`` in the model's units).
 
     Subclasses implement ``_open(variant, device, threads, batch_size) -> provider`` and
     ``_forecast(x [B, C, L] float32) -> [B, C, H_model]``.
+
+    Thread safety: once planned, ``forecast`` and ``forecast_scaled`` (and Injective's ``forecast_samples`` /
+    ``forecast_quantiles`` / ``forecast_series``) may be called from many threads at once and return what a
+    serial call returns. onnxruntime sessions run concurrently; a llama.cpp model runs one call at a time under
+    its own lock; an Injective generation holds the forecaster's lock. ``plan`` is not meant to race with
+    forecasts.
     """
 
     paradigm = "?"
@@ -221,34 +229,57 @@ class Forecaster(ABC):
 
     # -- scaling with the training scaler (the CLI works on raw data)
     def scale(self, values: np.ndarray) -> np.ndarray:
-        """Apply the bundle's training scaler to raw ``values [..., C, T]`` (identity when none stored)."""
+        """Apply the bundle's training scaler to raw ``values [..., C, T]`` (identity when none stored).
+
+        Raises InputError where a finite value overflows, or where a series that float32 can represent
+        becomes constant in float32 once scaled (e.g. values near 1e-308 for a scaler fitted on values near 1):
+        the models would forecast it as a flat line."""
         sc = self.manifest.config.get("scaler")
         if not sc:
             return values
-        return (values - np.asarray(sc["mean"])[:, None]) / np.asarray(sc["std"])[:, None]
+        raw = np.asarray(values, dtype=np.float64)
+        with np.errstate(over="ignore"):  # overflow is refused just below, with the value
+            scaled = (raw - np.asarray(sc["mean"])[:, None]) / np.asarray(sc["std"])[:, None]
+        _check_scaled(raw, scaled, sc)
+        return scaled
 
     def unscale(self, values: np.ndarray) -> np.ndarray:
-        """Invert :meth:`scale` on ``values [..., C, H]``."""
+        """Invert :meth:`scale` on ``values [..., C, H]``; NonFiniteOutputError when that overflows."""
         sc = self.manifest.config.get("scaler")
         if not sc:
             return values
-        return values * np.asarray(sc["std"])[:, None] + np.asarray(sc["mean"])[:, None]
+        with np.errstate(over="ignore"):
+            out = values * np.asarray(sc["std"])[:, None] + np.asarray(sc["mean"])[:, None]
+        check_finite_forecast(out, where="after the training scaler's inverse")
+        return out
 
     # -- input checks
-    def prepare(self, x: Any) -> np.ndarray:
-        """Turn ``x`` ([B, C, T], [C, T] or a DataFrame with time down the rows) into float32 [B, C, L]."""
-        if hasattr(x, "select_dtypes") and hasattr(x, "columns"):  # pandas.DataFrame: rows = time
-            x = x.select_dtypes("number").to_numpy(dtype=np.float64).T[None]
-        a = np.asarray(x, dtype=np.float64)
+    def _batch(self, a: np.ndarray) -> np.ndarray:
+        """``a`` ([B, C, T] or [C, T]) as [B, C, T] with B, C >= 1 and the model's C; ShapeError otherwise."""
         if a.ndim == 2:
             a = a[None]
         if a.ndim != 3:
             raise ShapeError(f"expected x as [B, C, L], [C, L] or a DataFrame; got shape {a.shape}. "
                              "Fix: put channels second to last and time last.")
+        if a.shape[0] == 0 or a.shape[1] == 0:
+            raise ShapeError(f"expected at least one series (B >= 1 and C >= 1); got shape {a.shape}. "
+                             "Fix: pass a non-empty batch.")
         c = self.n_channels
         if c is not None and a.shape[1] != c:
             raise ShapeError(f"expected {c} channels (the model was fitted on {c}); got {a.shape[1]} "
                              f"(input shape {a.shape}). Fix: pass the same columns as at fit time, time last.")
+        return a
+
+    def prepare(self, x: Any) -> np.ndarray:
+        """Turn ``x`` ([B, C, T], [C, T] or a DataFrame with time down the rows) into float32 [B, C, L].
+
+        The rule (the models compute in float32): the last L points of every series must be finite (masked
+        entries of a numpy masked array count as missing), within float32's range (|x| <= 3.4e38), and a
+        series that is not all zeros must reach float32's normal range (max |x| >= 1.2e-38; below it float32
+        keeps no precision and the forecast would be meaningless). Complex, text, object and dict inputs and
+        empty batches are refused. Each refusal is an InputError (ShapeError for shapes) naming the fix.
+        """
+        a = self._batch(as_float_array(x))
         L = self.context_len
         if a.shape[2] < L:
             raise ShapeError(f"expected at least L={L} time steps; got {a.shape[2]} (input shape {a.shape}). "
@@ -261,14 +292,139 @@ class Forecaster(ABC):
             raise InputError(f"the context has {len(pos)} NaN/inf values, e.g. at {shown} (t counted from the "
                              "end); expected finite numbers. Fix: fill the gaps first (e.g. "
                              "DataFrame.interpolate().bfill(), or alignts.data.series.fill_missing).")
+        _check_float32_range(a)
         return np.ascontiguousarray(a, dtype=np.float32)
 
-    def forecast(self, x: Any) -> np.ndarray:
-        """Forecast the next H steps of every channel: ``x [B, C, T>=L]`` (or [C, T], DataFrame) -> [B, C, H]."""
+    @property
+    def quantile_method(self) -> str:
+        """Where quantiles come from: ``conformal`` (the manifest's calibration) or ``none`` (not calibrated);
+        Injective says ``samples``."""
+        return "conformal" if self.manifest.config.get("conformal") else "none"
+
+    def forecast(self, x: Any, quantiles: Sequence[float] | None = None) -> Forecast:
+        """Forecast the next H steps of every channel, in the units of ``x`` (raw; the training scaler is
+        applied and inverted inside).
+
+        x:         ``[B, C, T]`` or ``[C, T]`` array, a list of B series ``[C, T_i]`` (``[T_i]`` for one
+                   channel) of any lengths ``T_i >= 1``, or a DataFrame with time down the rows (numeric
+                   columns = channels). The context rule is :meth:`context`'s: NaN filled, last L points, short
+                   series left-padded with their first value.
+        quantiles: ascending levels in (0, 1), e.g. ``(0.1, 0.5, 0.9)``; None = none. Injective takes them from
+                   its samples; Internal/Bridging from the bundle's split-conformal calibration
+                   (InputError naming ``alignts calibrate`` when it has none).
+        Returns a :class:`Forecast`; ``mean`` equals ``unscale(forecast_scaled(scale(x)))`` for Internal and
+        Bridging, ``median`` does for Injective.
+        """
         plan = self.planned
-        a = self.prepare(x)
-        outs = [self._forecast(a[i:i + plan.batch_size]) for i in range(0, a.shape[0], plan.batch_size)]
-        return np.concatenate(outs, axis=0)[:, :, :plan.horizon]
+        levels = self._quantile_levels(quantiles)
+        a = self.prepare(self.scale(self.context(x)))
+        mean, median, q = self._predict(a, levels)
+        for y in (mean, median) + ((q,) if q is not None else ()):
+            check_finite_forecast(y, context=a if y.ndim == a.ndim else None)
+        if q is not None:  # [B, C, H, Q]: unscale works on [..., C, H]
+            q = np.moveaxis(self.unscale(np.moveaxis(q, -1, 0)), 0, -1)
+        return Forecast(mean=self.unscale(mean), median=self.unscale(median), quantiles=q,
+                        quantile_levels=levels or (), quantile_method="none" if q is None else self.quantile_method,
+                        plan=plan)
+
+    def forecast_df(self, df: Any, id_column: str | None = None, timestamp_column: str | None = None,
+                    target: str | Sequence[str] | None = None,
+                    quantiles: Sequence[float] | None = (0.1, 0.5, 0.9)) -> Any:
+        """Forecast every series of a DataFrame; returns a long-format DataFrame of the next H steps.
+
+        Long format (GluonTS / Chronos / AutoGluon): one row per (item, timestamp), ``id_column`` (default: the
+        first of ``item_id``, ``id``, ``unique_id`` present; an AutoGluon (item_id, timestamp) MultiIndex works
+        too), ``timestamp_column`` and ``target`` (default ``target``; a list for a multi-channel model). Wide
+        format (no id column): time down the rows, every numeric column a channel (or ``target``), timestamps
+        from ``timestamp_column``, a ``timestamp``/``date`` column or a DatetimeIndex. Items may have different
+        lengths (:meth:`context`'s rule).
+        Output columns: the id column (long input), the timestamp column (future timestamps continued by each
+        item's inferred frequency; step numbers when there is none), ``target`` (when several targets), ``mean``
+        and one column per quantile level named ``str(level)`` (``"0.1"``, ``"0.5"``, ``"0.9"``).
+        """
+        from alignts.data.frames import forecast_frame, frame_series
+
+        fs = frame_series(df, id_column=id_column, timestamp_column=timestamp_column, target=target)
+        fc = self.forecast(fs.values, quantiles=quantiles)
+        return forecast_frame(fs, fc.mean, fc.quantiles, fc.quantile_levels)
+
+    def forecast_scaled(self, x: Any) -> np.ndarray:
+        """The model's own units: ``x [B, C, T>=L]`` already scaled with the training scaler -> [B, C, H]
+        (evaluation and benchmarks; NaN refused, see :meth:`prepare`)."""
+        return self._point(self.prepare(x))
+
+    def context(self, x: Any) -> np.ndarray:
+        """Raw input (see :meth:`forecast`) -> float64 ``[B, C, L]``, the context the model reads.
+
+        Per series: NaN (and masked entries) filled over the whole given series by the data layer's rule
+        (:func:`alignts.data.series.fill_missing`: interior gaps linear, leading ones back-filled, trailing ones
+        forward-filled); then its last L points; a series shorter than L is left-padded with its first filled
+        value (what a NaN pad would become under the same rule; TimesFM pads short inputs too). An all-NaN
+        series raises InputError. Other checks (channels, float32 range, inf) are :meth:`prepare`'s.
+        """
+        if isinstance(x, (list, tuple)):  # a batch of series, lengths may differ
+            rows = [_as_series(v, i) for i, v in enumerate(x)]
+            if len({r.shape[0] for r in rows}) > 1:
+                raise ShapeError(f"the series have {sorted({r.shape[0] for r in rows})} channels; expected the same "
+                                 f"number in each (the model takes {self.n_channels or 'any'}). Fix: pass every "
+                                 "series as [C, T_i] with the same C.")
+            self._batch(np.empty((len(rows), rows[0].shape[0] if rows else 0, 0)))  # B, C: prepare's rule
+            return np.stack([self._fill(r, i) for i, r in enumerate(rows)])
+        a = self._batch(as_float_array(x))
+        L = self.context_len
+        if a.shape[2] >= L and not np.isnan(a[:, :, -L:]).any():
+            return a[:, :, -L:]
+        return np.stack([self._fill(r, i) for i, r in enumerate(a)])
+
+    def _fill(self, series: np.ndarray, b: int) -> np.ndarray:
+        """One series ``[C, T]`` -> ``[C, L]`` by :meth:`context`'s rule."""
+        from alignts.data.series import fill_missing
+
+        empty = np.isnan(series).all(axis=-1)
+        if empty.any():
+            raise InputError(f"series b={b}, channel {int(np.argmax(empty))} has no observed value "
+                             f"({series.shape[-1]} points, all NaN/masked); expected at least one. Fix: drop it "
+                             "or pass its history.")
+        L = self.context_len
+        a = fill_missing(series.T).T if np.isnan(series).any() else series
+        a = a[:, -L:]
+        if a.shape[1] < L:
+            a = np.concatenate([np.repeat(a[:, :1], L - a.shape[1], axis=1), a], axis=1)
+        return a
+
+    def _quantile_levels(self, quantiles: Sequence[float] | None) -> tuple[float, ...] | None:
+        """Checked levels, or None; a bundle that cannot give them fails here, before the model runs."""
+        if quantiles is None:
+            return None
+        from alignts.runtime.conformal import check_levels, conformal_quantiles
+
+        levels = tuple(float(v) for v in check_levels(quantiles))
+        if self.quantile_method != "samples":  # the calibration's own errors (none stored, levels out of range)
+            conformal_quantiles(np.zeros((1, 1, 1)), np.ones((1, 1, 2)), self.manifest.config.get("conformal"),
+                                levels, bundle=str(self.bundle_dir))
+        return levels
+
+    def _predict(self, a: np.ndarray, levels: tuple[float, ...] | None):
+        """Model units: prepared ``a [B, C, L]`` -> (mean, median [B, C, H], quantiles [B, C, H, Q] or None).
+        A point forecaster's mean and median are its output; quantiles come from the conformal calibration."""
+        y = self._point(a)
+        q = None
+        if levels is not None:
+            from alignts.runtime.conformal import conformal_quantiles
+
+            q = conformal_quantiles(y, a, self.manifest.config.get("conformal"), levels, bundle=str(self.bundle_dir))
+        return y, y.copy(), q
+
+    def _point(self, a: np.ndarray) -> np.ndarray:
+        y = self._batched(self._forecast, a)
+        check_finite_forecast(y, context=a)
+        return y
+
+    def _batched(self, fn, a: np.ndarray) -> np.ndarray:
+        """``fn`` over chunks of at most batch_size windows of ``a [B, C, L]``, joined, cut to the planned H."""
+        plan = self.planned
+        outs = [fn(a[i:i + plan.batch_size]) for i in range(0, a.shape[0], plan.batch_size)]
+        return np.concatenate(outs, axis=0)[..., :plan.horizon]
 
     @abstractmethod
     def _open(self, variant: Variant, device: str, threads: int | None, batch_size: int) -> str:
@@ -283,3 +439,122 @@ class Forecaster(ABC):
         m = self.manifest
         return {"paradigm": m.paradigm, "architecture": m.architecture,
                 "variants": [v.name for v in m.variants], "config": dict(m.config)}
+
+
+# ------------------------------------------------------------------------------------------ input checks
+
+_F32 = np.finfo(np.float32)
+_FIX_RESCALE = ("Fix: rescale the series (e.g. multiply or divide by a power of 10, or subtract its mean) and "
+                "undo that on the forecast.")
+
+
+def as_float_array(x: Any) -> np.ndarray:
+    """``x`` as a float64 ndarray, without losing information silently: masked entries (numpy masked
+    arrays) become NaN; complex, text, date, object and mapping inputs raise InputError."""
+    if isinstance(x, Mapping):
+        raise InputError(f"expected an array [B, C, L], [C, L] or a DataFrame; got a {type(x).__name__} with "
+                         f"keys {list(x)[:5]}. Fix: stack the series, e.g. np.stack([d[k] for k in keys])[None].")
+    if hasattr(x, "select_dtypes") and hasattr(x, "columns"):  # pandas.DataFrame: rows = time
+        num = x.select_dtypes("number")
+        if any(getattr(dt, "kind", "") == "c" for dt in num.dtypes):
+            raise InputError("the DataFrame has complex columns; expected real numbers. Fix: pass the real "
+                             "part (or the magnitude) explicitly.")
+        return num.to_numpy(dtype=np.float64, na_value=np.nan).T[None]
+    mask = np.ma.getmask(x) if isinstance(x, np.ma.MaskedArray) else np.ma.nomask
+    try:
+        a = np.asarray(np.ma.getdata(x))
+        if a.dtype.kind == "c" or (a.dtype.kind == "O" and any(isinstance(v, (complex, np.complexfloating))
+                                                                for v in a.flat)):
+            raise InputError(f"x is complex (dtype {a.dtype}); expected real numbers (the imaginary part would "
+                             "be dropped). Fix: pass the real part (or the magnitude) explicitly.")
+        if a.dtype.kind not in "biufO":
+            raise InputError(f"x has dtype {a.dtype} (kind {a.dtype.kind!r}); expected real numbers. "
+                             "Fix: convert the values to float first.")
+        a = a.astype(np.float64)
+    except InputError:
+        raise
+    except (TypeError, ValueError, OverflowError) as e:  # ragged lists, text in object arrays, ints past float64
+        raise InputError(f"x cannot be read as an array of real numbers ({type(e).__name__}: {e}); expected "
+                         "[B, C, L] numbers with equal lengths. Fix: pad or cut the series to one length "
+                         "(or forecast them one by one) and pass numbers, NaN for missing.") from None
+    if mask is not np.ma.nomask:
+        a = np.where(np.broadcast_to(mask, a.shape), np.nan, a)
+    return a
+
+
+def _as_series(v: Any, i: int) -> np.ndarray:
+    """Element ``i`` of a list of series: ``[C, T_i]`` (or ``[T_i]``: one channel) -> float64 ``[C, T_i]``."""
+    a = as_float_array(v)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2:
+        raise ShapeError(f"series {i} has shape {a.shape}; expected [C, T] or [T] (a list holds one series per "
+                         "element). Fix: pass a list of [C, T_i] arrays, or one [B, C, T] array.")
+    return a
+
+
+def _check_float32_range(a: np.ndarray) -> None:
+    """The float32 part of :meth:`Forecaster.prepare`'s rule on finite ``a [B, C, L]`` (float64)."""
+    big = np.abs(a) > _F32.max
+    if big.any():
+        b, c, t = np.argwhere(big)[0]
+        raise InputError(f"the context holds {float(a[b, c, t])!r} at (b={b}, c={c}, t={t - a.shape[2]}) "
+                         f"({int(big.sum())} value(s) outside float32's range); expected |x| <= {_F32.max:.3g} "
+                         f"(the models compute in float32). {_FIX_RESCALE}")
+    mag = np.abs(a).max(axis=2)  # [B, C]
+    tiny = (mag > 0) & (mag < _F32.tiny)
+    if tiny.any():
+        b, c = np.argwhere(tiny)[0]
+        raise InputError(f"series (b={b}, c={c}) has magnitude max|x| = {float(mag[b, c])!r}, below float32's "
+                         f"smallest normal number {_F32.tiny:.3g} ({int(tiny.sum())} series in all): the models "
+                         "compute in float32, where these values underflow to 0 and the forecast would be meaningless. "
+                         f"{_FIX_RESCALE}")
+
+
+def _check_scaled(raw: np.ndarray, scaled: np.ndarray, scaler: Mapping[str, Any]) -> None:
+    """Refuse what the training scaler destroys in ``raw [..., C, T]`` -> ``scaled``: finite values that
+    overflow, and series that float32 can represent but that are constant in float32 after scaling."""
+    lost = np.isfinite(raw) & ~np.isfinite(scaled)
+    if lost.any():
+        pos = tuple(int(i) for i in np.argwhere(lost)[0])
+        raise InputError(f"value {float(raw[pos])!r} at index {pos} overflows when the bundle's training scaler is "
+                         f"applied ({int(lost.sum())} value(s)); expected values near the training data's scale. "
+                         f"{_FIX_RESCALE}")
+    if raw.ndim == 0 or raw.shape[-1] < 2:
+        return
+    import warnings
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN series: their checks are NaN (False)
+        span = np.nanmax(raw, axis=-1) - np.nanmin(raw, axis=-1)
+        mag = np.nanmax(np.abs(raw), axis=-1)
+        s32 = scaled.astype(np.float32)
+        span32 = np.nanmax(s32, axis=-1) - np.nanmin(s32, axis=-1)
+        erased = (span > _F32.eps * mag) & (span32 == 0)
+    if erased.any():
+        pos = tuple(int(i) for i in np.argwhere(erased)[0])
+        c = pos[-1] if pos else 0
+        mean, std = (np.asarray(scaler[k], dtype=np.float64).reshape(-1) for k in ("mean", "std"))
+        m, sd = mean[min(c, mean.size - 1)], std[min(c, std.size - 1)]
+        raise InputError(f"series at index {pos} varies (range {float(span[pos])!r}, magnitude "
+                         f"{float(mag[pos])!r}) but is constant in float32 after the bundle's training scaler (mean "
+                         f"{m:.4g}, std {sd:.4g}): the models would see a flat line. Expected values near the training "
+                         f"data's scale. {_FIX_RESCALE}")
+
+
+def check_finite_forecast(y: np.ndarray, context: np.ndarray | None = None, where: str = "") -> None:
+    """NonFiniteOutputError when the forecast ``y [B, C, H]`` holds NaN/inf, naming where and the input's range."""
+    y = np.asarray(y)
+    bad = ~np.isfinite(y)
+    if not bad.any():
+        return
+    pos = tuple(int(i) for i in np.argwhere(bad)[0])
+    span = ""
+    if context is not None and context.ndim == y.ndim and context.size:
+        row = context[pos[:-1]]
+        span = f" The input series there spans [{float(row.min()):.4g}, {float(row.max()):.4g}]."
+    raise NonFiniteOutputError(
+        f"the forecast {where + ' ' if where else ''}has {int(bad.sum())} NaN/inf value(s) of {y.size}, e.g. "
+        f"{float(y[pos])} at index {pos}; expected finite numbers.{span} Fix: if the input is extreme (|x| beyond "
+        "about 1e19 overflows float32 statistics), rescale it; otherwise the bundle is broken (NaN/inf weights or "
+        "normalization settings): check it with `alignts inspect` and re-export it.")

@@ -28,6 +28,7 @@ from numba import njit
 
 from alignts.errors import InputError
 from alignts.kernels.digits import CodecTable, decode_digits
+from alignts.kernels.numba_cache import CACHE
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def max_new_tokens(table: CodecTable, horizon: int, max_digits: int) -> int:
     return horizon * per
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _step_kernel(logits, live, cand, mask, kind, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d, horizon,
                  inv_temp, top_p, greedy, u, tok_out, keep_out, out, length):  # pragma: no cover - numba
     """One generation step for the live samples: choose (or force) a token each, update the grammar state.

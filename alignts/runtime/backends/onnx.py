@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Mapping
 
 import numpy as np
 
-from alignts.errors import BackendUnavailableError, InputError, missing_extra
+from alignts.errors import ArtifactError, BackendUnavailableError, InputError, missing_extra
 
 log = logging.getLogger(__name__)
 
 
+# pip distributions that install the `onnxruntime` module: they share its folder, so two of them overwrite each
+# other's files (DESIGN.md: onnxruntime and onnxruntime-gpu cannot coexist)
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
+
+
+@functools.lru_cache(maxsize=1)
+def ort_distributions() -> tuple[tuple[str, str], ...]:
+    """The installed distributions of ``ORT_DISTRIBUTIONS`` as ((name, version), ...), from their metadata."""
+    from importlib import metadata
+
+    found = []
+    for name in ORT_DISTRIBUTIONS:
+        try:
+            found.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            pass
+    return tuple(found)
+
+
 def _ort():
+    """The ``onnxruntime`` module, imported on first use: the one place every ONNX backend gets it from.
+
+    Raises BackendUnavailableError when it is not installed, or when onnxruntime and onnxruntime-gpu are both
+    installed (the one installed last overwrote the other's files; which one runs is an accident)."""
+    dists = ort_distributions()
+    if len(dists) > 1:
+        raise BackendUnavailableError(
+            f"{' and '.join(f'{n} {v}' for n, v in dists)} are installed together; expected one of them: they "
+            "install into the same folder and overwrite each other. Fix: pip uninstall -y onnxruntime "
+            "onnxruntime-gpu, then pip install 'alignts[cpu]' (CPU) or 'alignts[gpu]' (CUDA), not both.")
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -55,6 +85,12 @@ def session_options(ort, threads: int | None = None, arena: bool = True, enable_
     return so
 
 
+def _ort_errors(ort) -> tuple[type, ...]:
+    """onnxruntime's own exception classes (Fail, InvalidArgument, InvalidProtobuf, ...)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    return tuple(c for c in vars(state).values() if isinstance(c, type) and issubclass(c, Exception))
+
+
 class OnnxSession:
     """One ``onnxruntime.InferenceSession``.
 
@@ -78,7 +114,12 @@ class OnnxSession:
         else:
             raise InputError(f"device={device!r}: expected 'cpu' or 'cuda'.")
         self.path = str(path)
-        self.session = ort.InferenceSession(self.path, so, providers=providers)
+        self._errors = _ort_errors(ort)
+        try:
+            self.session = ort.InferenceSession(self.path, so, providers=providers)
+        except self._errors as e:  # a damaged model, or external data onnxruntime refuses
+            raise ArtifactError(f"{self.path}: onnxruntime cannot load it ({type(e).__name__}: {e}); expected an ONNX "
+                                "model exported by alignts. Fix: re-export the bundle.") from e
         self.providers = tuple(self.session.get_providers())
         if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
             raise BackendUnavailableError(
@@ -100,4 +141,9 @@ class OnnxSession:
         missing = set(self.input_names) - set(feeds)
         if missing:
             raise InputError(f"ONNX model {self.path} needs inputs {self.input_names}; missing {sorted(missing)}.")
-        return self.session.run(None, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        try:
+            return self.session.run(None, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        except self._errors as e:  # e.g. shapes that the bundle's config gives but the model does not take
+            shapes = {k: np.shape(v) for k, v in feeds.items()}
+            raise ArtifactError(f"ONNX model {self.path} refused inputs of shapes {shapes} ({type(e).__name__}: {e}); "
+                                "expected the shapes its manifest's config gives. Fix: re-export the bundle.") from e

@@ -17,19 +17,12 @@ from typing import Sequence
 
 import numpy as np
 
-from alignts.errors import ArtifactError, InputError, ShapeError, missing_extra
+from alignts.errors import ArtifactError, InputError, ShapeError
+from alignts.runtime.backends.onnx import _ort, cuda_providers, session_options
 
 log = logging.getLogger(__name__)
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
-
-
-def _ort():
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise missing_extra("onnxruntime", "cpu") from e
-    return ort
 
 
 class OrtCausalLM:
@@ -47,8 +40,6 @@ class OrtCausalLM:
     def __init__(self, path: str | os.PathLike, n_ctx: int = 1024, threads: int | None = None,
                  device: str = "cpu", arena: bool = True, enable_mem_pattern: bool = True,
                  disable_prepacking: bool = False):
-        from alignts.runtime.backends.onnx import cuda_providers, session_options
-
         ort = _ort()
         self.path = Path(path)
         if not self.path.is_file():
