@@ -198,6 +198,9 @@ def bundle_splits(config: Mapping, data_spec: str, context_len: int, horizon: in
 def quantile_method(f) -> str:
     """How a planned forecaster gives quantiles: ``samples`` (Injective), ``conformal`` (a calibrated
     Internal/Bridging bundle) or ``none``."""
+    method = getattr(f, "quantile_method", None)  # a runtime Forecaster says; duck-typed predictors do not
+    if isinstance(method, str):
+        return method
     if hasattr(f, "forecast_quantiles"):
         return "samples"
     return "conformal" if f.manifest.config.get("conformal") else "none"
