@@ -59,10 +59,6 @@ class ValidationError(ArtifactError):
     """An exported model differs from its torch reference by more than the tolerance."""
 
 
-class NotBuiltError(AlignTSError, NotImplementedError):
-    """A verb or feature that this version does not provide yet."""
-
-
 def missing_extra(package: str, extra: str, needed_for: str = "here") -> BackendUnavailableError:
     """The error for an optional dependency that is not installed, with the install command as the fix.
 

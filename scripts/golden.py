@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from alignts.kernels import bins, digits, norm, patch, scaler  # noqa: E402
+from alignts.kernels import digits, norm, patch, scaler  # noqa: E402
 
 GOLDEN_VERSION = 1
 MASK64 = (1 << 64) - 1
@@ -178,24 +178,6 @@ def golden_digits() -> Golden:
     return g
 
 
-def golden_bins() -> Golden:
-    rng = np.random.default_rng(105)
-    g = Golden("bins")
-    x = rng.normal(size=(5, 50)) * rng.uniform(0.01, 30, size=(5, 1))
-    x = _with_nan(rng, x, 0.1)
-    x[0, :4] = [0.0, 1e6, -1e6, np.nan]  # far outside [-15, 15] * scale
-    x[1] = 0.0                            # zero scale -> 1
-    x[2] = np.nan                         # nothing observed -> scale 1, all ids -1
-    for case, (n_bins, low, high) in {"a": (4093, -15.0, 15.0), "b": (7, -2.0, 3.0), "c": (2, -1.0, 1.0)}.items():
-        ids, scale = bins.bins_encode(x, n_bins, low, high)
-        g.add(f"{case}.params", [n_bins, low, high])
-        g.add(f"{case}.ids", ids)
-        g.add(f"{case}.scale", scale[:, 0])
-        g.add(f"{case}.decoded", bins.bins_decode(ids, scale, n_bins, low, high))
-    g.add("x", x)
-    return g
-
-
 # ------------------------------------------------------------------------------- sampler reference
 
 def splitmix64(state: int) -> tuple[int, int]:
@@ -269,7 +251,7 @@ def golden_sampler() -> Golden:
 
 
 GENERATORS = {"norm": golden_norm, "patch": golden_patch, "scaler": golden_scaler, "digits": golden_digits,
-              "bins": golden_bins, "sampler": golden_sampler}
+              "sampler": golden_sampler}
 
 
 def write_all(out: Path) -> list[Path]:

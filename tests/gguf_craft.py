@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from gguf import GGMLQuantizationType, GGUFValueType
 
-# GGUF value types (gguf-py's GGUFValueType)
-U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
+V = GGUFValueType
+U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = (
+    V.UINT8, V.INT8, V.UINT16, V.INT16, V.UINT32, V.INT32, V.FLOAT32, V.BOOL, V.STRING, V.ARRAY, V.UINT64, V.INT64,
+    V.FLOAT64)
 _FMT = {U8: "<B", I8: "<b", U16: "<H", I16: "<h", U32: "<I", I32: "<i", F32: "<f", BOOL: "<?", U64: "<Q",
         I64: "<q", F64: "<d"}
-GGML_F32, GGML_F16 = 0, 1
+GGML_F32, GGML_F16 = GGMLQuantizationType.F32, GGMLQuantizationType.F16
 
 
 @dataclass

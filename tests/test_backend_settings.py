@@ -123,7 +123,9 @@ def numeric_bundle(tmp_path_factory):
 
 
 def test_llama_params_follow_the_settings(numeric_bundle):
-    from alignts.runtime.backends.gguf import KV_TYPES, LlamaCppModel
+    from gguf import GGMLQuantizationType as Q
+
+    from alignts.runtime.backends.gguf import LlamaCppModel
 
     m = read_manifest(numeric_bundle)
     path = numeric_bundle / m.variants[0].files[0]
@@ -132,31 +134,31 @@ def test_llama_params_follow_the_settings(numeric_bundle):
         assert (lm.context_params.n_ctx, lm.context_params.n_batch, lm.context_params.n_seq_max) == (128, 32, 2)
         assert (L.llama_n_batch(lm._ctx), L.llama_n_seq_max(lm._ctx)) == (32, 2)
         assert L.llama_n_ctx(lm._ctx) >= 128  # llama.cpp rounds the cell count up
-        assert lm.context_params.type_k == lm.context_params.type_v == KV_TYPES["f16"]
+        assert lm.context_params.type_k == lm.context_params.type_v == Q.F16
         assert lm.settings == {"n_ctx": 64, "n_seq_max": 2, "n_batch": 32, "kv_type": "f16", "use_mmap": False}
         if hasattr(lm.model_params, "load_mode"):
             assert lm.model_params.load_mode == L.LLAMA_LOAD_MODE_NONE
         else:
             assert lm.model_params.use_mmap is False
     with LlamaCppModel(path, n_ctx=64, n_threads=1) as lm:  # defaults: f32 KV, llama.cpp maps the file
-        assert lm.context_params.type_k == KV_TYPES["f32"] and lm.settings["use_mmap"] is True
+        assert lm.context_params.type_k == Q.F32 and lm.settings["use_mmap"] is True
 
 
 def test_injective_plan_passes_kv_type_and_mmap_to_llama_cpp(numeric_bundle):
     import alignts.runtime as rt
-    from alignts.runtime.backends.gguf import KV_TYPES
+    from gguf import GGMLQuantizationType as Q
 
     f = rt.load(numeric_bundle)
     plan = f.plan(variant="gguf-f16", threads=1)
     assert plan.memory_mode == "fast" and plan.settings["kv_type"] == "f32"
-    assert f.backend.context_params.type_k == KV_TYPES["f32"] and plan.settings["n_seq_max"] == 3
+    assert f.backend.context_params.type_k == Q.F32 and plan.settings["n_seq_max"] == 3
     m = f.manifest
     fast = estimate_peak(m, "gguf-f16", 1, bundle_dir=numeric_bundle).total
     lean = estimate_peak(m, "gguf-f16", 1, mode="lean", bundle_dir=numeric_bundle).total
     assert lean < fast  # the f16 KV cache is half the f32 one
     plan = f.plan(variant="gguf-f16", threads=1, budget=(fast + lean) // 2)
     assert plan.memory_mode == "lean" and plan.settings["kv_type"] == "f16"
-    assert f.backend.context_params.type_k == f.backend.context_params.type_v == KV_TYPES["f16"]
+    assert f.backend.context_params.type_k == f.backend.context_params.type_v == Q.F16
     plan = f.plan(variant="gguf-f16", threads=1, settings={"use_mmap": False, "n_ctx": 256})
     assert plan.memory_mode == "custom" and plan.settings["use_mmap"] is False and plan.settings["n_ctx"] == 256
     assert f.backend.n_ctx == 256 and f.prompter.n_ctx == 256

@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from alignts.bench.bundles import COLUMNS, BenchConfig, add_bundle_arguments, bench_bundle, run_bundles  # noqa: E402
+from alignts.bench.bundles import COLUMNS, BenchConfig, bench_bundle  # noqa: E402
+from alignts.cli.bench import add_bundle_arguments, run_bundles  # noqa: E402
 from alignts.errors import BudgetExceededError, InputError  # noqa: E402
 from alignts.runtime.budget import choose, estimate_peak, parse_budget  # noqa: E402
 from alignts.runtime.manifest import read_manifest  # noqa: E402

@@ -6,8 +6,7 @@ import math
 from alignts.bench.kernels import FORMAT, TARGETS, to_markdown
 from alignts.cli import main
 
-KERNELS = {"norm_patchify", "encode_digits", "decode_digits", "llmtime_scaler", "bins_encode", "bins_decode",
-           "prompt_stats"}
+KERNELS = {"norm_patchify", "encode_digits", "decode_digits", "llmtime_scaler", "prompt_stats"}
 
 
 def test_bench_kernels_quick_json(tmp_path, capsys):

@@ -35,8 +35,9 @@ def test_describe_table_and_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "daily" in out and "D (seasonal period 7)" in out and "missing values  3" in out
     assert "test" in out and "windows" in out
-    assert _run(["describe", str(p), "--context", "28", "--horizon", "7", "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
+    assert _run(["describe", str(p), "--context", "28", "--horizon", "7", "--json", str(tmp_path / "d.json")]) == 0
+    assert "daily" in capsys.readouterr().out  # the table still prints
+    info = json.loads((tmp_path / "d.json").read_text())
     sp = info["splits"]
     assert info["rows"] == 500 and info["missing"] == {"x": 0, "y": 3} and sp["scheme"] == "ratio"
     assert sp["borders"] == [[0, 350 - 28, 400 - 28], [350, 400, 500]]
@@ -64,9 +65,9 @@ def test_describe_bad_input_exits_2(tmp_path, capsys):
     assert "no numeric columns" in capsys.readouterr().err
 
 
-def test_describe_etth1(etth1, capsys):
-    assert _run(["describe", str(etth1), "--context", "336", "--horizon", "96", "--json"]) == 0
-    sp = json.loads(capsys.readouterr().out)["splits"]
+def test_describe_etth1(etth1, tmp_path):
+    assert _run(["describe", str(etth1), "--context", "336", "--horizon", "96", "--json", str(tmp_path / "d.json")]) == 0
+    sp = json.loads((tmp_path / "d.json").read_text())["splits"]
     assert sp["scheme"] == "ett_hour" and sp["test_windows"] == 2785 and sp["test_windows_all_channels"] == 19495
 
 

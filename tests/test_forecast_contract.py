@@ -30,7 +30,8 @@ class StubForecaster(Forecaster):
 
     def __init__(self, L: int = 16, H: int = 4):
         super().__init__(".", Manifest(paradigm="internal", architecture="stub", files={}, variants=(),
-                                       config={"context_len": L, "horizon": H, "n_channels": 2, "scaler": SCALER}))
+                                       config={"context_len": L, "horizon": H, "n_channels": 2, "scaler": SCALER,
+                                               "patch_len": L, "stride": L, "n_patches": 2}))
         self._plan = Plan(variant="stub", backend="none", dtype="f32", device="cpu", provider="stub",
                           context_len=L, horizon=H, batch_size=2, n_channels=2)
 

@@ -47,8 +47,8 @@ def _write_model(path: Path, n_embd: int = 32, n_vocab: int = 16, arch: str = "g
 def _write_adapter(path: Path, a_shape, b_shape, arch="gpt2", base_sha256=None, alpha=8.0) -> Path:
     w = gguf.GGUFWriter(path, arch)
     w.add_type("adapter")
-    w.add_string(Keys.Adapter.TYPE, "lora")
-    w.add_float32(Keys.Adapter.LORA_ALPHA, alpha)
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
     if base_sha256:
         w.add_string(Keys.BASE_SHA256, base_sha256)
     w.add_tensor("blk.0.attn_qkv.weight.lora_a", np.zeros(a_shape, np.float32))

@@ -24,7 +24,8 @@ class EchoForecaster(Forecaster):
     """The base class's input and output checks around a model that repeats the last value H times."""
 
     def __init__(self, n_channels: int | None = None, scaler: dict | None = None, out=None):
-        config = {"context_len": L, "horizon": H, "n_channels": n_channels}
+        config = {"context_len": L, "horizon": H, "n_channels": n_channels, "patch_len": L, "stride": L,
+                  "n_patches": 2}
         if scaler:
             config["scaler"] = scaler
         super().__init__(".", Manifest(paradigm="internal", architecture="echo", files={}, variants=(),

@@ -21,15 +21,14 @@ Per bundle x variant x batch size (llama-bench style, one row each):
 Outputs: a markdown table (stdout / ``--md``), JSON (machine, versions, bundle manifest hashes, rows:
 ``--json``) and CSV (``--csv``). ``--report DIR`` adds the trade-off report (``alignts.bench.report``).
 
-The CLI entry points are :func:`add_bundle_arguments` and :func:`run_bundles`; ``alignts/cli/bench.py``
-dispatches every target other than ``kernels`` here.
+The library entry points are :func:`run_bench` (bundles x :class:`BenchConfig` -> result dict),
+:func:`to_markdown` and :func:`write_csv`; the CLI (options, printing) is ``alignts/cli/bench.py``.
 """
 
 from __future__ import annotations
 
 import csv
 import importlib
-import json
 import logging
 import math
 import os
@@ -416,79 +415,3 @@ def write_csv(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
         for r in result["rows"]:
             w.writerow({k: r.get(k) for k in COLUMNS})
     return path
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
-
-
-def add_bundle_arguments(p) -> None:
-    """Options of ``alignts bench BUNDLE...`` (the positional targets, --json and --repeats come from
-    ``alignts/cli/bench.py``)."""
-    p.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default 1,8)")
-    p.add_argument("--variants", default=None, help="comma-separated variant names (default: every runnable one)")
-    p.add_argument("--data", default=None, help="data spec for MSE/MAE on the test split (and for --report)")
-    p.add_argument("--max-windows", type=int, default=None, help="score only the first N test windows")
-    p.add_argument("--csv", type=Path, default=None, metavar="PATH", help="also write the rows as CSV")
-    p.add_argument("--md", type=Path, default=None, metavar="PATH", help="also write the markdown table")
-    p.add_argument("--report", type=Path, default=None, metavar="DIR",
-                   help="write the trade-off report (table + frontier and forecast plots) to DIR; needs --data")
-    p.add_argument("--threads", type=int, default=None, help="backend and torch threads")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default 3)")
-    p.add_argument("--no-child", action="store_true", help="skip cold start / peak RSS (child processes)")
-    p.add_argument("--no-torch", action="store_true", help="skip the torch eager reference")
-
-
-def _ints(s: str, what: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(t) for t in str(s).split(",") if t.strip())
-    except ValueError as e:
-        raise InputError(f"{what} {s!r}: expected comma-separated integers, e.g. 1,8") from e
-    return out
-
-
-def run_bundles(args) -> int:
-    """Run ``alignts bench BUNDLE... [--report DIR]`` from parsed arguments; prints the table."""
-    bundles = list(getattr(args, "target", None) or getattr(args, "bundles", []))
-    if not bundles:
-        raise InputError("no bundle given; expected `alignts bench BUNDLE...` with bundle folders.")
-    for b in bundles:
-        if not (Path(b) / "manifest.json").is_file():
-            raise InputError(f"{b!r} is not a bundle folder (no manifest.json); expected folders written by "
-                             "`alignts fit ...`, or the word `kernels`.")
-    report = getattr(args, "report", None)
-    data = getattr(args, "data", None)
-    if report is not None and data is None:
-        raise InputError("--report needs --data (the report scores every bundle and the baselines on it).")
-    variants = getattr(args, "variants", None)
-    cfg = BenchConfig(batch_sizes=_ints(getattr(args, "batch_sizes", "1,8"), "--batch-sizes"),
-                      variants=tuple(v.strip() for v in variants.split(",") if v.strip()) if variants else None,
-                      repeats=int(getattr(args, "repeats", 20)), warmup=int(getattr(args, "warmup", 3)), data=data,
-                      max_windows=getattr(args, "max_windows", None), child=not getattr(args, "no_child", False),
-                      torch=not getattr(args, "no_torch", False), threads=getattr(args, "threads", None),
-                      device=getattr(args, "device", "cpu"))
-    cfg.check()
-    result = run_bench(bundles, cfg)
-    md = to_markdown(result)
-    if getattr(args, "format", None):
-        from alignts.cli.output import write_table
-
-        write_table(result["rows"], args.format)
-    else:
-        print(md)
-    if getattr(args, "json", None) is not None:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
-    if getattr(args, "csv", None) is not None:
-        print(f"wrote {write_csv(result, args.csv)}")
-    if getattr(args, "md", None) is not None:
-        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.md).write_text(md + "\n")
-        print(f"wrote {args.md}")
-    if report is not None:
-        from alignts.bench.report import build_report
-
-        out = build_report(result, data, report, max_windows=cfg.max_windows)
-        print(f"wrote the report to {report}: " + ", ".join(p.name for p in out))
-    return 0

@@ -175,36 +175,3 @@ def _values_kept(f, L: int) -> int:
     t = np.arange(L)
     prompts, _, _ = f.prompter.prompts((10 + np.sin(t / 3))[None], f.horizon)
     return int(np.isin(prompts[0], f.prompter.table.value_sep[-1:]).sum())
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-
-    p = argparse.ArgumentParser(prog="python -m alignts.bench.injective")
-    p.add_argument("model", nargs="?", default=None, help="GGUF file (default: the embedded numeric LM, f16); "
-                   "with --zero-shot: an injective bundle")
-    p.add_argument("--zero-shot", default=None, metavar="DATA_DIR",
-                   help="score the bundle zero-shot on DATA_DIR's national_illness and Monash tourism monthly")
-    p.add_argument("--variant", default=None)
-    p.add_argument("--max-series", type=int, default=60)
-    p.add_argument("--out", default=None, help="write the JSON result here")
-    p.add_argument("--samples", type=int, default=20)
-    p.add_argument("--horizon", type=int, default=24)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=3)
-    a = p.parse_args(argv)
-    if a.zero_shot:
-        res = zero_shot(a.model, a.zero_shot, a.variant, a.samples, a.max_series, threads=a.threads or 1)
-        text = json.dumps(res, indent=2, default=float)
-        if a.out:
-            Path(a.out).write_text(text + "\n")
-        print(text)
-        return 0
-    path = a.model or str(Path(__file__).resolve().parents[1] / "assets" / "numeric_lm" / "numeric_lm-f16.gguf")
-    print(json.dumps(bench_generation(path, a.samples, a.horizon, n_threads=a.threads, repeats=a.repeats), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -69,7 +69,7 @@ def _scaled_walk(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
 
 def build_cases(quick: bool = False, seed: int = 0) -> list[Case]:
     """The benchmark cases; ``quick`` shrinks every shape to a few hundred values (for tests)."""
-    from alignts.kernels import bins, digits, patch, scaler, stats
+    from alignts.kernels import digits, patch, scaler, stats
 
     rng = np.random.default_rng(seed)
     table = digits.CodecTable(digit_ids=tuple(range(10, 20)), value_sep=(1, 2), digit_sep=(1,), minus_id=3,
@@ -100,11 +100,6 @@ def build_cases(quick: bool = False, seed: int = 0) -> list[Case]:
         x = np.cumsum(rng.normal(size=shape), axis=-1)
         cases.append(Case("llmtime_scaler", size, shape, lambda x=x: scaler.llmtime_scaler(x),
                           lambda x=x: scaler.llmtime_scaler_ref(x)))
-        cases.append(Case("bins_encode", size, shape, lambda x=x: bins.bins_encode(x),
-                          lambda x=x: bins.bins_encode_ref(x)))
-        ids, sc = bins.bins_encode(x)
-        cases.append(Case("bins_decode", size, shape, lambda i=ids, s=sc: bins.bins_decode(i, s),
-                          lambda i=ids, s=sc: bins.bins_decode_ref(i, s)))
         cases.append(Case("prompt_stats", size, shape, lambda x=x: stats.prompt_stats(x, 5),
                           lambda x=x: stats.prompt_stats_ref(x, 5)))
     return cases

@@ -10,7 +10,7 @@ import sys
 import traceback
 
 from alignts import __version__
-from alignts.errors import AlignTSError, NotBuiltError
+from alignts.errors import AlignTSError
 
 # verb -> (module under alignts.cli, one-line help)
 VERBS = {
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one verb; every error ends as ONE line on stderr and a non-zero exit (the traceback with -v):
-    2 for an AlignTSError or a file the OS refuses, 3 for a verb not built yet, 1 for an internal error."""
+    2 for an AlignTSError or a file the OS refuses, 1 for an internal error."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:
@@ -71,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _error_line(e: Exception) -> tuple[int, str]:
     """(exit code, message) for an exception that ends a verb."""
-    if isinstance(e, NotBuiltError):
-        return 3, f"not built yet: {_one_line(e)}"
     if isinstance(e, (AlignTSError, NotImplementedError)):  # NotImplementedError: an unknown paradigm/architecture
         return 2, f"error: {_one_line(e)}"
     if isinstance(e, OSError):  # a missing or unreadable file, a full disk, a closed pipe

@@ -5,6 +5,9 @@
 and checks the CUDA results against the NumPy twins (exit 1 on a mismatch).
 ``alignts bench BUNDLE... [--data DATA] [--report DIR]`` measures bundles: latency percentiles, throughput,
 cold start and peak RSS in child processes, accuracy, and the torch eager reference (alignts/bench/bundles.py).
+``alignts bench injective [MODEL.gguf]`` times the Injective sampling loop against raw llama.cpp decoding
+(default model: the embedded numeric LM, f16); ``alignts bench injective BUNDLE --zero-shot DATA_DIR`` scores
+an Injective bundle zero-shot (alignts/bench/injective.py). Both print JSON (``--json PATH`` also writes it).
 """
 
 from __future__ import annotations
@@ -19,22 +22,125 @@ from alignts.errors import InputError
 
 
 def add_arguments(p):
-    p.add_argument("target", nargs="+", metavar="kernels|BUNDLE",
-                   help="`kernels` for the kernel benchmark (numba vs numpy), or bundle folders")
+    p.add_argument("target", nargs="+", metavar="kernels|injective|BUNDLE",
+                   help="`kernels` for the kernel benchmark (numba vs numpy), `injective [MODEL]` for the "
+                        "Injective generation loop, or bundle folders")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="also write the results (machine info and one row per case) to this JSON file")
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests, not for numbers)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per case (default 5)")
     add_format_argument(p, what="the rows (one per case)")
-    from alignts.bench.bundles import add_bundle_arguments
-
     add_bundle_arguments(p)
+    g = p.add_argument_group("injective")
+    g.add_argument("--zero-shot", default=None, metavar="DATA_DIR",
+                   help="with `injective BUNDLE`: score the bundle zero-shot on DATA_DIR's national_illness and "
+                        "Monash tourism monthly")
+    g.add_argument("--max-series", type=int, default=60, help="zero-shot: series per data set (default 60)")
+    g.add_argument("--samples", type=int, default=20, help="sampled continuations (default 20)")
+    g.add_argument("--horizon", type=int, default=24, help="generated values per continuation (default 24)")
     try:  # one --device for both targets; the bundle options may define it already (cpu|cuda)
         p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cpu or cuda; with `kernels`, cuda benchmarks the numba.cuda variants against the "
                             "numba CPU kernels (needs an NVIDIA GPU and numba-cuda)")
     except argparse.ArgumentError:
         pass
+
+
+def add_bundle_arguments(p) -> None:
+    """Options of ``alignts bench BUNDLE...`` (the positional targets, --json and --repeats come from
+    :func:`add_arguments`)."""
+    p.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    p.add_argument("--variants", default=None, help="comma-separated variant names (default: every runnable one)")
+    p.add_argument("--data", default=None, help="data spec for MSE/MAE on the test split (and for --report)")
+    p.add_argument("--max-windows", type=int, default=None, help="score only the first N test windows")
+    p.add_argument("--csv", type=Path, default=None, metavar="PATH", help="also write the rows as CSV")
+    p.add_argument("--md", type=Path, default=None, metavar="PATH", help="also write the markdown table")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="write the trade-off report (table + frontier and forecast plots) to DIR; needs --data")
+    p.add_argument("--threads", type=int, default=None, help="backend and torch threads")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default 3)")
+    p.add_argument("--no-child", action="store_true", help="skip cold start / peak RSS (child processes)")
+    p.add_argument("--no-torch", action="store_true", help="skip the torch eager reference")
+
+
+def _ints(s: str, what: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(t) for t in str(s).split(",") if t.strip())
+    except ValueError as e:
+        raise InputError(f"{what} {s!r}: expected comma-separated integers, e.g. 1,8") from e
+    return out
+
+
+def run_bundles(args) -> int:
+    """Run ``alignts bench BUNDLE... [--report DIR]`` from parsed arguments; prints the table."""
+    bundles = list(getattr(args, "target", None) or getattr(args, "bundles", []))
+    if not bundles:
+        raise InputError("no bundle given; expected `alignts bench BUNDLE...` with bundle folders.")
+    for b in bundles:
+        if not (Path(b) / "manifest.json").is_file():
+            raise InputError(f"{b!r} is not a bundle folder (no manifest.json); expected folders written by "
+                             "`alignts fit ...`, or the word `kernels`.")
+    report = getattr(args, "report", None)
+    data = getattr(args, "data", None)
+    if report is not None and data is None:
+        raise InputError("--report needs --data (the report scores every bundle and the baselines on it).")
+    variants = getattr(args, "variants", None)
+    from alignts.bench.bundles import BenchConfig
+
+    cfg = BenchConfig(batch_sizes=_ints(getattr(args, "batch_sizes", "1,8"), "--batch-sizes"),
+                      variants=tuple(v.strip() for v in variants.split(",") if v.strip()) if variants else None,
+                      repeats=int(getattr(args, "repeats", 20)), warmup=int(getattr(args, "warmup", 3)), data=data,
+                      max_windows=getattr(args, "max_windows", None), child=not getattr(args, "no_child", False),
+                      torch=not getattr(args, "no_torch", False), threads=getattr(args, "threads", None),
+                      device=getattr(args, "device", "cpu"))
+    cfg.check()
+    from alignts.bench.bundles import run_bench, to_markdown, write_csv
+
+    result = run_bench(bundles, cfg)
+    md = to_markdown(result)
+    if getattr(args, "format", None):
+        write_table(result["rows"], args.format)
+    else:
+        print(md)
+    if getattr(args, "json", None) is not None:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    if getattr(args, "csv", None) is not None:
+        print(f"wrote {write_csv(result, args.csv)}")
+    if getattr(args, "md", None) is not None:
+        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.md).write_text(md + "\n")
+        print(f"wrote {args.md}")
+    if report is not None:
+        from alignts.bench.report import build_report
+
+        out = build_report(result, data, report, max_windows=cfg.max_windows)
+        print(f"wrote the report to {report}: " + ", ".join(p.name for p in out))
+    return 0
+
+
+def _run_injective(args) -> int:
+    from alignts.bench.injective import bench_generation, zero_shot
+
+    model = args.target[1] if len(args.target) == 2 else None
+    if len(args.target) > 2:
+        raise InputError(f"`injective` takes at most one model; got {args.target[1:]}. Fix: run "
+                         "`alignts bench injective [MODEL.gguf]` or `alignts bench injective BUNDLE --zero-shot DIR`")
+    if args.zero_shot:
+        variant = args.variants.split(",")[0].strip() if args.variants else None
+        result = zero_shot(model, args.zero_shot, variant, args.samples, args.max_series, threads=args.threads or 1)
+    else:
+        path = model or str(Path(__file__).resolve().parents[1] / "assets" / "numeric_lm" / "numeric_lm-f16.gguf")
+        result = bench_generation(path, args.samples, args.horizon, n_threads=args.threads, repeats=args.repeats)
+    text = json.dumps(result, indent=2, default=float)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+        print(f"wrote {args.json}")
+    return 0
 
 
 def _run_kernels(args) -> int:
@@ -68,6 +174,6 @@ def run(args) -> int:
         return _run_kernels(args)
     if "kernels" in args.target:
         raise InputError(f"`kernels` takes no other targets; got {args.target}. Fix: run `alignts bench kernels`")
-    from alignts.bench.bundles import run_bundles
-
+    if args.target[0] == "injective":
+        return _run_injective(args)
     return run_bundles(args)

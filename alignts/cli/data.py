@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--date-column", default=None, help="CSV column holding the timestamps")
     d.add_argument("--scheme", default="auto", choices=("auto", "ett_hour", "ett_minute", "ratio"),
                    help="split scheme (auto: ETT borders for ETT files, else 70/10/20)")
-    d.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    d.add_argument("--json", default=None, metavar="PATH", help="also write the summary as JSON to PATH")
     add_format_argument(d, what="the summary (one row; csv flattens nested keys with dots)")
     p.set_defaults(data_parser=p)
 
@@ -89,5 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
         write_table(info, args.format)
     else:
-        print(json.dumps(info, indent=2) if args.json else _table(info))
+        print(_table(info))
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(json.dumps(info, indent=2) + "\n")
     return 0

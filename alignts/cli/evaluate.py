@@ -18,7 +18,7 @@ def add_arguments(p):
     p.add_argument("--max-windows", type=int, default=None,
                    help="score only the first N test windows (quick look; the protocol scores all)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baseline rows")
-    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the numbers to this JSON file")
     add_format_argument(p, what="the score table (the other lines go to stderr)")
 
 

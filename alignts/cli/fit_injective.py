@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from alignts.runtime.configs import InjectiveRuntimeConfig as D
+
 
 def add_arguments(p):
     p.add_argument("--data", default=None, help="CSV / .tsf path or statsmodels:NAME (checked, recorded; the data "
@@ -10,14 +12,14 @@ def add_arguments(p):
     p.add_argument("--model", default=None, help="GGUF file or Hugging Face causal-LM folder (default: the "
                    "embedded numeric LM)")
     p.add_argument("--description", default="", help="domain text put before the digits (text LMs only)")
-    p.add_argument("--samples", type=int, default=20, help="samples per series; the forecast is their median")
+    p.add_argument("--samples", type=int, default=D.samples, help="samples per series; the forecast is their median")
     p.add_argument("--precision", type=int, default=None, help="digits kept after the decimal point of scaled "
                    "values (default: the model's; LLMTime 3)")
-    p.add_argument("--temperature", type=float, default=0.9)
-    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--temperature", type=float, default=D.temperature)
+    p.add_argument("--top-p", type=float, default=D.top_p)
     p.add_argument("--greedy", action="store_true", help="greedy decoding (deterministic; use --samples 1)")
-    p.add_argument("--context", type=int, default=96, help="default context length L (plan may change it)")
-    p.add_argument("--horizon", type=int, default=24, help="default horizon H (plan may change it)")
+    p.add_argument("--context", type=int, default=D.context_len, help="default context length L (plan may change it)")
+    p.add_argument("--horizon", type=int, default=D.horizon, help="default horizon H (plan may change it)")
     p.add_argument("--n-ctx", type=int, default=None, help="token context of the LM (default: its trained one)")
     p.add_argument("--backends", default="onnx,gguf", help="for an HF folder: variants to export (onnx,gguf)")
     p.add_argument("--lora", action="store_true", help="fine-tune the LM with LoRA on digit strings of --data")

@@ -12,7 +12,7 @@ from alignts.cli.output import add_format_argument
 def add_arguments(p):
     p.add_argument("bundle", help="bundle folder")
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of every file")
-    p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the whole manifest as JSON to PATH")
     add_format_argument(p, what="the variants table (one row per variant)")
     p.add_argument("--budget", default=None, help="memory budget (e.g. 300MB, 1.5GiB): print the plan that "
                    "fits it (variant, batch, estimated peak) without loading anything")
@@ -58,8 +58,8 @@ def run(args) -> int:
     m = read_manifest(args.bundle, verify=not args.no_verify)
     checked = check_ggufs(args.bundle, m, verify=not args.no_verify)
     if args.json:
-        print(json.dumps(m.to_dict(), indent=2, sort_keys=True))
-        return 0
+        with open(args.json, "w") as fh:
+            fh.write(json.dumps(m.to_dict(), indent=2, sort_keys=True) + "\n")
     if args.format:
         from alignts.cli.output import write_table
 

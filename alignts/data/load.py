@@ -9,13 +9,16 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from alignts.data.freq import infer_freq
 from alignts.data.series import TimeSeriesData
 from alignts.errors import DataError
+
+if TYPE_CHECKING:  # pandas is imported where it is used (annotations only here)
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 

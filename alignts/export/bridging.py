@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from alignts.errors import InputError
+from alignts.runtime.configs import BridgingRuntimeConfig
 from alignts.runtime.prompt import PromptConfig, prompt_ids
 from alignts.runtime.tokenize import PromptTokenizer
 
@@ -50,15 +51,15 @@ class BridgingConfig:
     patch_len: int = 16
     stride: int = 8
     d_model: int = 32
-    n_heads: int = 8
-    d_keys: int = 128
-    n_prototypes: int = 1000
+    n_heads: int = BridgingRuntimeConfig.n_heads
+    d_keys: int = BridgingRuntimeConfig.d_keys
+    n_prototypes: int = BridgingRuntimeConfig.n_prototypes
     d_ff: int = 128
     dropout: float = 0.1
-    eps: float = 1e-5
+    eps: float = BridgingRuntimeConfig.eps
     prompt_len: int = 0
-    description: str = "a time series."
-    top_k: int = 5
+    description: str = BridgingRuntimeConfig.description
+    top_k: int = BridgingRuntimeConfig.top_k
 
     @property
     def n_patches(self) -> int:

@@ -101,6 +101,7 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
     from alignts.export.onnx_export import export_onnx, validate_onnx
     from alignts.export.reference import bridging_trained_state, write_trained
     from alignts.runtime import load
+    from alignts.runtime.configs import BackboneRuntimeConfig, BridgingRuntimeConfig
     from alignts.runtime.manifest import bundle_writer, read_manifest
     from alignts.runtime.paradigms.bridging import ADAPTER_NAME, HEAD_NAME
 
@@ -110,7 +111,7 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
     N, P = cfg.n_patches, cfg.patch_len
     bm = read_manifest(backbone_path, verify=False)
     bb_bytes = int(sum(f.size for f in bm.files.values()) + (Path(backbone_path) / "manifest.json").stat().st_size)
-    bb_weight = int(bm.variant("onnx-fp32").weight_bytes + bm.files[bm.config.get("table", "word_embeddings.npy")].size)
+    bb_weight = int(bm.variant("onnx-fp32").weight_bytes + bm.files[BackboneRuntimeConfig.from_manifest(bm).table].size)
     try:
         rel = os.path.relpath(backbone_path, Path(out).resolve())
     except ValueError:  # other drive (Windows)
@@ -149,7 +150,7 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
                   for bv in bb_variants if bv in validations]
             finish_bundle(tmp, paradigm="bridging", architecture=backbone.name, variants=vs,
                           extra_files=reference_files,
-                          config={**base_config, **({"sizes": sizes} if sizes else {})}, **common)
+                          config=BridgingRuntimeConfig.from_dict({**base_config, "sizes": sizes}).to_dict(), **common)
 
         write({bv: validation_record(d_adapter, tol, 3, adapter_max_abs_diff=d_adapter) for bv in bb_variants}, None)
         # Composed pipeline: the torch model vs the runtime (kernels -> adapter -> backbone -> head -> denorm).

@@ -24,6 +24,7 @@ from alignts.errors import ArtifactError, InputError
 from alignts.export.bundle import command_line, finish_bundle, validation_record, variant_record
 from alignts.runtime.codec_table import (CodecSettings, build_codec_table, gguf_token_list, hf_vocab,
                                          precheck_token_list, table_to_dict)
+from alignts.runtime.configs import InjectiveRuntimeConfig
 from alignts.runtime.manifest import bundle_writer, read_manifest
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,13 @@ class InjectiveFitConfig:
     """
 
     model: str | None = None
-    context_len: int = 96
-    horizon: int = 24
-    samples: int = 20
-    temperature: float = 0.9
-    top_p: float = 0.9
-    greedy: bool = False
-    seed: int = 0
+    context_len: int = InjectiveRuntimeConfig.context_len
+    horizon: int = InjectiveRuntimeConfig.horizon
+    samples: int = InjectiveRuntimeConfig.samples
+    temperature: float = InjectiveRuntimeConfig.temperature
+    top_p: float = InjectiveRuntimeConfig.top_p
+    greedy: bool = InjectiveRuntimeConfig.greedy
+    seed: int = InjectiveRuntimeConfig.seed
     precision: int | None = None
     description: str = ""
     n_ctx: int | None = None
@@ -89,9 +90,9 @@ def _check_description(vocab, text: str) -> None:
 
 
 def _config(cfg: InjectiveFitConfig, n_ctx: int, n_layer: int, n_embd: int) -> dict[str, Any]:
-    return {"context_len": cfg.context_len, "horizon": cfg.horizon, "n_ctx": n_ctx, "samples": cfg.samples,
-            "temperature": cfg.temperature, "top_p": cfg.top_p, "greedy": cfg.greedy, "seed": cfg.seed,
-            "description": cfg.description, "n_layer": n_layer, "n_embd": n_embd, "n_channels": None}
+    return InjectiveRuntimeConfig(context_len=cfg.context_len, horizon=cfg.horizon, n_ctx=n_ctx, samples=cfg.samples,
+                                  temperature=cfg.temperature, top_p=cfg.top_p, greedy=cfg.greedy, seed=cfg.seed,
+                                  description=cfg.description, n_layer=n_layer, n_embd=n_embd).to_dict()
 
 
 def fit_injective(out: str | Path, cfg: InjectiveFitConfig = InjectiveFitConfig(), data_name: str | None = None,
@@ -124,7 +125,7 @@ def _from_numeric_lm(out, cfg, data_name, overwrite, t0) -> Path:
     _check_description(vocab, cfg.description)
     table, dsep, info = build_codec_table(vocab, base.codec.get("value_sep", " ,"))
     settings = _settings(dict(base.codec), cfg, dsep)
-    n_ctx = int(base.config.get("n_ctx", 512))
+    n_ctx = InjectiveRuntimeConfig.from_manifest(base).n_ctx
     with bundle_writer(out, overwrite) as tmp:
         variants = []
         for v in base.variants:

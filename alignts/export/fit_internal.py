@@ -126,13 +126,13 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
     }
     if skip_info is not None:
         training["linear_skip"] = skip_info
-    config = {
-        "context_len": L, "horizon": H, "n_channels": data.n_channels, "patch_len": mcfg.patch_len,
-        "stride": mcfg.stride, "n_patches": mcfg.n_patches, "d_model": backbone.d_model, "eps": mcfg.eps,
-        "columns": list(data.columns), "freq": data.freq,
-        "scaler": {"mean": splits.mean.tolist(), "std": splits.std.tolist()},
-        "split_scheme": splits.scheme, "linear_skip": mcfg.linear_skip,
-    }
+    from alignts.runtime.configs import InternalRuntimeConfig
+
+    config = InternalRuntimeConfig(
+        context_len=L, horizon=H, n_channels=data.n_channels, patch_len=mcfg.patch_len, stride=mcfg.stride,
+        n_patches=mcfg.n_patches, d_model=backbone.d_model, eps=mcfg.eps, columns=tuple(data.columns),
+        scaler={"mean": splits.mean.tolist(), "std": splits.std.tolist()}, linear_skip=mcfg.linear_skip,
+        extra={"freq": data.freq, "split_scheme": splits.scheme}).to_dict()
     lora = {"rank": mcfg.lora_rank, "alpha": mcfg.lora_alpha, "dropout": mcfg.lora_dropout, "targets": targets,
             "fused": True, "base_sha256": backbone.source_sha256, "trainable": list(backbone.trainable_names())
             if mcfg.train_norms else []} if mcfg.lora_rank > 0 else {}

@@ -89,69 +89,78 @@ def _output_head(model, base) -> Any | None:
     return head.weight
 
 
+def _name_map(arch: str, n_layer: int):
+    """gguf-py's HF -> GGUF tensor-name map of an architecture (llama.cpp's own conversion tables)."""
+    gguf = _gguf()
+    return gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layer)
+
+
+def _gguf_name(tmap, hf_key: str) -> str:
+    """The GGUF name of an HF state_dict key: "h.0.attn.c_attn.weight" -> "blk.0.attn_qkv.weight"."""
+    name = tmap.get_name(hf_key, try_suffixes=(".weight", ".bias"))
+    if name is None:
+        raise NotImplementedError(f"gguf-py has no GGUF name for the tensor {hf_key!r}; expected a tensor "
+                                  "llama.cpp's conversion knows. Fix: upgrade gguf (pip install -U gguf).")
+    return name
+
+
 def _gpt2_tensors(model, cfg) -> Iterator[tuple[str, np.ndarray]]:
     base = _base_module(model, "gpt2")
     sd = base.state_dict()
-    yield "token_embd.weight", _np(sd["wte.weight"])
-    yield "position_embd.weight", _np(sd["wpe.weight"])
-    yield "output_norm.weight", _np(sd["ln_f.weight"])
-    yield "output_norm.bias", _np(sd["ln_f.bias"])
-    names = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output",
-             "ln_2": "ffn_norm", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+    tm = _name_map("gpt2", cfg.n_layer)
+    for key in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"):
+        yield _gguf_name(tm, key), _np(sd[key])
     for i in range(cfg.n_layer):
-        for hf, gg in names.items():
+        for hf in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"):
             w = _np(sd[f"h.{i}.{hf}.weight"])
             if w.ndim == 2:
                 w = w.T  # Conv1D stores [in, out]
-            yield f"blk.{i}.{gg}.weight", np.ascontiguousarray(w)
-            yield f"blk.{i}.{gg}.bias", _np(sd[f"h.{i}.{hf}.bias"])
+            yield _gguf_name(tm, f"h.{i}.{hf}.weight"), np.ascontiguousarray(w)
+            yield _gguf_name(tm, f"h.{i}.{hf}.bias"), _np(sd[f"h.{i}.{hf}.bias"])
     head = _output_head(model, base)
     if head is not None:
-        yield "output.weight", _np(head)
+        yield _gguf_name(tm, "lm_head.weight"), _np(head)
 
 
 def _bert_tensors(model, cfg) -> Iterator[tuple[str, np.ndarray]]:
     base = _base_module(model, "bert")
     sd = base.state_dict()
-    yield "token_embd.weight", _np(sd["embeddings.word_embeddings.weight"])
-    yield "position_embd.weight", _np(sd["embeddings.position_embeddings.weight"])
-    yield "token_types.weight", _np(sd["embeddings.token_type_embeddings.weight"])
-    yield "token_embd_norm.weight", _np(sd["embeddings.LayerNorm.weight"])
-    yield "token_embd_norm.bias", _np(sd["embeddings.LayerNorm.bias"])
-    names = {"attention.self.query": "attn_q", "attention.self.key": "attn_k", "attention.self.value": "attn_v",
-             "attention.output.dense": "attn_output", "attention.output.LayerNorm": "attn_output_norm",
-             "intermediate.dense": "ffn_up", "output.dense": "ffn_down", "output.LayerNorm": "layer_output_norm"}
+    tm = _name_map("bert", cfg.num_hidden_layers)
+    for key in ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+                "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"):
+        yield _gguf_name(tm, key), _np(sd[key])
     for i in range(cfg.num_hidden_layers):
-        for hf, gg in names.items():
-            yield f"blk.{i}.{gg}.weight", _np(sd[f"encoder.layer.{i}.{hf}.weight"])
-            yield f"blk.{i}.{gg}.bias", _np(sd[f"encoder.layer.{i}.{hf}.bias"])
+        for hf in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                   "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm"):
+            for kind in ("weight", "bias"):
+                key = f"encoder.layer.{i}.{hf}.{kind}"
+                yield _gguf_name(tm, key), _np(sd[key])
 
 
 def _llama_tensors(model, cfg) -> Iterator[tuple[str, np.ndarray]]:
+    gguf = _gguf()
     base = _base_module(model, "llama")
     sd = base.state_dict()
+    tm = _name_map("llama", cfg.num_hidden_layers)
     n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
-    yield "token_embd.weight", _np(sd["embed_tokens.weight"])
-    yield "output_norm.weight", _np(sd["norm.weight"])
-    names = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down"}
+    permute = {gguf.MODEL_TENSOR.ATTN_Q: n_head, gguf.MODEL_TENSOR.ATTN_K: n_kv}
+    for key in ("embed_tokens.weight", "norm.weight"):
+        yield _gguf_name(tm, key), _np(sd[key])
     for i in range(cfg.num_hidden_layers):
-        for hf, gg in names.items():
+        for hf in ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                   "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
             for kind in ("weight", "bias"):
                 key = f"layers.{i}.{hf}.{kind}"
                 if key not in sd:
                     continue
                 w = _np(sd[key])
-                if gg == "attn_q":
-                    w = llama_permute_qk(w, n_head)
-                elif gg == "attn_k":
-                    w = llama_permute_qk(w, n_kv)
-                yield f"blk.{i}.{gg}.{kind}", np.ascontiguousarray(w)
+                heads = permute.get(tm.get_type(key, try_suffixes=(".weight", ".bias")))
+                if heads is not None:
+                    w = llama_permute_qk(w, heads)
+                yield _gguf_name(tm, key), np.ascontiguousarray(w)
     head = _output_head(model, base)
     if head is not None:
-        yield "output.weight", _np(head)
+        yield _gguf_name(tm, "lm_head.weight"), _np(head)
 
 
 def _gpt2_hparams(w, cfg) -> None:
@@ -370,21 +379,25 @@ def _add_vocab(w, *, tokens, token_types, merges, tokenizer_model, scores, speci
 
 
 def _qtype(dtype: str):
+    return _gguf().GGMLQuantizationType[dtype.upper()]
+
+
+def _ftype(dtype: str):
+    """llama.cpp's general.file_type of a dtype: f32 -> ALL_F32, q8_0 -> MOSTLY_Q8_0."""
+    return _gguf().LlamaFileType["ALL_F32" if dtype == "f32" else f"MOSTLY_{dtype.upper()}"]
+
+
+def _keep_f32() -> tuple[str, ...]:
+    """Kept f32 in every dtype: small tensors where precision matters more than bytes."""
     gguf = _gguf()
-    return {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
-            "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[dtype]
-
-
-_FTYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7}
-# Kept f32 in every dtype: small tensors where precision matters more than bytes.
-_KEEP_F32 = ("position_embd.weight", "token_types.weight")
+    return tuple(gguf.TENSOR_NAMES[t] + ".weight" for t in (gguf.MODEL_TENSOR.POS_EMBD, gguf.MODEL_TENSOR.TOKEN_TYPES))
 
 
 def _add_tensor(w, name: str, arr: np.ndarray, dtype: str) -> str:
     """Add one tensor, quantized per dtype where it is a 2-D weight; returns the type written."""
     gguf = _gguf()
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if dtype == "f32" or arr.ndim < 2 or not name.endswith(".weight") or name in _KEEP_F32:
+    if dtype == "f32" or arr.ndim < 2 or not name.endswith(".weight") or name in _keep_f32():
         w.add_tensor(name, arr)
         return "f32"
     if dtype == "f16":
@@ -491,7 +504,7 @@ def write_gguf(model, path: str | os.PathLike, *, dtype: str = "f32", tokens: Se
         w.add_type("model")
         w.add_name(name or getattr(cfg, "_name_or_path", "") or f"alignts-{arch}")
         spec.hparams(w, cfg)
-        w.add_file_type(_FTYPE[dtype])
+        w.add_file_type(_ftype(dtype))
         _add_vocab(w, **vocab)
         hf_arch = (getattr(cfg, "architectures", None) or [type(model).__name__])[0]
         _add_metadata(w, {Keys.FORMAT_VERSION: ALIGNTS_GGUF_FORMAT_VERSION, Keys.ROLE: "model",
@@ -532,18 +545,15 @@ class LoraTensors:
         return int(next(iter(self.tensors.values()))[0].shape[0])
 
 
+# LoRA targets llama.cpp can take: (HF module pattern, its state_dict key per layer, names for the error message)
 _PEFT_TARGETS = {
-    "gpt2": (re.compile(r"(?:^|\.)h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$"),
-             {"attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "mlp.c_fc": "ffn_up",
-              "mlp.c_proj": "ffn_down"}),
+    "gpt2": (re.compile(r"(?:^|\.)h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$"), "h.{}.{}",
+             "attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj"),
     "llama": (re.compile(r"(?:^|\.)layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)$"),
-              {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-               "mlp.down_proj": "ffn_down"}),
+              "layers.{}.{}", "self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj"),
     "bert": (re.compile(r"(?:^|\.)layer\.(\d+)\.(attention\.self\.(?:query|key|value)|attention\.output\.dense|"
-                        r"intermediate\.dense|output\.dense)$"),
-             {"attention.self.query": "attn_q", "attention.self.key": "attn_k", "attention.self.value": "attn_v",
-              "attention.output.dense": "attn_output", "intermediate.dense": "ffn_up", "output.dense": "ffn_down"}),
+                        r"intermediate\.dense|output\.dense)$"), "encoder.layer.{}.{}",
+             "attention.self.{query,key,value}, attention.output.dense, intermediate.dense, output.dense"),
 }
 
 
@@ -555,8 +565,10 @@ def lora_tensors_from_peft(peft_model, adapter_name: str = "default") -> LoraTen
     """
     base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
     arch = _arch_of(base)
-    pattern, mapping = _PEFT_TARGETS[arch]
+    pattern, key_format, supported = _PEFT_TARGETS[arch]
     cfg = base.config
+    n_layer = getattr(cfg, "n_layer", None) or cfg.num_hidden_layers
+    tm = _name_map(arch, n_layer)
     found: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
     scalings: dict[tuple[int, str], float] = {}
     for mname, mod in peft_model.named_modules():
@@ -569,8 +581,9 @@ def lora_tensors_from_peft(peft_model, adapter_name: str = "default") -> LoraTen
         m = pattern.search(mname)
         if m is None:
             raise InputError(f"LoRA on module {mname!r} cannot be written for llama.cpp ({arch}); supported "
-                             f"targets: {', '.join(mapping)}.")
-        layer, target = int(m.group(1)), mapping[m.group(2)]
+                             f"targets: {supported}.")
+        layer = int(m.group(1))
+        target = _gguf_name(tm, key_format.format(layer, m.group(2)) + ".weight").split(".")[2]  # "attn_qkv"
         a = _np(la[adapter_name].weight)                 # [r, in]
         b = _np(mod.lora_B[adapter_name].weight)         # [out, r]
         if target == "attn_q" and arch == "llama":
@@ -621,8 +634,8 @@ def write_lora_adapter_gguf(lora_tensors: LoraTensors | Mapping[tuple[int, str],
     try:
         w = gguf.GGUFWriter(tmp, arch)
         w.add_type("adapter")
-        w.add_string(Keys.Adapter.TYPE, "lora")
-        w.add_float32(Keys.Adapter.LORA_ALPHA, float(alpha))
+        w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
         meta = {Keys.FORMAT_VERSION: ALIGNTS_GGUF_FORMAT_VERSION, Keys.ROLE: "lora"}
         if base_sha256:
             meta[Keys.BASE_SHA256] = base_sha256

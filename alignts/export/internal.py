@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alignts.errors import InputError
+from alignts.runtime.configs import InternalRuntimeConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class InternalConfig:
     horizon: int = 96
     patch_len: int = 16
     stride: int = 8
-    eps: float = 1e-5
+    eps: float = InternalRuntimeConfig.eps
     lora_rank: int = 8
     lora_alpha: float = 32.0
     lora_dropout: float = 0.05

@@ -57,13 +57,14 @@ def requantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, dtype: str) 
     """Write ``dst``: the GGUF ``src`` (f32/f16 tensors) with its 2-D weights in ``dtype``; returns
     {tensor type written: count}. Refuses a source that is already quantized (quantizing twice compounds
     the error: quantize from the f32 file)."""
-    from alignts.export.gguf_writer import _FTYPE, _KEEP_F32, _add_tensor, _gguf, _tmp_beside
+    from alignts.export.gguf_writer import Keys, _add_tensor, _ftype, _gguf, _keep_f32, _tmp_beside
 
     gguf = _gguf()
     if dtype not in GGUF_DTYPES + ("f32",):
         raise InputError(f"GGUF dtype {dtype!r}: expected one of {('f32',) + GGUF_DTYPES}.")
     reader = gguf.GGUFReader(str(src))
-    arch_field = reader.fields.get("general.architecture")
+    K = gguf.Keys.General
+    arch_field = reader.fields.get(K.ARCHITECTURE)
     if arch_field is None:
         raise ArtifactError(f"{src}: no general.architecture key; expected a GGUF model. Re-export it.")
     arch = str(arch_field.contents())
@@ -73,19 +74,20 @@ def requantize_gguf(src: str | os.PathLike, dst: str | os.PathLike, dtype: str) 
     try:
         w = gguf.GGUFWriter(tmp, arch)
         for key, f in reader.fields.items():
-            if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type", "alignts.dtype"):
+            if key.startswith("GGUF.") or key in (K.ARCHITECTURE, K.FILE_TYPE, Keys.DTYPE):
                 continue
             sub = f.types[1] if len(f.types) > 1 else None
             w.add_key_value(key, f.contents(), f.types[0], sub)
-        w.add_file_type(_FTYPE[dtype])
-        w.add_string("alignts.dtype", dtype)
+        w.add_file_type(_ftype(dtype))
+        w.add_string(Keys.DTYPE, dtype)
+        keep_f32 = _keep_f32()
         for t in reader.tensors:
             tt = gguf.GGMLQuantizationType(int(t.tensor_type))
             if tt not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
                 raise ArtifactError(f"{src}: tensor {t.name!r} is {tt.name}; expected f32/f16 tensors to quantize "
                                     "from. Fix: quantize from the bundle's gguf-f32 variant.")
             arr = np.asarray(t.data, dtype=np.float32).reshape(tuple(int(n) for n in reversed(t.shape)))
-            kind = _add_tensor(w, t.name, arr, "f32" if t.name in _KEEP_F32 else dtype)
+            kind = _add_tensor(w, t.name, arr, "f32" if t.name in keep_f32 else dtype)
             written[kind] = written.get(kind, 0) + 1
         w.write_header_to_file()
         w.write_kv_data_to_file()

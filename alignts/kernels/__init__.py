@@ -4,7 +4,6 @@ Every public function takes series with time last (``[..., L]``), checks for inf
 NaN policy in its module docstring. See docs/ARCHITECTURE.md "Kernel contracts".
 """
 
-from alignts.kernels.bins import bin_boundaries, bin_centres, bins_decode, bins_encode
 from alignts.kernels.digits import CodecTable, TEXT_TABLE, decode_digits, decode_text, encode_digits, encode_text
 from alignts.kernels.norm import instance_denorm, instance_norm, instance_stats
 from alignts.kernels.patch import n_patches, norm_patchify, patchify
@@ -16,6 +15,5 @@ __all__ = [
     "n_patches", "patchify", "norm_patchify",
     "llmtime_scaler", "llmtime_scale", "llmtime_unscale",
     "CodecTable", "TEXT_TABLE", "encode_digits", "decode_digits", "encode_text", "decode_text",
-    "bins_encode", "bins_decode", "bin_centres", "bin_boundaries",
     "prompt_stats",
 ]

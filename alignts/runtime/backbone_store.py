@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from alignts.errors import ArtifactError, BackboneNotFoundError
+from alignts.runtime.configs import BackboneRuntimeConfig
 from alignts.runtime.manifest import MANIFEST_NAME, Manifest, bundle_file, manifest_sha256, read_manifest
 
 log = logging.getLogger(__name__)
@@ -112,10 +113,10 @@ class LoadedBackbone:
         self.path, self.sha256, self.manifest = path, sha256, manifest
         v = manifest.variant(variant)
         self.variant, self.device = v, device
-        cfg = manifest.config
-        self.d_model = int(cfg["d_model"])
-        self.table = _open_table(bundle_file(path, manifest, cfg.get("table", "word_embeddings.npy")), self.d_model)
-        self.tokenizer = PromptTokenizer(bundle_file(path, manifest, cfg.get("tokenizer", "tokenizer.json")))
+        cfg = BackboneRuntimeConfig.from_manifest(manifest)
+        self.d_model = cfg.d_model
+        self.table = _open_table(bundle_file(path, manifest, cfg.table), self.d_model)
+        self.tokenizer = PromptTokenizer(bundle_file(path, manifest, cfg.tokenizer))
         self._session = self._lm = None
         if v.backend == "onnx":
             from alignts.runtime.backends.onnx import OnnxSession
@@ -131,7 +132,7 @@ class LoadedBackbone:
             from alignts.runtime.backends.gguf import LlamaCppModel
 
             extra = dict(v.extra)
-            n_ctx = int(extra.get("n_ctx", cfg.get("max_positions") or 512))
+            n_ctx = int(extra.get("n_ctx", cfg.n_ctx))
             kwargs = dict(n_ctx=n_ctx, n_batch=int(extra.get("n_batch", n_ctx)),
                           n_seq_max=int(extra.get("n_seq_max", 1)), embeddings=True,
                           kv_type=extra.get("kv_type", "f32"), device=device)
@@ -197,8 +198,8 @@ def open_backbone(path: str | os.PathLike, sha256: str, variant: str = "onnx-fp3
         if m.paradigm != "backbone":
             raise ArtifactError(f"{path}: paradigm is {m.paradigm!r}, expected 'backbone'.")
         v = m.variant(variant)
-        defaults = (m.config.get("table", "word_embeddings.npy"), m.config.get("tokenizer", "tokenizer.json"))
-        read_manifest(path, verify=True, only=tuple(dict.fromkeys(m.reads(v) + defaults)))
+        cfg = BackboneRuntimeConfig.from_manifest(m)
+        read_manifest(path, verify=True, only=tuple(dict.fromkeys(m.reads(v) + (cfg.table, cfg.tokenizer))))
         lb = LoadedBackbone(path, sha256, m, variant, device, threads, dict(mem))
         _cache[key] = lb
         _n_opened += 1

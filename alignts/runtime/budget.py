@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from alignts.errors import BudgetExceededError, InputError, ManifestError
+from alignts.runtime.configs import BackboneRuntimeConfig, BridgingRuntimeConfig, InjectiveRuntimeConfig, runtime_config
 from alignts.runtime.manifest import Manifest, Variant
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,13 @@ MAX_BYTES = 1 << 50  # a size past this in a manifest is a broken manifest, not 
 # onnx package the measurement uses to build its model; llama.cpp 8-9 MiB), plus the fixed cost of a real
 # session / llama.cpp context that the tiny bundles of tests/test_budget_rss.py show beyond their weights and
 # activations (onnxruntime 7-14 MiB, llama.cpp 12-16 MiB). Re-measure on another platform.
+# PAGE_CACHE_HOT: RSS counts the pages of shared libraries a process maps, and the kernel maps more of them
+# around each touched page when the file is in the page cache (fault-around). Right after an install (or any
+# run that read the files) `import numba` alone peaks at 118 MB instead of 56 MB (llvmlite's 178 MB
+# libllvmlite.so): a fresh clone + venv peaked 13-34 MiB above the constants above, measured with a colder cache.
 PROCESS_BASE = {"internal": 216 * MiB, "bridging": 236 * MiB, "injective": 243 * MiB}
 RUNTIME_LIBRARY = {"onnx": 34 * MiB, "gguf": 24 * MiB}
+PAGE_CACHE_HOT = 48 * MiB
 OVERHEAD_MARGIN = 16 * MiB
 # Weight residency (resident bytes per file byte) and live-activation factor (resident bytes per byte of the
 # live-tensor model below), fitted to peak RSS measured in child processes (alignts.bench.memory.measure_peak)
@@ -192,7 +198,7 @@ def runtime_backends(manifest: Manifest, v: Variant) -> tuple[str, ...]:
 def runtime_overhead(paradigm: str, backends: Iterable[str]) -> int:
     """Bytes a process forecasting with ``paradigm`` on ``backends`` holds besides the model (see the constants)."""
     base = PROCESS_BASE.get(paradigm, max(PROCESS_BASE.values()))
-    return base + sum(RUNTIME_LIBRARY[b] for b in set(backends)) + OVERHEAD_MARGIN
+    return base + sum(RUNTIME_LIBRARY[b] for b in set(backends)) + PAGE_CACHE_HOT + OVERHEAD_MARGIN
 
 
 # one runtime library, the Internal paradigm (the common case)
@@ -241,54 +247,50 @@ def _gguf_facts(manifest: Manifest, bundle_dir: str | Path | None) -> dict[str, 
 
 def _shape(manifest: Manifest, batch_size: int, context_len: int | None, horizon: int | None,
            n_channels: int | None, bundle_dir: str | Path | None) -> _Shape:
-    c = dict(manifest.config)
+    cfg = runtime_config(manifest)
     t = dict(manifest.training)
     paradigm = manifest.paradigm
     g: dict[str, Any] = {}
-    needs_header = any(c.get(k) is None for k in ("n_layers", "n_layer", "n_vocab")) or c.get("n_heads") is None
-    if needs_header:
+    if cfg.n_layers is None or cfg.n_vocab is None or cfg.n_heads_lm is None:
         g = _gguf_facts(manifest, bundle_dir)
-    L = _size(_first(context_len, c.get("context_len"), default=96), "config.context_len", 1)
-    H = _size(_first(horizon, c.get("horizon"), default=24), "config.horizon", 1)
-    C = _size(_first(n_channels, c.get("n_channels"), default=1), "config.n_channels", 1)
+    L = _size(_first(context_len, cfg.context_len), "config.context_len", 1)
+    H = _size(_first(horizon, cfg.horizon), "config.horizon", 1)
+    C = _size(_first(n_channels, cfg.n_channels, default=1), "config.n_channels", 1)
     bb = dict(manifest.backbone)
-    if paradigm == "bridging":  # the frozen LM's width, not the adapter's
-        width = _first(c.get("d_llm"), bb.get("d_model"), c.get("d_model"), default=768)
+    n_layer = n_embd = None
+    if isinstance(cfg, InjectiveRuntimeConfig):
+        n_layer, n_embd = cfg.n_layer, cfg.n_embd
+    if isinstance(cfg, BridgingRuntimeConfig):  # the frozen LM's width, not the adapter's
+        width = cfg.d_llm
     else:
-        width = _first(c.get("d_model"), c.get("n_embd"), g.get("n_embd"), default=768)
+        width = _first(getattr(cfg, "d_model", None), n_embd, g.get("n_embd"), default=768)
     width = _size(width, "the model width (config.d_model / d_llm / n_embd)", 1)
-    layers = _size(_first(c.get("n_layers"), c.get("n_layer"), bb.get("n_layers"), t.get("n_layers"),
+    layers = _size(_first(cfg.n_layers, n_layer, bb.get("n_layers"), t.get("n_layers"),
                           g.get("n_layer"), (t.get("config") or {}).get("n_layer")
                           if isinstance(t.get("config"), Mapping) else None, default=12), "the layer count", 1)
     # unknown head count: one head per 32 channels over-counts the [S, h, T, T] scores for most LMs
-    heads = _size(_first(c.get("n_heads_lm"), c.get("n_head"), g.get("n_head"), default=max(1, width // 32)),
-                  "the head count", 1)
-    d_ff = _size(_first(c.get("d_ff_lm"), g.get("d_ff"), default=4 * width), "config.d_ff_lm", 1)
+    heads = _size(_first(cfg.n_heads_lm, g.get("n_head"), default=max(1, width // 32)), "the head count", 1)
+    d_ff = _size(_first(cfg.d_ff_lm, g.get("d_ff"), default=4 * width), "config.d_ff_lm", 1)
     causal = manifest.architecture not in ("bert",)
     io = 0
-    if paradigm == "injective":
-        n_ctx = _size(_first(c.get("n_ctx"), default=512), "config.n_ctx", 1)
-        samples = _size(_first(c.get("samples"), default=20), "config.samples", 1)
+    if isinstance(cfg, InjectiveRuntimeConfig):
+        n_ctx = _size(cfg.n_ctx, "config.n_ctx", 1)
+        samples = _size(cfg.samples, "config.samples", 1)
         # one series at a time, all samples in parallel (n_seq_max = samples) over the whole context
         return _Shape(tokens=n_ctx, series=samples, width=width, layers=layers, heads=heads, d_ff=d_ff,
                       causal=True, io_bytes=batch_size * C * (L * 8 * 3 + samples * H * 8 * 2),
-                      n_vocab=_size(_first(g.get("n_vocab"), c.get("n_vocab"), default=32), "the vocabulary size", 1),
+                      n_vocab=_size(_first(g.get("n_vocab"), cfg.n_vocab, default=32), "the vocabulary size", 1),
                       generation=True)
-    patch_len = _size(c.get("patch_len", 16), "config.patch_len", 1)
-    stride = _size(c.get("stride", 8), "config.stride", 1)
-    n_patches = _size(_first(c.get("n_patches"), default=max(1, (L - patch_len) // stride + 2)), "config.n_patches", 1)
+    patch_len, n_patches = cfg.patch_len, cfg.n_patches
     S = batch_size * C
     tokens = n_patches
     extra = 0
-    if paradigm == "bridging":
-        prompt_len = _size(c.get("prompt_len", 0), "config.prompt_len")
-        tokens = n_patches + prompt_len
-        heads = _size(_first(c.get("n_heads_lm"), g.get("n_head"), default=max(1, width // 32)), "the head count", 1)
-        extra = S * _size(c.get("n_heads", 8), "config.n_heads", 1) * n_patches * \
-            _size(c.get("n_prototypes", 1000), "config.n_prototypes", 1) * 4 * 2
-        extra += S * prompt_len * width * 4  # the prefix embeddings built in numpy
+    if isinstance(cfg, BridgingRuntimeConfig):
+        tokens = n_patches + cfg.prompt_len
+        extra = S * cfg.n_heads * n_patches * cfg.n_prototypes * 4 * 2
+        extra += S * cfg.prompt_len * width * 4  # the prefix embeddings built in numpy
     io = S * (L * 8 * 3 + n_patches * patch_len * 8 * 2 + H * 8 * 3)
-    vocab = _first(g.get("n_vocab"), c.get("n_vocab"),
+    vocab = _first(g.get("n_vocab"), cfg.n_vocab,
                    _backbone_vocab(manifest, bundle_dir) if paradigm == "bridging" else None, default=DEFAULT_N_VOCAB)
     return _Shape(tokens=tokens, series=S, width=width, layers=layers, heads=heads, d_ff=d_ff, causal=causal,
                   io_bytes=io, n_vocab=_size(vocab, "the vocabulary size", 1), extra_act=extra)
@@ -301,7 +303,7 @@ def _backbone_vocab(manifest: Manifest, bundle_dir: str | Path | None) -> int | 
         return None
     from alignts.runtime.manifest import read_manifest
 
-    return read_manifest(Path(bundle_dir) / hint, verify=False).config.get("vocab_size")
+    return BackboneRuntimeConfig.from_manifest(read_manifest(Path(bundle_dir) / hint, verify=False)).vocab_size
 
 
 def _weight_parts(manifest: Manifest, v: Variant) -> list[tuple[int, str]]:

@@ -156,19 +156,14 @@ def llama_vocab(model) -> Vocab:
 
 
 def gguf_token_list(path: str | os.PathLike) -> list[str]:
-    """The ``tokenizer.ggml.tokens`` of a GGUF file, read with gguf-py (llama.cpp not involved)."""
-    from gguf import GGUFReader
+    """The ``tokenizer.ggml.tokens`` of a GGUF file, from the (cached) header parse of :func:`check_gguf`."""
+    from alignts.runtime.gguf_check import check_gguf
 
-    try:
-        r = GGUFReader(str(path))
-        f = r.fields.get("tokenizer.ggml.tokens")
-    except Exception as e:  # noqa: BLE001 - gguf-py raises assorted errors on damaged files
-        raise ArtifactError(f"{path}: cannot read the GGUF vocabulary ({type(e).__name__}: {e}); expected a "
-                            "complete GGUF model. Re-export or copy it again.") from e
-    if f is None:
+    tokens = check_gguf(path).tokens
+    if not tokens:
         raise CodecError(f"{path}: the GGUF has no tokenizer.ggml.tokens; expected a vocabulary with digit, "
                          "separator and minus tokens. Fix: export the GGUF with its tokenizer.")
-    return [bytes(f.parts[i]).decode("utf-8", errors="replace") for i in f.data]
+    return list(tokens)
 
 
 def _piece_text(piece: str) -> str:

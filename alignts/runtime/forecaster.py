@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from alignts.errors import InputError, NotPlannedError, ShapeError
+from alignts.runtime.configs import RuntimeConfig, runtime_config
 from alignts.runtime.inputs import as_float_array, as_series, check_finite_forecast, check_float32_range, check_scaled
 from alignts.runtime.manifest import Manifest, Variant, verify_files
 from alignts.runtime.result import Forecast
@@ -116,20 +117,27 @@ class Forecaster(ABC):
         self._plan: Plan | None = None
         self._settings: dict[str, Any] = {}
         self.memory_choice = None  # the planner's Choice behind the last plan (for describe_plan)
+        self._cfg = (manifest, runtime_config(manifest))  # a malformed config fails at load
 
     # -- facts from the manifest
     @property
+    def cfg(self) -> RuntimeConfig:
+        """The typed ``manifest.config`` (:mod:`alignts.runtime.configs`), read once per manifest."""
+        if self._cfg[0] is not self.manifest:
+            self._cfg = (self.manifest, runtime_config(self.manifest))
+        return self._cfg[1]
+
+    @property
     def context_len(self) -> int:
-        return int(self.manifest.config["context_len"])
+        return self.cfg.context_len
 
     @property
     def horizon(self) -> int:
-        return int(self.manifest.config["horizon"])
+        return self.cfg.horizon
 
     @property
     def n_channels(self) -> int | None:
-        c = self.manifest.config.get("n_channels")
-        return None if c is None else int(c)
+        return self.cfg.n_channels
 
     @property
     def context_used(self) -> int:
@@ -235,7 +243,7 @@ class Forecaster(ABC):
         Raises InputError where a finite value overflows, or where a series that float32 can represent
         becomes constant in float32 once scaled (e.g. values near 1e-308 for a scaler fitted on values near 1):
         the models would forecast it as a flat line."""
-        sc = self.manifest.config.get("scaler")
+        sc = self.cfg.scaler
         if not sc:
             return values
         raw = np.asarray(values, dtype=np.float64)
@@ -246,7 +254,7 @@ class Forecaster(ABC):
 
     def unscale(self, values: np.ndarray) -> np.ndarray:
         """Invert :meth:`scale` on ``values [..., C, H]``; NonFiniteOutputError when that overflows."""
-        sc = self.manifest.config.get("scaler")
+        sc = self.cfg.scaler
         if not sc:
             return values
         with np.errstate(over="ignore"):
@@ -300,7 +308,7 @@ class Forecaster(ABC):
     def quantile_method(self) -> str:
         """Where quantiles come from: ``conformal`` (the manifest's calibration) or ``none`` (not calibrated);
         Injective says ``samples``."""
-        return "conformal" if self.manifest.config.get("conformal") else "none"
+        return "conformal" if self.cfg.conformal else "none"
 
     def forecast(self, x: Any, quantiles: Sequence[float] | None = None) -> Forecast:
         """Forecast the next H steps of every channel, in the units of ``x`` (raw; the training scaler is
@@ -401,7 +409,7 @@ class Forecaster(ABC):
 
         levels = tuple(float(v) for v in check_levels(quantiles))
         if self.quantile_method != "samples":  # the calibration's own errors (none stored, levels out of range)
-            conformal_quantiles(np.zeros((1, 1, 1)), np.ones((1, 1, 2)), self.manifest.config.get("conformal"),
+            conformal_quantiles(np.zeros((1, 1, 1)), np.ones((1, 1, 2)), self.cfg.conformal,
                                 levels, bundle=str(self.bundle_dir))
         return levels
 
@@ -413,7 +421,7 @@ class Forecaster(ABC):
         if levels is not None:
             from alignts.runtime.conformal import conformal_quantiles
 
-            q = conformal_quantiles(y, a, self.manifest.config.get("conformal"), levels, bundle=str(self.bundle_dir))
+            q = conformal_quantiles(y, a, self.cfg.conformal, levels, bundle=str(self.bundle_dir))
         return y, y.copy(), q
 
     def _point(self, a: np.ndarray) -> np.ndarray:

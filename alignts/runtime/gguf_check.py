@@ -46,16 +46,7 @@ class Keys:
     HF_ARCHITECTURE = "alignts.hf_architecture"  # e.g. "GPT2LMHeadModel"
     DTYPE = "alignts.dtype"                    # f32 | f16 | q8_0 | q4_0
     SYNTHETIC_VOCAB = "alignts.synthetic_vocab"  # 1 when no tokenizer was given and the vocab is made up
-
-    class General:
-        ARCHITECTURE = "general.architecture"
-        TYPE = "general.type"          # "model" | "adapter"
-        FILE_TYPE = "general.file_type"
-        ALIGNMENT = "general.alignment"
-
-    class Adapter:
-        TYPE = "adapter.type"            # "lora"
-        LORA_ALPHA = "adapter.lora.alpha"
+    # llama.cpp's own keys (general.*, adapter.*, tokenizer.ggml.*) are gguf-py's gguf.Keys
 
 
 ALIGNTS_GGUF_FORMAT_VERSION = "1"
@@ -81,6 +72,7 @@ class GGUFInfo:
     summed over layers (the cache holds n_ctx * n_seq_max tokens).
     values_scanned: the f32/f16/bf16 tensors and the scales of q4_0/q4_1/q5_0/q5_1/q8_0 tensors were checked for
     NaN/inf (done by default for files up to SCAN_MAX_BYTES).
+    tokens: ``tokenizer.ggml.tokens`` as text (empty when the file has none).
     """
 
     path: Path
@@ -102,9 +94,7 @@ class GGUFInfo:
     n_head_kv: int = 0
     kv_per_token: int = 0
     values_scanned: bool = False
-
-
-_FTYPE_NAMES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 32: "bf16"}
+    tokens: tuple[str, ...] = ()
 
 
 def _gguf():
@@ -117,7 +107,6 @@ def _gguf():
 
 _MAX_COUNT = 1 << 24  # more tensors/keys/array items than this means a corrupt header
 _KEEP_ITEMS = 4096    # numeric arrays up to this length are kept (per-layer values); longer ones only counted
-_TOKENS = "tokenizer.ggml.tokens"
 _MAX_STRING = 1 << 16  # keys, tokens
 _MAX_VALUE = 1 << 20   # string values (chat templates run to some kilobytes)
 _FIX = "Re-export the file (or restore the bundle)."
@@ -159,9 +148,26 @@ def _types():
     return T, {int(k): v for k, v in scalar.items()}
 
 
+def _int_types() -> tuple[int, ...]:
+    T = _gguf().GGUFValueType
+    return (T.UINT8, T.INT8, T.UINT16, T.INT16, T.UINT32, T.INT32, T.UINT64, T.INT64)
+
+
+def _file_type_name(ftype: int) -> str:
+    """llama.cpp's name of a general.file_type, lower case without ALL_/MOSTLY_: 7 -> "q8_0"."""
+    if ftype < 0:
+        return "none"
+    try:
+        name = _gguf().LlamaFileType(ftype).name
+    except ValueError:
+        return "unknown"
+    return name.removeprefix("ALL_").removeprefix("MOSTLY_").lower()
+
+
 def _parse(path: Path, buf) -> _Parsed:
     """Parse a GGUF (v2/v3) header from ``buf`` (an mmap: only the header's pages are touched)."""
     T, scalar = _types()
+    tokens_key = _gguf().Keys.Tokenizer.LIST
     size = len(buf)
     off = 0
 
@@ -211,7 +217,7 @@ def _parse(path: Path, buf) -> _Parsed:
             raise ArtifactError(f"{path}: {key} is an array of {n} items; expected at most {_MAX_COUNT}. The "
                                 f"file is corrupt. {_FIX}")
         if it == T.STRING:
-            return _Arr(it, n, skip_strings(n, keep=key == _TOKENS))
+            return _Arr(it, n, skip_strings(n, keep=key == tokens_key))
         if it == T.ARRAY:
             raise ArtifactError(f"{path}: {key} is an array of arrays; expected a flat array (llama.cpp reads no "
                                 f"nested arrays). {_FIX}")
@@ -264,18 +270,17 @@ def _parse(path: Path, buf) -> _Parsed:
                                 f"file is corrupt. {_FIX}")
         ne = tuple(take("<Q") for _ in range(nd))
         tensors.append((name, ne, take("<I"), take("<Q")))
-    align = kv.get(Keys.General.ALIGNMENT, 32)
+    alignment = _gguf().Keys.General.ALIGNMENT
+    align = kv.get(alignment, 32)
     # ggml's CPU buffers need tensor data aligned to TENSOR_ALIGNMENT (32): below it llama.cpp aborts
-    if types.get(Keys.General.ALIGNMENT, T.UINT32) not in _INT_TYPES or align < 32 or align & (align - 1):
+    if types.get(alignment, T.UINT32) not in _int_types() or align < 32 or align & (align - 1):
         raise ArtifactError(f"{path}: general.alignment is {align!r}; expected a power of two >= 32. The file is "
                             f"corrupt. {_FIX}")
     data_start = (off + align - 1) // align * align
     return _Parsed(version, kv, types, tensors, data_start)
 
 
-_INT_TYPES = (0, 1, 2, 3, 4, 5, 10, 11)
-_NOT_WEIGHT_TYPES = ("I8", "I16", "I32", "I64", "F64")
-_FLOAT_TYPES = (6, 12)
+_NOT_WEIGHT_TYPES = ("I8", "I16", "I32", "I64", "F64")  # gguf.GGMLQuantizationType names
 
 
 class _Fields:
@@ -295,7 +300,7 @@ class _Fields:
                 self.fail(key, "missing", f"an integer in {low}..{high}")
             return default
         v = self.kv[key]
-        if self.types[key] not in _INT_TYPES or not low <= v <= high:
+        if self.types[key] not in _int_types() or not low <= v <= high:
             self.fail(key, v, f"an integer in {low}..{high}")
         return int(v)
 
@@ -303,7 +308,8 @@ class _Fields:
         if key not in self.kv:
             return None
         v, t = self.kv[key], self.types[key]
-        ok = t == 6 if f32 else t in _FLOAT_TYPES + _INT_TYPES
+        T = _gguf().GGUFValueType
+        ok = t == T.FLOAT32 if f32 else t in (T.FLOAT32, T.FLOAT64, *_int_types())
         if not ok or not math.isfinite(v) or (positive and v <= 0):
             want = "a finite float32" if f32 else "a finite number"
             self.fail(key, v, want + (" > 0" if positive else ""))
@@ -324,7 +330,7 @@ class _Fields:
             self.fail(key, "missing", f"an integer in {low}..{high} (llama.cpp aborts on {default})")
         if not isinstance(v, _Arr):
             return [self.int(key, default, low, high)] * n_layer
-        if v.item_type not in _INT_TYPES or v.n != n_layer or v.items is None:
+        if v.item_type not in _int_types() or v.n != n_layer or v.items is None:
             self.fail(key, v, f"an integer or an array of {n_layer} integers (one per layer)")
         if not all(low <= x <= high for x in v.items):
             self.fail(key, v, f"integers in {low}..{high}")
@@ -403,7 +409,8 @@ def _check_hparams(f: _Fields, arch: str, tensors: Mapping[str, tuple]) -> dict[
         f.float(p + key, positive=True)
     n_vocab = _check_vocab(f, arch)
     if ours and n_vocab < 1:
-        f.fail(_TOKENS, f.kv.get(_TOKENS, "missing"), "a vocabulary of at least one token")
+        tokens_key = _gguf().Keys.Tokenizer.LIST
+        f.fail(tokens_key, f.kv.get(tokens_key, "missing"), "a vocabulary of at least one token")
     emb = tensors.get("token_embd.weight")
     if emb is not None and ours and emb[0] != (n_vocab, n_embd):
         raise ArtifactError(f"{f.path}: token_embd.weight has shape {list(emb[0])}; expected [{n_vocab}, {n_embd}] "
@@ -414,17 +421,19 @@ def _check_hparams(f: _Fields, arch: str, tensors: Mapping[str, tuple]) -> dict[
 
 def _check_vocab(f: _Fields, arch: str) -> int:
     """The vocabulary size, after the checks llama.cpp's vocabulary loader asserts or throws on."""
-    f.str("tokenizer.ggml.model")
-    tokens = f.kv.get(_TOKENS)
+    gguf = _gguf()
+    K, T = gguf.Keys.Tokenizer, gguf.GGUFValueType
+    f.str(K.MODEL)
+    tokens = f.kv.get(K.LIST)
     if tokens is None:
         return f.int(f"{arch}.vocab_size", 0, 0, 1 << 24)
-    if not isinstance(tokens, _Arr) or tokens.item_type != 8:
-        f.fail(_TOKENS, tokens, "an array of strings")
+    if not isinstance(tokens, _Arr) or tokens.item_type != T.STRING:
+        f.fail(K.LIST, tokens, "an array of strings")
     seen = set(tokens.items)
     if len(seen) != tokens.n:
         dup = next(t for i, t in enumerate(tokens.items) if t in tokens.items[:i])
-        f.fail(_TOKENS, tokens, f"distinct tokens ({dup!r} appears twice; llama.cpp aborts on a repeated token)")
-    for key, item_types in (("tokenizer.ggml.scores", (5, 6)), ("tokenizer.ggml.token_type", (5,))):
+        f.fail(K.LIST, tokens, f"distinct tokens ({dup!r} appears twice; llama.cpp aborts on a repeated token)")
+    for key, item_types in ((K.SCORES, (T.INT32, T.FLOAT32)), (K.TOKEN_TYPE, (T.INT32,))):
         v = f.kv.get(key)
         if v is not None and (not isinstance(v, _Arr) or v.item_type not in item_types or v.n < tokens.n):
             f.fail(key, v, f"an array of at least {tokens.n} items (one per token)")
@@ -520,17 +529,18 @@ def _read_info(path: Path, size: int, scan: bool) -> GGUFInfo:
 
 def _facts(path: Path, size: int, parsed: _Parsed) -> GGUFInfo:
     f = _Fields(path, parsed)
-    arch = f.str(Keys.General.ARCHITECTURE)
+    K = _gguf().Keys
+    arch = f.str(K.General.ARCHITECTURE)
     if not arch:
-        raise ArtifactError(f"{path}: no {Keys.General.ARCHITECTURE} key; expected a GGUF model or adapter "
+        raise ArtifactError(f"{path}: no {K.General.ARCHITECTURE} key; expected a GGUF model or adapter "
                             "with an architecture. Re-export the file.")
-    general_type = f.str(Keys.General.TYPE, "model")
+    general_type = f.str(K.General.TYPE, "model")
     if f.int("split.count", 1, 0, 1 << 16) > 1:  # llama.cpp would open sibling files no manifest lists
         f.fail("split.count", parsed.kv["split.count"], "1: a single-file GGUF (merge split files with "
                "llama-gguf-split --merge)")
     tensors: dict[str, tuple[tuple[int, ...], str]] = {}
     end = parsed.data_start
-    align = parsed.kv.get(Keys.General.ALIGNMENT, 32)
+    align = parsed.kv.get(K.General.ALIGNMENT, 32)
     for name, ne, t, toff in parsed.tensors:
         if name in tensors:
             raise ArtifactError(f"{path}: tensor {name!r} appears twice; expected unique tensor names. The file is "
@@ -547,14 +557,14 @@ def _facts(path: Path, size: int, parsed: _Parsed) -> GGUFInfo:
     if end > size:
         raise ArtifactError(f"{path}: truncated; tensor data needs {end} bytes but the file has {size}. "
                             "The copy or download was interrupted: copy the file again or re-export it.")
-    ftype = f.int(Keys.General.FILE_TYPE, -1, -1, 1 << 16)
+    ftype = f.int(K.General.FILE_TYPE, -1, -1, 1 << 16)
     alpha = adapter_type = None
     hp = {"n_layer": 0, "n_ctx_train": 0, "n_embd": 0, "n_head": 0, "n_head_kv": 0, "kv_per_token": 0,
           "n_vocab": 0}
     if general_type == "adapter":
         # llama.cpp reads these with gguf_get_val_str / _f32, which abort on another type
-        adapter_type = f.str(Keys.Adapter.TYPE)
-        alpha = f.float(Keys.Adapter.LORA_ALPHA, f32=True)
+        adapter_type = f.str(K.Adapter.TYPE)
+        alpha = f.float(K.Adapter.LORA_ALPHA, f32=True)
     else:
         if "token_embd.weight" not in tensors:
             raise ArtifactError(f"{path}: no token_embd.weight tensor; expected a complete {arch} model. "
@@ -563,10 +573,16 @@ def _facts(path: Path, size: int, parsed: _Parsed) -> GGUFInfo:
     return GGUFInfo(
         path=path, arch=arch, general_type=general_type, n_embd=hp["n_embd"], n_layer=hp["n_layer"],
         n_vocab=hp["n_vocab"], n_ctx_train=hp["n_ctx_train"], n_head=hp["n_head"], tensor_count=len(tensors),
-        file_type=ftype, file_type_name=_FTYPE_NAMES.get(ftype, "unknown" if ftype >= 0 else "none"),
+        file_type=ftype, file_type_name=_file_type_name(ftype),
         size_bytes=size, tensors=tensors,
         metadata={k: v for k, v in parsed.kv.items() if k.startswith(Keys.PREFIX) and isinstance(v, (str, int, float))},
-        lora_alpha=alpha, adapter_type=adapter_type, n_head_kv=hp["n_head_kv"], kv_per_token=hp["kv_per_token"])
+        lora_alpha=alpha, adapter_type=adapter_type, n_head_kv=hp["n_head_kv"], kv_per_token=hp["kv_per_token"],
+        tokens=_token_texts(parsed.kv.get(_gguf().Keys.Tokenizer.LIST)))
+
+
+def _token_texts(tokens: Any) -> tuple[str, ...]:
+    """The vocabulary the header parse kept (checked by _check_vocab), so no caller parses the file again."""
+    return tuple(tokens.items) if isinstance(tokens, _Arr) and tokens.items else ()
 
 
 def physical_memory() -> int:

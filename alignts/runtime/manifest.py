@@ -400,22 +400,25 @@ class _Checker:
                        extra=extra)
 
     def sections(self, m: Manifest) -> None:
-        for section in ("config", "normalization", "codec", "lora", "backbone"):
+        self.config(m.config, m.paradigm)
+        for section in ("normalization", "codec", "lora", "backbone"):
             self.section(getattr(m, section), section, _RULES[section])
-        c = m.config
-        for key in _REQUIRED[m.paradigm]:
-            if c.get(key) is None:
-                raise ManifestError(f"{self.where}: config.{key} is missing; the {m.paradigm} paradigm needs it "
-                                    f"(expected {_describe(_RULES['config'][key])}). {REEXPORT}.")
         for key, v in m.limits.items():  # byte and length limits: never negative, never NaN
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 self.number(m.limits, "limits", key, _Num(0.0, 1e18))
+        if isinstance(m.codec.get("tokenizer"), str):
+            check_name(m.codec["tokenizer"], f"{self.where}: codec.tokenizer")
+
+    def config(self, c: Mapping, paradigm: str) -> None:
+        self.section(c, "config", _RULES["config"])
+        for key in _REQUIRED[paradigm]:
+            if c.get(key) is None:
+                raise ManifestError(f"{self.where}: config.{key} is missing; the {paradigm} paradigm needs it "
+                                    f"(expected {_describe(_RULES['config'][key])}). {REEXPORT}.")
         for key in _CONFIG_FILES:
             if isinstance(c.get(key), str):
                 check_name(c[key], f"{self.where}: config.{key}")
-        if isinstance(m.codec.get("tokenizer"), str):
-            check_name(m.codec["tokenizer"], f"{self.where}: codec.tokenizer")
-        if m.paradigm in ("internal", "bridging"):
+        if paradigm in ("internal", "bridging"):
             L, P, S, N = (int(c[k]) for k in ("context_len", "patch_len", "stride", "n_patches"))
             if L < P or (L - P) // S + 2 != N:
                 self.fail("config.n_patches", N, f"(context_len - patch_len) // stride + 2 with context_len={L} "
@@ -431,6 +434,23 @@ class _Checker:
             if not ok or (n_channels is not None and len(v) != n_channels):
                 want = "finite numbers" if key == "mean" else "finite numbers > 0"
                 self.fail(f"config.scaler.{key}", v, f"an array of {n_channels or 'C'} {want}")
+
+
+def check_config(c: Mapping[str, Any], paradigm: str, where: str = "manifest") -> None:
+    """The checks :meth:`Manifest.from_dict` makes on a ``config`` section of ``paradigm`` (types, ranges, required
+    keys, file names, patch count, scaler); ManifestError with expected / got / fix on the first failure."""
+    _Checker(where).config(c, paradigm)
+
+
+def config_value(key: str, v: Any) -> Any:
+    """A checked (non-null) ``config`` value as Python reads it: integers as int, numbers as float, arrays as
+    tuples; other values as they are."""
+    rule = _RULES["config"].get(key)
+    if isinstance(rule, _Int):
+        return int(v)
+    if isinstance(rule, _Num):
+        return float(v)
+    return tuple(v) if isinstance(v, list) else v
 
 
 def _is_number(x: Any) -> bool:

@@ -120,19 +120,6 @@ int at_decode_digits(const int64_t *ids, size_t n_series, size_t row_len, const 
                      const at_codec_table *table, int precision, size_t horizon, double *values,
                      int64_t *n_parsed);
 
-/* ---------------------------------------------------------------- Chronos bins codec */
-
-/* centres = linspace(low, high, n_bins) (NumPy's formula: i * step + low, the last one = high),
- * boundaries = midpoints. Per series scale = mean |x| over non-NaN points (0 or none -> 1);
- * id = number of boundaries <= x / scale, in [0, n_bins); NaN -> -1. x, ids [S, L]; scale [S]. */
-int at_bins_encode(const double *x, size_t n_series, size_t len, size_t n_bins, double low, double high,
-                   int64_t *ids, double *scale);
-
-/* out = centres[id] * scale (NaN for id -1). ids, out [S, L]; scale [S]. AT_ERR_ARG for an id outside
- * [-1, n_bins). */
-int at_bins_decode(const int64_t *ids, size_t n_series, size_t len, const double *scale, size_t n_bins,
-                   double low, double high, double *out);
-
 /* ---------------------------------------------------------------- constrained sampler */
 
 /* splitmix64: advances *state and returns the next 64 random bits. */

@@ -1,7 +1,7 @@
 /* Compare the C kernels with the golden vectors of the Python (numba) kernels.
  *
  * usage: golden_test KERNEL GOLDEN_DIR [--flip]
- * KERNEL: norm | patch | scaler | digits | bins | sampler. --flip changes one expected value first and
+ * KERNEL: norm | patch | scaler | digits | sampler. --flip changes one expected value first and
  * inverts the verdict: exit 0 only if the comparison caught the change (the ctest golden_*_flipped tests).
  *
  * Tolerance: integers (ids, lengths, n_parsed, draws) must be equal; floats must satisfy
@@ -187,32 +187,6 @@ static void test_digits(const gt_file *g) {
     }
 }
 
-static void test_bins(const gt_file *g) {
-    const char *cases[] = {"a", "b", "c"};
-    const gt_array *x = gt_f64(g, "x");
-    size_t S = x->dims[0], L = x->dims[1], c;
-    int64_t *ids = malloc(S * L * sizeof(int64_t));
-    double *scale = malloc(S * sizeof(double)), *out = malloc(S * L * sizeof(double));
-    for (c = 0; c < 3; c++) {
-        const char *k = cases[c];
-        const gt_array *p = gt_f64(g, key(k, "params"));
-        size_t n_bins = (size_t)p->f[0];
-        char what[64];
-        check_rc("at_bins_encode", at_bins_encode(x->f, S, L, n_bins, p->f[1], p->f[2], ids, scale));
-        snprintf(what, sizeof(what), "bins.%s.ids", k);
-        cmp_i(what, ids, gt_i64(g, key(k, "ids")));
-        snprintf(what, sizeof(what), "bins.%s.scale", k);
-        cmp_f(what, scale, gt_f64(g, key(k, "scale")));
-        check_rc("at_bins_decode", at_bins_decode(gt_i64(g, key(k, "ids"))->i, S, L, gt_f64(g, key(k, "scale"))->f,
-                                                  n_bins, p->f[1], p->f[2], out));
-        snprintf(what, sizeof(what), "bins.%s.decoded", k);
-        cmp_f(what, out, gt_f64(g, key(k, "decoded")));
-    }
-    free(ids);
-    free(scale);
-    free(out);
-}
-
 static void test_sampler(const gt_file *g) {
     const char *cases[] = {"c0", "c1", "c2", "c3", "c4"};
     const gt_array *logits = gt_f64(g, "logits"), *allowed = gt_i64(g, "allowed");
@@ -249,7 +223,7 @@ int main(int argc, char **argv) {
         const char *flip; /* the expected array --flip changes */
     } tests[] = {{"norm", test_norm, "y"},           {"patch", test_patch, "a.norm_patches"},
                  {"scaler", test_scaler, "a.scale"}, {"digits", test_digits, "e0.ids"},
-                 {"bins", test_bins, "a.ids"},       {"sampler", test_sampler, "c1.draws"}};
+                 {"sampler", test_sampler, "c1.draws"}};
     gt_file g;
     size_t k;
     if (argc < 3 || (argc == 4 && strcmp(argv[3], "--flip") != 0) || argc > 4) {

@@ -69,14 +69,6 @@ static void test_codec(void) {
     CHECK(at_encode_lengths(x, 1, 3, &t, 3, lengths) == AT_ERR_NONFINITE);
 }
 
-static void test_bins(void) {
-    int64_t ids[2] = {0, 5};
-    double scale[1] = {2.0}, out[2];
-    CHECK(at_bins_decode(ids, 1, 2, scale, 5, -2, 2, out) == AT_ERR_ARG);
-    ids[1] = -1;
-    CHECK(at_bins_decode(ids, 1, 2, scale, 5, -2, 2, out) == AT_OK && out[0] == -4.0 && isnan(out[1]));
-}
-
 static void test_sampler(void) {
     float logits[8] = {0.5f, 3.0f, 1.0f, 3.0f, -1.0f, 2.0f, 9.0f, 0.0f};
     int64_t allowed[4] = {0, 1, 3, 5}, id = -1;
@@ -109,7 +101,6 @@ static void test_sampler(void) {
 int main(void) {
     test_errors();
     test_codec();
-    test_bins();
     test_sampler();
     printf("test_api: %s (%d failed checks)\n", failures ? "FAILED" : "passed", failures);
     return failures ? 1 : 0;

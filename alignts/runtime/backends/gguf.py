@@ -42,8 +42,7 @@ from alignts.runtime.gguf_check import GGUFInfo, check_context, check_gguf, chec
 logger = logging.getLogger(__name__)
 _llama_log = logging.getLogger(__name__ + ".llama_cpp")
 
-KV_TYPES = {"f32": 0, "f16": 1}  # ggml_type numbers (GGML_TYPE_F32, GGML_TYPE_F16)
-_POOLING_NONE = 0
+KV_TYPES = ("f32", "f16")  # KV cache types offered; their ggml_type numbers are gguf.GGMLQuantizationType's
 _FLASH_ATTN = {None: -1, False: 0, True: 1}
 
 _lock = threading.Lock()
@@ -161,7 +160,7 @@ class LlamaCppModel:
                                 "the adapter in loras=[(adapter_path, scale)].")
         lora_infos = [(check_lora_adapter(p, self.path, base_info=self.info), float(s)) for p, s in loras]
         if kv_type not in KV_TYPES:
-            raise InputError(f"kv_type {kv_type!r} is not supported; expected one of {tuple(KV_TYPES)}.")
+            raise InputError(f"kv_type {kv_type!r} is not supported; expected one of {KV_TYPES}.")
         if device not in ("cpu", "cuda"):
             raise InputError(f"device {device!r} is not supported; expected 'cpu' or 'cuda'.")
         if n_ctx < 1 or n_batch < 1 or n_seq_max < 1:
@@ -200,6 +199,8 @@ class LlamaCppModel:
         self._model = model
 
         self._is_encoder = self.arch == "bert"  # no KV cache: llama_decode runs the encoder
+        import gguf  # numpy-only core dependency: its enums give the ggml numbers
+
         cp = L.llama_context_default_params()
         cp.n_ctx = self.n_ctx * self.n_seq_max
         cp.n_batch = self.n_batch
@@ -209,10 +210,9 @@ class LlamaCppModel:
         nt = int(n_threads or _default_threads())
         cp.n_threads = nt
         cp.n_threads_batch = nt
-        cp.pooling_type = _POOLING_NONE
+        cp.pooling_type = int(gguf.PoolingType.NONE)
         cp.flash_attn_type = _FLASH_ATTN[flash_attn]
-        cp.type_k = KV_TYPES[kv_type]
-        cp.type_v = KV_TYPES[kv_type]
+        cp.type_k = cp.type_v = int(gguf.GGMLQuantizationType[kv_type.upper()])
         cp.embeddings = bool(embeddings or self._is_encoder)
         cp.no_perf = True
         self.context_params = cp

@@ -9,9 +9,8 @@ flattened, Linear -> H) -> kernels.instance_denorm -> [B, C, H].
 The backbone is its own bundle, found by the sha256 of its manifest (:mod:`alignts.runtime.backbone_store`)
 and loaded once per process however many Bridging bundles use it.
 
-Manifest ``config`` keys: context_len, horizon, n_channels, patch_len, stride, n_patches, d_model (adapter
-width), d_llm, d_ff, n_heads, d_keys, n_prototypes, eps, prompt_len, description, top_k, columns, freq,
-scaler, sizes. ``backbone``: {"sha256", "name", "architecture", "path", "bytes"}.
+Manifest ``config``: :class:`alignts.runtime.configs.BridgingRuntimeConfig`. ``backbone``: {"sha256", "name",
+"architecture", "path", "bytes"}.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from alignts.errors import ArtifactError
 from alignts.kernels.norm import instance_denorm
 from alignts.kernels.patch import norm_patchify
 from alignts.runtime.backbone_store import find_backbone, open_backbone
+from alignts.runtime.configs import BridgingRuntimeConfig
 from alignts.runtime.forecaster import Forecaster, register_paradigm
 from alignts.runtime.manifest import TORCH_TRAINED_NAME, Manifest, Variant, bundle_file, load_npz, read_manifest
 from alignts.runtime.prompt import PrefixEmbedder, PromptConfig, prompt_texts
@@ -37,12 +37,10 @@ ADAPTER_NAME = "adapter.onnx"
 HEAD_NAME = "head.npz"
 
 
-def prompt_config(config) -> PromptConfig:
-    """The :class:`PromptConfig` stored in a Bridging manifest's ``config``."""
-    return PromptConfig(description=str(config.get("description", "a time series.")),
-                        context_len=int(config["context_len"]), horizon=int(config["horizon"]),
-                        top_k=int(config.get("top_k", 5)), decimals=int(config.get("decimals", 3)),
-                        eps=float(config.get("eps", 1e-5)))
+def prompt_config(c: BridgingRuntimeConfig) -> PromptConfig:
+    """The :class:`PromptConfig` of a Bridging bundle's typed config."""
+    return PromptConfig(description=c.description, context_len=c.context_len, horizon=c.horizon, top_k=c.top_k,
+                        decimals=c.decimals, eps=c.eps)
 
 
 @register_paradigm("bridging")
@@ -65,18 +63,18 @@ class BridgingForecaster(Forecaster):
         self.backbone_path = find_backbone(self.backbone_sha256, str(bb.get("name", "")), self.bundle_dir,
                                            backbone_dirs, hint=bb.get("path"))
         self.backbone = None
-        self.prompt = prompt_config(manifest.config)
+        self.prompt = prompt_config(self.cfg)
 
     def _open(self, variant: Variant, device: str, threads: int | None, batch_size: int) -> str:
         from alignts.runtime.backends.onnx import OnnxSession
 
-        c = self.manifest.config
+        c = self.cfg
         extra = dict(variant.extra)
         self.backbone = open_backbone(self.backbone_path, self.backbone_sha256,
                                       extra.get("backbone_variant", "onnx-fp32"), device, threads,
                                       settings=self.backend_settings)
-        if self.backbone.d_model != int(c["d_llm"]):
-            raise ArtifactError(f"backbone width {self.backbone.d_model} != the adapter's d_llm {c['d_llm']}; the "
+        if self.backbone.d_model != c.d_llm:
+            raise ArtifactError(f"backbone width {self.backbone.d_model} != the adapter's d_llm {c.d_llm}; the "
                                 "backbone bundle does not belong to this adapter. Re-export both.")
         adapter = bundle_file(self.bundle_dir, self.manifest, extra.get("adapter_file", ADAPTER_NAME))
         self._adapter = OnnxSession(adapter, device=device, threads=threads, **self.onnx_options())
@@ -84,7 +82,7 @@ class BridgingForecaster(Forecaster):
         h = load_npz(self.bundle_dir, self.manifest, extra.get("head_file", HEAD_NAME), required=("weight", "bias"))
         self._head_w = np.ascontiguousarray(h["weight"], dtype=np.float32)  # [H, N*d_ff]
         self._head_b = np.ascontiguousarray(h["bias"], dtype=np.float32)  # [H]
-        self._prefix = PrefixEmbedder(self.prompt, self.backbone.tokenizer, self.backbone.table, int(c["prompt_len"]))
+        self._prefix = PrefixEmbedder(self.prompt, self.backbone.tokenizer, self.backbone.table, c.prompt_len)
         return f"{self._adapter.provider}+{self.backbone.provider}"
 
     def _opened_settings(self) -> dict[str, Any]:
@@ -101,11 +99,11 @@ class BridgingForecaster(Forecaster):
         return prompt_texts(a.reshape(-1, a.shape[-1]), self.prompt)
 
     def _forecast(self, x: np.ndarray) -> np.ndarray:
-        c = self.manifest.config
+        c = self.cfg
         b, ch, length = x.shape
-        n, d_ff = int(c["n_patches"]), int(c["d_ff"])
+        n, d_ff = c.n_patches, c.d_ff
         flat = x.reshape(b * ch, length)  # [S, L]
-        patches, mean, std = norm_patchify(flat, int(c["patch_len"]), int(c["stride"]), float(c.get("eps", 1e-5)))
+        patches, mean, std = norm_patchify(flat, c.patch_len, c.stride, c.eps)
         enc = self._adapter.run({self._adapter_in: np.ascontiguousarray(patches, dtype=np.float32)})[0]  # [S, N, d]
         prefix = self._prefix(flat)  # [S, T, d]
         hidden = self.backbone.hidden(np.concatenate([prefix, enc], axis=1))  # [S, T+N, d]

@@ -11,9 +11,8 @@ LLMTime scaler bounds it by ``(1 + beta) / beta``), and the forecast is given th
 LLMTime's STEP_MULTIPLIER 1.2. The scaler is fit on all L values, as LLMTime fits it before truncating. A sample
 that still runs out of the window stops there and is padded with its last value (LLMTime pads short outputs).
 
-Manifest keys (``config``): context_len, horizon (defaults; any L >= 2 and H >= 1 may be planned as long as
-two context values and H values fit ``n_ctx``), n_ctx (token context of the LM), samples, temperature, top_p,
-greedy, seed, description (domain text prefix or ""), n_layer, n_embd (memory estimate).
+Manifest ``config``: :class:`alignts.runtime.configs.InjectiveRuntimeConfig` (context_len and horizon are defaults;
+any L >= 2 and H >= 1 may be planned as long as two context values and H values fit ``n_ctx``).
 ``codec``: :class:`alignts.runtime.codec_table.CodecSettings` plus ``table`` (the token ids found at fit time;
 checked against the model's vocabulary when the backend opens).
 """
@@ -146,12 +145,10 @@ class InjectiveForecaster(Forecaster):
 
     def __init__(self, bundle_dir, manifest):
         super().__init__(bundle_dir, manifest)
-        cfg = manifest.config
+        cfg = self.cfg
         self.settings = CodecSettings.from_dict(manifest.codec)
-        self.sampling = SamplerConfig(n_samples=int(cfg.get("samples", 20)),
-                                      temperature=float(cfg.get("temperature", 0.9)),
-                                      top_p=float(cfg.get("top_p", 0.9)), greedy=bool(cfg.get("greedy", False)),
-                                      max_digits=self.settings.max_digits, seed=int(cfg.get("seed", 0)))
+        self.sampling = SamplerConfig(n_samples=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
+                                      greedy=cfg.greedy, max_digits=self.settings.max_digits, seed=cfg.seed)
         self._L: int | None = None
         self._H: int | None = None
         self._L_used: int | None = None
@@ -163,15 +160,15 @@ class InjectiveForecaster(Forecaster):
     # -- flexible shapes: an LLM reads any context length and writes any horizon that fits n_ctx
     @property
     def context_len(self) -> int:
-        return self._L if self._L is not None else int(self.manifest.config.get("context_len", 96))
+        return self._L if self._L is not None else self.cfg.context_len
 
     @property
     def horizon(self) -> int:
-        return self._H if self._H is not None else int(self.manifest.config.get("horizon", 24))
+        return self._H if self._H is not None else self.cfg.horizon
 
     @property
     def n_ctx(self) -> int:
-        return int(self.manifest.config.get("n_ctx", 512))
+        return self.cfg.n_ctx
 
     def plan(self, context_len: int | None = None, horizon: int | None = None, batch_size: int = 1,
              variant: str | None = None, device: str = "cpu", threads: int | None = None, budget: int | None = None,
@@ -257,7 +254,7 @@ class InjectiveForecaster(Forecaster):
                 raise ShapeError(f"bundle {self.bundle_dir}: n_ctx={self.n_ctx} exceeds the model's trained context "
                                  f"{info.n_ctx_train}; expected n_ctx <= {info.n_ctx_train}. Fix: re-export with "
                                  f"--n-ctx {info.n_ctx_train}.")
-            if threads is None and int(self.manifest.config.get("n_embd", 0)) <= 256:
+            if threads is None and (self.cfg.n_embd or 0) <= 256:
                 threads = 1  # a tiny LM decodes faster on one thread: thread sync costs more than the math
             lora = variant.extra.get("lora_file")
             loras = [(bundle_file(self.bundle_dir, self.manifest, lora), float(variant.extra.get("lora_scale", 1.0)))] \
@@ -309,7 +306,7 @@ class InjectiveForecaster(Forecaster):
             b = vocab.bos_id if vocab.bos_id is not None else vocab.eos_id
             if b is not None:
                 ids.append(int(b))
-        desc = str(self.manifest.config.get("description") or "")
+        desc = self.cfg.description or ""
         if desc:
             ids.extend(vocab.tokenize(desc.rstrip() + "\n"))
         return ids

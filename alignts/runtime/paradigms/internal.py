@@ -9,8 +9,7 @@ The core is either the exported ONNX graph (``onnx-*`` variants: input ``patches
 llama.cpp (``gguf-*`` variants): numpy patch embedding from ``io.npz`` -> the fused LM on input embeddings
 (``LlamaCppModel.hidden_states``) -> numpy flatten head.
 
-Manifest ``config`` keys: context_len, horizon, n_channels, patch_len, stride, n_patches, d_model, eps,
-columns, freq, scaler ({"mean": [C], "std": [C]} of the training data, or null).
+Manifest ``config``: :class:`alignts.runtime.configs.InternalRuntimeConfig`.
 """
 
 from __future__ import annotations
@@ -67,8 +66,8 @@ class InternalForecaster(Forecaster):
         self._head_b = io["head_b"].astype(np.float32)  # [H]
         self._skip = (io["skip_w"].astype(np.float32), io["skip_b"].astype(np.float32)) \
             if "skip_w" in io else None  # [H, L], [H]
-        n = int(self.manifest.config["n_patches"])
-        s_max = batch_size * int(self.manifest.config.get("n_channels") or 1)
+        n = self.cfg.n_patches
+        s_max = batch_size * (self.cfg.n_channels or 1)
         # n_ctx is per sequence; hidden_states decodes up to min(n_seq_max, n_batch // n) series at once
         n_batch = max(512, n)
         kwargs = dict(n_ctx=n, n_batch=n_batch, embeddings=True, kv_type=extra.get("kv_type", "f32"),
@@ -93,16 +92,14 @@ class InternalForecaster(Forecaster):
         h = np.asarray(self._lm.hidden_states(np.ascontiguousarray(e, dtype=np.float32)), dtype=np.float32)
         y = h.reshape(h.shape[0], -1) @ self._head_w.T + self._head_b
         if self._skip is not None:
-            c = self.manifest.config
-            z = _context(patches, int(c["stride"]), int(c["context_len"]))
+            z = _context(patches, self.cfg.stride, self.cfg.context_len)
             y = y + z @ self._skip[0].T + self._skip[1]
         return y
 
     def _forecast(self, x: np.ndarray) -> np.ndarray:
-        c = self.manifest.config
+        c = self.cfg
         b, ch, length = x.shape
-        patches, mean, std = norm_patchify(x.reshape(b * ch, length), int(c["patch_len"]), int(c["stride"]),
-                                           float(c.get("eps", 1e-5)))
+        patches, mean, std = norm_patchify(x.reshape(b * ch, length), c.patch_len, c.stride, c.eps)
         y = self._core(np.ascontiguousarray(patches, dtype=np.float32))  # [S, H]
         y = instance_denorm(y.astype(np.float64), mean, std)
         return np.asarray(y, dtype=np.float32).reshape(b, ch, -1)
