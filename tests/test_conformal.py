@@ -40,7 +40,7 @@ class _Zero:
     def __init__(self, L, H):
         self.context_len, self.horizon, self.bundle_dir = L, H, "zero"
         self.planned = SimpleNamespace(horizon=H)
-        self.manifest = SimpleNamespace(config={})
+        self.cfg = SimpleNamespace(conformal=None)  # the typed config a runtime Forecaster carries
 
     def forecast_scaled(self, x):
         return np.zeros(x.shape[:2] + (self.horizon,), np.float32)
@@ -157,7 +157,7 @@ def test_coverage_gaussian_close_to_nominal():
     rq = np.array(conf["residual_quantiles"])
     assert rq.shape == (len(DEFAULT_LEVELS), 8) and np.all(np.diff(rq, axis=0) >= 0)
     np.testing.assert_allclose(rq[list(DEFAULT_LEVELS).index(0.9)], 1.28, atol=0.2)  # the N(0, 1) quantile
-    f.manifest.config["conformal"] = conf
+    f.cfg.conformal = conf
     assert quantile_method(f) == "conformal"
     r = evaluate(forecaster_predict(f, EVAL_LEVELS), sp, levels=EVAL_LEVELS, progress=False)
     assert r["interval"] == [0.1, 0.9]

@@ -210,7 +210,7 @@ def _accuracy(f, manifest, cfg: BenchConfig, batch: int) -> dict[str, Any]:
     from alignts.eval.evaluate import evaluate
 
     L, H = f.context_len, f.planned.horizon
-    data = load_data(cfg.data, columns=manifest.config.get("columns") or None)
+    data = load_data(cfg.data, columns=list(f.cfg.columns) if f.cfg.columns else None)
     splits = make_splits(data, L, H)
     if cfg.max_windows is not None:
         keep = L + H - 1 + cfg.max_windows
@@ -286,7 +286,7 @@ def _bench_rows(bundle: Path, f, m, variants, cfg: BenchConfig, threads: int, to
         gen_tps, gen_sd, gen_note = _generation(bundle, v, m, cfg)
         for b in sorted(set(cfg.batch_sizes)):
             plan = f.plan(variant=v.name, batch_size=b, device=cfg.device, threads=threads)
-            C = plan.n_channels or int(m.config.get("n_channels") or 1)
+            C = plan.n_channels or f.cfg.n_channels or 1
             x = _random_input(rng, b, C, plan.context_len)
             torch_row: dict[str, Any] = {}
             if torch_forward is not None:

@@ -146,7 +146,7 @@ def _child_bundle(job: dict) -> dict:
     plan = f.plan(**kwargs)
     t3 = time.perf_counter()
     rss_plan = _current_rss_bytes()
-    c = plan.n_channels or int(f.manifest.config.get("n_channels") or 1)
+    c = plan.n_channels or f.cfg.n_channels or 1
     rng = np.random.default_rng(0)
     x = rng.standard_normal((plan.batch_size, c, plan.context_len)).cumsum(-1).astype(np.float32)
     f.forecast_scaled(x)

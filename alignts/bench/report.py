@@ -131,9 +131,10 @@ def report_rows(result: Mapping[str, Any], data: str, max_windows: int | None = 
                      "context_used": _context_used(r), "bundle": r["bundle"], "variant": r["variant"]})
         shapes.setdefault((r["context_len"], r["horizon"]), r["bundle"])
     for (L, H), b in shapes.items():
+        from alignts.runtime.configs import runtime_config
         from alignts.runtime.manifest import read_manifest
 
-        cols = read_manifest(b, verify=False).config.get("columns")
+        cols = runtime_config(read_manifest(b, verify=False)).columns
         d, s = _splits(data, L, H, cols, max_windows)
         for name in BASELINES:
             t0 = time.perf_counter()
@@ -250,9 +251,10 @@ def forecast_plot(rows: Sequence[Mapping[str, Any]], data: str, path: str | os.P
     if not bundles:
         raise InputError("the report needs at least one bundle row to plot a forecast.")
     L0, H0 = bundles[0]["L"], bundles[0]["H"]
+    from alignts.runtime.configs import runtime_config
     from alignts.runtime.manifest import read_manifest
 
-    cols = read_manifest(bundles[0]["bundle"], verify=False).config.get("columns")
+    cols = runtime_config(read_manifest(bundles[0]["bundle"], verify=False)).columns
     d, s = _splits(data, L0, H0, cols, None)
     c = s.test.shape[1] - 1
     start = max(0, min(s.test.shape[0] - L0 - H0, (s.test.shape[0] - L0 - H0) // 2))

@@ -21,12 +21,13 @@ def run(args) -> int:
 
     from alignts.eval.calibrate import MAX_WINDOWS, calibrate_bundle, check_paradigm
     from alignts.eval.evaluate import bundle_splits
+    from alignts.runtime.configs import runtime_config
     from alignts.runtime.manifest import read_manifest
 
     m = read_manifest(args.bundle, verify=False)
     check_paradigm(m.paradigm)
-    cfg = m.config
-    L, H = int(cfg["context_len"]), int(cfg["horizon"])
+    cfg = runtime_config(m)
+    L, H = cfg.context_len, cfg.horizon
     data, splits, same_scaler = bundle_splits(cfg, args.data, L, H)
     if not same_scaler:
         print("note: this data's train scaler differs from the bundle's (fitted on other data); calibrating on "
@@ -35,7 +36,7 @@ def run(args) -> int:
     n = MAX_WINDOWS if args.max_windows is None else args.max_windows
     m = calibrate_bundle(args.bundle, splits, max_windows=n, variant=args.variant, threads=args.threads,
                          batch_size=args.batch_size, progress=True)
-    c = m.config["conformal"]
+    c = runtime_config(m).conformal
     lv = c["levels"]
     lo, hi = c["residual_quantiles"][lv.index(0.1)], c["residual_quantiles"][lv.index(0.9)]
     print(f"calibrated {args.bundle} on {c['n_windows']} {c['split']} windows x {data.n_channels} channels of "

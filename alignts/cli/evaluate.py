@@ -40,7 +40,7 @@ def run(args) -> int:
     print = functools.partial(builtins.print, file=sys.stderr if args.format else sys.stdout)  # noqa: A001
     f = load(args.bundle)
     plan = f.plan(variant=args.variant, device=args.device, threads=args.threads, batch_size=args.batch_size)
-    cfg = f.manifest.config
+    cfg = f.cfg
     L, H = f.context_len, plan.horizon
     data, splits, same_scaler = bundle_splits(cfg, args.data, L, H)
     if args.max_windows is not None:
@@ -69,7 +69,7 @@ def run(args) -> int:
         print(f"\n{f.paradigm} quantiles: none (not calibrated). Fix: alignts calibrate {args.bundle} "
               f"--data {args.data}")
     else:
-        c = cfg.get("conformal") or {}
+        c = cfg.conformal or {}
         how = (f"conformal, calibrated on {c.get('n_windows')} {c.get('split')} windows" if method == "conformal"
                else f"from {f.sampling.n_samples} samples")
         print(f"\n{f.paradigm} quantiles ({how}): 80% interval coverage {r['coverage']:.3f}, WQL {r['wql']:.3f}, "
@@ -78,7 +78,7 @@ def run(args) -> int:
     if args.json:
         out = {"data": str(args.data), "dataset": data.name, "context_len": L, "horizon": H,
                "variant": plan.variant, "provider": plan.provider, "bundle": str(args.bundle),
-               "quantile_method": method, "conformal": {k: v for k, v in (cfg.get("conformal") or {}).items()
+               "quantile_method": method, "conformal": {k: v for k, v in (cfg.conformal or {}).items()
                                                          if k != "residual_quantiles"} or None,
                "training": {k: f.manifest.training.get(k) for k in
                             ("command", "train_wall_s", "time_budget_s", "max_train_windows", "epochs_run",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alignts.runtime.configs import InjectiveRuntimeConfig as D
+from alignts.runtime.configs import runtime_config
 
 
 def add_arguments(p):
@@ -62,7 +63,7 @@ def run(args) -> int:
     c = m.codec
     print(f"wrote {args.out} ({time.perf_counter() - t0:.1f} s): injective, {m.architecture}, precision "
           f"{c.get('precision')}, value_sep {c.get('value_sep')!r}, digit_sep {c.get('digit_sep')!r}, "
-          f"{m.config.get('samples')} samples, n_ctx {m.config.get('n_ctx')}")
+          f"{runtime_config(m).samples} samples, n_ctx {runtime_config(m).n_ctx}")
     for v in m.variants:
         diff = v.validation.get("max_abs_diff")
         extra = f"  max|diff| vs torch {diff:.2e}" if diff is not None else ""

@@ -51,7 +51,7 @@ def run(args) -> int:
     elif args.quantiles is None:
         print(f"note: {args.bundle} has no calibration: mean only. Fix for quantiles: alignts calibrate "
               f"{args.bundle} --data DATA", file=sys.stderr)
-    data = load_data(args.data, columns=f.manifest.config.get("columns") or None)
+    data = load_data(args.data, columns=list(f.cfg.columns) if f.cfg.columns else None)
     index = pd.DatetimeIndex(data.timestamps) if data.timestamps is not None else None
     frame = pd.DataFrame(data.values, columns=list(data.columns), index=index)
     df = f.forecast_df(frame, target=list(data.columns), quantiles=levels)

@@ -28,6 +28,7 @@ from alignts.data.splits import Splits, make_splits, n_windows, window_view
 from alignts.errors import InputError, ShapeError
 from alignts.eval.baselines import BASELINES, fit_baseline
 from alignts.eval.metrics import QuantileScores, mase_scale
+from alignts.runtime.configs import RuntimeConfig
 from alignts.runtime.conformal import check_levels, conformal_quantiles
 
 log = logging.getLogger(__name__)
@@ -184,13 +185,13 @@ def evaluate(predict: Predict, splits: Splits, context_len: int | None = None, h
     return r
 
 
-def bundle_splits(config: Mapping, data_spec: str, context_len: int, horizon: int):
+def bundle_splits(config: RuntimeConfig, data_spec: str, context_len: int, horizon: int):
     """(data, splits, same_scaler) for scoring a bundle on ``data_spec``: the bundle's columns, splits for its L
     and H scaled by this data's train split (the protocol); ``same_scaler`` says whether that matches the
     bundle's training scaler (False: the bundle was fitted on other data)."""
-    data = load_data(data_spec, columns=config.get("columns") or None)
+    data = load_data(data_spec, columns=list(config.columns) if config.columns else None)
     splits = make_splits(data, context_len, horizon)
-    sc = config.get("scaler")
+    sc = config.scaler
     same = not sc or bool(np.allclose(sc["mean"], splits.mean) and np.allclose(sc["std"], splits.std))
     return data, splits, same
 
@@ -203,7 +204,7 @@ def quantile_method(f) -> str:
         return method
     if hasattr(f, "forecast_quantiles"):
         return "samples"
-    return "conformal" if f.manifest.config.get("conformal") else "none"
+    return "conformal" if f.cfg.conformal else "none"
 
 
 def forecaster_predict(f, levels: Sequence[float] | None = None) -> Predict:
@@ -221,7 +222,7 @@ def forecaster_predict(f, levels: Sequence[float] | None = None) -> Predict:
             q = f.forecast_quantiles(x, tuple(sorted(set(lv) | {0.5})))
             return q[0.5], np.stack([q[v] for v in lv], axis=-1)
     else:
-        conformal = f.manifest.config.get("conformal")
+        conformal = f.cfg.conformal
 
         def predict(x):
             p = f.forecast_scaled(x)

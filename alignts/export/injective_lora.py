@@ -123,6 +123,7 @@ def fit_injective_lora(out: str | Path, cfg, lcfg: LoraFitConfig, overwrite: boo
     from alignts.export.numeric_lm import gguf_vocab
     from alignts.runtime.codec_table import CodecSettings, table_from_dict
     from alignts.runtime.gguf_check import check_lora_adapter
+    from alignts.runtime.configs import runtime_config
     from alignts.runtime.manifest import bundle_writer, read_manifest, sha256_file
 
     if cfg.model is not None:
@@ -140,7 +141,7 @@ def fit_injective_lora(out: str | Path, cfg, lcfg: LoraFitConfig, overwrite: boo
         base_variant = next(v for v in m.variants if v.dtype == "f16")
         base_gguf = base_bundle / base_variant.files[0]
         model = gpt2_from_gguf(base_gguf)
-        n_ctx = int(m.config["n_ctx"])
+        n_ctx = runtime_config(m).n_ctx
         bos = int(m.codec["vocab"]["bos_id"])
         docs = lora_documents(lcfg.data, table, settings, cfg.horizon, lcfg.steps * lcfg.batch_size,
                               min(lcfg.max_tokens, n_ctx), bos, rng)
