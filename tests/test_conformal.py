@@ -187,6 +187,8 @@ def test_uncalibrated_bundle_says_so_then_calibrate_adds_quantiles(sealed, tmp_p
     x = np.random.default_rng(1).standard_normal((3, 1, L)).astype(np.float32)
     with pytest.raises(InputError, match=f"{sealed} has no calibration.*alignts calibrate {sealed} --data DATA"):
         forecaster_predict(f, EVAL_LEVELS)(x)
+    assert main(["inspect", str(sealed)]) == 0
+    assert "quantiles: none (not calibrated). Fix: alignts calibrate" in capsys.readouterr().out
 
     csv = tmp_path / "one.csv"
     v = np.sin(np.arange(600) / 5) + 0.2 * np.random.default_rng(2).standard_normal(600)
@@ -194,6 +196,8 @@ def test_uncalibrated_bundle_says_so_then_calibrate_adds_quantiles(sealed, tmp_p
     before = {p.name: p.read_bytes() for p in sealed.iterdir() if p.name != "manifest.json"}
     assert main(["calibrate", str(sealed), "--data", str(csv), "--max-windows", "20"]) == 0
     assert "calibrated" in capsys.readouterr().out
+    assert main(["inspect", str(sealed)]) == 0
+    assert "quantiles: split-conformal on 20 val windows" in capsys.readouterr().out
     m = read_manifest(sealed)  # every file still verifies: only manifest.json changed
     assert {p.name: p.read_bytes() for p in sealed.iterdir() if p.name != "manifest.json"} == before
     assert not [p for p in sealed.parent.iterdir() if ".calibrate." in p.name]  # no temporary left behind

@@ -87,6 +87,7 @@ def run(args) -> int:
             parts.append(f"tol {tol:g}")
         print(f"  {v.name:14s} {v.backend:5s} {v.dtype:5s} {v.weight_bytes / 1e6:8.2f} MB  "
               f"{', '.join(p for p in parts if p)}  files: {', '.join(v.files)}")
+    print("quantiles: " + _quantiles_line(m))
     print("config:")
     for k, v in m.config.items():
         print(f"  {k}: {_short(v)}")
@@ -107,3 +108,18 @@ def run(args) -> int:
         choice = choose(m, parse_budget(args.budget), args.batch_size, bundle_dir=args.bundle)
         print(describe_plan(choice))
     return 0
+
+
+def _quantiles_line(m) -> str:
+    """Where this bundle's forecast quantiles come from (the forecast contract: bundles without them say so)."""
+    if m.paradigm == "injective":
+        return "from the samples"
+    if m.paradigm == "backbone":
+        return "none (a backbone bundle forecasts nothing)"
+    from alignts.runtime.configs import runtime_config
+
+    c = runtime_config(m).conformal
+    if not c:
+        return "none (not calibrated). Fix: alignts calibrate BUNDLE --data DATA"
+    return (f"split-conformal on {c.get('n_windows')} {c.get('split')} windows, levels "
+            f"{min(c['levels']):g}..{max(c['levels']):g}")
