@@ -29,6 +29,7 @@ from numba import njit
 from alignts.errors import InputError
 from alignts.kernels.digits import CodecTable, decode_digits
 from alignts.kernels.numba_cache import CACHE
+from alignts.runtime.configs import InjectiveRuntimeConfig as _D
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,12 @@ class SamplerConfig:
                  same n tokens (benchmarks compare this with raw llama.cpp decoding); default: they stop.
     """
 
-    n_samples: int = 20
-    temperature: float = 0.9
-    top_p: float = 0.9
-    greedy: bool = False
+    n_samples: int = _D.samples  # the sampling defaults are the Injective config's (defined once)
+    temperature: float = _D.temperature
+    top_p: float = _D.top_p
+    greedy: bool = _D.greedy
     max_digits: int = 6
-    seed: int = 0
+    seed: int = _D.seed
     keep_finished: bool = False
 
     def __post_init__(self):
