@@ -238,6 +238,24 @@ def test_second_writer_is_refused_with_the_holder(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["b"]
 
 
+def test_in_place_editors_take_the_same_lock(copy):
+    """quantize and calibrate rewrite a bundle in place: while a writer holds the folder they are refused, and
+    the manifest they write replaces the old one atomically (no temporary left)."""
+    from alignts.eval.calibrate import write_calibration
+    from alignts.export.quantize import quantize_bundle
+
+    b = copy()
+    before = (b / "manifest.json").read_bytes()
+    with manifest_mod.bundle_lock(b):
+        with pytest.raises(ArtifactError, match=rf"another process \(pid {os.getpid()}"):
+            quantize_bundle(b, ["int8"])
+        with pytest.raises(ArtifactError, match=rf"another process \(pid {os.getpid()}"):
+            write_calibration(b, {})
+    assert (b / "manifest.json").read_bytes() == before
+    m = write_calibration(b, read_manifest(b).config.get("conformal") or {})  # the lock is free again
+    assert read_manifest(b) == m and not [p for p in b.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_concurrent_overwrite_processes(tmp_path):
     """Two processes `fit --overwrite` into one folder: one writes, the other fails naming it; never both
     'succeed' and never 'Directory not empty'."""

@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +23,7 @@ from alignts.errors import InputError
 from alignts.eval.evaluate import split_windows, window_batches
 from alignts.runtime.conformal import (DEFAULT_LEVELS, METHOD, NORMALIZED_BY, check_levels, context_std,
                                        split_conformal_quantiles)
-from alignts.runtime.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from alignts.runtime.manifest import Manifest, bundle_lock, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +80,13 @@ def calibrate(forecaster, splits: Splits, max_windows: int = MAX_WINDOWS, levels
 def write_calibration(bundle_dir: str | os.PathLike, conformal: dict[str, Any]) -> Manifest:
     """Store ``conformal`` as ``config["conformal"]`` of the bundle's manifest (replacing any earlier one).
 
-    The new manifest is written beside the bundle and renamed over ``manifest.json``: a reader sees the old
-    or the new one, never a half-written file. The bundle's other files are untouched. Returns the Manifest."""
+    Under the bundle's writer lock, and atomic (:func:`write_manifest`): a reader sees the old or the new
+    manifest, never a half-written file. The bundle's other files are untouched. Returns the Manifest."""
     bundle = Path(bundle_dir)
-    m = read_manifest(bundle, verify=False)
-    m = dataclasses.replace(m, config={**m.config, "conformal": conformal})
-    tmp = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.calibrate.", dir=bundle.resolve().parent))
-    try:
-        write_manifest(tmp, m)
-        os.replace(tmp / MANIFEST_NAME, bundle / MANIFEST_NAME)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with bundle_lock(bundle):
+        m = read_manifest(bundle, verify=False)
+        m = dataclasses.replace(m, config={**m.config, "conformal": conformal})
+        write_manifest(bundle, m)
     return m
 
 

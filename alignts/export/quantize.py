@@ -15,7 +15,6 @@ A NaN/inf output or a relative error above ``REL_TOL[dtype]`` raises ValidationE
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -26,7 +25,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from alignts.errors import ArtifactError, InputError, ValidationError
-from alignts.runtime.manifest import MANIFEST_NAME, Manifest, Variant, file_entries, read_manifest
+from alignts.runtime.manifest import (Manifest, Variant, bundle_lock, file_entries, read_manifest,
+                                      write_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,6 @@ def _forecasts(folder: Path, names: Sequence[str], x: np.ndarray) -> dict[str, n
     return out
 
 
-def _write_manifest_atomic(folder: Path, m: Manifest) -> None:
-    tmp = folder / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(m.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / MANIFEST_NAME)
-
-
 def quantize_bundle(bundle: str | os.PathLike, dtypes: Iterable[str] = ("int8", "q8_0", "q4_0"),
                     out: str | os.PathLike | None = None, overwrite: bool = False, n_check: int = 8,
                     seed: int = 0) -> tuple[Manifest, list[dict[str, Any]]]:
@@ -144,8 +138,16 @@ def quantize_bundle(bundle: str | os.PathLike, dtypes: Iterable[str] = ("int8", 
 
     dtypes: any of ``int8`` (from the fp32 ONNX variant), ``f16``, ``q8_0``, ``q4_0`` (from the f32 GGUF).
     A variant that exists already is skipped unless ``overwrite``. rows: one dict per new variant (name,
-    source, bytes, max_abs_diff, relative_max_abs_diff) for the CLI.
+    source, bytes, max_abs_diff, relative_max_abs_diff) for the CLI. Holds the written folder's writer lock
+    (:func:`alignts.runtime.manifest.bundle_lock`), as ``fit`` and ``calibrate`` do.
     """
+    target = Path(bundle if out is None else out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with bundle_lock(target):
+        return _quantize(bundle, dtypes, out, overwrite, n_check, seed)
+
+
+def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int):
     dtypes = list(dict.fromkeys(dtypes))
     bad = [d for d in dtypes if d not in DTYPES]
     if bad or not dtypes:
@@ -207,7 +209,7 @@ def quantize_bundle(bundle: str | os.PathLike, dtypes: Iterable[str] = ("int8", 
             all_files.update(file_entries(folder, [f for f in v.files if f not in all_files or f.endswith(
                 (".onnx", ".gguf"))]))
         staged = replace(m, files=all_files, variants=ordered(new_variants))
-        _write_manifest_atomic(folder, staged)  # the runtime needs the variants listed to run them
+        write_manifest(folder, staged)  # the runtime needs the variants listed to run them
         x = _check_inputs(m, n_check, seed)
         refs = {b: _source_variant(m, b) for b in ("onnx", "gguf")}
         ref_names = [r.name for r in refs.values() if r is not None and any(v.backend == r.backend
@@ -233,9 +235,9 @@ def quantize_bundle(bundle: str | os.PathLike, dtypes: Iterable[str] = ("int8", 
             rows.append({"variant": v.name, "source": ref.name, "bytes": v.weight_bytes, "max_abs_diff": diff,
                          "relative_max_abs_diff": rel})
         final = replace(staged, variants=ordered(validated))
-        _write_manifest_atomic(folder, final)
+        write_manifest(folder, final)
     except BaseException:
-        _write_manifest_atomic(folder, m)
+        write_manifest(folder, m)
         for rel in created:
             if rel not in m.files and (folder / rel).exists():
                 (folder / rel).unlink()

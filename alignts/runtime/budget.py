@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from alignts.errors import BudgetExceededError, InputError, ManifestError
+from alignts.errors import ArtifactError, BudgetExceededError, InputError, ManifestError
 from alignts.runtime.configs import BackboneRuntimeConfig, BridgingRuntimeConfig, InjectiveRuntimeConfig, runtime_config
 from alignts.runtime.manifest import Manifest, Variant
 
@@ -230,11 +230,18 @@ def _gguf_facts(manifest: Manifest, bundle_dir: str | Path | None) -> dict[str, 
         if v.backend != "gguf":
             continue
         name = v.extra.get("lm_file") or next((f for f in v.files if f.endswith(".gguf")), None)
-        if name is None or not (Path(bundle_dir) / name).is_file():
+        if name is None:
             continue
         from alignts.runtime.gguf_check import check_gguf
+        from alignts.runtime.manifest import bundle_file
 
-        info = check_gguf(Path(bundle_dir) / name)
+        # the sealed way in (names, symlinks); hashing is left to plan(), which verifies the chosen files once.
+        # The header is an optional fact source: a missing or refused file is left to plan() to report.
+        try:
+            path = bundle_file(bundle_dir, manifest, name, verify=False)
+        except ArtifactError:
+            continue
+        info = check_gguf(path)
         d_ff = None
         for tname, (shape, _) in info.tensors.items():
             if tname.startswith("blk.0.ffn_up") and len(shape) == 2:

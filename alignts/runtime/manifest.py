@@ -690,7 +690,7 @@ def bundle_writer(out: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _out_lock(out):
+    with bundle_lock(out):
         if out.exists() and not overwrite:
             raise ArtifactError(f"{str(out)!r} already exists; choose another --out or pass --overwrite.")
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -709,8 +709,11 @@ def bundle_writer(out: str | os.PathLike, overwrite: bool = False) -> Iterator[P
 
 
 @contextmanager
-def _out_lock(out: Path) -> Iterator[None]:
-    """An exclusive flock on ``.OUT.lock`` beside ``out``, holding this process's pid."""
+def bundle_lock(out: str | os.PathLike) -> Iterator[None]:
+    """An exclusive flock on ``.OUT.lock`` beside ``out``, holding this process's pid: one writer per bundle
+    folder, whether it writes a new bundle (:func:`bundle_writer`) or edits one in place (quantize, calibrate).
+    A second writer raises ArtifactError naming the holder. Not re-entrant."""
+    out = Path(out)
     lock = out.parent / f".{out.name}.lock"
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
@@ -741,11 +744,19 @@ def _out_lock(out: Path) -> Iterator[None]:
 
 
 def write_manifest(folder: str | os.PathLike, m: Manifest) -> Path:
-    """Write ``folder/manifest.json`` (sorted keys, indented), after the checks a reader makes."""
+    """Write ``folder/manifest.json`` (sorted keys, indented), after the checks a reader makes.
+
+    Atomic (a temporary file renamed over it): a reader of a bundle edited in place sees the old manifest or the
+    new one, never half of one. Editors in place hold :func:`bundle_lock`."""
     d = m.to_dict()
     Manifest.from_dict(d, where=f"{Path(folder) / MANIFEST_NAME} (being written)")
     path = Path(folder) / MANIFEST_NAME
-    path.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
