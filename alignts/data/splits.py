@@ -4,6 +4,10 @@ Borders follow the convention of the published ETT tables (Time-Series-Library):
 ``[0, 8640 - L, 11520 - L]`` to ``[8640, 11520, 14400]`` (12/4/4 months of 30 days), 15-minute files the
 same times 4; any other series is split 70/10/20 by time with the val and test segments starting ``L``
 rows before their border, so that the first val/test target follows the border directly.
+
+Few-shot (``train_percent`` P < 100), as the GPT4TS / Time-LLM / LLM4TS data loaders do: the train segment
+ends at ``(border2 - L) * P // 100 + L`` (the first P% of the training windows), the scaler is still fitted
+on the whole train segment, and val/test are unchanged.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Splits:
         scheme: "ett_hour", "ett_minute" or "ratio".
         context_len, horizon: the L and H the borders were made for.
         name, freq: copied from the data (the freq gives the seasonal-naive period).
+        train_percent: the few-shot percent P the train segment was cut to (100 = all of it).
     """
 
     train: np.ndarray  # [T_train, C]
@@ -50,6 +55,7 @@ class Splits:
     horizon: int
     name: str = ""
     freq: str | None = None
+    train_percent: int = 100
 
     def inverse(self, x: np.ndarray) -> np.ndarray:
         """Undo the scaling of ``x [..., C, T]`` (channels second to last, time last)."""
@@ -109,14 +115,37 @@ def split_borders(n_rows: int, context_len: int, horizon: int = 0, scheme: str =
     return b1, b2
 
 
-def make_splits(data: TimeSeriesData, context_len: int, horizon: int = 0, scheme: str = "auto") -> Splits:
+def few_shot_border(border2: int, context_len: int, percent: int) -> int:
+    """The end of the few-shot train segment: ``(border2 - L) * P // 100 + L`` (GPT4TS / Time-LLM / LLM4TS)."""
+    return (int(border2) - int(context_len)) * int(percent) // 100 + int(context_len)
+
+
+def check_train_percent(percent, context_len: int = 0, horizon: int = 0, border2: int | None = None,
+                        name: str = "data") -> int:
+    """``percent`` as an int in 1..100; with ``border2``, also checks that the cut train segment holds a window."""
+    if isinstance(percent, bool) or not isinstance(percent, (int, np.integer)) or not 1 <= int(percent) <= 100:
+        raise InputError(f"train_percent must be an integer in 1..100; got {percent!r}. "
+                         "Fix: pass e.g. --train-percent 10 for the few-shot protocol.")
+    if border2 is not None:
+        end = few_shot_border(border2, context_len, percent)
+        if end < context_len + horizon:
+            raise InputError(f"{name}: {percent}% of the training windows leaves a train segment of {end} rows, "
+                             f"fewer than L + H = {context_len} + {horizon}. Fix: raise --train-percent.")
+    return int(percent)
+
+
+def make_splits(data: TimeSeriesData, context_len: int, horizon: int = 0, scheme: str = "auto",
+                train_percent: int = 100) -> Splits:
     """Split ``data`` by time, fill gaps per segment, and standardize with train-only statistics.
 
     The scaler uses observed train values only (population std, as sklearn's StandardScaler); a constant
-    channel gets std 1. See ``alignts.data.series`` for the missing-value policy.
+    channel gets std 1. See ``alignts.data.series`` for the missing-value policy. ``train_percent`` P < 100
+    keeps only the first P% of the training windows (:func:`few_shot_border`); the scaler still sees the
+    whole train segment.
     """
     scheme = resolve_scheme(data.name, scheme)
     b1, b2 = split_borders(data.n_rows, context_len, horizon, scheme, data.name)
+    train_percent = check_train_percent(train_percent, context_len, horizon, b2[0], data.name)
     raw = data.values.astype(np.float64, copy=False)
     train_raw = raw[b1[0]:b2[0]]
     observed = ~np.isnan(train_raw)
@@ -132,6 +161,8 @@ def make_splits(data: TimeSeriesData, context_len: int, horizon: int = 0, scheme
     std[(std == 0) | ~np.isfinite(std)] = 1.0  # constant channels: keep them, do not divide by 0
     mean[empty] = 0.0
 
+    if train_percent < 100:  # few-shot: cut after the scaler was fitted on the whole train segment
+        b2 = (few_shot_border(b2[0], context_len, train_percent), b2[1], b2[2])
     segs, masks = [], []
     for s, e in zip(b1, b2):
         seg = raw[s:e]
@@ -139,7 +170,8 @@ def make_splits(data: TimeSeriesData, context_len: int, horizon: int = 0, scheme
         segs.append(fill_missing((seg - mean) / std))
     return Splits(train=segs[0], val=segs[1], test=segs[2], train_mask=masks[0], val_mask=masks[1],
                   test_mask=masks[2], mean=mean, std=std, borders=(b1, b2), scheme=scheme,
-                  context_len=int(context_len), horizon=int(horizon), name=data.name, freq=data.freq)
+                  context_len=int(context_len), horizon=int(horizon), name=data.name, freq=data.freq,
+                  train_percent=train_percent)
 
 
 def n_windows(n_rows: int, context_len: int, horizon: int, stride: int = 1) -> int:
