@@ -27,6 +27,13 @@ def add_arguments(p):
     p.add_argument("--linear-skip", action="store_true",
                    help="add a frozen ridge-fitted Linear(L -> H) on the normalized context; the LM learns the "
                         "residual (off = GPT4TS as published)")
+    p.add_argument("--train-percent", type=int, default=100, metavar="P",
+                   help="few-shot protocol: train on the first P%% of the training windows (GPT4TS / Time-LLM / "
+                        "LLM4TS borders; the scaler still sees the whole train split; default 100)")
+    p.add_argument("--ablate-lm", default="none", choices=("none", "identity"),
+                   help="identity: the LM-removed twin (LM blocks replaced by identity, trained the same way)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where training runs (default cpu; auto = cuda when torch sees a GPU)")
     p.add_argument("--columns", default=None, help="comma-separated channels (default: all numeric)")
     p.add_argument("--no-int8", action="store_true", help="skip the onnx-int8 variant")
     p.add_argument("--no-gguf", action="store_true", help="skip the GGUF variants")
@@ -46,11 +53,14 @@ def run(args) -> int:
         data=args.data, out=args.out, backbone=args.backbone, n_layers=args.layers,
         model=InternalConfig(context_len=args.context, horizon=args.horizon, patch_len=args.patch_len,
                              stride=args.stride, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-                             lora_targets=split(args.lora_targets), linear_skip=args.linear_skip),
+                             lora_targets=split(args.lora_targets), linear_skip=args.linear_skip,
+                             ablate_lm=args.ablate_lm),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                           max_train_windows=args.max_train_windows, max_val_windows=args.max_val_windows,
-                          seed=args.seed, time_budget_s=args.time_budget, threads=args.threads),
-        int8=not args.no_int8, gguf=not args.no_gguf, overwrite=args.overwrite, columns=split(args.columns))
+                          seed=args.seed, time_budget_s=args.time_budget, threads=args.threads,
+                          device=args.device),
+        int8=not args.no_int8, gguf=not args.no_gguf, overwrite=args.overwrite, columns=split(args.columns),
+        train_percent=args.train_percent)
     check_config(cfg)
     t0 = time.perf_counter()
     m = fit_internal(cfg)

@@ -43,6 +43,8 @@ class FitInternalConfig:
     gguf_dtypes: GGUF weight types to write.
     overwrite: replace an existing ``out``.
     columns:   channels to use (None = every numeric column).
+    train_percent: few-shot protocol: train on the first P% of the training windows (the scaler still sees
+               the whole train split; ``alignts.data.splits.few_shot_border``); 100 = all.
     """
 
     data: str
@@ -56,6 +58,7 @@ class FitInternalConfig:
     gguf_dtypes: tuple[str, ...] = ("f32", "f16")
     overwrite: bool = False
     columns: tuple[str, ...] | None = None
+    train_percent: int = 100
 
 
 def _gguf_available() -> str | None:
@@ -82,7 +85,7 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
     from alignts.export.backbones import load_backbone
     from alignts.export.bundle import calibrate_written, command_line
     from alignts.export.internal import build_model, count_params, fit_linear_skip
-    from alignts.export.train import train
+    from alignts.export.train import resolve_device, train
     from alignts.errors import ArtifactError
 
     t0 = time.perf_counter()
@@ -91,9 +94,12 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
         raise ArtifactError(f"{str(out)!r} already exists; choose another --out or pass --overwrite.")
     mcfg = cfg.model
     mcfg.check()
+    if mcfg.ablate_lm != "none":  # the LM-removed twin has no LM to put LoRA on
+        mcfg = replace(mcfg, lora_rank=0)
+    resolve_device(cfg.train.device)  # a missing GPU fails before the data and the LM load
     L, H = mcfg.context_len, mcfg.horizon
     data = load_data(cfg.data, columns=list(cfg.columns) if cfg.columns else None)
-    splits = make_splits(data, L, H)
+    splits = make_splits(data, L, H, train_percent=cfg.train_percent)
     train_xy = sliding_windows(splits.train, L, H)
     val_xy = sliding_windows(splits.val, L, H)
     log.info("data %s: %d channels, %d train / %d val windows", data.name, data.n_channels,
@@ -123,6 +129,8 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
         "train_wall_s": result.wall_s, "history": list(result.history),
         "n_train_windows": int(train_xy[0].shape[0]), "n_val_windows": int(val_xy[0].shape[0]),
         "trainable_params": n_train, "total_params": n_total, "start_val_mse": result.start_val_mse,
+        "train_percent": splits.train_percent, "train_rows": int(splits.train.shape[0]),
+        "ablate_lm": mcfg.ablate_lm, "device_used": result.device,
     }
     if skip_info is not None:
         training["linear_skip"] = skip_info
@@ -132,7 +140,7 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
         context_len=L, horizon=H, n_channels=data.n_channels, patch_len=mcfg.patch_len, stride=mcfg.stride,
         n_patches=mcfg.n_patches, d_model=backbone.d_model, eps=mcfg.eps, columns=tuple(data.columns),
         scaler={"mean": splits.mean.tolist(), "std": splits.std.tolist()}, linear_skip=mcfg.linear_skip,
-        extra={"freq": data.freq, "split_scheme": splits.scheme}).to_dict()
+        extra={"freq": data.freq, "split_scheme": splits.scheme, "ablate_lm": mcfg.ablate_lm}).to_dict()
     lora = {"rank": mcfg.lora_rank, "alpha": mcfg.lora_alpha, "dropout": mcfg.lora_dropout, "targets": targets,
             "fused": True, "base_sha256": backbone.source_sha256, "trainable": list(backbone.trainable_names())
             if mcfg.train_norms else []} if mcfg.lora_rank > 0 else {}
@@ -202,7 +210,8 @@ def export_bundle(model, backbone, cfg: FitInternalConfig, config: dict, lora: d
             extra_files.append(write_trained(tmp, trained))
         gguf_note = None
         if cfg.gguf:
-            gguf_note = _gguf_available()
+            gguf_note = ("the LM is ablated (identity): there is no LM to run in llama.cpp"
+                         if core.lm is None else _gguf_available())
             if gguf_note is None:
                 try:
                     variants.extend(_export_gguf(core, backbone, cfg, tmp, make_inputs))
@@ -220,7 +229,7 @@ def export_bundle(model, backbone, cfg: FitInternalConfig, config: dict, lora: d
                         skipped["gguf-f32-lora"] = str(e)
                         log.warning("gguf-f32-lora left out: %s", e)
             else:
-                log.warning("GGUF variants skipped: %s", gguf_note)
+                (log.info if core.lm is None else log.warning)("GGUF variants skipped: %s", gguf_note)
         limits = {"max_context": mcfg.context_len, "max_horizon": mcfg.horizon}
         if gguf_note:
             skipped["gguf"] = gguf_note
@@ -356,3 +365,7 @@ def check_config(cfg: FitInternalConfig) -> None:
     """Cheap checks before anything loads."""
     if cfg.n_layers is not None and cfg.n_layers < 1:
         raise InputError(f"--layers {cfg.n_layers}: expected >= 1.")
+    from alignts.data.splits import check_train_percent
+
+    check_train_percent(cfg.train_percent)
+    cfg.model.check()

@@ -8,6 +8,10 @@ Optional ``linear_skip``: a frozen Linear(L -> H) on the normalized context, fit
 strength chosen on the validation windows) before training, is added to the head's output; the LM and head
 then learn the residual. Off by default (GPT4TS as published).
 
+Optional ``ablate_lm="identity"``: the LM-removed twin (Tan et al., NeurIPS 2024, "w/o LLM"): the same
+pipeline with the LM blocks replaced by identity, ``patches -> Linear(P -> d) -> flatten -> Linear -> H``,
+trained the same way; it shows what the LM itself buys.
+
 Split in two so the export carries only the learned part: :class:`InternalCore` maps normalized
 ``patches [S, N, P]`` to a normalized forecast ``[S, H]`` (exported to ONNX); :class:`InternalModel` wraps it
 with the torch RevIN/patching that the runtime replaces with the numba kernels.
@@ -25,6 +29,8 @@ from alignts.runtime.configs import InternalRuntimeConfig
 
 log = logging.getLogger(__name__)
 
+ABLATIONS = ("none", "identity")  # what replaces the LM: nothing (it runs) or identity (the LM-removed twin)
+
 
 @dataclass(frozen=True)
 class InternalConfig:
@@ -40,6 +46,8 @@ class InternalConfig:
                           mean (a sane start when the budget allows few steps); ``"default"``: torch's init.
     linear_skip:          add a frozen Linear(L -> H) on the normalized context (see the module docstring;
                           fitted by :func:`fit_linear_skip`).
+    ablate_lm:            ``"none"`` (the LM runs) or ``"identity"`` (the LM blocks are replaced by identity:
+                          no LoRA, nothing of the LM in the exported graph).
     """
 
     context_len: int = 336
@@ -54,6 +62,7 @@ class InternalConfig:
     train_norms: bool = True
     head_init: str = "zeros"
     linear_skip: bool = False
+    ablate_lm: str = "none"
 
     @property
     def n_patches(self) -> int:
@@ -67,6 +76,9 @@ class InternalConfig:
         if self.linear_skip and self.stride > self.patch_len:
             raise InputError(f"linear_skip with stride={self.stride} > patch_len={self.patch_len}: the patches skip "
                              "context points, so the skip path cannot read the context. Fix: --stride <= --patch-len.")
+        if self.ablate_lm not in ABLATIONS:
+            raise InputError(f"ablate_lm={self.ablate_lm!r}: expected one of {ABLATIONS}. Fix: --ablate-lm identity "
+                             "for the LM-removed twin, or leave it out.")
         if self.lora_rank < 0:
             raise InputError(f"lora_rank={self.lora_rank}: expected >= 0 (0 = no LoRA).")
 
@@ -89,12 +101,17 @@ def build_core(backbone, cfg: InternalConfig, seed: int = 0):
             super().__init__()
             torch.manual_seed(seed)
             self.patch_embed = nn.Linear(cfg.patch_len, backbone.d_model)
-            self.lm = backbone.model
+            self.lm = None if cfg.ablate_lm == "identity" else backbone.model
             self.head = nn.Linear(backbone.d_model * cfg.n_patches, cfg.horizon)
             if cfg.head_init == "zeros":
                 nn.init.zeros_(self.head.weight)
                 nn.init.zeros_(self.head.bias)
             self._peft = None  # kept out of the module tree: it shares self.lm's parameters
+            self.cfg = cfg
+            if self.lm is None:  # the LM-removed twin: no LM, no LoRA
+                self.targets = ()
+                self._add_skip()
+                return
             targets = tuple(cfg.lora_targets or backbone.lora_targets)
             for p in self.lm.parameters():
                 p.requires_grad_(False)
@@ -111,8 +128,10 @@ def build_core(backbone, cfg: InternalConfig, seed: int = 0):
                     if any(t in n for t in backbone.trainable_names()):
                         p.requires_grad_(True)
             self.targets = targets
+            self._add_skip()  # after LoRA: its init draws from the seeded RNG in this order
+
+        def _add_skip(self):
             self.skip = None
-            self.cfg = cfg
             if cfg.linear_skip:
                 self.skip = nn.Linear(cfg.context_len, cfg.horizon)
                 nn.init.zeros_(self.skip.weight)
@@ -121,7 +140,7 @@ def build_core(backbone, cfg: InternalConfig, seed: int = 0):
 
         def forward(self, patches):  # [S, N, P] -> [S, H]
             e = self.patch_embed(patches)  # [S, N, d]
-            h = backbone.forward_embeds(e, model=self.lm)  # [S, N, d]
+            h = e if self.lm is None else backbone.forward_embeds(e, model=self.lm)  # [S, N, d]
             y = self.head(h.reshape(h.shape[0], -1))
             if self.skip is not None:
                 y = y + self.skip(context_from_patches(patches, cfg.stride, cfg.context_len))
@@ -129,6 +148,8 @@ def build_core(backbone, cfg: InternalConfig, seed: int = 0):
 
         def lora_state(self) -> dict:
             """The LoRA A/B tensors (unfused), by parameter name."""
+            if self.lm is None:
+                return {}
             return {n: p.detach().clone() for n, p in self.lm.named_parameters() if "lora_" in n}
 
         def fuse_lora(self) -> None:

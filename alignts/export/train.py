@@ -36,6 +36,8 @@ class TrainConfig:
     time_budget_s:     stop training when the next step would pass this wall time (None = no limit); the
                        best state so far is kept and a final validation is still run.
     threads:           torch intra-op threads (None = leave torch's default).
+    device:            where training runs: ``"cpu"``, ``"cuda"`` (raises when torch sees no CUDA GPU) or
+                       ``"auto"`` (cuda when available); the model comes back on the CPU for the export.
     """
 
     epochs: int = 10
@@ -48,6 +50,27 @@ class TrainConfig:
     seed: int = 0
     time_budget_s: float | None = None
     threads: int | None = None
+    device: str = "cpu"
+
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(device: str) -> str:
+    """``"cpu"`` or ``"cuda"`` for a ``TrainConfig.device``; InputError when cuda is asked for but absent."""
+    import torch
+
+    if device not in DEVICES:
+        raise InputError(f"device {device!r}: expected one of {DEVICES}. Fix: --device cpu, cuda or auto.")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        built = torch.version.cuda
+        why = (f"this torch {torch.__version__} is built without CUDA" if built is None
+               else f"this torch {torch.__version__} (CUDA {built}) sees no CUDA GPU")
+        raise InputError(f"--device cuda: {why}. Fix: --device cpu (or auto), or install a CUDA build of torch "
+                         "on a machine with an NVIDIA GPU.")
+    return device
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,7 @@ class TrainResult:
     history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     stopped_by: str = "epochs"  # "epochs" | "early_stopping" | "time_budget"
     start_val_mse: float = float("nan")
+    device: str = "cpu"  # where it trained (TrainConfig.device resolved)
 
 
 def _as_tensor(a):
@@ -81,16 +105,16 @@ def _check_xy(name: str, xy) -> tuple:
     return x, y
 
 
-def evaluate_mse(model, x, y, batch_size: int = 64) -> float:
-    """Mean squared error of ``model(x)`` against ``y`` (no grad, eval mode)."""
+def evaluate_mse(model, x, y, batch_size: int = 64, device: str = "cpu") -> float:
+    """Mean squared error of ``model(x)`` against ``y`` (no grad, eval mode; batches moved to ``device``)."""
     import torch
 
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
-            pred = model(x[i:i + batch_size])
-            total += float(((pred - y[i:i + batch_size]) ** 2).sum())
+            pred = model(x[i:i + batch_size].to(device))
+            total += float(((pred - y[i:i + batch_size].to(device)) ** 2).sum())
             count += pred.numel()
     return total / max(count, 1)
 
@@ -106,6 +130,7 @@ def train(model, train_xy, val_xy, cfg: TrainConfig = TrainConfig()) -> TrainRes
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
@@ -115,6 +140,7 @@ def train(model, train_xy, val_xy, cfg: TrainConfig = TrainConfig()) -> TrainRes
     if cfg.max_val_windows is not None and xva.shape[0] > cfg.max_val_windows:
         idx = np.sort(rng.choice(xva.shape[0], cfg.max_val_windows, replace=False))
         xva, yva = xva[idx], yva[idx]
+    model.to(device)  # the windows stay on the CPU; each batch moves
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InputError("the model has no parameter with requires_grad=True; nothing to train.")
@@ -133,7 +159,7 @@ def train(model, train_xy, val_xy, cfg: TrainConfig = TrainConfig()) -> TrainRes
     # The starting weights are a candidate too: training never returns a model worse on validation than
     # the one it was given (a zero head forecasts the context mean; a fitted linear skip forecasts as ridge).
     tv = time.perf_counter()
-    best = start_val = evaluate_mse(model, xva, yva, cfg.batch_size)
+    best = start_val = evaluate_mse(model, xva, yva, cfg.batch_size, device)
     val_cost_s = time.perf_counter() - tv  # reserved from the time budget before each validation
     best_state = snapshot()
     log.info("start: val mse %.4f", start_val)
@@ -154,7 +180,7 @@ def train(model, train_xy, val_xy, cfg: TrainConfig = TrainConfig()) -> TrainRes
                     out_of_time = True
                     break
             idx = torch.from_numpy(order[i:i + cfg.batch_size])
-            xb, yb = xtr[idx], ytr[idx]
+            xb, yb = xtr[idx].to(device), ytr[idx].to(device)
             loss = torch.nn.functional.mse_loss(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -165,7 +191,7 @@ def train(model, train_xy, val_xy, cfg: TrainConfig = TrainConfig()) -> TrainRes
             bar.set_postfix(loss=f"{loss.item():.4f}")
         bar.close()
         tv = time.perf_counter()
-        val = evaluate_mse(model, xva, yva, cfg.batch_size)
+        val = evaluate_mse(model, xva, yva, cfg.batch_size, device)
         val_cost_s = time.perf_counter() - tv
         epochs_run += 1
         history.append(dict(epoch=epoch + 1, train_mse=sum_loss / max(n_seen, 1), val_mse=val,
@@ -186,6 +212,8 @@ def train(model, train_xy, val_xy, cfg: TrainConfig = TrainConfig()) -> TrainRes
         sd = dict(model.named_parameters())
         for n, v in best_state.items():
             sd[n].copy_(v)
+    model.to("cpu")  # export and the reference run on the CPU
     model.eval()
     return TrainResult(best_val_mse=float(best), epochs_run=epochs_run, wall_s=time.perf_counter() - t0,
-                       history=tuple(history), stopped_by=stopped_by, start_val_mse=float(start_val))
+                       history=tuple(history), stopped_by=stopped_by, start_val_mse=float(start_val),
+                       device=device)
