@@ -17,6 +17,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("peft")
 pytest.importorskip("onnxruntime")
 
+from alignts.data.load import load_data  # noqa: E402
 from alignts.errors import InputError  # noqa: E402
 from alignts.export.fit_internal import FitInternalConfig, fit_internal  # noqa: E402
 from alignts.export.internal import InternalConfig  # noqa: E402
@@ -125,3 +126,83 @@ def test_device_cuda_trains(csv, tmp_path):
     cfg = _cfg(csv, tmp_path / "b")
     m = fit_internal(replace(cfg, train=replace(cfg.train, device="cuda")), command="test")
     assert m.training["device_used"] == "cuda"
+
+
+def _ett_csv(path: Path, seed: int, scale: float) -> Path:
+    import pandas as pd
+
+    n = 17420  # ETT length: the ETT hourly borders apply
+    t = np.arange(n)
+    rng = np.random.default_rng(seed)
+    pd.DataFrame({"date": pd.date_range("2016-07-01", periods=n, freq="h"),
+                  "a": scale * np.sin(2 * np.pi * t / 24) + 0.3 * rng.standard_normal(n) + 1e-4 * t,
+                  "OT": np.cos(2 * np.pi * t / 24 + seed) + 0.3 * rng.standard_normal(n)}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def few_shot_twins(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fewshot")
+    src, other = _ett_csv(root / "ETTh1.csv", 0, 1.0), _ett_csv(root / "ETTh2.csv", 1, 3.0)
+    out = {}
+    for ab in ("none", "identity"):
+        cfg = _cfg(src, root / ab, ablate=ab, train_percent=10)
+        out[ab] = root / ab
+        fit_internal(replace(cfg, gguf=False), command="test")
+    return root, src, other, out
+
+
+def _eval_json(args, path):
+    import json
+
+    from alignts.cli import main
+
+    assert main(["eval", *args, "--json", str(path)]) == 0
+    return json.loads(path.read_text())
+
+
+def test_eval_twins_and_few_shot_baselines(few_shot_twins, tmp_path):
+    from alignts.eval.baselines import fit_baseline
+    from alignts.eval.evaluate import evaluate
+    from alignts.data.splits import make_splits
+
+    root, src, _, b = few_shot_twins
+    r = _eval_json([str(b["none"]), str(b["identity"]), "--data", str(src)], tmp_path / "e.json")
+    rows = r["rows"]
+    assert list(rows)[:2] == ["internal", "internal, LM removed (identity)"]
+    assert rows["internal, LM removed (identity)"]["ablate_lm"] == "identity"
+    assert rows["internal"]["n_windows"] == rows["internal, LM removed (identity)"]["n_windows"]
+    assert not r["zero_shot"] and r["train_percent"] == 10 and r["published_key"] == ["ETTh1", "few-shot 10% avg"]
+    # the baselines saw the same 10 % of the training windows as the bundles
+    data = load_data(src)
+    few, full = make_splits(data, L, H, train_percent=10), make_splits(data, L, H)
+    want = evaluate(fit_baseline("ridge", few.train, L, H).predict, few, L, H, progress=False)["mse"]
+    other = evaluate(fit_baseline("ridge", full.train, L, H).predict, full, L, H, progress=False)["mse"]
+    assert rows["ridge"]["mse"] == pytest.approx(want, rel=1e-9)
+    assert want != pytest.approx(other, rel=1e-6)
+
+
+def test_eval_zero_shot_fits_baselines_on_the_source(few_shot_twins, tmp_path):
+    from alignts.eval.baselines import fit_baseline
+    from alignts.eval.evaluate import evaluate
+    from alignts.data.splits import make_splits
+
+    root, src, other, b = few_shot_twins
+    r = _eval_json([str(b["none"]), "--data", str(other)], tmp_path / "z.json")
+    assert r["zero_shot"] and "source data's (ETTh1)" in r["baselines_fitted_on"]
+    assert r["published_key"] == ["ETTh1->ETTh2", 96] or r["published_key"] == ["ETTh1->ETTh2", "avg"]
+    target = make_splits(load_data(other), L, H)  # scaled by its own train split
+    source_train = make_splits(load_data(src), L, H, train_percent=10).train
+    want = evaluate(fit_baseline("dlinear", source_train, L, H).predict, target, L, H, progress=False)["mse"]
+    assert r["rows"]["dlinear"]["mse"] == pytest.approx(want, rel=1e-9)
+    mine = evaluate(fit_baseline("dlinear", target.train, L, H).predict, target, L, H, progress=False)["mse"]
+    assert want != pytest.approx(mine, rel=1e-6)
+
+
+def test_eval_refuses_bundles_of_other_shapes(few_shot_twins, csv, tmp_path):
+    from alignts.cli import main
+
+    root, src, _, b = few_shot_twins
+    cfg = _cfg(csv, tmp_path / "h4")
+    fit_internal(replace(cfg, gguf=False, model=replace(cfg.model, horizon=4)), command="test")
+    assert main(["eval", str(b["none"]), str(tmp_path / "h4"), "--data", str(src)]) == 2

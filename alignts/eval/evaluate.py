@@ -61,6 +61,24 @@ PUBLISHED: dict[tuple[str, int | str], dict[str, dict]] = {
         "DLinear": {"mse": 0.299, "mae": 0.343, "L": 336},
     },
 }
+# Few-shot 10 % (train_percent=10): MSE averaged over H = 96/192/336/720, LLM4TS paper (Chang et al.), Table 3a;
+# the table gives no MAE here. Key: (dataset, "few-shot 10% avg").
+FEW_SHOT_10 = {"ETTh1": (0.525, 0.590, 0.691, 0.633), "ETTh2": (0.366, 0.397, 0.605, 0.415),
+               "ETTm1": (0.408, 0.464, 0.411, 0.501)}
+for _name, _v in FEW_SHOT_10.items():
+    PUBLISHED[(_name, "few-shot 10% avg")] = {
+        m: {"mse": v, "mae": None, "L": None, "source": "LLM4TS Table 3a, 10% few-shot, avg over H"}
+        for m, v in zip(("LLM4TS", "GPT4TS", "DLinear", "PatchTST"), _v)}
+# Zero-shot ETTh1 -> ETTh2 (trained on ETTh1, scored on ETTh2's test split, each scaled by its own train split,
+# L=512): Time-LLM paper (Jin et al., ICLR 2024) zero-shot table; the averages are its Table 4, the H=96 values
+# are its full per-horizon zero-shot table as reproduced in a public repository (see results/zeroshot_etth1_etth2.md).
+ZERO_SHOT_H1_H2 = {96: {"Time-LLM": (0.279, 0.337), "LLMTime": (0.510, 0.576), "GPT4TS": (0.335, 0.374),
+                        "DLinear": (0.347, 0.400), "PatchTST": (0.304, 0.350)},
+                   "avg": {"Time-LLM": (0.353, 0.387), "LLMTime": (0.992, 0.708), "GPT4TS": (0.406, 0.422),
+                           "DLinear": (0.493, 0.488), "PatchTST": (0.380, 0.405)}}
+for _h, _rows in ZERO_SHOT_H1_H2.items():
+    PUBLISHED[("ETTh1->ETTh2", _h)] = {m: {"mse": v[0], "mae": v[1], "L": 512, "source": "Time-LLM zero-shot table"}
+                                       for m, v in _rows.items()}
 # Our row names -> the published row they correspond to.
 PUBLISHED_ALIASES = {"last_value": "Repeat", "dlinear": "DLinear", "bridging": "Time-LLM",
                      "internal": "GPT4TS"}
@@ -185,12 +203,13 @@ def evaluate(predict: Predict, splits: Splits, context_len: int | None = None, h
     return r
 
 
-def bundle_splits(config: RuntimeConfig, data_spec: str, context_len: int, horizon: int):
+def bundle_splits(config: RuntimeConfig, data_spec: str, context_len: int, horizon: int, train_percent: int = 100):
     """(data, splits, same_scaler) for scoring a bundle on ``data_spec``: the bundle's columns, splits for its L
-    and H scaled by this data's train split (the protocol); ``same_scaler`` says whether that matches the
-    bundle's training scaler (False: the bundle was fitted on other data)."""
+    and H scaled by this data's train split (the protocol; the train segment cut to ``train_percent``, the
+    few-shot share the bundle was fitted on); ``same_scaler`` says whether that matches the bundle's training
+    scaler (False: the bundle was fitted on other data)."""
     data = load_data(data_spec, columns=list(config.columns) if config.columns else None)
-    splits = make_splits(data, context_len, horizon)
+    splits = make_splits(data, context_len, horizon, train_percent=train_percent)
     sc = config.scaler
     same = not sc or bool(np.allclose(sc["mean"], splits.mean) and np.allclose(sc["std"], splits.std))
     return data, splits, same
@@ -231,17 +250,20 @@ def forecaster_predict(f, levels: Sequence[float] | None = None) -> Predict:
 
 
 def baseline_table(splits: Splits, L: int | None = None, H: int | None = None, period: int | None = None,
-                   names: Sequence[str] = BASELINES, batch_size: int = 1024, progress: bool = False) -> dict:
+                   names: Sequence[str] = BASELINES, batch_size: int = 1024, progress: bool = False,
+                   train: np.ndarray | None = None) -> dict:
     """Fit each baseline on the train split and score it like ``evaluate``: ``{name: {mse, mae, n_windows,
     seconds}}`` (seconds = fit + scoring). Seasonal naive is skipped, with a warning, when no period is
-    known or it exceeds ``L``."""
+    known or it exceeds ``L``. ``train [T, C]``: fit on this segment instead of ``splits.train`` (zero-shot:
+    the source data's train split, scaled by its own scaler)."""
     L = int(L if L is not None else splits.context_len)
     H = int(H if H is not None else splits.horizon)
+    fit_on = splits.train if train is None else train
     rows: dict[str, dict] = {}
     for name in names:
         t0 = time.perf_counter()
         try:
-            model = fit_baseline(name, splits.train, L, H, period=period, freq=splits.freq)
+            model = fit_baseline(name, fit_on, L, H, period=period, freq=splits.freq)
         except InputError as e:
             if name == "seasonal_naive":
                 log.warning("seasonal_naive skipped: %s", e)
@@ -253,6 +275,45 @@ def baseline_table(splits: Splits, L: int | None = None, H: int | None = None, p
         if name == "seasonal_naive":
             rows[name]["period"] = model.period
     return rows
+
+
+def same_data(spec_a: str, spec_b: str) -> bool:
+    """Whether two data specs name the same source (the same file, or the same ``statsmodels:NAME``)."""
+    from pathlib import Path
+
+    a, b = str(spec_a), str(spec_b)
+    if a == b:
+        return True
+    if a.startswith("statsmodels:") or b.startswith("statsmodels:"):
+        return False
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
+
+
+def baseline_train(training: Mapping, data_spec: str, splits: Splits,
+                   columns=None) -> tuple[np.ndarray, str | None, str]:
+    """The segment the baselines are fitted on for a bundle scored on ``data_spec``: ``(train [T, C], source,
+    note)``; ``source`` is the source dataset's name for zero-shot transfer, else None.
+
+    The same data as the bundle's training (``training["data"]``): ``splits.train`` cut to the bundle's
+    ``train_percent`` (make the splits with it). Other data (zero-shot transfer): the source data's train
+    split, cut the same way and scaled by the source's own scaler, so the baselines see what the bundle saw.
+    When the source cannot be loaded here, ``splits.train`` is used and the note says so.
+    """
+    source = training.get("data")
+    pct = int(training.get("train_percent") or 100)
+    if not source or same_data(str(source), data_spec):
+        return splits.train, None, f"fitted on {pct}% of this data's training windows"
+    try:
+        src = make_splits(load_data(str(source), columns=list(columns) if columns else None),
+                          splits.context_len, splits.horizon, train_percent=pct)
+    except Exception as e:  # a bundle fitted elsewhere: say what the baselines were fitted on instead
+        log.warning("baselines: the bundle's source data %s could not be loaded (%s); fitting them on %s", source,
+                    e, data_spec)
+        return splits.train, None, f"fitted on this data (the bundle's source {source} is not readable here: {e})"
+    return src.train, src.name, f"fitted on {pct}% of the source data's ({src.name}) training windows (zero-shot)"
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -289,12 +350,17 @@ def format_table(rows: Mapping[str, Mapping], published: tuple[str, int | str] |
         if published:
             ref = PUBLISHED_ALIASES.get(name, name)
             p = pub.pop(ref, None)
-            cells.append(f"{p['mse']:.3f}/{p['mae']:.3f} ({ref})" if p else "")
+            cells.append(f"{_pub(p)} ({ref})" if p else "")
         lines.append("| " + " | ".join(cells) + " |")
     for ref, p in pub.items():
         tag = f"{ref} (published{', L=' + str(p['L']) if p.get('L') else ''})"
-        lines.append("| " + " | ".join([tag] + [""] * (len(head) - 2) + [f"{p['mse']:.3f}/{p['mae']:.3f}"]) + " |")
+        lines.append("| " + " | ".join([tag] + [""] * (len(head) - 2) + [_pub(p)]) + " |")
     return "\n".join(lines)
+
+
+def _pub(p: Mapping) -> str:
+    """``mse/mae`` of a published row (``mse/-`` where the paper gives no MAE)."""
+    return f"{p['mse']:.3f}/" + (f"{p['mae']:.3f}" if p.get("mae") is not None else "-")
 
 
 # ------------------------------------------------------------------------------------ holdout (Monash)
