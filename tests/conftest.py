@@ -43,3 +43,20 @@ def csv(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("data") / "syn.csv"
     df.to_csv(p, index=False)
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tmp_path_factory) -> dict:
+    """One tiny bundle of each paradigm (tests/tiny_bundles.py, on statsmodels:co2), built once per session:
+    {"internal": ..., "bridging": ..., "injective": ...}. Skips without torch, onnxruntime, llama.cpp or optimum.
+    $ALIGNTS_TINY_BUNDLES names a folder that holds them already (reused between runs while developing)."""
+    kept = os.environ.get("ALIGNTS_TINY_BUNDLES")
+    if kept:
+        return {p: Path(kept) / p for p in ("internal", "bridging", "injective")}
+    for mod in ("torch", "onnxruntime", "llama_cpp", "optimum.exporters.onnx", "statsmodels"):
+        pytest.importorskip(mod)
+    from tiny_bundles import bridging_bundle, injective_bundle, internal_bundle
+
+    root = tmp_path_factory.mktemp("tiny_bundles")
+    return {"internal": internal_bundle(root, "statsmodels:co2"), "bridging": bridging_bundle(root, "statsmodels:co2"),
+            "injective": injective_bundle(root)}
