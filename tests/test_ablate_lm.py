@@ -206,3 +206,57 @@ def test_eval_refuses_bundles_of_other_shapes(few_shot_twins, csv, tmp_path):
     cfg = _cfg(csv, tmp_path / "h4")
     fit_internal(replace(cfg, gguf=False, model=replace(cfg.model, horizon=4)), command="test")
     assert main(["eval", str(b["none"]), str(tmp_path / "h4"), "--data", str(src)]) == 2
+
+
+def _bridging(data, out, ablate="none", store=None):
+    from alignts.export.bridging import BridgingConfig
+    from alignts.export.fit_bridging import FitBridgingOptions, fit_bridging
+
+    cfg = BridgingConfig(context_len=L, horizon=H, patch_len=8, stride=8, d_model=16, n_heads=4, d_keys=8,
+                         n_prototypes=16, d_ff=16, description="test series.", ablate_lm=ablate)
+    train = TrainConfig(epochs=1, batch_size=16, max_train_windows=32, max_val_windows=16, threads=1)
+    return fit_bridging(FitBridgingOptions(data=str(data), out=str(out), backbone="tiny-bert", n_check=2,
+                                           backbone_dir=str(store) if store else None), cfg, train, progress=False)
+
+
+def test_bridging_identity_has_no_backbone(csv, tmp_path):
+    from alignts.export.reference import load_torch
+    from alignts.runtime.manifest import read_manifest
+
+    s = _bridging(csv, tmp_path / "no_lm", "identity", store=tmp_path / "store")
+    assert s["backbone_path"] is None and not (tmp_path / "store").exists()  # nothing of the LM is written
+    m = read_manifest(tmp_path / "no_lm")
+    assert dict(m.backbone) == {} and m.config["ablate_lm"] == "identity"
+    assert m.training["ablate_lm"] == "identity"
+    assert [v.name for v in m.variants] == ["onnx-fp32"] and m.variants[0].extra["backbone_variant"] == "none"
+    assert not any(f.endswith(".gguf") for f in m.files)
+    x = np.random.default_rng(0).standard_normal((3, 2, L)).astype(np.float32)
+    f = load(tmp_path / "no_lm")
+    f.plan(batch_size=3)
+    got = f.forecast_scaled(x)
+    ref = load_torch(tmp_path / "no_lm")(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_bridging_identity_bypasses_the_lm(csv):
+    """The torch model of the twin never calls the LM: its output does not change when the LM's weights do."""
+    from alignts.export.backbone_bundle import tokenizer_text
+    from alignts.export.backbones import load_backbone
+    from alignts.export.bridging import BridgingConfig, BridgingModel
+    from alignts.runtime.tokenize import PromptTokenizer
+
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 1, L)).astype(np.float32))
+    outs = {}
+    for ab in ("none", "identity"):
+        bb = load_backbone("tiny-bert", seed=0)
+        cfg = BridgingConfig(context_len=L, horizon=H, patch_len=8, stride=8, d_model=16, n_heads=4, d_keys=8,
+                             n_prototypes=16, d_ff=16, prompt_len=8, ablate_lm=ab)
+        torch.manual_seed(0)
+        model = BridgingModel(bb, cfg, PromptTokenizer(tokenizer_text(bb).encode())).eval()
+        before = model(x).detach()
+        with torch.no_grad():
+            for p in model.lm.parameters():
+                p.mul_(-3.0)
+        outs[ab] = (before, model(x).detach())
+    assert not torch.allclose(*outs["none"])  # the LM matters to the full model
+    torch.testing.assert_close(*outs["identity"])  # and not at all to its twin

@@ -36,6 +36,13 @@ def add_arguments(p):
     p.add_argument("--max-val-windows", type=int, default=None, help="fixed random subsample for validation")
     p.add_argument("--time-budget", type=float, default=None, help="training wall-clock budget in seconds")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--train-percent", type=int, default=100, metavar="P",
+                   help="few-shot protocol: train on the first P%% of the training windows (GPT4TS / Time-LLM / "
+                        "LLM4TS borders; the scaler still sees the whole train split; default 100)")
+    p.add_argument("--ablate-lm", default="none", choices=("none", "identity"),
+                   help="identity: the LM-removed twin (the frozen LM replaced by identity; no prompt, no backbone)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where training runs (default cpu; auto = cuda when torch sees a GPU)")
     p.add_argument("--columns", default=None, help="comma-separated channels (default: all numeric)")
     p.add_argument("--target", default=None, help="channel to put last (e.g. OT)")
     p.add_argument("--no-gguf", action="store_true", help="do not export the backbone as GGUF (llama.cpp)")
@@ -56,24 +63,27 @@ def run(args) -> int:
     cfg = BridgingConfig(context_len=args.context, horizon=args.horizon, patch_len=args.patch_len,
                          stride=args.stride, d_model=args.d_model, n_heads=args.heads, d_keys=args.d_keys,
                          n_prototypes=args.prototypes, d_ff=args.d_ff, dropout=args.dropout,
-                         prompt_len=args.prompt_len, description=desc)
+                         prompt_len=args.prompt_len, description=desc, ablate_lm=args.ablate_lm)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                        max_train_windows=args.max_train_windows, max_val_windows=args.max_val_windows,
-                       seed=args.seed, time_budget_s=args.time_budget, threads=args.threads)
+                       seed=args.seed, time_budget_s=args.time_budget, threads=args.threads, device=args.device)
     opts = FitBridgingOptions(data=args.data, out=args.out, backbone=args.backbone, n_layers=args.layers,
                               backbone_dir=args.backbone_dir, columns=split(args.columns), target=args.target,
-                              overwrite=args.overwrite, gguf=not args.no_gguf)
+                              overwrite=args.overwrite, gguf=not args.no_gguf, train_percent=args.train_percent)
     t0 = time.perf_counter()
     s = fit_bridging(opts, cfg, tcfg)
     sizes = s["sizes"] or {}
     print(f"wrote {args.out} ({time.perf_counter() - t0:.0f} s): best val MSE {s['best_val_mse']:.4f} after "
           f"{s['epochs_run']} epochs ({s['stopped_by']}); prompt {s['prompt_len']} tokens; "
           f"{s['n_trainable_params']} trained parameters")
-    print(f"  backbone {s['backbone_path']} ({'reused' if s['backbone_reused'] else 'exported'}), "
-          f"sha256 {s['backbone_sha256'][:16]}...")
+    if s["backbone_path"]:
+        print(f"  backbone {s['backbone_path']} ({'reused' if s['backbone_reused'] else 'exported'}), "
+              f"sha256 {s['backbone_sha256'][:16]}...")
+    else:
+        print(f"  no backbone: the LM is ablated ({args.ablate_lm})")
     for name, v in s["variants"].items():
         print(f"  {name:10s} max|diff| vs torch: adapter {v['adapter_max_abs_diff']:.2e}, backbone "
               f"{v['backbone_max_abs_diff']:.2e}, pipeline {v['pipeline_max_abs_diff']:.2e}")
     print(f"  sizes: adapter {sizes.get('adapter_bytes', 0) / 1e6:.2f} MB, backbone "
-          f"{sizes.get('backbone_bytes', 0) / 1e6:.2f} MB (ratio {sizes.get('adapter_to_backbone', 0):.3f})")
+          f"{sizes.get('backbone_bytes', 0) / 1e6:.2f} MB (ratio {sizes.get('adapter_to_backbone') or 0:.3f})")
     return 0

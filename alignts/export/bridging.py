@@ -9,6 +9,10 @@ onto K text prototypes (``Linear(V -> K)`` over the frozen word embeddings) proj
 states, first d_ff features, flattened -> Linear -> H -> de-normalize.
 
 Only the patch embedding, the prototype mapping, the reprogramming layer and the head are trained.
+
+``ablate_lm="identity"``: the LM-removed twin (Tan et al., NeurIPS 2024, "w/o LLM"): the frozen LM is replaced by
+identity, so the reprogrammed patches go straight to the head (no prompt, no backbone at run time); trained the
+same way.
 For export the prototypes are constant, so the reprogramming keys and values are precomputed
 (:class:`AdapterExport`); no ``[V, K]`` matrix ships to the runtime.
 """
@@ -44,6 +48,7 @@ class BridgingConfig:
     prompt_len:         prompt tokens, left-padded or cut to this length (0 = choose at fit time).
     description:        dataset description in the prompt.
     top_k:              lags listed in the prompt.
+    ablate_lm:          ``"none"`` (the frozen LM runs) or ``"identity"`` (the LM-removed twin, see above).
     """
 
     context_len: int = 336
@@ -60,6 +65,7 @@ class BridgingConfig:
     prompt_len: int = 0
     description: str = BridgingRuntimeConfig.description
     top_k: int = BridgingRuntimeConfig.top_k
+    ablate_lm: str = BridgingRuntimeConfig.ablate_lm
 
     @property
     def n_patches(self) -> int:
@@ -138,6 +144,9 @@ class BridgingModel(nn.Module):
         d_llm = int(backbone.d_model)
         if not 1 <= cfg.d_ff <= d_llm:
             raise InputError(f"d_ff={cfg.d_ff}: expected 1..{d_llm} (the backbone width). Fix: pass a smaller --d-ff.")
+        if cfg.ablate_lm not in ("none", "identity"):
+            raise InputError(f"ablate_lm={cfg.ablate_lm!r}: expected 'none' or 'identity'. Fix: --ablate-lm identity "
+                             "for the LM-removed twin, or leave it out.")
         if cfg.context_len < cfg.patch_len:
             raise InputError(f"context_len={cfg.context_len} is shorter than patch_len={cfg.patch_len}; "
                              "pass a longer --context.")
@@ -202,9 +211,11 @@ class BridgingModel(nn.Module):
 
     def forward_flat(self, x_flat, ids=None):
         """``x_flat [S, L]`` -> forecast ``[S, H]`` (de-normalized)."""
-        ids = self.prompt_ids(x_flat) if ids is None else ids
         patches, mean, std = self.norm_patch(x_flat)
         enc = self.adapter(patches)  # [S, N, d]
+        if self.cfg.ablate_lm == "identity":  # the LM-removed twin: no prompt, no LM
+            return self.head_forward(enc) * std + mean
+        ids = self.prompt_ids(x_flat) if ids is None else ids
         prefix = self.word_emb[ids]  # [S, T, d]
         hidden = self.backbone_ref.forward_embeds(torch.cat([prefix, enc], dim=1), model=self.lm)
         y = self.head_forward(hidden[:, -self.cfg.n_patches:])

@@ -37,6 +37,8 @@ class FitBridgingOptions:
     columns, target: channel selection for ``load_data``.
     overwrite:     replace an existing ``out``.
     tol:           max abs diff allowed between torch and the exported pieces / composed pipeline.
+    train_percent: few-shot protocol: train on the first P% of the training windows (the scaler still sees
+                   the whole train split; ``alignts.data.splits.few_shot_border``); 100 = all.
     n_check:       validation windows used for the composed-pipeline check.
     gguf:          also export the backbone as GGUF (llama.cpp) when it exports it anew.
     """
@@ -52,6 +54,7 @@ class FitBridgingOptions:
     tol: float = 1e-4
     n_check: int = 4
     gguf: bool = True
+    train_percent: int = 100
 
 
 def series_windows(arr: np.ndarray, context_len: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +95,8 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
 
     check_x: ``[n, C, L]`` series for the composed torch-vs-runtime check. seed: the ``load_backbone`` seed
     (tiny presets), recorded so that ``alignts.export.reference.load_torch`` rebuilds the same model.
-    Returns the manifest as a dict.
+    backbone_path None: the LM-removed twin (``ablate_lm="identity"``): no backbone bundle, one ``onnx-fp32``
+    variant. Returns the manifest as a dict.
     """
     import torch
 
@@ -109,13 +113,15 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
     model.eval()
     gen = torch.Generator().manual_seed(0)
     N, P = cfg.n_patches, cfg.patch_len
-    bm = read_manifest(backbone_path, verify=False)
-    bb_bytes = int(sum(f.size for f in bm.files.values()) + (Path(backbone_path) / "manifest.json").stat().st_size)
-    bb_weight = int(bm.variant("onnx-fp32").weight_bytes + bm.files[BackboneRuntimeConfig.from_manifest(bm).table].size)
-    try:
-        rel = os.path.relpath(backbone_path, Path(out).resolve())
-    except ValueError:  # other drive (Windows)
-        rel = str(backbone_path)
+    bm = read_manifest(backbone_path, verify=False) if backbone_path is not None else None
+    if bm is not None:
+        bb_bytes = int(sum(f.size for f in bm.files.values()) + (Path(backbone_path) / "manifest.json").stat().st_size)
+        bb_weight = int(bm.variant("onnx-fp32").weight_bytes
+                        + bm.files[BackboneRuntimeConfig.from_manifest(bm).table].size)
+        try:
+            rel = os.path.relpath(backbone_path, Path(out).resolve())
+        except ValueError:  # other drive (Windows)
+            rel = str(backbone_path)
     with bundle_writer(out, overwrite=overwrite) as tmp:
         adapter = AdapterExport(model).eval()
         export_onnx(adapter, (torch.randn(2, N, P, generator=gen),), tmp / ADAPTER_NAME, ["patches"],
@@ -133,20 +139,22 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
         backbone_field = {"sha256": backbone_sha, "name": f"{backbone.name}:{backbone.spec}",
                           "architecture": backbone.name, "path": rel, "bytes": bb_bytes,
                           "weight_bytes": bb_weight, "n_layers": backbone.n_layers,
-                          "source_sha256": backbone.source_sha256}
+                          "source_sha256": backbone.source_sha256} if bm is not None else {}
         common = dict(normalization={"kind": "revin", "eps": cfg.eps, "affine": False},
                       backbone=backbone_field,
                       limits={"max_context": cfg.context_len, "max_horizon": cfg.horizon,
                               "max_tokens": cfg.prompt_len + N},
                       training=dict(training or {}))
 
-        bb_variants = [v.name for v in bm.variants]  # onnx-fp32 first, then gguf-f32 where exported
+        # onnx-fp32 first, then gguf-f32 where exported; the LM-removed twin runs the adapter and head alone
+        bb_variants = [v.name for v in bm.variants] if bm is not None else ["onnx-fp32"]
 
         def write(validations: dict, sizes: dict | None) -> None:
             vs = [variant_record(tmp, bv, bv.split("-")[0], bv.split("-", 1)[1], variant_files,
                                  inputs=["patches"], outputs=["embeddings"], dynamic_axes={"patches": {0: "batch"}},
                                  validation=validations[bv],
-                                 extra={"backbone_variant": bv, "adapter_file": ADAPTER_NAME, "head_file": HEAD_NAME})
+                                 extra={"backbone_variant": bv if bm is not None else "none",
+                                        "adapter_file": ADAPTER_NAME, "head_file": HEAD_NAME})
                   for bv in bb_variants if bv in validations]
             finish_bundle(tmp, paradigm="bridging", architecture=backbone.name, variants=vs,
                           extra_files=reference_files,
@@ -163,7 +171,7 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
             f.plan(batch_size=max(1, len(check_x)), variant=bv)
             d_pipe = float(np.max(np.abs(ref - f.forecast_scaled(check_x))))
             del f
-            bval = dict(bm.variant(bv).validation)
+            bval = dict(bm.variant(bv).validation) if bm is not None else {}
             # ONNX: the absolute tol; GGUF: llama.cpp's relative bound, both on the forecast's scale
             ptol = float(bval["relative_tolerance"]) if "relative_tolerance" in bval else tol
             if not np.isfinite(d_pipe) or d_pipe > ptol * scale:
@@ -178,8 +186,9 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
                 adapter_max_abs_diff=d_adapter, backbone_max_abs_diff=float(bval.get("max_abs_diff", float("nan"))),
                 pipeline_max_abs_diff=d_pipe)
         adapter_bytes = sum((tmp / n).stat().st_size for n in variant_files)
-        sizes = {"adapter_bytes": int(adapter_bytes), "backbone_bytes": bb_bytes,
-                 "adapter_to_backbone": adapter_bytes / bb_bytes}
+        sizes = ({"adapter_bytes": int(adapter_bytes), "backbone_bytes": bb_bytes,
+                  "adapter_to_backbone": adapter_bytes / bb_bytes} if bm is not None
+                 else {"adapter_bytes": int(adapter_bytes), "backbone_bytes": 0})
         write(validations, sizes)
         manifest = read_manifest(tmp, verify=False).to_dict()
     for v in manifest["variants"]:
@@ -202,14 +211,16 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
     from alignts.export.backbones import load_backbone
     from alignts.export.bridging import BridgingConfig, BridgingModel
     from alignts.export.bundle import calibrate_written, command_line
-    from alignts.export.train import TrainConfig, train
+    from alignts.export.train import TrainConfig, resolve_device, train
     from alignts.runtime.tokenize import PromptTokenizer
 
     cfg = cfg or BridgingConfig()
     tcfg = tcfg or TrainConfig()
+    ablated = cfg.ablate_lm != "none"
+    resolve_device(tcfg.device)  # a missing GPU fails before the data and the LM load
     t0 = time.perf_counter()
     data = load_data(opts.data, columns=list(opts.columns) if opts.columns else None, target=opts.target)
-    splits = make_splits(data, cfg.context_len, cfg.horizon)
+    splits = make_splits(data, cfg.context_len, cfg.horizon, train_percent=opts.train_percent)
     train_xy = series_windows(splits.train, cfg.context_len, cfg.horizon)
     val_xy = series_windows(splits.val, cfg.context_len, cfg.horizon)
     log.info("data %s: %d train / %d val series windows (C=%d)", data.name, len(train_xy[0]), len(val_xy[0]),
@@ -217,7 +228,9 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
     torch.manual_seed(tcfg.seed)
     backbone = load_backbone(opts.backbone, n_layers=opts.n_layers, seed=tcfg.seed)
     tokenizer = PromptTokenizer(tokenizer_text(backbone).encode("utf-8"))
-    if cfg.prompt_len < 1:
+    if ablated:  # no LM, so no prompt; BridgingModel still takes a length, unused
+        cfg = dataclasses.replace(cfg, prompt_len=1)
+    elif cfg.prompt_len < 1:
         cfg = dataclasses.replace(cfg, prompt_len=choose_prompt_len(train_xy[0], cfg, tokenizer,
                                                                     max_positions(backbone), cfg.n_patches,
                                                                     seed=tcfg.seed))
@@ -234,7 +247,10 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
 
     t1 = time.perf_counter()
     store = Path(opts.backbone_dir) if opts.backbone_dir else Path(opts.out).resolve().parent / "backbones"
-    bb_path, bb_sha, reused = ensure_backbone_bundle(backbone, store, tol=opts.tol, gguf=opts.gguf)
+    if ablated:  # the LM-removed twin ships no backbone
+        bb_path, bb_sha, reused = None, "", False
+    else:
+        bb_path, bb_sha, reused = ensure_backbone_bundle(backbone, store, tol=opts.tol, gguf=opts.gguf)
     rng = np.random.default_rng(tcfg.seed)
     xv = val_xy[0].reshape(-1, data.n_channels, cfg.context_len) if len(val_xy[0]) % data.n_channels == 0 \
         else val_xy[0]
@@ -245,7 +261,9 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
                 "n_train_series": int(len(train_xy[0])), "n_val_series": int(len(val_xy[0])),
                 "n_trainable_params": int(n_trainable), "seed": tcfg.seed,
                 "time_budget_s": tcfg.time_budget_s, "max_train_windows": tcfg.max_train_windows,
-                "backbone": opts.backbone, "n_layers": backbone.n_layers}
+                "backbone": opts.backbone, "n_layers": backbone.n_layers, "data_name": data.name,
+                "train_percent": splits.train_percent, "train_rows": int(splits.train.shape[0]),
+                "ablate_lm": cfg.ablate_lm, "device": tcfg.device, "device_used": result.device}
     config_extra = {"n_channels": int(data.n_channels), "columns": list(data.columns), "freq": data.freq,
                     "scaler": {"mean": splits.mean.tolist(), "std": splits.std.tolist()}}
     manifest = export_adapter_bundle(model, opts.out, backbone_path=bb_path, backbone_sha=bb_sha,
@@ -255,7 +273,7 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
     if calibrated is not None:
         manifest = calibrated.to_dict()
     export_s = time.perf_counter() - t1
-    return {"out": str(opts.out), "backbone_path": str(bb_path), "backbone_sha256": bb_sha,
+    return {"out": str(opts.out), "backbone_path": str(bb_path) if bb_path else None, "backbone_sha256": bb_sha,
             "backbone_reused": reused, "best_val_mse": result.best_val_mse, "epochs_run": result.epochs_run,
             "stopped_by": result.stopped_by, "fit_s": fit_s, "export_s": export_s,
             "validation": manifest["variants"][0]["validation"],

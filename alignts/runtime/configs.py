@@ -122,6 +122,8 @@ class BridgingRuntimeConfig(PatchConfig):
     description:  the prompt's dataset text (``"a time series."``).
     backbone_spec: the backbone's registry spec at fit time (for ``load_torch``); None = not recorded.
     sizes:        adapter and backbone bytes at export (``alignts inspect``); None = not recorded.
+    ablate_lm:    ``"none"``, or ``"identity"`` for the LM-removed twin (``fit bridging --ablate-lm``): the adapter's
+                  embeddings go straight to the head; no prompt, no backbone bundle.
     """
 
     paradigm: ClassVar[str] = "bridging"
@@ -137,6 +139,7 @@ class BridgingRuntimeConfig(PatchConfig):
     backbone_spec: str | None = None
     sizes: Mapping[str, Any] | None = None
     description: str = "a time series."
+    ablate_lm: str = "none"
 
 
 @dataclass(frozen=True, kw_only=True)

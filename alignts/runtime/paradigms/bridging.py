@@ -7,7 +7,8 @@ backbone on ``[prefix ; embeddings]`` -> last N hidden states -> head (``head.np
 flattened, Linear -> H) -> kernels.instance_denorm -> [B, C, H].
 
 The backbone is its own bundle, found by the sha256 of its manifest (:mod:`alignts.runtime.backbone_store`)
-and loaded once per process however many Bridging bundles use it.
+and loaded once per process however many Bridging bundles use it. The LM-removed twin (``config.ablate_lm ==
+"identity"``) has none: its embeddings go straight to the head.
 
 Manifest ``config``: :class:`alignts.runtime.configs.BridgingRuntimeConfig`. ``backbone``: {"sha256", "name",
 "architecture", "path", "bytes"}.
@@ -55,6 +56,12 @@ class BridgingForecaster(Forecaster):
     def __init__(self, bundle_dir: str | Path, manifest: Manifest,
                  backbone_dirs: Iterable[str | os.PathLike] = ()):
         super().__init__(bundle_dir, manifest)
+        self.backbone = None
+        self.prompt = prompt_config(self.cfg)
+        self.ablated = self.cfg.ablate_lm != "none"
+        if self.ablated:  # the LM-removed twin: no backbone to find
+            self.backbone_sha256, self.backbone_path = None, None
+            return
         bb = dict(manifest.backbone)
         if not bb.get("sha256"):
             raise ArtifactError(f"{self.bundle_dir}: a bridging manifest must name its backbone "
@@ -62,28 +69,33 @@ class BridgingForecaster(Forecaster):
         self.backbone_sha256 = str(bb["sha256"])
         self.backbone_path = find_backbone(self.backbone_sha256, str(bb.get("name", "")), self.bundle_dir,
                                            backbone_dirs, hint=bb.get("path"))
-        self.backbone = None
-        self.prompt = prompt_config(self.cfg)
 
     def _open(self, variant: Variant, device: str, threads: int | None, batch_size: int) -> str:
-        from alignts.runtime.backends.onnx import OnnxSession
 
         c = self.cfg
         extra = dict(variant.extra)
+        if self.ablated:
+            return self._open_adapter(extra, device, threads)
         self.backbone = open_backbone(self.backbone_path, self.backbone_sha256,
                                       extra.get("backbone_variant", "onnx-fp32"), device, threads,
                                       settings=self.backend_settings)
         if self.backbone.d_model != c.d_llm:
             raise ArtifactError(f"backbone width {self.backbone.d_model} != the adapter's d_llm {c.d_llm}; the "
                                 "backbone bundle does not belong to this adapter. Re-export both.")
+        self._open_adapter(extra, device, threads)
+        self._prefix = PrefixEmbedder(self.prompt, self.backbone.tokenizer, self.backbone.table, c.prompt_len)
+        return f"{self._adapter.provider}+{self.backbone.provider}"
+
+    def _open_adapter(self, extra: dict, device: str, threads: int | None) -> str:
+        from alignts.runtime.backends.onnx import OnnxSession
+
         adapter = bundle_file(self.bundle_dir, self.manifest, extra.get("adapter_file", ADAPTER_NAME))
         self._adapter = OnnxSession(adapter, device=device, threads=threads, **self.onnx_options())
         self._adapter_in = self._adapter.input_names[0]
         h = load_npz(self.bundle_dir, self.manifest, extra.get("head_file", HEAD_NAME), required=("weight", "bias"))
         self._head_w = np.ascontiguousarray(h["weight"], dtype=np.float32)  # [H, N*d_ff]
         self._head_b = np.ascontiguousarray(h["bias"], dtype=np.float32)  # [H]
-        self._prefix = PrefixEmbedder(self.prompt, self.backbone.tokenizer, self.backbone.table, c.prompt_len)
-        return f"{self._adapter.provider}+{self.backbone.provider}"
+        return self._adapter.provider
 
     def _opened_settings(self) -> dict[str, Any]:
         """The adapter session's settings; the backbone's, where they differ, under ``backbone_*`` keys."""
@@ -105,15 +117,21 @@ class BridgingForecaster(Forecaster):
         flat = x.reshape(b * ch, length)  # [S, L]
         patches, mean, std = norm_patchify(flat, c.patch_len, c.stride, c.eps)
         enc = self._adapter.run({self._adapter_in: np.ascontiguousarray(patches, dtype=np.float32)})[0]  # [S, N, d]
-        prefix = self._prefix(flat)  # [S, T, d]
-        hidden = self.backbone.hidden(np.concatenate([prefix, enc], axis=1))  # [S, T+N, d]
-        feats = hidden[:, -n:, :d_ff].reshape(b * ch, n * d_ff)
+        if self.ablated:  # the LM-removed twin: the embeddings are the "hidden states"
+            hidden = enc
+        else:
+            prefix = self._prefix(flat)  # [S, T, d]
+            hidden = self.backbone.hidden(np.concatenate([prefix, enc], axis=1))  # [S, T+N, d]
+        feats = np.ascontiguousarray(hidden[:, -n:, :d_ff]).reshape(b * ch, n * d_ff)
         y = feats @ self._head_w.T + self._head_b  # [S, H]
         y = instance_denorm(y.astype(np.float64), mean, std)
         return np.asarray(y, dtype=np.float32).reshape(b, ch, -1)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
+        if self.ablated:
+            d["backbone"] = {"ablated": self.cfg.ablate_lm}
+            return d
         d["backbone"] = {**dict(self.manifest.backbone), "found_at": str(self.backbone_path)}
         d["sizes"] = bundle_sizes(self.bundle_dir, backbone_path=self.backbone_path)
         return d
