@@ -260,3 +260,14 @@ def test_bridging_identity_bypasses_the_lm(csv):
         outs[ab] = (before, model(x).detach())
     assert not torch.allclose(*outs["none"])  # the LM matters to the full model
     torch.testing.assert_close(*outs["identity"])  # and not at all to its twin
+
+
+def test_tradeoff_report_marks_the_twin(few_shot_twins):
+    from alignts.bench.report import report_rows
+
+    root, src, _, b = few_shot_twins
+    result = {"bundles": {}, "rows": [
+        {"bundle": str(b[ab]), "variant": "onnx-fp32", "paradigm": "internal", "batch_size": 1, "context_len": L,
+         "horizon": H, "mse": 1.0, "mae": 1.0} for ab in ("none", "identity")]}
+    kinds = [r["kind"] for r in report_rows(result, str(src), max_windows=4)]
+    assert kinds[:2] == ["internal", "internal, LM removed (identity)"]

@@ -122,7 +122,9 @@ def report_rows(result: Mapping[str, Any], data: str, max_windows: int | None = 
             continue
         seen.add(key)
         t = _training(result, r["bundle"])
-        rows.append({"model": f"{Path(r['bundle']).name}:{r['variant']}", "kind": r["paradigm"],
+        ablated = t.get("ablate_lm") not in (None, "none")  # the LM-removed twin (fit --ablate-lm) is marked
+        rows.append({"model": f"{Path(r['bundle']).name}:{r['variant']}",
+                     "kind": f"{r['paradigm']}, LM removed ({t['ablate_lm']})" if ablated else r["paradigm"],
                      "params_trained": _params_trained(r["paradigm"], t),
                      "train_s": t.get("train_wall_s", t.get("wall_s")), "bundle_bytes": _bundle_bytes(r["bundle"]),
                      "peak_rss_bytes": r.get("peak_rss_bytes"), "latency_ms": r.get("latency_p50_ms"),
