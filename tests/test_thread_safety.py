@@ -20,17 +20,13 @@ pytest.importorskip("optimum.exporters.onnx")
 
 import alignts.runtime as rt  # noqa: E402
 
-from tiny_bundles import bridging_bundle, injective_bundle, internal_bundle  # noqa: E402
-
 N_THREADS = 8
-DATA = "statsmodels:co2"
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("threads")
-    return {"internal": internal_bundle(root, DATA), "bridging": bridging_bundle(root, DATA),
-            "injective": injective_bundle(root)}
+def bundles(tiny_bundles):
+    """conftest's session bundles (the same builders on statsmodels:co2), shared with the serve tests."""
+    return tiny_bundles
 
 
 def _inputs(f, n: int = N_THREADS, batch: int = 2) -> list[np.ndarray]:

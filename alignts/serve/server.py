@@ -67,6 +67,9 @@ def serve(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000, graceful_
             state.shutting_down = True  # new infer requests get 503 from here on
             log.info("signal %s: graceful shutdown", sig)
             super().handle_exit(sig, frame)
+            # uvicorn raises the captured signal again once it has shut down (the process then dies of it); a
+            # graceful shutdown is a success here: exit 0
+            getattr(self, "_captured_signals", []).clear()
 
         async def startup(self, sockets=None):
             await super().startup(sockets)
