@@ -324,17 +324,31 @@ class Forecaster(ABC):
         Returns a :class:`Forecast`; ``mean`` equals ``unscale(forecast_scaled(scale(x)))`` for Internal and
         Bridging, ``median`` does for Injective.
         """
-        plan = self.planned
+        _ = self.planned  # NotPlannedError before plan()
         levels = self._quantile_levels(quantiles)
         a = self.prepare(self.scale(self.context(x)))
-        mean, median, q = self._predict(a, levels)
+        return self._result(a, *self._predict(a, levels), levels)
+
+    def _result(self, a: np.ndarray, mean: np.ndarray, median: np.ndarray, q: np.ndarray | None,
+                levels: tuple[float, ...] | None) -> Forecast:
+        """The Forecast of model-unit outputs for the prepared context ``a``: finiteness checked, unscaled."""
         for y in (mean, median) + ((q,) if q is not None else ()):
             check_finite_forecast(y, context=a if y.ndim == a.ndim else None)
         if q is not None:  # [B, C, H, Q]: unscale works on [..., C, H]
             q = np.moveaxis(self.unscale(np.moveaxis(q, -1, 0)), 0, -1)
         return Forecast(mean=self.unscale(mean), median=self.unscale(median), quantiles=q,
                         quantile_levels=levels or (), quantile_method="none" if q is None else self.quantile_method,
-                        plan=plan)
+                        plan=self.planned)
+
+    def stream(self, n_channels: int | None = None, forecast_every: int | None = None, policy: str = "latest",
+               quantiles: Sequence[float] | None = None, kv: bool | None = None, drift=None):
+        """A :class:`alignts.runtime.stream.Stream` on this planned forecaster: ``update(values)`` point by
+        point in O(1) memory and work per point, ``forecast()`` when wanted or every ``forecast_every`` points.
+        See :mod:`alignts.runtime.stream` for the options; many streams may share one forecaster."""
+        from alignts.runtime.stream import Stream
+
+        return Stream(self, n_channels=n_channels, forecast_every=forecast_every, policy=policy,
+                      quantiles=quantiles, kv=kv, drift=drift)
 
     def forecast_df(self, df: Any, id_column: str | None = None, timestamp_column: str | None = None,
                     target: str | Sequence[str] | None = None,

@@ -1,0 +1,77 @@
+"""How a stream turns its window into a forecast: the engines.
+
+- ``WindowEngine`` (every paradigm and backend): the planned forecaster's ``forecast`` on the window, so the
+  stream's forecast is the batch forecast of the same window, exactly. Internal on a BERT backbone (MiniLM) and
+  Bridging always take this path (a bidirectional encoder has no cache to extend); so do Internal and Injective
+  on ONNX and Internal on a causal GGUF backbone (patch-level KV reuse is not built: see docs/ARCHITECTURE.md).
+- ``InjectiveKVEngine`` (Injective on llama.cpp; :mod:`alignts.runtime.stream.kv`): the prompt stays in a KV
+  cache between forecasts and only new values' tokens are decoded.
+
+An engine has ``kind``, ``note(x [k, C], t0)`` (O(1) per point), ``forecast(window [C, T], t_end, levels) ->
+(Forecast, reanchored)``, ``reanchor()``, ``describe()``, ``state() -> (meta, arrays)`` and
+``load_state(meta, arrays, stats)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from alignts.errors import InputError
+
+
+class WindowEngine:
+    """Recomputes the window with the batch forecaster at every forecast (exactly the batch result)."""
+
+    kind = "window"
+
+    def __init__(self, f, n_channels: int, why: str = ""):
+        self.f = f
+        self.why = why
+
+    def note(self, x: np.ndarray, t0: int) -> None:
+        pass
+
+    def forecast(self, window: np.ndarray, t_end: int, levels):
+        return self.f.forecast(window[None], quantiles=levels), False
+
+    def reanchor(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"window: the batch forecast of the last L points at every forecast ({self.why})" if self.why else \
+            "window: the batch forecast of the last L points at every forecast"
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {}, {}
+
+    def load_state(self, meta, arrays, stats) -> None:
+        pass
+
+
+def window_reason(f) -> str | None:
+    """Why ``f`` streams by recomputing its window (None: Injective on llama.cpp, which reuses its KV cache)."""
+    p = f.planned
+    if f.paradigm == "injective":
+        return None if p.backend == "gguf" else f"Injective on {p.backend}: no KV reuse is built for it"
+    arch = (f.manifest.architecture or "").lower()
+    if f.paradigm == "internal" and "bert" in arch:
+        return "Internal on a BERT backbone: a bidirectional encoder recomputes the window"
+    if f.paradigm == "bridging":
+        return "Bridging: the frozen backbone reads the prompt and all patches again"
+    return f"Internal on {arch or p.backend}: patch-level KV reuse is not built"
+
+
+def make_engine(f, n_channels: int, kv: bool | None):
+    """The engine for a planned forecaster: KV reuse where it exists unless ``kv=False``; ``kv=True`` where it
+    does not raises InputError."""
+    why = window_reason(f)
+    if why is None and kv is not False:
+        from alignts.runtime.stream.kv import InjectiveKVEngine
+
+        return InjectiveKVEngine(f, n_channels)
+    if kv is True:
+        raise InputError(f"kv=True: this forecaster has no KV-cache stream ({why}); expected Injective on a "
+                         "gguf variant. Fix: kv=None (the default picks what exists).")
+    return WindowEngine(f, n_channels, why or "kv=False")
