@@ -24,6 +24,7 @@ VERBS = {
     "demo": ("demo", "the whole main job on the embedded defaults"),
     "data": ("data", "look at a data source (describe)"),
     "env": ("env", "print versions, CPU flags, providers and cache paths (for bug reports)"),
+    "stream": ("stream", "forecast a series as its points arrive (CSV/JSON lines in, JSON lines out)"),
     "serve": ("serve", "serve bundles over HTTP (KServe v2 / Open Inference Protocol), or on Ray Serve"),
 }
 
