@@ -38,6 +38,9 @@ def add_arguments(p):
     g.add_argument("--max-series", type=int, default=60, help="zero-shot: series per data set (default 60)")
     g.add_argument("--samples", type=int, default=20, help="sampled continuations (default 20)")
     g.add_argument("--horizon", type=int, default=24, help="generated values per continuation (default 24)")
+    g = p.add_argument_group("stream")
+    g.add_argument("--lengths", default="96,336,1024", help="stream: context lengths of the Injective bundle")
+    g.add_argument("--rss-points", default="1000000,10000000", help="stream: points fed in the peak-RSS runs")
     try:  # one --device for both targets; the bundle options may define it already (cpu|cuda)
         p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cpu or cuda; with `kernels`, cuda benchmarks the numba.cuda variants against the "
@@ -169,7 +172,38 @@ def _run_kernels(args) -> int:
     return 0
 
 
+def _run_stream(args) -> int:
+    from alignts.bench.stream import run_stream_bench, to_markdown
+    from alignts.runtime.manifest import read_manifest
+
+    bundles = args.target[1:]
+    if not bundles:
+        raise InputError("`stream` needs bundles: alignts bench stream INJECTIVE_BUNDLE [INTERNAL_BUNDLE...]")
+    kinds = {b: read_manifest(b, verify=False).paradigm for b in bundles}
+    inj = [b for b, k in kinds.items() if k == "injective"]
+    if len(inj) > 1:
+        raise InputError(f"`stream` takes at most one Injective bundle; got {inj}.")
+    lengths = _ints(args.lengths, "--lengths")
+    points = _ints(args.rss_points, "--rss-points")
+    if args.quick:
+        lengths, points = lengths[:1], (20_000,)
+    result = run_stream_bench(inj[0] if inj else None, [b for b in bundles if b not in inj], lengths,
+                              horizon=args.horizon, repeats=args.repeats, rss_points=points,
+                              threads=args.threads if args.threads is not None else 1,
+                              log=lambda s: print(s, file=sys.stderr))
+    md = to_markdown(result)
+    print(md)
+    for path, text in ((args.json, json.dumps(result, indent=2, default=str) + "\n"), (args.md, md + "\n")):
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+            print(f"wrote {path}")
+    return 0
+
+
 def run(args) -> int:
+    if args.target and args.target[0] == "stream":
+        return _run_stream(args)
     if args.target == ["kernels"]:
         return _run_kernels(args)
     if "kernels" in args.target:
