@@ -1,4 +1,5 @@
-"""alignts-run (native/runner): the C runner on llama.cpp against the Python runtime on the same tiny bundles.
+"""alignts-run (native/runner, a CLI over libalignts): the C runner on llama.cpp against the Python runtime on the
+same tiny bundles.
 
 The runner is built with CMake into a temporary folder (skipped when cmake, a C compiler or llama-cpp-python is
 missing). Bundles come from the real fit functions: Internal (tiny backbone, 1 epoch, GGUF f32) and Injective (a
@@ -6,6 +7,8 @@ random tiny GPT-2 with the numeric LM's vocabulary, GGUF f32). Comparisons:
 - Injective, greedy: the printed forecast equals `alignts forecast` and the Python runtime exactly, for several
   context/horizon pairs (one where the prompt is cut to fit n_ctx), and so do the prompt token ids;
 - Internal, GGUF: within 1e-4 of the Python runtime's gguf-f32 variant (and of `alignts forecast`);
+- Bridging (tiny-bert backbone bundle, gguf-f32): within 1e-4 of the Python runtime, and the prompt ids (the C
+  statistics text + tokenizer) equal Python's;
 - malformed manifest, missing file, sha256/size mismatch, bad CSV: exit 1 with a clear message, no crash;
 - valgrind: no invalid access and no leak (definite, indirect, possible) on the success and error paths.
 """
@@ -241,6 +244,56 @@ def test_internal_other_backbones(runner, csv, tmp_path, backbone):
     assert r.returncode == 0, r.stderr
     want = _python_forecast(bundle, csv, variant="gguf-f32")
     assert float(np.abs(parse(r.stdout)[["x", "y"]].to_numpy().T - want).max()) < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- Bridging
+
+@pytest.fixture(scope="module")
+def bridging_bundle(csv, tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    from alignts.export.bridging import BridgingConfig
+    from alignts.export.fit_bridging import FitBridgingOptions, fit_bridging
+    from alignts.export.train import TrainConfig
+
+    out = tmp_path_factory.mktemp("bridging") / "bundle"
+    cfg = BridgingConfig(context_len=L_INT, horizon=H_INT, patch_len=16, stride=8, d_model=16, n_heads=4, d_keys=8,
+                         n_prototypes=16, d_ff=16, description="runner test series.")
+    fit_bridging(FitBridgingOptions(data=str(csv), out=str(out), backbone="tiny-bert", n_check=2), cfg,
+                 TrainConfig(epochs=1, batch_size=16, max_train_windows=32, max_val_windows=16, threads=2),
+                 progress=False)
+    if "gguf-f32" not in [v["name"] for v in json.loads((out / "manifest.json").read_text())["variants"]]:
+        pytest.skip("fit_bridging wrote no gguf-f32 variant")
+    return out
+
+
+def test_bridging_within_1e4_of_python_and_same_prompt(runner, bridging_bundle, csv):
+    from alignts.data.load import load_data
+    from alignts.runtime import load
+    from alignts.runtime.prompt import prompt_ids
+
+    r = run(runner, bridging_bundle, "--data", csv, "--dump-prompt")
+    assert r.returncode == 0, r.stderr
+    got = parse(r.stdout)
+    assert list(got.columns) == ["step", "x", "y"] and len(got) == H_INT
+    want = _python_forecast(bridging_bundle, csv, variant="gguf-f32")
+    d = float(np.abs(got[["x", "y"]].to_numpy().T - want).max())
+    assert d < 1e-4 * max(1.0, float(np.abs(want).max())), d
+    # the prompt: libalignts' statistics text and tokenizer give the ids of the Python runtime's (channel x)
+    f = load(bridging_bundle)
+    f.plan(variant="gguf-f32")
+    x = load_data(csv).values[-L_INT:].T[None]
+    a = f.prepare(f.scale(x))[0]  # float32, scaled [C, L]
+    want_ids = prompt_ids(a, f.prompt, f.backbone.tokenizer, f.cfg.prompt_len)
+    line = next(ln for ln in r.stderr.splitlines() if ln.startswith("prompt x:"))
+    assert [int(t) for t in line.split(":")[1].split()] == want_ids[0].tolist()
+    # a missing backbone is refused with where it looked
+    lonely = _copy(bridging_bundle, runner.parent, "lonely")
+    m = json.loads((lonely / "manifest.json").read_text())
+    m["backbone"]["path"] = "nowhere"
+    (lonely / "manifest.json").write_text(json.dumps(m))
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    env.update(HOME=str(runner.parent), ALIGNTS_BACKBONE_PATH="")
+    _expect_error(run(runner, lonely, "--data", csv, env=env), "no backbone bundle with that hash", "Looked in")
 
 
 # ---------------------------------------------------------------------------------------------- errors

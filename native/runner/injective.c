@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "alignts_kernels.h"
+#include "lib.h"
 #include "llm.h"
 #include "rt_util.h"
 #include "runner.h"
@@ -171,32 +172,51 @@ static int digit_cap(const double *x, size_t L, double off, double sc, int preci
     return need + 1 < max_digits ? need + 1 : max_digits;
 }
 
+
+typedef struct {
+    injective_cfg g;
+    long L0, H0, n_ctx, seed;
+    const char *desc, *lora;
+    double lora_scale;
+    llm *lm;
+    long lm_samples;     /* n_seq_max of the open context */
+    int32_t *prefix;     /* BOS + description ids (plan) */
+    size_t prefix_n;
+    /* the plan */
+    long L, H, used, budget, per_value;
+    size_t cap, enc_cap;
+    uint64_t seed0;
+    /* workspace */
+    double *x, *work, *vals, *col;
+    int64_t *ids, *gen, *lengths, *n_parsed;
+    int32_t *prompt;
+    int *state, *n_dig;
+    size_t *n_val, *vpos, *dpos;
+    int32_t *live, *tok;
+} injective_state;
+
 /* Generate n samples of H values each: ids [n, cap] (-1 padded), lengths [n]. max_d: digits per value. A sample
- * that reaches max_tok tokens (the end of the LM's window) stops with fewer values. */
-static int generate(llm *lm, injective_cfg *g, const int32_t *prompt, int T, size_t H, int max_d, int64_t *out,
-                    size_t cap, size_t max_tok, int64_t *length) {
-    size_t n = (size_t)g->n_samples, r, j, V = (size_t)llm_n_vocab(lm);
-    int *state = NULL, *n_dig = NULL;
-    size_t *n_val = NULL, *vpos = NULL, *dpos = NULL;
-    int32_t *live = NULL, *tok = NULL;
+ * that reaches max_tok tokens (the end of the LM's window) stops with fewer values. Buffers: the workspace. */
+static int generate(injective_state *st, const int32_t *prompt, int T, size_t H, int max_d, size_t max_tok) {
+    injective_cfg *g = &st->g;
+    llm *lm = st->lm;
+    size_t n = (size_t)g->n_samples, r, j, V = (size_t)llm_n_vocab(lm), cap = st->cap;
+    int *state = st->state, *n_dig = st->n_dig;
+    size_t *n_val = st->n_val, *vpos = st->vpos, *dpos = st->dpos;
+    int32_t *live = st->live, *tok = st->tok;
+    int64_t *out = st->gen, *length = st->lengths;
     double work[26];
-    int rc = -1, first = 1;
+    int first = 1;
     const float *row0;
-    state = (int *)rt_calloc(n, sizeof(int));
-    n_dig = (int *)rt_calloc(n, sizeof(int));
-    n_val = (size_t *)rt_calloc(n, sizeof(size_t));
-    vpos = (size_t *)rt_calloc(n, sizeof(size_t));
-    dpos = (size_t *)rt_calloc(n, sizeof(size_t));
-    live = (int32_t *)rt_calloc(n, sizeof(int32_t));
-    tok = (int32_t *)rt_calloc(n, sizeof(int32_t));
-    if (!state || !n_dig || !n_val || !vpos || !dpos || !live || !tok) goto done;
     for (j = 0; j < n; j++) {
         live[j] = (int32_t)j;
         length[j] = 0;
+        state[j] = n_dig[j] = 0;
+        n_val[j] = vpos[j] = dpos[j] = 0;
     }
     for (j = 0; j < n * cap; j++) out[j] = -1;
     row0 = llm_prefill(lm, prompt, T, (int)n);
-    if (!row0) goto done;
+    if (!row0) return -1;
     r = n;
     for (;;) {
         size_t kept = 0;
@@ -221,19 +241,18 @@ static int generate(llm *lm, injective_cfg *g, const int32_t *prompt, int T, siz
                     k = K_VSEP; /* max_digits reached: the separator is forced */
                 } else {
                     const float *logits = first ? row0 : llm_logits(lm, (int)j);
-                    int st;
-                    if (!logits) goto done;
+                    int rc;
+                    if (!logits) return -1;
                     for (c = 0; c < g->K; c++)
                         if (g->mask[state[s]][c]) {
                             allowed[n_allowed] = g->cand[c];
                             slot[n_allowed++] = c;
                         }
-                    st = at_sample(logits, V, allowed, n_allowed, g->greedy ? 0.0 : g->temperature, g->top_p, &g->rng,
+                    rc = at_sample(logits, V, allowed, n_allowed, g->greedy ? 0.0 : g->temperature, g->top_p, &g->rng,
                                    work, &id);
-                    if (st != AT_OK) {
-                        rt_fail("sampling failed (%s): NaN logits from the model?", at_status_str(st));
-                        goto done;
-                    }
+                    if (rc != AT_OK)
+                        return rt_fail_as(RT_STATUS_RUNTIME, "sampling failed (%s): NaN logits from the model?",
+                                          at_status_str(rc));
                     for (c = 0; c < n_allowed; c++)
                         if (allowed[c] == id) {
                             k = slot[c];
@@ -262,10 +281,8 @@ static int generate(llm *lm, injective_cfg *g, const int32_t *prompt, int T, siz
                         done = 1;
                 }
             }
-            if ((size_t)length[s] >= cap) {
-                rt_fail("internal error: sample %zu exceeded %zu tokens", s, cap);
-                goto done;
-            }
+            if ((size_t)length[s] >= cap)
+                return rt_fail_as(RT_STATUS_RUNTIME, "internal error: sample %zu exceeded %zu tokens", s, cap);
             out[s * cap + (size_t)length[s]++] = t;
             if (done) n_val[s]++;
             if (n_val[s] < H && (size_t)length[s] < max_tok) { /* still generating: keep it, in order */
@@ -277,18 +294,9 @@ static int generate(llm *lm, injective_cfg *g, const int32_t *prompt, int T, siz
         first = 0;
         if (kept == 0) break;
         r = kept;
-        if (llm_step(lm, tok, live, (int)r)) goto done;
+        if (llm_step(lm, tok, live, (int)r)) return -1;
     }
-    rc = 0;
-done:
-    free(state);
-    free(n_dig);
-    free(n_val);
-    free(vpos);
-    free(dpos);
-    free(live);
-    free(tok);
-    return rc;
+    return 0;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -296,285 +304,311 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int run_injective(const bundle *b, const bundle_variant *v, const csv_table *t, const run_options *o, forecast *f) {
-    const json_value *cfg = b->config, *codec = b->codec;
-    injective_cfg g;
-    long L, H, n_ctx, seed, prec, maxd;
-    const char *desc = NULL;
-    const char **names = NULL;
-    size_t n_series = 0, i, s, need, prefix_n = 0, cap, n_short = 0;
-    int32_t *prefix = NULL, *prompt = NULL;
-    int64_t *ids = NULL, *gen = NULL, *lengths = NULL, *n_parsed = NULL, enc_len;
-    double *x = NULL, *work = NULL, *vals = NULL, *col = NULL;
-    long budget, per_value, used;
-    llm *lm = NULL;
-    llm_params lp;
-    char *path = NULL;
-    int rc = -1;
-
-    memset(&g, 0, sizeof g);
+static int injective_open(alignts *h) {
+    const json_value *cfg = h->b.config, *codec = h->b.codec;
+    injective_state *st;
+    long prec, maxd;
+    const bundle_variant *v = h->v;
+    size_t i;
     if (!codec) return rt_fail("malformed manifest: an injective bundle needs a 'codec' object; re-export the bundle.");
-    if (cfg_int(cfg, "config", "context_len", 96, &L) || cfg_int(cfg, "config", "horizon", 24, &H) ||
-        cfg_int(cfg, "config", "n_ctx", 512, &n_ctx) || cfg_int(cfg, "config", "samples", 20, &g.n_samples) ||
-        cfg_number(cfg, "config", "temperature", 0.9, &g.temperature) ||
-        cfg_number(cfg, "config", "top_p", 0.9, &g.top_p) || cfg_bool(cfg, "config", "greedy", 0, &g.greedy) ||
-        cfg_int(cfg, "config", "seed", 0, &seed) || cfg_string(cfg, "config", "description", &desc) ||
+    if (!(st = (injective_state *)rt_calloc(1, sizeof *st))) return -1;
+    h->st = st;
+    st->lora_scale = 1.0;
+    if (cfg_int(cfg, "config", "context_len", 96, &st->L0) || cfg_int(cfg, "config", "horizon", 24, &st->H0) ||
+        cfg_int(cfg, "config", "n_ctx", 512, &st->n_ctx) || cfg_int(cfg, "config", "samples", 20, &st->g.n_samples) ||
+        cfg_number(cfg, "config", "temperature", 0.9, &st->g.temperature) ||
+        cfg_number(cfg, "config", "top_p", 0.9, &st->g.top_p) || cfg_bool(cfg, "config", "greedy", 0, &st->g.greedy) ||
+        cfg_int(cfg, "config", "seed", 0, &st->seed) || cfg_string(cfg, "config", "description", &st->desc) ||
         cfg_int(codec, "codec", "precision", 3, &prec) || cfg_int(codec, "codec", "max_digits", 6, &maxd) ||
-        cfg_number(codec, "codec", "alpha", 0.95, &g.alpha) || cfg_number(codec, "codec", "beta", 0.3, &g.beta) ||
-        cfg_bool(codec, "codec", "basic", 0, &g.basic) || cfg_bool(codec, "codec", "prefix_bos", 1, &g.prefix_bos))
-        goto done;
-    g.precision = (int)prec;
-    g.max_digits = (int)maxd;
-    if (o->context) L = o->context;
-    if (o->horizon) H = o->horizon;
-    if (o->samples) g.n_samples = o->samples;
-    if (o->greedy) g.greedy = 1;
-    g.rng = o->have_seed ? o->seed : (uint64_t)seed;
-    if (L < 2) {
-        rt_fail("--context %ld: expected >= 2 (the scaler needs a range).", L);
-        goto done;
-    }
-    if (H < 1 || g.n_samples < 1 || g.n_samples > 4096) {
-        rt_fail("horizon %ld and samples %ld: expected >= 1 and 1..4096.", H, g.n_samples);
-        goto done;
-    }
-    if (!g.greedy && !(g.temperature > 0)) {
-        rt_fail("temperature=%g: expected > 0 (or --greedy).", g.temperature);
-        goto done;
-    }
-    if (!(g.top_p > 0 && g.top_p <= 1)) {
-        rt_fail("top_p=%g: expected in (0, 1].", g.top_p);
-        goto done;
-    }
-    if (g.precision < 0 || g.precision > 15 || g.max_digits < 1 || g.max_digits > 15) {
-        rt_fail("malformed manifest: codec.precision %d / max_digits %d out of range (0..15, 1..15); re-export "
-                "the bundle.", g.precision, g.max_digits);
-        goto done;
-    }
-    if (read_table(b, &g)) goto done;
-    need = max_new_tokens(&g, (size_t)H); /* the grammar's most tokens for H values: the sample buffer's width */
-    per_value = context_value_tokens(&g);
-
-    path = rt_join(b->dir, v->files[0]);
-    if (!path) goto done;
-    memset(&lp, 0, sizeof lp);
-    lp.n_ctx = (int)n_ctx;
-    lp.n_batch = n_ctx < 512 ? (int)n_ctx : 512;
-    lp.n_seq_max = (int)g.n_samples;
-    lp.n_threads = o->threads;
-    {
-        long n_embd;
-        if (cfg_int(cfg, "config", "n_embd", 0, &n_embd)) goto done;
-        if (!o->threads && n_embd > 0 && n_embd <= 256)
-            lp.n_threads = 1; /* a tiny LM decodes faster on one thread (as the Python runtime does) */
-    }
-    {
-        const char *lora = NULL;
-        double lora_scale = 1.0;
-        char *lora_path = NULL;
-        if (v->extra && (cfg_string(v->extra, "variant.extra", "lora_file", &lora) ||
-                         cfg_number(v->extra, "variant.extra", "lora_scale", 1.0, &lora_scale)))
-            goto done;
-        if (lora) {
-            for (i = 0; i < v->n_files && strcmp(v->files[i], lora) != 0; i++) {
-            }
-            if (i == v->n_files && bundle_verify_file(b, lora)) goto done; /* not verified with the variant */
-            if (!(lora_path = rt_join(b->dir, lora))) goto done;
-            lp.lora_path = lora_path;
-            lp.lora_scale = (float)lora_scale;
+        cfg_number(codec, "codec", "alpha", 0.95, &st->g.alpha) || cfg_number(codec, "codec", "beta", 0.3, &st->g.beta) ||
+        cfg_bool(codec, "codec", "basic", 0, &st->g.basic) ||
+        cfg_bool(codec, "codec", "prefix_bos", 1, &st->g.prefix_bos))
+        return -1;
+    if (prec < 0 || prec > 15 || maxd < 1 || maxd > 15)
+        return rt_fail("malformed manifest: codec.precision %ld / max_digits %ld out of range (0..15, 1..15); re-export "
+                       "the bundle.", prec, maxd);
+    st->g.precision = (int)prec;
+    st->g.max_digits = (int)maxd;
+    if (read_table(&h->b, &st->g)) return -1;
+    st->per_value = context_value_tokens(&st->g);
+    if (v->extra && (cfg_string(v->extra, "variant.extra", "lora_file", &st->lora) ||
+                     cfg_number(v->extra, "variant.extra", "lora_scale", 1.0, &st->lora_scale)))
+        return -1;
+    if (st->lora) {
+        for (i = 0; i < v->n_files && strcmp(v->files[i], st->lora) != 0; i++) {
         }
-        lm = llm_open(path, &lp);
-        free(lora_path);
+        if (i == v->n_files && bundle_verify_file(&h->b, st->lora)) return -1; /* not verified with the variant */
     }
-    if (!lm) goto done;
-    if (llm_n_ctx_train(lm) > 0 && llm_n_ctx_train(lm) < n_ctx) {
-        rt_fail("bundle %s: n_ctx=%ld exceeds the model's trained context %d; expected n_ctx <= %d. Fix: re-export "
-                "with --n-ctx %d.", b->dir, n_ctx, llm_n_ctx_train(lm), llm_n_ctx_train(lm), llm_n_ctx_train(lm));
-        goto done;
-    }
-    if (check_table_vocab(lm, &g, path)) goto done;
+    return 0;
+}
 
-    /* prefix: BOS (or EOS) as in pretraining, then the domain description */
-    prefix = (int32_t *)rt_malloc(sizeof(int32_t));
-    if (!prefix) goto done;
-    if (g.prefix_bos) {
-        int32_t bos = llm_bos(lm) >= 0 ? llm_bos(lm) : llm_eos(lm);
-        if (bos >= 0) prefix[prefix_n++] = bos;
+/* (Re)open llama.cpp with n_seq_max = samples, and the prompt prefix (BOS or EOS, then the description). */
+static int open_lm(alignts *h, injective_state *st, long samples) {
+    const json_value *cfg = h->b.config;
+    llm_params lp;
+    char *path, *lora_path = NULL;
+    long n_embd;
+    if (st->lm && st->lm_samples == samples) return 0;
+    llm_close(st->lm);
+    st->lm = NULL;
+    free(st->prefix);
+    st->prefix = NULL;
+    st->prefix_n = 0;
+    if (!(path = rt_join(h->b.dir, h->v->files[0]))) return -1;
+    memset(&lp, 0, sizeof lp);
+    lp.n_ctx = (int)st->n_ctx;
+    lp.n_batch = st->n_ctx < 512 ? (int)st->n_ctx : 512;
+    lp.n_seq_max = (int)samples;
+    lp.n_threads = h->opt.n_threads;
+    if (cfg_int(cfg, "config", "n_embd", 0, &n_embd)) goto fail;
+    if (!h->opt.n_threads && n_embd > 0 && n_embd <= 256)
+        lp.n_threads = 1; /* a tiny LM decodes faster on one thread (as the Python runtime does) */
+    if (st->lora) {
+        if (!(lora_path = rt_join(h->b.dir, st->lora))) goto fail;
+        lp.lora_path = lora_path;
+        lp.lora_scale = (float)st->lora_scale;
     }
-    if (desc && desc[0]) {
-        size_t dl = strlen(desc);
+    st->lm = llm_open(path, &lp);
+    free(lora_path);
+    lora_path = NULL;
+    if (!st->lm) goto fail;
+    st->lm_samples = samples;
+    if (llm_n_ctx_train(st->lm) > 0 && llm_n_ctx_train(st->lm) < st->n_ctx) {
+        rt_fail("bundle %s: n_ctx=%ld exceeds the model's trained context %d; expected n_ctx <= %d. Fix: re-export "
+                "with --n-ctx %d.", h->b.dir, st->n_ctx, llm_n_ctx_train(st->lm), llm_n_ctx_train(st->lm),
+                llm_n_ctx_train(st->lm));
+        goto fail;
+    }
+    if (check_table_vocab(st->lm, &st->g, path)) goto fail;
+    if (!(st->prefix = (int32_t *)rt_malloc(sizeof(int32_t)))) goto fail;
+    if (st->g.prefix_bos) {
+        int32_t bos = llm_bos(st->lm) >= 0 ? llm_bos(st->lm) : llm_eos(st->lm);
+        if (bos >= 0) st->prefix[st->prefix_n++] = bos;
+    }
+    if (st->desc && st->desc[0]) {
+        size_t dl = strlen(st->desc);
         char *text = (char *)rt_malloc(dl + 2);
         int32_t *dt, *np;
         int nd = 0;
-        if (!text) goto done;
-        memcpy(text, desc, dl + 1);
+        if (!text) goto fail;
+        memcpy(text, st->desc, dl + 1);
         while (dl && (text[dl - 1] == ' ' || text[dl - 1] == '\t' || text[dl - 1] == '\n' || text[dl - 1] == '\r' ||
                       text[dl - 1] == '\f' || text[dl - 1] == '\v'))
             dl--;
         text[dl] = '\n';
         text[dl + 1] = '\0';
-        dt = llm_tokenize(lm, text, &nd);
+        dt = llm_tokenize(st->lm, text, &nd);
         free(text);
-        if (!dt) goto done;
-        np = (int32_t *)realloc(prefix, (prefix_n + (size_t)nd + 1) * sizeof(int32_t));
+        if (!dt) goto fail;
+        np = (int32_t *)realloc(st->prefix, (st->prefix_n + (size_t)nd + 1) * sizeof(int32_t));
         if (!np) {
             free(dt);
-            rt_fail("out of memory");
-            goto done;
+            rt_fail_as(RT_STATUS_MEMORY, "out of memory");
+            goto fail;
         }
-        prefix = np;
-        memcpy(prefix + prefix_n, dt, (size_t)nd * sizeof(int32_t));
-        prefix_n += (size_t)nd;
+        st->prefix = np;
+        memcpy(st->prefix + st->prefix_n, dt, (size_t)nd * sizeof(int32_t));
+        st->prefix_n += (size_t)nd;
         free(dt);
     }
+    free(path);
+    return 0;
+fail:
+    free(path);
+    llm_close(st->lm);
+    st->lm = NULL;
+    return -1;
+}
+
+static int injective_plan(alignts *h, alignts_plan_params *p, alignts_plan_info *info) {
+    injective_state *st = (injective_state *)h->st;
+    injective_cfg *g = &st->g;
+    long L = p->context ? p->context : st->L0, H = p->horizon ? p->horizon : st->H0;
+    long samples = p->samples ? p->samples : g->n_samples;
+    int greedy;
+    if (cfg_bool(h->b.config, "config", "greedy", 0, &greedy)) return -1;
+    greedy = greedy || p->greedy;
+    if (L < 2) return rt_fail_as(RT_STATUS_ARG, "--context %ld: expected >= 2 (the scaler needs a range).", L);
+    if (H < 1 || samples < 1 || samples > 4096)
+        return rt_fail_as(RT_STATUS_ARG, "horizon %ld and samples %ld: expected >= 1 and 1..4096.", H, samples);
+    if (!greedy && !(g->temperature > 0))
+        return rt_fail("temperature=%g: expected > 0 (or --greedy).", g->temperature);
+    if (!(g->top_p > 0 && g->top_p <= 1)) return rt_fail("top_p=%g: expected in (0, 1].", g->top_p);
+    if (open_lm(h, st, samples)) return -1;
+    g->n_samples = samples;
+    g->greedy = greedy;
+    st->seed0 = p->have_seed ? p->seed : (uint64_t)st->seed;
     /* L' = the last context values that fit next to H values (LLMTime's truncation), at least 2 */
-    budget = n_ctx - 1 - (long)prefix_n - forecast_tokens(&g, H);
-    used = (budget > 0 ? budget : 0) / per_value;
-    if (used > L) used = L;
-    if (used < 2) {
-        long room = n_ctx - 1 - (long)prefix_n - 2 * per_value;
-        long most = room > 0 ? (long)floor((double)room / ((double)per_value * 1.2)) : 0;
-        rt_fail("horizon=%ld needs about %ld generated tokens (%ld per value x 1.2), which leaves no room for 2 "
-                "context values in the LM's context of %ld tokens; expected horizon <= %ld. Fix: forecast a shorter "
-                "--horizon.", H, forecast_tokens(&g, H), per_value, n_ctx, most);
-        goto done;
+    st->budget = st->n_ctx - 1 - (long)st->prefix_n - forecast_tokens(g, H);
+    st->used = (st->budget > 0 ? st->budget : 0) / st->per_value;
+    if (st->used > L) st->used = L;
+    if (st->used < 2) {
+        long room = st->n_ctx - 1 - (long)st->prefix_n - 2 * st->per_value;
+        long most = room > 0 ? (long)floor((double)room / ((double)st->per_value * 1.2)) : 0;
+        return rt_fail_as(RT_STATUS_ARG, "horizon=%ld needs about %ld generated tokens (%ld per value x 1.2), which "
+                          "leaves no room for 2 context values in the LM's context of %ld tokens; expected horizon <= "
+                          "%ld. Fix: forecast a shorter --horizon.", H, forecast_tokens(g, H), st->per_value,
+                          st->n_ctx, most);
     }
-    if (used < L)
-        fprintf(stderr, "alignts-run: %ld context values and %ld forecast values do not fit the LM's %ld-token "
-                "window; the prompt keeps the last %ld values (LLMTime's truncation)\n", L, H, n_ctx, used);
+    if (st->used < L)
+        lib_note(h, "%ld context values and %ld forecast values do not fit the LM's %ld-token window; the prompt "
+                 "keeps the last %ld values (LLMTime's truncation)", L, H, st->n_ctx, st->used);
+    st->L = L;
+    st->H = H;
+    st->cap = max_new_tokens(g, (size_t)H); /* the grammar's most tokens for H values: the sample buffer's width */
+    st->enc_cap = (size_t)st->used * (1 + (size_t)g->max_digits + (size_t)(g->max_digits - 1) * g->n_dsep + g->n_vsep);
+    info->context = L;
+    info->horizon = H;
+    info->n_channels = 0;
+    info->max_series = p->max_series ? p->max_series : 1;
+    info->samples = samples;
+    info->model_bytes = llm_model_bytes(st->lm);
+    info->kv_bytes = llm_kv_bytes(st->lm);
+    return 0;
+}
 
-    /* series: --column NAME..., else every numeric column (as `alignts forecast` on an Injective bundle) */
-    names = (const char **)rt_calloc(o->n_columns ? o->n_columns : t->n_columns, sizeof(char *));
-    if (!names) goto done;
-    if (o->n_columns) {
-        for (i = 0; i < o->n_columns; i++) names[n_series++] = o->columns[i];
-    } else {
-        for (i = 0; i < t->n_columns; i++)
-            if (t->columns[i].numeric && !t->columns[i].is_date) names[n_series++] = t->columns[i].name;
-        if (n_series == 0) {
-            rt_fail("%s has no numeric columns; expected a header row and numeric value columns. Fix: pass a CSV "
-                    "with numbers or name one with --column.", o->data);
-            goto done;
-        }
+static void injective_reserve(alignts *h, ws *w) {
+    injective_state *st = (injective_state *)h->st;
+    size_t n = (size_t)st->g.n_samples, L = (size_t)st->L, H = (size_t)st->H;
+    st->x = WS_ARRAY(w, double, L);
+    st->work = WS_ARRAY(w, double, L);
+    st->vals = WS_ARRAY(w, double, n * H);
+    st->col = WS_ARRAY(w, double, n);
+    st->ids = WS_ARRAY(w, int64_t, st->enc_cap);
+    st->gen = WS_ARRAY(w, int64_t, n * st->cap);
+    st->lengths = WS_ARRAY(w, int64_t, n);
+    st->n_parsed = WS_ARRAY(w, int64_t, n);
+    st->prompt = WS_ARRAY(w, int32_t, st->prefix_n + st->enc_cap);
+    st->state = WS_ARRAY(w, int, n);
+    st->n_dig = WS_ARRAY(w, int, n);
+    st->n_val = WS_ARRAY(w, size_t, n);
+    st->vpos = WS_ARRAY(w, size_t, n);
+    st->dpos = WS_ARRAY(w, size_t, n);
+    st->live = WS_ARRAY(w, int32_t, n);
+    st->tok = WS_ARRAY(w, int32_t, n);
+}
+
+/* One series x [L] raw: float32, scaler, clip, digits behind the prefix -> st->prompt [*n_prompt]; the scaler's
+ * offset and scale, the digit cap and the scaled last value for the forecast. */
+static int build_prompt(alignts *h, const double *xin, const char *label, size_t *n_prompt, int *max_d, double *off,
+                        double *sc, double *last) {
+    injective_state *st = (injective_state *)h->st;
+    injective_cfg *g = &st->g;
+    size_t L = (size_t)st->L, used = (size_t)st->used, i, cut;
+    double lim = (pow(10.0, g->max_digits) - 1.0) / pow(10.0, g->precision);
+    int64_t enc_len;
+    int rc;
+    if (series_check_float32(xin, xin, L, label)) return -1;
+    for (i = 0; i < L; i++) st->x[i] = (double)(float)xin[i]; /* the runtime works on float32 input */
+    rc = at_llmtime_scaler(st->x, 1, L, g->alpha, g->beta, g->basic, off, sc, st->work, NULL);
+    if (rc != AT_OK) return rt_fail_as(RT_STATUS_INPUT, "LLMTime scaler on %s failed: %s", label, at_status_str(rc));
+    *max_d = digit_cap(st->x, L, *off, *sc, g->precision, g->max_digits);
+    *last = (st->x[L - 1] - *off) / *sc; /* fills a sample that parsed nothing before the window ended */
+    for (i = 0; i < used; i++) { /* the scaler saw all L values; the prompt holds the last L' */
+        double z = (st->x[L - used + i] - *off) / *sc;
+        st->x[i] = z < -lim ? -lim : (z > lim ? lim : z);
     }
-
-    cap = need;
-    x = (double *)rt_malloc((size_t)L * sizeof(double));
-    work = (double *)rt_malloc((size_t)L * sizeof(double));
-    gen = (int64_t *)rt_malloc((size_t)g.n_samples * cap * sizeof(int64_t));
-    lengths = (int64_t *)rt_malloc((size_t)g.n_samples * sizeof(int64_t));
-    n_parsed = (int64_t *)rt_malloc((size_t)g.n_samples * sizeof(int64_t));
-    vals = (double *)rt_malloc((size_t)g.n_samples * (size_t)H * sizeof(double));
-    col = (double *)rt_malloc((size_t)g.n_samples * sizeof(double));
-    f->values = (double *)rt_malloc(n_series * (size_t)H * sizeof(double));
-    if (!x || !work || !gen || !lengths || !n_parsed || !vals || !col || !f->values) goto done;
-    for (s = 0; s < n_series; s++) {
-        double off, sc, lim = (pow(10.0, g.max_digits) - 1.0) / pow(10.0, g.precision);
-        size_t cut, n_prompt, h, k;
-        double last;
-        int st, max_d;
-        if (series_tail(t, o->data, names[s], (size_t)L, x) ||
-            series_check_float32(x, x, (size_t)L, names[s], o->data))
-            goto done;
-        for (i = 0; i < (size_t)L; i++) x[i] = (double)(float)x[i]; /* the runtime works on float32 input */
-        st = at_llmtime_scaler(x, 1, (size_t)L, g.alpha, g.beta, g.basic, &off, &sc, work, NULL);
-        if (st != AT_OK) {
-            rt_fail("LLMTime scaler on column '%s' failed: %s", names[s], at_status_str(st));
-            goto done;
-        }
-        max_d = digit_cap(x, (size_t)L, off, sc, g.precision, g.max_digits);
-        last = (x[L - 1] - off) / sc; /* fills a sample that parsed nothing before the window ended */
-        for (i = 0; i < (size_t)used; i++) { /* the scaler saw all L values; the prompt holds the last L' */
-            double z = (x[(size_t)(L - used) + i] - off) / sc;
-            x[i] = z < -lim ? -lim : (z > lim ? lim : z);
-        }
-        if ((st = at_encode_lengths(x, 1, (size_t)used, &g.table, g.precision, &enc_len)) != AT_OK) {
-            rt_fail("digit encoding of column '%s' failed: %s", names[s], at_status_str(st));
-            goto done;
-        }
-        free(ids);
-        ids = (int64_t *)rt_malloc((size_t)enc_len * sizeof(int64_t));
-        if (!ids) goto done;
-        if ((st = at_encode_digits(x, 1, (size_t)used, &g.table, g.precision, ids, (size_t)enc_len, &enc_len))
-            != AT_OK) {
-            rt_fail("digit encoding of column '%s' failed: %s", names[s], at_status_str(st));
-            goto done;
-        }
-        cut = 0;
-        if (enc_len > budget) { /* keep the last whole values that fit */
-            size_t target = (size_t)(enc_len - budget);
-            int64_t last = g.vsep[g.n_vsep - 1];
-            cut = (size_t)enc_len;
-            for (i = 0; i < (size_t)enc_len; i++)
-                if (ids[i] == last && i + 1 >= target) {
-                    cut = i + 1;
-                    break;
-                }
-        }
-        n_prompt = prefix_n + (size_t)enc_len - cut;
-        free(prompt);
-        prompt = (int32_t *)rt_malloc((n_prompt ? n_prompt : 1) * sizeof(int32_t));
-        if (!prompt) goto done;
-        memcpy(prompt, prefix, prefix_n * sizeof(int32_t));
-        for (i = cut; i < (size_t)enc_len; i++) prompt[prefix_n + i - cut] = (int32_t)ids[i];
-        if (o->dump_prompt) {
-            fprintf(stderr, "prompt %s:", names[s]);
-            for (i = 0; i < n_prompt; i++) fprintf(stderr, " %d", prompt[i]);
-            fputc('\n', stderr);
-        }
-        if (generate(lm, &g, prompt, (int)n_prompt, (size_t)H, max_d, gen, cap, (size_t)n_ctx - n_prompt, lengths))
-            goto done;
-        st = at_decode_digits(gen, (size_t)g.n_samples, cap, lengths, &g.table, g.precision, (size_t)H, vals, n_parsed);
-        if (st != AT_OK) {
-            rt_fail("decoding the samples failed: %s", at_status_str(st));
-            goto done;
-        }
-        for (k = 0; k < (size_t)g.n_samples; k++) {
-            if (n_parsed[k] == H) continue;
-            if ((size_t)lengths[k] < (size_t)n_ctx - n_prompt) { /* the grammar makes this impossible */
-                rt_fail("internal error: sample %zu parsed %lld of %ld values", k, (long long)n_parsed[k], H);
-                goto done;
+    if ((rc = at_encode_lengths(st->x, 1, used, &g->table, g->precision, &enc_len)) != AT_OK)
+        return rt_fail_as(RT_STATUS_INPUT, "digit encoding of %s failed: %s", label, at_status_str(rc));
+    if ((size_t)enc_len > st->enc_cap)
+        return rt_fail_as(RT_STATUS_RUNTIME, "internal error: %lld digit tokens for %zu values (planned %zu)",
+                          (long long)enc_len, used, st->enc_cap);
+    if ((rc = at_encode_digits(st->x, 1, used, &g->table, g->precision, st->ids, st->enc_cap, &enc_len)) != AT_OK)
+        return rt_fail_as(RT_STATUS_INPUT, "digit encoding of %s failed: %s", label, at_status_str(rc));
+    cut = 0;
+    if (enc_len > st->budget) { /* keep the last whole values that fit */
+        size_t target = (size_t)(enc_len - st->budget);
+        int64_t sep = g->vsep[g->n_vsep - 1];
+        cut = (size_t)enc_len;
+        for (i = 0; i < (size_t)enc_len; i++)
+            if (st->ids[i] == sep && i + 1 >= target) {
+                cut = i + 1;
+                break;
             }
+    }
+    *n_prompt = st->prefix_n + (size_t)enc_len - cut;
+    memcpy(st->prompt, st->prefix, st->prefix_n * sizeof(int32_t));
+    for (i = cut; i < (size_t)enc_len; i++) st->prompt[st->prefix_n + i - cut] = (int32_t)st->ids[i];
+    return 0;
+}
+
+/* numpy's quantile, method 'linear' (its _lerp, exact at the ends), of sorted v [n] */
+static double quantile_sorted(const double *v, size_t n, double q) {
+    double pos = q * (double)(n - 1), t, a, b, d;
+    size_t lo = (size_t)floor(pos);
+    if (lo >= n - 1) return v[n - 1];
+    t = pos - (double)lo;
+    a = v[lo];
+    b = v[lo + 1];
+    d = b - a;
+    return t >= 0.5 ? b - d * (1 - t) : a + d * t;
+}
+
+static int injective_forecast(alignts *h, const double *xin, size_t B, size_t C, size_t L, double *out,
+                              const double *q, size_t n_q, double *q_out) {
+    injective_state *st = (injective_state *)h->st;
+    injective_cfg *g = &st->g;
+    size_t S = B * C, s, k, hh, n = (size_t)g->n_samples, H = (size_t)st->H, n_short = 0;
+    char label[160];
+    g->rng = st->seed0; /* every call restarts the seeded stream */
+    for (s = 0; s < S; s++) {
+        size_t n_prompt;
+        int max_d, rc;
+        double off, sc, last;
+        lib_series_label(h, s, C, label, sizeof label);
+        if (build_prompt(h, xin + s * L, label, &n_prompt, &max_d, &off, &sc, &last)) return -1;
+        if (generate(st, st->prompt, (int)n_prompt, H, max_d, (size_t)st->n_ctx - n_prompt)) return -1;
+        rc = at_decode_digits(st->gen, n, st->cap, st->lengths, &g->table, g->precision, H, st->vals, st->n_parsed);
+        if (rc != AT_OK) return rt_fail_as(RT_STATUS_RUNTIME, "decoding the samples failed: %s", at_status_str(rc));
+        for (k = 0; k < n; k++) {
+            if (st->n_parsed[k] == (int64_t)H) continue;
+            if ((size_t)st->lengths[k] < (size_t)st->n_ctx - n_prompt) /* the grammar makes this impossible */
+                return rt_fail_as(RT_STATUS_RUNTIME, "internal error: sample %zu parsed %lld of %zu values", k,
+                                  (long long)st->n_parsed[k], H);
             n_short++; /* stopped by the end of the window: padded with its last value (decode), or the context's */
-            if (n_parsed[k] == 0)
-                for (h = 0; h < (size_t)H; h++) vals[k * (size_t)H + h] = last;
+            if (st->n_parsed[k] == 0)
+                for (hh = 0; hh < H; hh++) st->vals[k * H + hh] = last;
         }
-        for (h = 0; h < (size_t)H; h++) { /* unscale, then the median over samples (numpy's) */
-            size_t n = (size_t)g.n_samples;
-            for (k = 0; k < n; k++) col[k] = vals[k * (size_t)H + h] * sc + off;
-            qsort(col, n, sizeof(double), cmp_double);
-            f->values[s * (size_t)H + h] = (n % 2) ? col[n / 2] : (col[n / 2 - 1] + col[n / 2]) / 2.0;
+        for (hh = 0; hh < H; hh++) { /* unscale, then the median over samples (numpy's) and the quantiles */
+            size_t i;
+            for (k = 0; k < n; k++) st->col[k] = st->vals[k * H + hh] * sc + off;
+            qsort(st->col, n, sizeof(double), cmp_double);
+            out[s * H + hh] = (n % 2) ? st->col[n / 2] : (st->col[n / 2 - 1] + st->col[n / 2]) / 2.0;
+            for (i = 0; i < n_q; i++) q_out[(s * H + hh) * n_q + i] = quantile_sorted(st->col, n, q[i]);
         }
     }
     if (n_short)
-        fprintf(stderr, "alignts-run: %zu samples reached the end of the LM's window before H values; padded with "
-                "their last value\n", n_short);
-    f->n_series = n_series;
-    f->horizon = (size_t)H;
-    f->names = names;
-    f->first_step = t->n_rows;
-    names = NULL;
-    rc = 0;
-done:
-    free(names);
-    free(prefix);
-    free(prompt);
-    free(ids);
-    free(gen);
-    free(lengths);
-    free(n_parsed);
-    free(vals);
-    free(col);
-    free(x);
-    free(work);
-    free(path);
-    free(g.vsep);
-    free(g.dsep);
-    free(g.ends);
-    llm_close(lm);
-    if (rc != 0) {
-        free(f->values);
-        f->values = NULL;
-    }
-    return rc;
+        lib_note(h, "%zu samples reached the end of the LM's window before H values; padded with their last value",
+                 n_short);
+    return 0;
 }
+
+static int injective_prompt(alignts *h, const double *x, size_t L, int32_t *ids, size_t cap, size_t *n) {
+    injective_state *st = (injective_state *)h->st;
+    size_t n_prompt;
+    int max_d;
+    double off, sc, last;
+    if (L != (size_t)st->L)
+        return rt_fail_as(RT_STATUS_INPUT, "alignts_prompt: L=%zu; the plan's context is %ld.", L, st->L);
+    if (build_prompt(h, x, "the series", &n_prompt, &max_d, &off, &sc, &last)) return -1;
+    *n = n_prompt;
+    if (n_prompt > cap)
+        return rt_fail_as(RT_STATUS_ARG, "alignts_prompt: the prompt has %zu ids; ids holds %zu.", n_prompt, cap);
+    memcpy(ids, st->prompt, n_prompt * sizeof(int32_t));
+    return 0;
+}
+
+static void injective_close(alignts *h) {
+    injective_state *st = (injective_state *)h->st;
+    if (!st) return;
+    llm_close(st->lm);
+    free(st->prefix);
+    free(st->g.vsep);
+    free(st->g.dsep);
+    free(st->g.ends);
+    free(st);
+    h->st = NULL;
+}
+
+const paradigm_ops injective_ops = {"injective", injective_open, injective_plan, injective_reserve,
+                                    injective_forecast, injective_prompt, injective_close};

@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@ struct llm {
     struct llama_adapter_lora *adapter;
     const struct llama_vocab *vocab;
     llama_memory_t mem;
-    int n_embd, n_vocab, n_ctx, n_batch, n_seq_max, is_encoder, embeddings_on;
+    int n_embd, n_vocab, n_ctx, n_batch, n_seq_max, is_encoder, embeddings_on, kv_f16;
     char arch[64];
     int32_t *seq_pos; /* [n_seq_max] next position per sequence */
     int n_live;
@@ -37,9 +38,11 @@ struct llm {
 };
 
 /* ------------------------------------------------------------------------------------------------ logging */
-static int g_verbose = 0;
-static char g_log[8][256];
-static int g_log_n = 0;
+/* llama.cpp's log callback is process-wide; what it says is kept per thread (the thread that called into
+   llama.cpp reads it back for its error message), and so is the verbosity (set per libalignts call). */
+static RT_TLS int g_verbose = 0;
+static RT_TLS char g_log[8][256];
+static RT_TLS int g_log_n = 0;
 
 static void log_cb(enum ggml_log_level level, const char *text, void *user) {
     size_t n;
@@ -56,7 +59,7 @@ static void log_cb(enum ggml_log_level level, const char *text, void *user) {
 }
 
 static const char *last_log(void) {
-    static char buf[900];
+    static RT_TLS char buf[900];
     int i, first = g_log_n > 3 ? g_log_n - 3 : 0;
     buf[0] = '\0';
     if (g_log_n == 0) return "";
@@ -70,7 +73,10 @@ static const char *last_log(void) {
 
 void llm_set_verbose(int on) { g_verbose = on; }
 
+/* llama.cpp's backend: initialised once per process, freed when the last model is closed (llm_shutdown). */
+static pthread_mutex_t g_backend_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_backend_up = 0;
+static int g_live = 0; /* llm handles open */
 
 /* A llama.cpp built with GGML_BACKEND_DL (scripts/setup's portable build: one CPU backend per x86-64 level, the
    best for this CPU picked from cpuid at run time) keeps its backends beside libllama, and ggml_backend_load_all
@@ -94,17 +100,23 @@ static void load_backends(void) {
 }
 
 static void init_backend_once(void) {
-    if (g_backend_up) return;
-    llama_log_set(log_cb, NULL);
-    load_backends();
-    llama_backend_init();
-    g_backend_up = 1;
+    pthread_mutex_lock(&g_backend_lock);
+    if (!g_backend_up) {
+        llama_log_set(log_cb, NULL);
+        load_backends();
+        llama_backend_init();
+        g_backend_up = 1;
+    }
+    pthread_mutex_unlock(&g_backend_lock);
 }
 
 void llm_shutdown(void) {
-    if (!g_backend_up) return;
-    llama_backend_free();
-    g_backend_up = 0;
+    pthread_mutex_lock(&g_backend_lock);
+    if (g_backend_up && g_live == 0) {
+        llama_backend_free();
+        g_backend_up = 0;
+    }
+    pthread_mutex_unlock(&g_backend_lock);
 }
 
 static int default_threads(void) {
@@ -422,6 +434,9 @@ llm *llm_open(const char *path, const llm_params *p) {
     if (check_gguf_meta(path, p) || (p->lora_path && check_gguf_meta(p->lora_path, NULL))) return NULL;
     m = (llm *)rt_calloc(1, sizeof *m);
     if (!m) return NULL;
+    pthread_mutex_lock(&g_backend_lock);
+    g_live++;
+    pthread_mutex_unlock(&g_backend_lock);
     mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
     m->model = llama_model_load_from_file(path, mp);
@@ -436,6 +451,7 @@ llm *llm_open(const char *path, const llm_params *p) {
     m->n_ctx = p->n_ctx;
     m->n_batch = p->n_batch;
     m->n_seq_max = p->n_seq_max;
+    m->kv_f16 = p->kv_f16 != 0;
     cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)p->n_ctx * (uint32_t)p->n_seq_max;
     cp.n_batch = (uint32_t)p->n_batch;
@@ -506,6 +522,20 @@ void llm_close(llm *m) {
     free(m->out);
     free(m->seq_pos);
     free(m);
+    pthread_mutex_lock(&g_backend_lock);
+    g_live--;
+    pthread_mutex_unlock(&g_backend_lock);
+}
+
+size_t llm_model_bytes(const llm *m) { return (size_t)llama_model_size(m->model); }
+
+size_t llm_kv_bytes(const llm *m) {
+    const struct llama_context *c = m->ctx;
+    int n_head = llama_model_n_head(m->model), n_head_kv = llama_model_n_head_kv(m->model);
+    size_t per;
+    if (m->is_encoder || n_head < 1) return 0;
+    per = (size_t)(m->n_embd / n_head) * (size_t)(n_head_kv > 0 ? n_head_kv : n_head); /* k (= v) width per layer */
+    return (size_t)llama_n_ctx(c) * (size_t)llama_model_n_layer(m->model) * 2 * per * (m->kv_f16 ? 2 : 4);
 }
 
 int llm_n_embd(const llm *m) { return m->n_embd; }

@@ -28,6 +28,10 @@ typedef struct {
 llm *llm_open(const char *path, const llm_params *p);
 void llm_close(llm *m);
 
+/* Bytes of the model's tensors (llama_model_size) and of the context's KV cache (0 for an encoder). */
+size_t llm_model_bytes(const llm *m);
+size_t llm_kv_bytes(const llm *m);
+
 int llm_n_embd(const llm *m);
 int llm_n_vocab(const llm *m);
 int llm_n_ctx_train(const llm *m);
@@ -51,10 +55,10 @@ int32_t *llm_tokenize(llm *m, const char *text, int *n);
 /* The text of one token into buf (NUL-terminated, maybe cut). Returns its length or -1. */
 int llm_piece(llm *m, int32_t token, char *buf, int size);
 
-/* Free llama.cpp's backend (once, at exit; only if a model was opened). */
+/* Free llama.cpp's backend when no model is open (libalignts calls it from alignts_close; safe to call any time). */
 void llm_shutdown(void);
 
-/* Show llama.cpp's log on stderr (default: kept quiet; the last lines are quoted in errors). */
+/* Show llama.cpp's log on stderr (default: kept quiet; the last lines are quoted in errors). Per thread. */
 void llm_set_verbose(int on);
 
 #ifdef __cplusplus

@@ -8,36 +8,54 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char g_error[2048];
-static int g_has_error = 0;
+/* One message per thread: a libalignts call clears it on entry and copies it into its handle on failure, so
+   handles used from different threads never share it. */
+static RT_TLS char g_error[2048];
+static RT_TLS int g_has_error = 0;
+static RT_TLS int g_status = 0;
+
+static void record(int status, const char *fmt, va_list ap) {
+    if (!g_has_error) {
+        vsnprintf(g_error, sizeof g_error, fmt, ap);
+        g_has_error = 1;
+        g_status = status;
+    }
+}
 
 int rt_fail(const char *fmt, ...) {
-    if (!g_has_error) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(g_error, sizeof g_error, fmt, ap);
-        va_end(ap);
-        g_has_error = 1;
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    record(0, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int rt_fail_as(int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    record(status, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
 const char *rt_error(void) { return g_has_error ? g_error : "unknown error"; }
+int rt_error_status(void) { return g_has_error ? g_status : 0; }
 
 void rt_clear_error(void) {
     g_has_error = 0;
+    g_status = 0;
     g_error[0] = '\0';
 }
 
 void *rt_malloc(size_t n) {
     void *p = malloc(n ? n : 1);
-    if (!p) rt_fail("out of memory (asked for %zu bytes)", n);
+    if (!p) rt_fail_as(RT_STATUS_MEMORY, "out of memory (asked for %zu bytes)", n);
     return p;
 }
 
 void *rt_calloc(size_t count, size_t size) {
     void *p = calloc(count ? count : 1, size ? size : 1);
-    if (!p) rt_fail("out of memory (asked for %zu x %zu bytes)", count, size);
+    if (!p) rt_fail_as(RT_STATUS_MEMORY, "out of memory (asked for %zu x %zu bytes)", count, size);
     return p;
 }
 

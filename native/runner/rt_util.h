@@ -15,10 +15,30 @@ extern "C" {
 #define RT_PRINTF(a, b)
 #endif
 
+/* Thread-local storage (the error message is per thread, see rt_util.c). */
+#if defined(__GNUC__) || defined(__clang__)
+#define RT_TLS __thread
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#define RT_TLS _Thread_local
+#else
+#error "libalignts needs thread-local storage (GCC, Clang or a C11 compiler)"
+#endif
+
+/* Status kinds for rt_fail_as (the values of alignts_status in alignts.h). */
+#define RT_STATUS_ARG (-1)
+#define RT_STATUS_BUNDLE (-2)
+#define RT_STATUS_INPUT (-3)
+#define RT_STATUS_MEMORY (-4)
+#define RT_STATUS_RUNTIME (-5)
+
 /* Record an error message (what was expected, what came, the fix) and return -1. The first error wins
- * until rt_clear_error; later calls only append nothing, so the root cause is what main prints. */
+ * until rt_clear_error; later calls change nothing, so the root cause is what the caller reports. The
+ * message is per thread. rt_fail_as also records a status kind (RT_STATUS_*; rt_fail: 0 = the caller's
+ * default). */
 int rt_fail(const char *fmt, ...) RT_PRINTF(1, 2);
+int rt_fail_as(int status, const char *fmt, ...) RT_PRINTF(2, 3);
 const char *rt_error(void);
+int rt_error_status(void);
 void rt_clear_error(void);
 
 /* malloc/calloc that record "out of memory" on failure (return NULL). */
