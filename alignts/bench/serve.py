@@ -1,0 +1,236 @@
+"""`alignts bench serve BUNDLE`: the server under load beside in-process forecasts, in one run.
+
+For each batching mode (dynamic batching on, and off: one backend call per request) an ``alignts serve`` child
+process serves the bundle on 127.0.0.1 (a free port; nothing else is ever contacted). A load generator (one
+asyncio event loop, httpx) runs N concurrent clients for each N in ``clients``; each client sends v2 infer
+requests of ``rows`` series back to back until the level has sent ``requests`` requests or run ``duration``
+seconds, whichever comes first. A 429 answer is counted and the client backs off ``BACKOFF`` seconds; a request
+with no answer in ``timeout`` seconds counts as a timeout. The server's RSS is sampled every 20 ms.
+
+Beside each level, the bundle runs in this process with the server's plan (variant, batch size): ``forecast``
+on batches of ``min(N * rows, max_batch)`` series (what dynamic batching can gather from N clients), timed
+over ``inproc_calls`` calls; ``ratio`` = served series/s over in-process series/s at that batch size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignts.errors import InputError
+
+BACKOFF = 0.05
+
+
+@dataclass(frozen=True)
+class ServeBenchConfig:
+    """clients: concurrency levels; requests / duration: bounds of each level (count, seconds); rows: series per
+    request; max_batch / max_wait_ms / max_queue / budget / workers: the server's options; timeout: a request
+    with no answer by then is a timeout; inproc_calls: timed in-process calls per level."""
+
+    clients: tuple[int, ...] = (1, 8, 32, 128)
+    requests: int = 2000
+    duration: float = 20.0
+    rows: int = 1
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 64
+    budget: str | None = "2GB"
+    workers: int = 1
+    timeout: float = 30.0
+    inproc_calls: int = 50
+    batching_modes: tuple[bool, ...] = (True, False)
+
+    def check(self) -> None:
+        if not self.clients or min(self.clients) < 1 or max(self.clients) > 1024:
+            raise InputError(f"--clients {self.clients}: expected levels from 1 to 1024, e.g. 1,8,32,128.")
+        if self.requests < 1 or not 0 < self.duration <= 600:
+            raise InputError(f"--requests {self.requests} / --duration {self.duration}: expected >= 1 request and "
+                             "0 < duration <= 600 seconds (every level is bounded in count and time).")
+        if self.rows < 1 or self.max_batch < 1:
+            raise InputError("--rows and --max-batch: expected >= 1.")
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def start_server(bundle: str, cfg: ServeBenchConfig, batching: bool, workdir: Path) -> tuple[subprocess.Popen, str]:
+    """``alignts serve`` in a child process on 127.0.0.1:0; returns (process, base url)."""
+    ready = workdir / f"ready-{int(batching)}"
+    args = [sys.executable, "-m", "alignts", "serve", f"m={bundle}", "--host", "127.0.0.1", "--port", "0",
+            "--ready-file", str(ready), "--max-batch", str(cfg.max_batch), "--max-wait-ms", str(cfg.max_wait_ms),
+            "--max-queue", str(cfg.max_queue), "--workers", str(cfg.workers), "--log-format", "json"]
+    if cfg.budget:
+        args += ["--budget", cfg.budget]
+    if not batching:
+        args.append("--no-batching")
+    log = open(workdir / f"serve-{int(batching)}.log", "wb")
+    env = dict(os.environ)
+    env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
+    t0 = time.monotonic()
+    while not ready.exists():
+        if p.poll() is not None or time.monotonic() - t0 > 300:
+            p.kill()
+            raise RuntimeError(f"alignts serve did not start; its log: {(workdir / log.name).read_text()[-2000:]}")
+        time.sleep(0.05)
+    return p, "http://" + ready.read_text().strip()
+
+
+async def _level(url: str, n_clients: int, body: bytes, cfg: ServeBenchConfig) -> dict[str, Any]:
+    import httpx
+
+    lat: list[float] = []
+    codes: dict[str, int] = {}
+    sent = 0
+    t_end = time.perf_counter() + cfg.duration
+    limits = httpx.Limits(max_connections=n_clients, max_keepalive_connections=n_clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=cfg.timeout) as client:
+        async def one_client():
+            nonlocal sent
+            while sent < cfg.requests and time.perf_counter() < t_end:
+                sent += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v2/models/m/infer", content=body,
+                                          headers={"content-type": "application/json"})
+                    key = str(r.status_code)
+                except httpx.TimeoutException:
+                    key = "timeout"
+                except httpx.HTTPError as e:
+                    key = type(e).__name__
+                codes[key] = codes.get(key, 0) + 1
+                if key == "200":
+                    lat.append(time.perf_counter() - t0)
+                elif key == "429":
+                    await asyncio.sleep(BACKOFF)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(n_clients)))
+        wall = time.perf_counter() - t0
+    ok = codes.get("200", 0)
+    ms = np.asarray(lat) * 1e3 if lat else np.asarray([np.nan])
+    return {"requests": sent, "ok": ok, "rejected_429": codes.get("429", 0), "timeouts": codes.get("timeout", 0),
+            "errors": sent - ok - codes.get("429", 0) - codes.get("timeout", 0), "codes": codes,
+            "wall_s": wall, "req_per_s": ok / wall, "series_per_s": ok * cfg.rows / wall,
+            "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(np.max(ms))}
+
+
+def _inproc(f, x: np.ndarray, batch: int, calls: int) -> float:
+    """In-process series/s of ``forecast`` on ``batch`` series (the median of ``calls`` timed calls)."""
+    xb = np.concatenate([x] * (batch // x.shape[0] + 1))[:batch]
+    for _ in range(3):
+        f.forecast(xb)
+    ts = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        f.forecast(xb)
+        ts.append(time.perf_counter() - t0)
+    return batch / float(np.median(ts))
+
+
+def run_serve_bench(bundle: str, cfg: ServeBenchConfig) -> dict[str, Any]:
+    """Every level of ``cfg`` in both batching modes, with the in-process reference; returns machine, config,
+    rows."""
+    import httpx
+
+    import alignts.runtime as rt
+
+    cfg.check()
+    if not (Path(bundle) / "manifest.json").is_file():
+        raise InputError(f"{bundle!r} is not a bundle folder (no manifest.json).")
+    rows: list[dict[str, Any]] = []
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="alignts-bench-serve-") as tmp:
+        for batching in cfg.batching_modes:
+            p, url = start_server(bundle, cfg, batching, Path(tmp))
+            try:
+                meta = httpx.get(url + "/v2/models/m", timeout=60).json()["parameters"]
+                f = rt.load(bundle)
+                f.plan(variant=meta["variant"], batch_size=meta["batch_size"])
+                rng = np.random.default_rng(0)
+                c = meta["n_channels"] or 1
+                x = 20 + rng.standard_normal((cfg.rows, c, meta["context_len"])).cumsum(-1)
+                body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP64",
+                                               "data": x.reshape(-1).tolist()}],
+                                   "outputs": [{"name": "forecast"}]}).encode()
+                for n in cfg.clients:
+                    peak = [_rss(p.pid)]
+                    stop = threading.Event()
+
+                    def sample(peak=peak, stop=stop):
+                        while not stop.is_set():
+                            peak.append(_rss(p.pid))
+                            time.sleep(0.02)
+
+                    th = threading.Thread(target=sample, daemon=True)
+                    th.start()
+                    try:
+                        r = asyncio.run(_level(url, n, body, cfg))
+                    finally:
+                        stop.set()
+                        th.join()
+                    b = min(n * cfg.rows, cfg.max_batch) if batching else cfg.rows
+                    ref = _inproc(f, x, b, cfg.inproc_calls)
+                    rows.append({"model": Path(bundle).name, "paradigm": meta["paradigm"], "variant": meta["variant"],
+                                 "batching": meta["batching"] if batching else "off", "clients": n, **r,
+                                 "inproc_batch": b, "inproc_series_per_s": ref, "ratio": r["series_per_s"] / ref,
+                                 "server_peak_rss": max(peak)})
+                del f
+            finally:
+                p.terminate()
+                p.wait(60)
+    return {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
+                        "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+            "bundle": str(bundle), "config": asdict(cfg), "rows": rows}
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    c = result["config"]
+    m = result["machine"]
+    lines = [f"bundle `{result['bundle']}`; {m['cpu']}, {m['cores']} cores, load average "
+             f"{m['loadavg_before'][0]:.1f} before / {m['loadavg_after'][0]:.1f} after; server --max-batch "
+             f"{c['max_batch']} --max-wait-ms {c['max_wait_ms']} --max-queue {c['max_queue']} --workers {c['workers']}"
+             f" --budget {c['budget']}; {c['rows']} series per request; each level bounded by {c['requests']} "
+             f"requests or {c['duration']} s", "",
+             "| batching | clients | ok | 429 | timeouts | errors | req/s | series/s | p50 ms | p90 ms | p99 ms | "
+             "in-process batch | in-process series/s | served / in-process | server peak RSS MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['batching']} | {r['clients']} | {r['ok']} | {r['rejected_429']} | {r['timeouts']} | "
+                     f"{r['errors']} | {r['req_per_s']:.1f} | {r['series_per_s']:.1f} | {r['p50_ms']:.1f} | "
+                     f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['inproc_batch']} | {r['inproc_series_per_s']:.1f} | "
+                     f"{r['ratio']:.2f} | {r['server_peak_rss'] / 2**20:.0f} |")
+    return "\n".join(lines)
