@@ -40,19 +40,19 @@ def test_serve_package_imports_no_torch():
 
 
 def test_client_disconnects_and_unbounded_body(tiny_bundles):
-    cfg = ServeConfig(models=(f"m={tiny_bundles['internal']}",), max_batch=32, max_wait_ms=1500,
+    cfg = ServeConfig(models=(f"m={tiny_bundles['internal']}", f"slow={tiny_bundles['injective']}"), max_batch=32,
                       max_body_bytes=100_000)
     with ServerThread(cfg) as s:
         x = series(1, 1, 1, 32)[0]
         import json
 
-        body = json.dumps(infer_body(x)).encode()
-        head = (f"POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        body = json.dumps(infer_body(series(1, 24, 1, 32)[0])).encode()  # 24 Injective generations: ~1 s
+        head = (f"POST /v2/models/slow/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         # 1. leaves while sending the body
         with socket.create_connection(("127.0.0.1", s.port)) as sock:
             sock.sendall(head + body[: len(body) // 2])
-        # 2. sends the whole request, leaves while it waits in the batch window
+        # 2. sends the whole request, leaves while it runs
         with socket.create_connection(("127.0.0.1", s.port)) as sock:
             sock.sendall(head + body)
             time.sleep(0.3)
@@ -115,12 +115,13 @@ def _rss(pid: int) -> int:
 
 def test_sigterm_under_load_answers_every_accepted_request(tiny_bundles, tmp_path):
     budget = 2_000_000_000
-    p, url = start_child([f"m={tiny_bundles['internal']}", f"b={tiny_bundles['bridging']}", "--budget", "2GB",
-                          "--max-batch", "32", "--max-wait-ms", "1500", "--log-format", "json"], tmp_path)
+    # Injective generations, one request at a time: 16 requests of 4 series queue up for seconds
+    p, url = start_child([f"m={tiny_bundles['injective']}", f"i={tiny_bundles['internal']}", "--budget", "2GB",
+                          "--max-batch", "8", "--no-batching", "--log-format", "json"], tmp_path)
     try:
-        xs = series(16, 1, 1, 32, seed=9)
+        xs = series(16, 4, 1, 32, seed=9)
         meta = httpx.get(url + "/v2/models/m", timeout=30).json()
-        f = reference(tiny_bundles["internal"], meta)
+        f = reference(tiny_bundles["injective"], meta)
         serial = [expected(f, x, meta["parameters"]["batching"])[0] for x in xs]
         peak = [_rss(p.pid)]
         stop = threading.Event()
@@ -138,18 +139,24 @@ def test_sigterm_under_load_answers_every_accepted_request(tiny_bundles, tmp_pat
 
         def one(k: int):
             with httpx.Client(base_url=url, timeout=60) as c:
-                return c.post(f"/v2/models/{'mb'[k % 2]}/infer", json=infer_body(xs[k]))
+                return c.post("/v2/models/m/infer", json=infer_body(xs[k]))
 
-        with ThreadPoolExecutor(16) as ex:
+        big = series(1, 24, 1, 32, seed=10)[0]  # ~1 s of generation on the one worker: the others queue behind it
+        with ThreadPoolExecutor(17) as ex:
+            head = ex.submit(lambda: httpx.post(url + "/v2/models/m/infer", json=infer_body(big), timeout=120))
+            t0 = time.monotonic()
+            while _metric(url, "alignts_inflight_requests") < 2 and time.monotonic() - t0 < 20:
+                time.sleep(0.01)
             futs = [ex.submit(one, k) for k in range(16)]
             t0 = time.monotonic()  # every request accepted (in the server's hands) before the signal
-            while _metric(url, "alignts_inflight_requests") < 17 and time.monotonic() - t0 < 20:
+            while _metric(url, "alignts_inflight_requests") < 18 and time.monotonic() - t0 < 20:
                 time.sleep(0.01)
-            assert _metric(url, "alignts_inflight_requests") >= 17  # 16 + this /metrics call
+            assert _metric(url, "alignts_inflight_requests") >= 18  # 17 + this /metrics call
             p.send_signal(signal.SIGTERM)
             rs = [f.result() for f in futs]
+            assert head.result().status_code == 200
         assert [r.status_code for r in rs] == [200] * 16, [r.text for r in rs if r.status_code != 200]
-        for k in range(0, 16, 2):
+        for k in range(16):
             assert np.array_equal(outputs_of(rs[k].json())["forecast"], serial[k])
         assert p.wait(30) == 0
         stop.set()

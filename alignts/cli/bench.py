@@ -22,9 +22,10 @@ from alignts.errors import InputError
 
 
 def add_arguments(p):
-    p.add_argument("target", nargs="+", metavar="kernels|injective|BUNDLE",
+    p.add_argument("target", nargs="+", metavar="kernels|injective|serve|BUNDLE",
                    help="`kernels` for the kernel benchmark (numba vs numpy), `injective [MODEL]` for the "
-                        "Injective generation loop, or bundle folders")
+                        "Injective generation loop, `serve BUNDLE` for the HTTP server under load, or bundle "
+                        "folders")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="also write the results (machine info and one row per case) to this JSON file")
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests, not for numbers)")
@@ -38,6 +39,16 @@ def add_arguments(p):
     g.add_argument("--max-series", type=int, default=60, help="zero-shot: series per data set (default 60)")
     g.add_argument("--samples", type=int, default=20, help="sampled continuations (default 20)")
     g.add_argument("--horizon", type=int, default=24, help="generated values per continuation (default 24)")
+    g = p.add_argument_group("serve (alignts bench serve BUNDLE: the HTTP server under load, 127.0.0.1 only)")
+    g.add_argument("--clients", default="1,8,32,128", help="concurrent clients per level (default 1,8,32,128)")
+    g.add_argument("--requests", type=int, default=2000, help="requests per level at most (default 2000)")
+    g.add_argument("--duration", type=float, default=20.0, help="seconds per level at most (default 20)")
+    g.add_argument("--rows", type=int, default=1, help="series per request (default 1)")
+    g.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch (default 32)")
+    g.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's --max-wait-ms (default 5)")
+    g.add_argument("--max-queue", type=int, default=64, help="the server's --max-queue (default 64)")
+    g.add_argument("--budget", default="2GB", help="the server's --budget (default 2GB)")
+    g.add_argument("--workers", type=int, default=1, help="the server's --workers (default 1)")
     g = p.add_argument_group("stream")
     g.add_argument("--lengths", default="96,336,1024", help="stream: context lengths of the Injective bundle")
     g.add_argument("--rss-points", default="1000000,10000000", help="stream: points fed in the peak-RSS runs")
@@ -172,6 +183,30 @@ def _run_kernels(args) -> int:
     return 0
 
 
+def _run_serve(args) -> int:
+    from alignts.bench.serve import ServeBenchConfig, run_serve_bench, to_markdown
+
+    if len(args.target) != 2:
+        raise InputError(f"`serve` takes one bundle; got {args.target[1:]}. Fix: alignts bench serve BUNDLE")
+    quick = dict(clients=(1, 4), requests=40, duration=5.0, inproc_calls=5) if args.quick else {}
+    cfg = ServeBenchConfig(**{"clients": _ints(args.clients, "--clients"), "requests": args.requests,
+                              "duration": args.duration, "rows": args.rows, "max_batch": args.max_batch,
+                              "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
+                              "budget": args.budget or None, "workers": args.workers, **quick})
+    result = run_serve_bench(args.target[1], cfg)
+    md = to_markdown(result)
+    if args.format:
+        write_table(result["rows"], args.format)
+    else:
+        print(md)
+    for path, text in ((args.json, json.dumps(result, indent=2) + "\n"), (args.md, md + "\n")):
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+            print(f"wrote {path}")
+    return 0
+
+
 def _run_stream(args) -> int:
     from alignts.bench.stream import run_stream_bench, to_markdown
     from alignts.runtime.manifest import read_manifest
@@ -204,6 +239,8 @@ def _run_stream(args) -> int:
 def run(args) -> int:
     if args.target and args.target[0] == "stream":
         return _run_stream(args)
+    if args.target and args.target[0] == "serve":
+        return _run_serve(args)
     if args.target == ["kernels"]:
         return _run_kernels(args)
     if "kernels" in args.target:

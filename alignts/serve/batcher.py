@@ -1,5 +1,6 @@
 """Dynamic batching: requests for one model and one set of quantile levels are gathered up to ``max_batch`` rows
-or ``max_wait`` seconds, run as one backend call in a worker thread, and split back row for row.
+or ``max_wait`` seconds, run as one backend call in a worker thread, and split back row for row. A request
+that arrives while no other is queued or running is not kept waiting: the wait applies only under concurrency.
 
 Each request's history becomes its context ``[b, C, L]`` first (``Forecaster.context``: NaN filled, last L
 points, short series padded) and is checked (``prepare``), on the caller's side, so one bad request is
@@ -119,6 +120,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self.on_batch = on_batch
         self.batch_seconds = 0.05  # running mean of one backend call, for Retry-After
+        self.outstanding = 0  # requests submitted and not yet answered (queued or in a running batch)
 
     @property
     def depth(self) -> int:
@@ -138,6 +140,7 @@ class Batcher:
         self.start()
         fut = asyncio.get_running_loop().create_future()
         self.queue.put_nowait(Item(context=context, future=fut))
+        self.outstanding += 1
         return fut
 
     async def _next(self, timeout: float | None) -> Item | None:
@@ -155,6 +158,7 @@ class Batcher:
                     return None
             if not it.future.done():
                 return it
+            self.outstanding -= 1
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -163,7 +167,11 @@ class Batcher:
             first = await self._next(None)
             batch, rows = [first], first.rows
             deadline = loop.time() + self.max_wait
+            # wait for company only when other requests are in flight: a lone caller is not kept waiting
+            alone = self.outstanding == 1
             while self.batching and rows < self.max_batch:
+                if alone and self.queue.empty():
+                    break
                 it = await self._next(deadline - loop.time())
                 if it is None:
                     break
@@ -189,6 +197,7 @@ class Batcher:
         self.batch_seconds = 0.8 * self.batch_seconds + 0.2 * dt
         if self.on_batch is not None:
             self.on_batch(self.key, len(batch), sum(it.rows for it in batch), dt)
+        self.outstanding -= len(batch)
         for it, r in zip(batch, results):
             if it.future.done():
                 continue
