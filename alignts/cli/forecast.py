@@ -7,6 +7,7 @@ quantile level."""
 from __future__ import annotations
 
 from alignts.cli.output import add_format_argument
+from alignts.errors import InputError
 
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)  # the 80% band and the median
 
@@ -26,6 +27,12 @@ def add_arguments(p):
     p.add_argument("--horizon", type=int, default=None, help="steps to forecast (<= the model's H)")
     p.add_argument("--budget", default=None, help="memory budget (e.g. 300MB): run the most accurate variant "
                    "that fits; fails before loading when none does")
+    g = p.add_argument_group("many files (--data DIR)")
+    g.add_argument("--ray", action="store_true", help="with --data DIR: forecast the files on Ray Data, one "
+                   "forecaster actor per --actors (pip install 'alignts[ray]')")
+    g.add_argument("--actors", type=int, default=2, help="Ray Data forecaster actors (default 2)")
+    g.add_argument("--ray-address", default=None, help="an existing Ray cluster (auto, HEAD:6379); default: a "
+                   "local one")
 
 
 def run(args) -> int:
@@ -38,6 +45,12 @@ def run(args) -> int:
     from alignts.runtime import load
     from alignts.runtime.budget import parse_budget
 
+    from pathlib import Path
+
+    if Path(args.data).is_dir():
+        return _run_files(args)
+    if args.ray:
+        raise InputError(f"--ray needs --data DIR (a folder of .csv / .tsf files); got the file {args.data!r}.")
     f = load(args.bundle)
     plan = f.plan(horizon=args.horizon, variant=args.variant, device=args.device, threads=args.threads,
                   budget=parse_budget(args.budget))
@@ -62,6 +75,33 @@ def run(args) -> int:
     if args.plot:
         _plot(args.plot, data, df, f.context_len, levels)
         print(f"wrote {args.plot}", file=sys.stderr if not args.out else sys.stdout)
+    return 0
+
+
+def _run_files(args) -> int:
+    """``--data DIR``: every .csv / .tsf file of DIR forecast with one planned bundle (in this process, or on Ray
+    Data with --ray); one long frame with a ``file`` column."""
+    from alignts.cli.output import parse_levels, write_table
+    from alignts.runtime.budget import parse_budget
+    from alignts.serve.ray import data_files, forecast_files, forecast_files_ray
+
+    if args.plot:
+        raise InputError("--plot takes one data file, not a folder; forecast that file alone to plot it.")
+    files = data_files(args.data)
+    plan = dict(horizon=args.horizon, variant=args.variant, device=args.device, threads=args.threads,
+                budget=parse_budget(args.budget))
+    levels = parse_levels(args.quantiles)
+    if args.quantiles is None:
+        from alignts.runtime import load
+
+        levels = DEFAULT_QUANTILES if load(args.bundle, verify=False).quantile_method != "none" else None
+    if args.ray:
+        df = forecast_files_ray(args.bundle, files, plan, levels, actors=args.actors, address=args.ray_address)
+    else:
+        df = forecast_files(args.bundle, files, plan, levels)
+    write_table(df, args.format, args.out)
+    if args.out:
+        print(f"wrote {args.out}: {len(files)} files, {len(df)} rows{' (Ray Data)' if args.ray else ''}")
     return 0
 
 
