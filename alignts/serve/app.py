@@ -10,6 +10,7 @@ timestamps, Prometheus metrics, bearer-token auth, a request size limit and a bo
 | ``GET /v2/models/{name}[/versions/{v}]/ready`` | 200 when the model can serve (loaded or loadable), else 503 |
 | ``POST /v2/models/{name}[/versions/{v}]/infer`` | a v2 infer request (:mod:`alignts.serve.protocol`) |
 | ``POST /v1/models/{name}/forecast`` | ``{"series": [{"id", "timestamps", "values"}], "quantiles"}`` -> future timestamps, mean, quantiles per series |
+| ``POST /v1/models/{name}/streams``, ``/v1/streams/{id}/update``, ``/v1/streams/{id}/forecast``, ``GET/DELETE /v1/streams/{id}`` | streams (:mod:`alignts.serve.streams`) |
 | ``GET /metrics`` | Prometheus text format (:mod:`alignts.serve.metrics`) |
 
 Errors are v2 error JSON ``{"error": "..."}``: 400 bad input, 401 missing/wrong token, 404 unknown model or
@@ -59,6 +60,8 @@ class ServeConfig:
     token:         bearer token every route but the health checks needs (None = open).
     device, threads: the plans' device and backend threads.
     preload:       load the models that fit at start (else on the first request).
+    max_streams, stream_dir: streams held in memory, and where idle ones and all of them at shutdown are
+                   written (:mod:`alignts.serve.streams`; None = kept in memory only).
     """
 
     models: tuple[str, ...]
@@ -74,9 +77,11 @@ class ServeConfig:
     device: str = "cpu"
     threads: int | None = None
     preload: bool = True
+    max_streams: int = 1024
+    stream_dir: str | None = None
 
     def check(self) -> None:
-        for k in ("max_batch", "workers", "max_queue", "max_body_bytes", "max_elements"):
+        for k in ("max_batch", "workers", "max_queue", "max_body_bytes", "max_elements", "max_streams"):
             if int(getattr(self, k)) < 1:
                 raise InputError(f"--{k.replace('_', '-')} {getattr(self, k)}: expected >= 1.")
         if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= 10_000):
@@ -98,6 +103,9 @@ class ServeState:
         self.metrics = Metrics()
         self.batchers: dict[tuple, Batcher] = {}
         self.checkers: dict[str, Any] = {}
+        from alignts.serve.streams import StreamTable
+
+        self.streams = StreamTable(self.registry, cfg.max_streams, cfg.stream_dir)
         self.shutting_down = False
         self.inflight = 0
 
@@ -139,6 +147,9 @@ class ServeState:
             await b.drain()
         for b in list(self.batchers.values()):
             await b.stop()
+        n = await asyncio.get_running_loop().run_in_executor(self.executor, self.streams.persist_all)
+        if n:
+            log.info("wrote %d stream(s) to %s", n, self.cfg.stream_dir)
         self.executor.shutdown(wait=True)
 
 
@@ -150,9 +161,11 @@ def error(status: int, msg: str, retry_after: float | None = None):
 
 
 def _status(e: BaseException) -> tuple[int, str, float | None]:
-    if isinstance(e, ModelNotFound):
+    from alignts.serve.streams import StreamNotFound, StreamsFull
+
+    if isinstance(e, (ModelNotFound, StreamNotFound)):
         return 404, str(e), None
-    if isinstance(e, QueueFull):
+    if isinstance(e, (QueueFull, StreamsFull)):
         return 429, str(e), e.retry_after
     if isinstance(e, ModelUnavailable):
         return 503, str(e), e.retry_after
@@ -340,6 +353,66 @@ def create_app(cfg: ServeConfig, state: ServeState | None = None):
         return JSONResponse({"model_name": e.name, "model_version": e.version, "quantile_method": res.method,
                              "quantile_levels": list(res.levels), "forecasts": out})
 
+    async def in_thread(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(st.executor, fn, *args)
+
+    async def json_body(request) -> dict:
+        body = await read_body(request, cfg.max_body_bytes)
+        if not body:
+            return {}
+        try:
+            d = json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise InputError(f"the request body is not valid JSON ({type(e).__name__}); expected an object.") from None
+        if not isinstance(d, dict):
+            raise InputError(f"the request body is JSON {type(d).__name__}; expected an object.")
+        return d
+
+    async def stream_open(request):
+        e = _entry(request)
+        d = await json_body(request)
+        every, q = d.get("forecast_every"), d.get("quantiles")
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool)):
+            raise InputError(f"forecast_every {every!r}: expected a whole number of points >= 1, or null.")
+        if q is not None and (not isinstance(q, list) or not all(isinstance(v, (int, float)) for v in q)):
+            raise InputError(f"quantiles {q!r}: expected a list of levels in (0, 1).")
+        levels = tuple(q) if q is not None else (DEFAULT_QUANTILES if st.checker(e.name).quantile_method != "none"
+                                                else None)
+        sid = await in_thread(st.streams.create, e.name, every, levels, bool(d.get("drift", False)))
+        h = st.streams.get(sid)
+        return JSONResponse({"stream_id": sid, "model_name": e.name, "model_version": e.version,
+                             **h.stream.describe()}, status_code=201)
+
+    async def stream_update(request):
+        from alignts.serve.streams import due_json, points
+
+        h = st.streams.get(request.path_params["sid"])
+        d = await json_body(request)
+        a = points(d.get("values"), h.stream.n_channels)
+        due = await in_thread(h.stream.update, a, d.get("timestamps"))
+        return JSONResponse({"stream_id": request.path_params["sid"], "n_seen": h.stream.n_seen,
+                             "forecasts": [due_json(sf, h.stream.n_channels) for sf in due]})
+
+    async def stream_forecast(request):
+        from alignts.serve.streams import forecast_json
+
+        h = st.streams.get(request.path_params["sid"])
+        d = await json_body(request)
+        q = d.get("quantiles", ())
+        if q is not None and q != () and (not isinstance(q, list) or not all(isinstance(v, (int, float)) for v in q)):
+            raise InputError(f"quantiles {q!r}: expected a list of levels in (0, 1), or null for none.")
+        fc = await in_thread(h.stream.forecast, d.get("horizon"), tuple(q) if isinstance(q, list) else q)
+        return JSONResponse({"stream_id": request.path_params["sid"], "n_seen": h.stream.n_seen,
+                             **forecast_json(fc, h.stream.n_channels)})
+
+    async def stream_info(request):
+        sid = request.path_params["sid"]
+        if request.method == "DELETE":
+            st.streams.drop(sid)
+            return Response(status_code=204)
+        h = st.streams.get(sid)
+        return JSONResponse({"stream_id": sid, "model_name": h.model, **h.stream.describe()})
+
     async def metrics(request):
         from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -357,6 +430,10 @@ def create_app(cfg: ServeConfig, state: ServeState | None = None):
         R("/v2/models/{name}/infer", infer, methods=["POST"]),
         R("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
         R("/v1/models/{name}/forecast", series_forecast, methods=["POST"]),
+        R("/v1/models/{name}/streams", stream_open, methods=["POST"]),
+        R("/v1/streams/{sid}/update", stream_update, methods=["POST"]),
+        R("/v1/streams/{sid}/forecast", stream_forecast, methods=["POST"]),
+        R("/v1/streams/{sid}", stream_info, methods=["GET", "DELETE"]),
         R("/metrics", metrics),
     ]
 
@@ -409,7 +486,7 @@ class Guard:
                 resp = error(401, "missing or wrong bearer token; expected the header 'Authorization: Bearer "
                                   "<token>' with the server's --token.")
                 resp.headers["www-authenticate"] = "Bearer"
-        if resp is None and st.shutting_down and route in ("infer", "forecast"):
+        if resp is None and st.shutting_down and route in ("infer", "forecast", "stream"):
             st.metrics.rejected.labels(model or "", "shutting_down").inc()
             resp = error(503, "the server is shutting down; retry on another replica.", retry_after=1)
         if resp is not None:
@@ -436,8 +513,11 @@ def _route_of(path: str) -> tuple[str, str | None]:
     if len(parts) >= 3 and parts[1] == "models":
         model = parts[2]
         tail = parts[-1]
-        kind = {"infer": "infer", "ready": "model_ready", "forecast": "forecast"}.get(tail, "model_meta")
+        kind = {"infer": "infer", "ready": "model_ready", "forecast": "forecast", "streams": "stream"}.get(
+            tail, "model_meta")
         return kind, model
+    if path.startswith("/v1/streams/"):
+        return "stream", None
     if path.startswith("/v2/health"):
         return "health", None
     if path == "/metrics":
