@@ -107,6 +107,7 @@ static void init_backend_once(void) {
         llama_backend_init();
         g_backend_up = 1;
     }
+    g_live++;
     pthread_mutex_unlock(&g_backend_lock);
 }
 
@@ -430,13 +431,14 @@ llm *llm_open(const char *path, const llm_params *p) {
         return NULL;
     }
     if (check_gguf_header(path)) return NULL;
-    init_backend_once();
-    if (check_gguf_meta(path, p) || (p->lora_path && check_gguf_meta(p->lora_path, NULL))) return NULL;
-    m = (llm *)rt_calloc(1, sizeof *m);
-    if (!m) return NULL;
-    pthread_mutex_lock(&g_backend_lock);
-    g_live++;
-    pthread_mutex_unlock(&g_backend_lock);
+    init_backend_once(); /* counts this open as live, so a concurrent llm_shutdown keeps the backend */
+    if (check_gguf_meta(path, p) || (p->lora_path && check_gguf_meta(p->lora_path, NULL)) ||
+        !(m = (llm *)rt_calloc(1, sizeof *m))) {
+        pthread_mutex_lock(&g_backend_lock);
+        g_live--;
+        pthread_mutex_unlock(&g_backend_lock);
+        return NULL;
+    }
     mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
     m->model = llama_model_load_from_file(path, mp);
