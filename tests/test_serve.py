@@ -336,3 +336,30 @@ def test_many_models_one_budget_lru_and_shared_backbone(tiny_bundles):
         assert [m["state"] for m in metas] == ["ready", "ready"]
         assert metas[0]["memory"]["shared_backbone"] == metas[1]["memory"]["shared_backbone"] is not None
         assert backbone_store.cache_info()["opened"] - opened == 1
+
+
+def test_llama_cpp_contexts_per_worker(tiny_bundles):
+    """--workers 2: a llama.cpp Internal model and Injective get one context (forecaster) per worker, an ONNX
+    session and a Bridging llama.cpp backbone one shared; 8 concurrent clients still get the serial answers."""
+    models = (f"ig={tiny_bundles['internal']}@gguf-f32", f"io={tiny_bundles['internal']}@onnx-fp32",
+              f"bg={tiny_bundles['bridging']}@gguf-f32", f"jg={tiny_bundles['injective']}@gguf-f32")
+    with ServerThread(ServeConfig(models=models, max_batch=4, workers=2, max_wait_ms=10)) as s, \
+            httpx.Client(base_url=s.url, timeout=120) as c:
+        ctx = {m.split("=")[0]: c.get(f"/v2/models/{m.split('=')[0]}").json()["parameters"] for m in models}
+        assert {n: (p["variant"], p["contexts"]) for n, p in ctx.items()} == {
+            "ig": ("gguf-f32", 2), "io": ("onnx-fp32", 1), "bg": ("gguf-f32", 1), "jg": ("gguf-f32", 2)}
+        assert c.get("/v2/models/ig").json()["parameters"]["memory"]["model_estimate_bytes"] == \
+            2 * s.state.registry.entries["ig"].choice.own_bytes
+        xs = series(8, 2, 1, 32, seed=14)
+        for name in ("ig", "bg", "jg"):
+            serial = [outputs_of(c.post(f"/v2/models/{name}/infer", json=infer_body(x)).json()) for x in xs]
+
+            def work(t: int, name=name, serial=serial) -> int:
+                with httpx.Client(base_url=s.url, timeout=120) as cc:
+                    out = [outputs_of(cc.post(f"/v2/models/{name}/infer", json=infer_body(xs[(t + i) % 8])).json())
+                           for i in range(3)]
+                return sum(not np.array_equal(o["forecast"], serial[(t + i) % 8]["forecast"]) for i, o in
+                           enumerate(out))
+
+            with ThreadPoolExecutor(8) as ex:
+                assert sum(ex.map(work, range(8))) == 0, name

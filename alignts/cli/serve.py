@@ -8,8 +8,8 @@ import os
 
 
 def add_arguments(p):
-    p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle folders, or NAME=FOLDER to name a model "
-                   "(default name: the folder's name)")
+    p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle folders as [NAME=]FOLDER[@VARIANT]: the name "
+                   "defaults to the folder's name; a variant pins the model to it (default: the planner chooses)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     p.add_argument("--budget", default=None, help="memory budget of the whole server, e.g. 2GB: the planner picks "

@@ -107,6 +107,7 @@ class ModelEntry:
     load_seconds: float = 0.0
     rss_delta: int = 0
     batching: str = "dynamic"        # dynamic | padded | per-request
+    pinned: str | None = None        # the variant given as PATH@VARIANT
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -122,15 +123,18 @@ class ModelEntry:
         return self.forecasters[0] if self.forecasters else None
 
 
-def parse_model_arg(arg: str) -> tuple[str, Path]:
-    """``NAME=PATH`` or ``PATH`` (the name is the folder's name)."""
+def parse_model_arg(arg: str) -> tuple[str, Path, str | None]:
+    """``[NAME=]PATH[@VARIANT]`` -> (name, path, variant): the name defaults to the folder's name; a variant pins
+    the model to it (default: the planner chooses)."""
     name, sep, path = arg.partition("=")
     if not sep:
-        path, name = arg, Path(arg.rstrip("/")).name
+        path, name = arg, ""
+    path, at, variant = path.rpartition("@") if "@" in path else (path, "", "")
+    name = name or Path(path.rstrip("/")).name
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise InputError(f"model name {name!r} (from {arg!r}): expected letters, digits, '-', '_' or '.'. Fix: pass "
                          "NAME=BUNDLE_FOLDER.")
-    return name, Path(path)
+    return name, Path(path), (variant or None)
 
 
 class ModelRegistry:
@@ -141,23 +145,25 @@ class ModelRegistry:
     forecaster back.
     """
 
-    def __init__(self, models: Iterable[tuple[str, str | os.PathLike]], budget: int | None, max_batch: int,
+    def __init__(self, models: Iterable[tuple], budget: int | None, max_batch: int,
                  workers: int = 1, device: str = "cpu", threads: int | None = None, row_check: bool = True):
         self.budget, self.max_batch, self.workers = budget, int(max_batch), max(1, int(workers))
         self.device, self.threads, self.row_check = device, threads, row_check
         self._lock = threading.RLock()
         self.entries: dict[str, ModelEntry] = {}
         backends = available_backends()
-        for name, path in models:
+        for name, path, *pin in models:
             if name in self.entries:
                 raise InputError(f"two models are named {name!r}; expected unique names. Fix: pass NAME=BUNDLE.")
             path = Path(path)
             m = read_manifest(path, verify=False)
             if m.paradigm == "backbone":
                 raise InputError(f"{path} is a backbone bundle; serve the Bridging adapter bundles that use it.")
-            cands = self._candidates(path, m, backends)
+            variant = pin[0] if pin else None
+            cands = self._candidates(path, m, backends, variant)
             self.entries[name] = ModelEntry(name=name, bundle=path, manifest=m,
-                                            manifest_sha256=sha256_file(path / MANIFEST_NAME), candidates=cands)
+                                            manifest_sha256=sha256_file(path / MANIFEST_NAME), candidates=cands,
+                                            pinned=variant)
         if not self.entries:
             raise InputError("no model to serve; expected one or more bundle folders.")
         self.overhead = self._overhead()
@@ -168,9 +174,13 @@ class ModelRegistry:
         one_at_a_time = m.paradigm == "injective" or (backend == "gguf" and m.paradigm == "internal")
         return self.workers if one_at_a_time else 1
 
-    def _candidates(self, path: Path, m: Manifest, backends: tuple[str, ...]) -> list[Candidate]:
+    def _candidates(self, path: Path, m: Manifest, backends: tuple[str, ...],
+                    variant: str | None = None) -> list[Candidate]:
         out = []
-        for v in rank_variants(m, backends=backends):
+        if variant is not None and variant not in [v.name for v in m.variants]:
+            raise InputError(f"{path}@{variant}: the bundle has no variant {variant!r}; expected one of "
+                             f"{[v.name for v in m.variants]}.")
+        for v in rank_variants(m, names=[variant] if variant else None, backends=backends):
             for mode in ("fast", "lean"):
                 if mode == "lean" and v.backend == "gguf" and m.architecture == "bert":
                     continue
@@ -301,7 +311,7 @@ class ModelRegistry:
             log.warning("model %s: manifest changed on disk; reloading", e.name)
             self._unload(e, "unloaded", None)
             e.manifest, e.manifest_sha256 = m, sha
-            e.candidates = self._candidates(e.bundle, m, available_backends())
+            e.candidates = self._candidates(e.bundle, m, available_backends(), e.pinned)
             e.choice = e.candidates[0]
         elif e.state == "failed":
             e.state, e.error = "unloaded", None
