@@ -9,7 +9,12 @@ Per bundle x variant x batch size (llama-bench style, one row each):
 - cold start (import + load + plan + first forecast) and peak resident memory, both measured in a fresh child
   process (``alignts.bench.memory.measure_peak``), beside the planner's estimate
   (``alignts.runtime.budget.estimate_peak``);
-- accuracy (MSE/MAE on the scaled test split, ``alignts.eval.evaluate.evaluate``) with ``--data``;
+- accuracy (MSE/MAE on the scaled test split, ``alignts.eval.evaluate.evaluate``) with ``--data``; the accuracy
+  gate's validation MSE change vs fp32 from the manifest (``Variant.accuracy``, ``alignts.export.gate``);
+- the roofline (``alignts.bench.roofline``): this machine's ceilings measured once per run (sgemm, int8 GEMM,
+  streaming copy) and, per row, the achieved GFLOP/s of one call (the model's FLOP count from its config) as a
+  fraction of the ceiling of its arithmetic, or for generation the bytes/s of weights read against the copy
+  bandwidth;
 - the torch eager forward of the same model as the reference (Internal, Bridging): the model rebuilt from the
   bundle by ``alignts.export.reference.load_torch`` (base backbone + ``torch_trained.safetensors``, LoRA fused,
   fp32, eval + ``inference_mode``), timed in the same run on the same input, its calls interleaved with the
@@ -49,7 +54,8 @@ COLUMNS = ("bundle", "paradigm", "variant", "backend", "dtype", "provider", "bat
            "context_len", "horizon", "weight_bytes", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
            "throughput_series_s", "gen_tokens_s", "gen_tokens_s_sd", "cold_start_s", "peak_rss_bytes",
            "est_peak_bytes", "mse", "mae", "n_windows", "threads", "torch_p50_ms", "speedup_vs_torch",
-           "torch_max_abs_diff", "validation_max_abs_diff", "note")
+           "torch_max_abs_diff", "validation_max_abs_diff", "val_mse_change", "gate_passed", "gflop_per_call",
+           "gflops", "weight_gbs", "ceiling", "ceiling_value", "roofline_fraction", "torch_gflops", "note")
 _VERSIONED = ("alignts", "numpy", "numba", "onnxruntime", "llama_cpp_python", "gguf", "torch")
 _THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -69,6 +75,8 @@ class BenchConfig:
     torch:       time the torch eager forward as the reference when possible.
     threads:     backend and torch threads (the same for both); None = the cores this process may use.
     eval_batch_size: windows per call while scoring.
+    roofline:    measure the machine's ceilings once per run and add the roofline columns.
+    quick_ceilings: small ceiling measurements (seconds; for tests, not for numbers).
     """
 
     batch_sizes: tuple[int, ...] = (1, 8)
@@ -82,6 +90,8 @@ class BenchConfig:
     threads: int | None = None
     device: str = "cpu"
     eval_batch_size: int = 64
+    roofline: bool = True
+    quick_ceilings: bool = False
 
     def check(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -238,11 +248,14 @@ def _generation(bundle: Path, v, manifest, cfg: BenchConfig) -> tuple[float | No
 
 
 def bench_bundle(bundle: str | os.PathLike, cfg: BenchConfig = BenchConfig(),
-                 torch_forward: TorchForward | None = None) -> list[dict[str, Any]]:
+                 torch_forward: TorchForward | None = None,
+                 ceilings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Benchmark one bundle: one row (dict with every key of ``COLUMNS``) per variant x batch size.
 
     torch_forward: the torch reference to time (default: :func:`torch_reference` when ``cfg.torch``); it
     runs with ``torch.set_num_threads(threads)``, the runtime's thread count, restored afterwards.
+    ceilings: :func:`alignts.bench.roofline.measure_ceilings` of this run (measured here when ``cfg.roofline``
+    and not given).
     """
     import alignts.runtime as rt
 
@@ -256,6 +269,10 @@ def bench_bundle(bundle: str | os.PathLike, cfg: BenchConfig = BenchConfig(),
                          "here; expected a variant name the bundle has (`alignts inspect BUNDLE`) whose backend is "
                          "installed.")
     threads = int(cfg.threads or _cores())
+    if ceilings is None and cfg.roofline:
+        from alignts.bench.roofline import measure_ceilings
+
+        ceilings = measure_ceilings(threads, quick=cfg.quick_ceilings)
     torch_note = "" if cfg.torch else "not asked (--no-torch)"
     if torch_forward is None and cfg.torch:
         torch_forward, torch_note = torch_reference(bundle, m.paradigm)
@@ -268,15 +285,16 @@ def bench_bundle(bundle: str | os.PathLike, cfg: BenchConfig = BenchConfig(),
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
     try:
-        return _bench_rows(bundle, f, m, variants, cfg, threads, torch_forward, torch_note)
+        return _bench_rows(bundle, f, m, variants, cfg, threads, torch_forward, torch_note, ceilings)
     finally:
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
 
 
 def _bench_rows(bundle: Path, f, m, variants, cfg: BenchConfig, threads: int, torch_forward: TorchForward | None,
-                torch_note: str) -> list[dict[str, Any]]:
+                torch_note: str, ceilings: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     from alignts.bench.memory import measure_peak
+    from alignts.bench.roofline import model_flops, roofline_fields
     from alignts.runtime.budget import estimate_peak
 
     rng = np.random.default_rng(0)
@@ -307,7 +325,12 @@ def _bench_rows(bundle: Path, f, m, variants, cfg: BenchConfig, threads: int, to
                        throughput_series_s=b * C / p50, gen_tokens_s=gen_tps, gen_tokens_s_sd=gen_sd,
                        threads=threads, **torch_row,
                        validation_max_abs_diff=v.validation.get("end_to_end_max_abs_diff",
-                                                                 v.validation.get("max_abs_diff")))
+                                                                 v.validation.get("max_abs_diff")),
+                       val_mse_change=v.accuracy.get("rel_mse_change"), gate_passed=v.accuracy.get("passed"))
+            flops = model_flops(m, b, bundle_dir=bundle)
+            row.update(roofline_fields(row, ceilings, flops, n_parallel=getattr(f.cfg, "samples", None)))
+            if flops is not None and row.get("torch_p50_ms"):
+                row["torch_gflops"] = flops / (row["torch_p50_ms"] / 1e3) / 1e9
             notes = [n for n in (gen_note,) if n]
             try:
                 row["est_peak_bytes"] = estimate_peak(m, v, b, bundle_dir=bundle).total
@@ -340,6 +363,11 @@ def run_bench(bundles: Sequence[str | os.PathLike], cfg: BenchConfig = BenchConf
     from alignts.runtime.manifest import manifest_sha256, read_manifest
 
     machine = machine_info()  # the load average before the run; the one after goes beside it
+    ceilings = None
+    if cfg.roofline:  # once per run, with the run's thread count
+        from alignts.bench.roofline import measure_ceilings
+
+        ceilings = measure_ceilings(int(cfg.threads or _cores()), quick=cfg.quick_ceilings)
     rows, info = [], {}
     for b in bundles:
         m = read_manifest(b, verify=False)
@@ -348,10 +376,10 @@ def run_bench(bundles: Sequence[str | os.PathLike], cfg: BenchConfig = BenchConf
                         "architecture": m.architecture,
                         "training": {k: t.get(k) for k in ("trainable_params", "total_params", "train_wall_s",
                                                            "wall_s", "n_params", "backbone", "command")}}
-        rows.extend(bench_bundle(b, cfg, (torch_forwards or {}).get(str(b))))
+        rows.extend(bench_bundle(b, cfg, (torch_forwards or {}).get(str(b)), ceilings))
     machine["loadavg_end"] = machine_info()["loadavg"]
     return {"machine": machine, "versions": versions(), "config": _plain(asdict(cfg)), "bundles": info,
-            "rows": rows}
+            "ceilings": ceilings, "rows": rows}
 
 
 def _plain(x):
@@ -372,7 +400,8 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     """The llama-bench style table of ``run_bench``'s result."""
     mach = result.get("machine", {})
     head = ["bundle", "variant", "batch", "p50 ms", "p90 ms", "p99 ms", "series/s", "gen tok/s", "cold s",
-            "peak MiB", "est MiB", "MSE", "MAE", "torch ms", "speedup"]
+            "peak MiB", "est MiB", "MSE", "MAE", "val MSE change", "torch ms", "speedup", "GFLOP/s (GB/s)",
+            "of ceiling"]
     load, end = mach.get("loadavg"), mach.get("loadavg_end")
     lines = [f"machine: {mach.get('cpu', '?')}, {mach.get('cores', '?')} cores"
              + (f", load average {' / '.join(str(v) for v in load)} (1/5/15 min)" if load else "")
@@ -383,7 +412,8 @@ def to_markdown(result: Mapping[str, Any]) -> str:
         lines.append(f"threads: {', '.join(map(str, threads))} for the runtime and for torch "
                      "(torch.set_num_threads); torch ms: the torch eager forward of the same model (fp32, eval, "
                      "inference_mode), its calls interleaved with the runtime's on the same input; "
-                     "speedup = torch p50 / runtime p50."
+                     "speedup = torch p50 / runtime p50; val MSE change: the accuracy gate's relative change vs "
+                     "fp32 on validation windows (manifest)."
                      + (" Environment: " + ", ".join(f"{k}={v}" for k, v in mach["thread_env"].items())
                         if mach.get("thread_env") else ""))
     lines += ["",
@@ -393,16 +423,31 @@ def to_markdown(result: Mapping[str, Any]) -> str:
         if r.get("gen_tokens_s") is not None:
             gen = f"{r['gen_tokens_s']:.0f} ± {r['gen_tokens_s_sd'] or 0:.0f}"
         mib = (lambda n: _f(None if n is None else n / 2 ** 20, ".1f"))
+
+        def pct(v, signed=True):
+            return "" if v is None else format(100 * v, "+.2f" if signed else ".0f") + " %"
         cells = [Path(r["bundle"]).name, r["variant"], str(r["batch_size"]), _f(r["latency_p50_ms"], ".2f"),
                  _f(r["latency_p90_ms"], ".2f"), _f(r["latency_p99_ms"], ".2f"), _f(r["throughput_series_s"], ".0f"),
                  gen, _f(r["cold_start_s"], ".2f"), mib(r["peak_rss_bytes"]), mib(r["est_peak_bytes"]),
-                 _f(r["mse"], ".3f"), _f(r["mae"], ".3f"), _f(r["torch_p50_ms"], ".2f"),
-                 _f(r["speedup_vs_torch"], ".2f") + ("x" if r.get("speedup_vs_torch") else "")]
+                 _f(r["mse"], ".3f"), _f(r["mae"], ".3f"), pct(r.get("val_mse_change")), _f(r["torch_p50_ms"], ".2f"),
+                 _f(r["speedup_vs_torch"], ".2f") + ("x" if r.get("speedup_vs_torch") else ""),
+                 _f(r.get("gflops"), ".1f") if r.get("gflops") is not None else
+                 (f"({r['weight_gbs']:.1f})" if r.get("weight_gbs") is not None else ""),
+                 pct(r.get("roofline_fraction"), signed=False) + (f" {_CEIL[r['ceiling']]}" if r.get("ceiling") else "")]
         lines.append("| " + " | ".join(cells) + " |")
+    c = result.get("ceilings")
+    if c:
+        lines.insert(1, f"ceilings measured in this run ({c.get('threads')} threads): sgemm {c['sgemm_gflops']:.0f} "
+                        f"GFLOP/s (numpy, n={c['sizes']['sgemm_n']}), int8 GEMM {c['int8_gops']:.0f} GOP/s "
+                        f"(onnxruntime MatMulInteger, n={c['sizes']['int8_n']}), copy {c['copy_gbs']:.1f} GB/s "
+                        "(numpy, one thread); 'of ceiling' = achieved / the ceiling of the row's arithmetic")
     notes = sorted({r["note"] for r in result["rows"] if r.get("note")})
     if notes:
         lines += [""] + [f"note: {n}" for n in notes]
     return "\n".join(lines)
+
+
+_CEIL = {"sgemm_gflops": "sgemm", "int8_gops": "int8", "copy_gbs": "copy"}
 
 
 def write_csv(result: Mapping[str, Any], path: str | os.PathLike) -> Path:

@@ -2,7 +2,11 @@
 
 Every variant is validated twice: its core against the fused torch core on fresh random patches
 (``validation.max_abs_diff``), and the whole runtime path (numba RevIN/patching + backend + de-normalize)
-against the torch model on real validation windows (``validation.end_to_end_max_abs_diff``).
+against the torch model on real validation windows (``validation.end_to_end_max_abs_diff``). Both are recorded
+fidelity numbers; what decides whether a quantized variant is kept is the accuracy gate
+(:mod:`alignts.export.gate`, shared with ``alignts quantize``): its validation MSE change against onnx-fp32
+(``Variant.accuracy``). int8 is built dynamic and static (QDQ, calibrated on training windows); the gate keeps
+the better as ``onnx-int8``.
 """
 
 from __future__ import annotations
@@ -15,15 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from alignts.errors import InputError, ValidationError
+from alignts.export.gate import MAX_REL_MSE_CHANGE
 from alignts.export.internal import InternalConfig
 from alignts.export.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
 ONNX_TOL = 1e-4
-# int8 bound: max|diff| <= INT8_REL_TOL * max|torch output| on the normalized forecast (dynamic quantization,
-# 7-bit per-channel weights); both diffs are recorded; a variant over the bound is left out, with the reason.
-INT8_REL_TOL = 0.05
 # f32: llama.cpp vs torch on the fused LM (tiny backbones ~1e-5; MiniLM BERT measured 2e-3 on normalized
 # outputs through a width-8064 head); f16 weights add rounding.
 GGUF_TOL = {"f32": 5e-3, "f16": 5e-2}
@@ -39,7 +41,10 @@ class FitInternalConfig:
     backbone:  ``minilm`` | ``tiny-bert`` | ``tiny-gpt2`` | ``tiny-llama`` | a local HF folder.
     n_layers:  keep the first k blocks of the backbone (None = all).
     model:     shapes and LoRA (InternalConfig); train: the loop (TrainConfig).
-    int8:      add the ``onnx-int8`` variant; gguf: add GGUF variants when llama.cpp is available.
+    int8:      add the ``onnx-int8`` variant (dynamic or static, the better by the gate); gguf: add GGUF
+               variants when llama.cpp is available.
+    max_rel_mse_change: the accuracy gate (``alignts.export.gate``): a quantized variant whose validation MSE
+               is more than this much worse than onnx-fp32's, relative, is left out (the reason recorded).
     gguf_dtypes: GGUF weight types to write.
     overwrite: replace an existing ``out``.
     columns:   channels to use (None = every numeric column).
@@ -59,6 +64,7 @@ class FitInternalConfig:
     overwrite: bool = False
     columns: tuple[str, ...] | None = None
     train_percent: int = 100
+    max_rel_mse_change: float = MAX_REL_MSE_CHANGE
 
 
 def _gguf_available() -> str | None:
@@ -145,25 +151,28 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
             "fused": True, "base_sha256": backbone.source_sha256, "trainable": list(backbone.trainable_names())
             if mcfg.train_norms else []} if mcfg.lora_rank > 0 else {}
     manifest = export_bundle(model, backbone, cfg, config=config, lora=lora, training=training,
-                             unfused_core=unfused, check_xy=(val_xy[0][:4], None), trained=trained)
+                             unfused_core=unfused, check_xy=(val_xy[0][:4], None), trained=trained,
+                             splits=splits)
     manifest = calibrate_written(out, splits, cfg.train.threads) or manifest
     log.info("bundle %s written in %.0f s total", out, time.perf_counter() - t0)
     return manifest
 
 
 def export_bundle(model, backbone, cfg: FitInternalConfig, config: dict, lora: dict, training: dict,
-                  unfused_core=None, check_xy=None, trained=None):
+                  unfused_core=None, check_xy=None, trained=None, splits=None):
     """Export a trained, fused InternalModel to ``cfg.out`` (atomic); returns the Manifest.
 
     unfused_core: a copy of the core taken before LoRA was fused; when given (and llama.cpp is available),
     the base LM and the LoRA adapter are also written as GGUF (variant ``gguf-f32-lora``).
     check_xy: (x [B, C, L], _) real windows for the end-to-end runtime check of every variant.
     trained: ``alignts.export.reference.internal_trained_state`` (written as the torch-only trained tensors).
+    splits: the data splits; with them static int8 is calibrated on training windows and every variant goes
+    through the accuracy gate on validation windows (without: dynamic int8 only, no gate).
     """
     import torch
 
     from alignts.export.bundle import finish_bundle, validation_record, variant_record
-    from alignts.export.onnx_export import export_onnx, quantize_int8, validate_onnx
+    from alignts.export.onnx_export import export_onnx, quantize_int8, quantize_int8_static, validate_onnx
     from alignts.runtime.manifest import bundle_writer, write_manifest
 
     mcfg = cfg.model
@@ -183,20 +192,22 @@ def export_bundle(model, backbone, cfg: FitInternalConfig, config: dict, lora: d
                                        axes, validation_record(d, ONNX_TOL, 3)))
         skipped: dict[str, str] = {}
         if cfg.int8:
-            quantize_int8(tmp / "core.onnx", tmp / "core.int8.onnx")
-            d8 = validate_onnx(core, tmp / "core.int8.onnx", make_inputs, n_trials=3, tol=float("inf"))
-            r8 = validate_onnx(core, tmp / "core.int8.onnx", make_inputs, n_trials=3, tol=float("inf"),
-                               relative=True)
-            if r8 <= INT8_REL_TOL:
-                variants.append(variant_record(tmp, "onnx-int8", "onnx", "int8", ["core.int8.onnx"], ["patches"],
-                                               ["forecast"], axes,
-                                               validation_record(d8, None, 3, relative_max_abs_diff=r8,
-                                                                 relative_tolerance=INT8_REL_TOL)))
-            else:  # an optional variant: leave it out rather than lose the trained model
-                (tmp / "core.int8.onnx").unlink()
-                skipped["onnx-int8"] = (f"relative max abs diff vs torch {r8:.3g} (abs {d8:.3g}) exceeds "
-                                        f"{INT8_REL_TOL}")
-                log.warning("onnx-int8 left out: %s", skipped["onnx-int8"])
+            forms = [("onnx-int8", "core.int8.onnx", "dynamic")]
+            if splits is not None:
+                forms.append(("onnx-int8-static", "core.int8-static.onnx", "static-qdq"))
+            for name, fname, how in forms:
+                if how == "dynamic":
+                    quantize_int8(tmp / "core.onnx", tmp / fname)
+                else:
+                    from alignts.export.gate import calibration_patches
+
+                    quantize_int8_static(tmp / "core.onnx", tmp / fname,
+                                         [{"patches": b} for b in calibration_patches(splits, mcfg)])
+                d8 = validate_onnx(core, tmp / fname, make_inputs, n_trials=3, tol=float("inf"))
+                r8 = validate_onnx(core, tmp / fname, make_inputs, n_trials=3, tol=float("inf"), relative=True)
+                variants.append(variant_record(tmp, name, "onnx", "int8", [fname], ["patches"], ["forecast"], axes,
+                                               validation_record(d8, None, 3, relative_max_abs_diff=r8),
+                                               extra={"quantization": how}))
         sd = core.state_dict()
         io = dict(patch_w=sd["patch_embed.weight"].numpy(), patch_b=sd["patch_embed.bias"].numpy(),
                   head_w=sd["head.weight"].numpy(), head_b=sd["head.bias"].numpy())
@@ -251,7 +262,44 @@ def export_bundle(model, backbone, cfg: FitInternalConfig, config: dict, lora: d
             else:
                 m = replace(m, variants=tuple(checked))
                 write_manifest(tmp, m)
+        if splits is not None:
+            m = _gate(tmp, m, splits, cfg, skipped, extra_files,
+                      dict(config=config, normalization=m.normalization, lora=lora, limits=limits, training=training))
     return m
+
+
+def _gate(tmp: Path, m, splits, cfg: FitInternalConfig, skipped: dict, extra_files: list, fields: dict):
+    """The accuracy gate (alignts.export.gate, as ``alignts quantize``): every variant judged on validation
+    windows against onnx-fp32; quantized ones over the gate, and the worse int8 form, are left out with the
+    reason in ``training.skipped_variants``; the records go into each variant's ``accuracy``."""
+    from alignts.export import gate
+    from alignts.export.bundle import finish_bundle
+    from alignts.runtime.budget import available_backends
+
+    mcfg = cfg.model
+    windows = gate.gate_windows(splits, mcfg.context_len, mcfg.horizon)
+    have = set(available_backends())
+    records = gate.judge(tmp, [v.name for v in m.variants if v.backend in have], "onnx-fp32", windows,
+                         cfg.max_rel_mse_change, threads=cfg.train.threads)
+    optional = {v.name for v in m.variants if v.dtype not in ("fp32", "f32")}
+    kept, verdicts, names = gate.select(m.variants, records, optional)
+    rejected = {}
+    for n, line in verdicts.items():
+        log.info("gate %s: %s", n, line)
+        if n not in names:
+            skipped[n] = line
+            rejected[n] = records[n]
+    keep = {f for v in kept for f in v.files} | set(extra_files)
+    for f in m.files:
+        if f not in keep:
+            (tmp / f).unlink(missing_ok=True)
+    training = fields.pop("training")
+    if skipped:
+        training = {**training, "skipped_variants": skipped}
+    if rejected:  # the records of what the gate left out (what was kept carries its own)
+        training = {**training, "gate_rejected": rejected}
+    return finish_bundle(tmp, "internal", m.architecture, kept, extra_files=extra_files, training=training,
+                         versions=m.versions, **fields)
 
 
 def _export_gguf(core, backbone, cfg, tmp: Path, make_inputs) -> list:
@@ -363,6 +411,9 @@ def _end_to_end_check(model, folder: Path, m, x: np.ndarray):
 
 def check_config(cfg: FitInternalConfig) -> None:
     """Cheap checks before anything loads."""
+    from alignts.export.gate import check_threshold
+
+    check_threshold(cfg.max_rel_mse_change)
     if cfg.n_layers is not None and cfg.n_layers < 1:
         raise InputError(f"--layers {cfg.n_layers}: expected >= 1.")
     from alignts.data.splits import check_train_percent

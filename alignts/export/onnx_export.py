@@ -124,3 +124,53 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, keep_input_lay
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=True, nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
     return dst
+
+
+def _input_layer_nodes(src: str | os.PathLike) -> list[str]:
+    """MatMul/Gemm nodes that read a graph input (the patch embedding: kept fp32 by both int8 forms)."""
+    import onnx
+
+    g = onnx.load(str(src), load_external_data=False).graph
+    inputs = {i.name for i in g.input}
+    return [n.name for n in g.node if n.op_type in ("MatMul", "Gemm") and inputs & set(n.input)]
+
+
+def quantize_int8_static(src: str | os.PathLike, dst: str | os.PathLike, batches: Sequence[Mapping[str, np.ndarray]],
+                         keep_input_layers_fp32: bool = True, method: str = "minmax") -> Path:
+    """Static int8 quantization (calibrated, QDQ format) of the weight MatMul/Gemm nodes; returns ``dst``.
+
+    batches: the model's inputs for the calibration runs ({input name: array}), e.g. normalized patches of
+    training windows (``alignts.export.gate.calibration_patches``); activation ranges are their min/max
+    (``method="percentile"``: the 99.999th percentile). Weights: int8, symmetric, per output channel, in 7-bit
+    range (``reduce_range``, for the same reason as :func:`quantize_int8`); activations: uint8, asymmetric, one
+    scale per tensor fixed at calibration (no range computed at run time, unlike the dynamic form).
+    Activation x activation MatMuls (attention) stay fp32; so do nodes reading a graph input when
+    ``keep_input_layers_fp32``. onnxruntime fuses each DequantizeLinear -> MatMul -> QuantizeLinear into an
+    integer MatMul at load.
+    """
+    _ort()
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(batches)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise ValueError(f"method={method!r}: expected one of {sorted(methods)}")
+    dst = Path(dst)
+    exclude = _input_layer_nodes(src) if keep_input_layers_fp32 else []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("root").setLevel(logging.ERROR)
+        quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                        calibrate_method=methods[method],
+                        extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True,
+                                       "ActivationSymmetric": False, "CalibMovingAverage": False})
+    return dst

@@ -6,11 +6,18 @@
   quantized, norms, biases and position embeddings kept f32, rows not a multiple of the block size written f16:
   the same rules as ``alignts.export.gguf_writer.write_gguf``); every metadata key is copied.
 
-Each new variant is validated end to end through the runtime against the bundle's most accurate variant of
-the same backend (fp32 / f32) on seeded random-walk inputs, and the result goes into its ``validation``:
-``max_abs_diff``, ``relative_max_abs_diff`` (over the reference's max |forecast|), ``reference``, ``n_inputs``.
-A NaN/inf output or a relative error above ``REL_TOL[dtype]`` raises ValidationError and nothing is added
-(Injective: greedy forecasts are compared and the difference recorded, not enforced: digits are discrete).
+- ONNX ``int8`` of an Internal bundle is built twice: dynamic (above) and static (``quantize_int8_static``:
+  QDQ, per-channel weights, activation ranges calibrated on normalized patches of training windows); the
+  accuracy gate keeps the better of the two under the name ``onnx-int8`` (``extra.quantization`` says which).
+
+Internal bundles are judged by the accuracy gate (:mod:`alignts.export.gate`, the same function ``alignts fit``
+uses): the relative change of the validation MSE against the bundle's fp32 variant, in the scaled space, on the
+bundle's data (``data``, default the manifest's ``training.data``). A new variant over ``max_rel_mse_change``
+is not added (its row says why); every variant of the bundle gets a fresh ``accuracy`` record from the same run.
+Each new variant's fidelity is recorded too, not enforced, in ``validation``: the max abs diff of its forecasts
+against the fp32 variant of the same backend (itself validated against torch at export) on seeded random walks
+(``max_abs_diff``, ``relative_max_abs_diff``, ``reference``, ``n_inputs``); a NaN/inf output raises
+ValidationError. Injective bundles have no gate (greedy digits differ discretely): their difference is recorded.
 """
 
 from __future__ import annotations
@@ -25,16 +32,16 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from alignts.errors import ArtifactError, InputError, ValidationError
-from alignts.runtime.manifest import (Manifest, Variant, bundle_lock, file_entries, read_manifest,
-                                      write_manifest)
+from alignts.export.gate import MAX_REL_MSE_CHANGE
+from alignts.runtime.manifest import (FORMAT_VERSION, Manifest, Variant, bundle_lock, file_entries,
+                                      read_manifest, write_manifest)
 
 log = logging.getLogger(__name__)
 
 ONNX_DTYPES = ("int8",)
 GGUF_DTYPES = ("f16", "q8_0", "q4_0")
 DTYPES = ONNX_DTYPES + GGUF_DTYPES
-# relative max abs diff vs the fp32 reference above which a quantized variant is refused
-REL_TOL = {"int8": 0.5, "f16": 0.05, "q8_0": 0.25, "q4_0": 1.0}
+STATIC = "int8-static"  # the staged static int8 candidate (judged beside dynamic int8; one of them is kept)
 _FLOAT_SOURCES = {"onnx": ("fp32",), "gguf": ("f32", "f16")}
 
 
@@ -133,27 +140,42 @@ def _forecasts(folder: Path, names: Sequence[str], x: np.ndarray) -> dict[str, n
 
 def quantize_bundle(bundle: str | os.PathLike, dtypes: Iterable[str] = ("int8", "q8_0", "q4_0"),
                     out: str | os.PathLike | None = None, overwrite: bool = False, n_check: int = 8,
-                    seed: int = 0) -> tuple[Manifest, list[dict[str, Any]]]:
+                    seed: int = 0, data: str | None = None, max_rel_mse_change: float = MAX_REL_MSE_CHANGE,
+                    gate_windows: int | None = None, threads: int | None = None) -> tuple[Manifest, list[dict[str, Any]]]:
     """Add quantized variants to ``bundle`` (in place, or to a copy at ``out``); returns (manifest, rows).
 
-    dtypes: any of ``int8`` (from the fp32 ONNX variant), ``f16``, ``q8_0``, ``q4_0`` (from the f32 GGUF).
-    A variant that exists already is skipped unless ``overwrite``. rows: one dict per new variant (name,
-    source, bytes, max_abs_diff, relative_max_abs_diff) for the CLI. Holds the written folder's writer lock
+    dtypes: any of ``int8`` (from the fp32 ONNX variant; Internal: dynamic and static, the better kept),
+    ``f16``, ``q8_0``, ``q4_0`` (from the f32 GGUF). A variant that exists already is skipped unless
+    ``overwrite``. data / max_rel_mse_change / gate_windows / threads: the accuracy gate's data (default the
+    manifest's ``training.data``), threshold, number of validation windows (default ``gate.GATE_WINDOWS``) and
+    backend threads. rows: one dict per candidate (variant, source, bytes, max_abs_diff, relative_max_abs_diff,
+    kept, verdict, rel_mse_change) for the CLI. Holds the written folder's writer lock
     (:func:`alignts.runtime.manifest.bundle_lock`), as ``fit`` and ``calibrate`` do.
     """
     target = Path(bundle if out is None else out)
     target.parent.mkdir(parents=True, exist_ok=True)
     with bundle_lock(target):
-        return _quantize(bundle, dtypes, out, overwrite, n_check, seed)
+        return _quantize(bundle, dtypes, out, overwrite, n_check, seed, data, max_rel_mse_change, gate_windows,
+                         threads)
 
 
-def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int):
+def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int, data, max_rel: float,
+              n_windows: int | None, threads: int | None):
+    from alignts.export import gate
+
     dtypes = list(dict.fromkeys(dtypes))
     bad = [d for d in dtypes if d not in DTYPES]
     if bad or not dtypes:
         raise InputError(f"dtypes {bad or dtypes}: expected some of {DTYPES}. Fix: e.g. --to int8,q8_0")
+    max_rel = gate.check_threshold(max_rel)
     folder = Path(bundle)
     m = read_manifest(folder, verify=True)
+    if m.paradigm == "bridging":
+        raise InputError(f"{folder}: a Bridging bundle's weights are its shared backbone's, which another bundle "
+                         "owns (by hash); quantizing the small adapter alone gains nothing. Fix: quantize an "
+                         "Internal or Injective bundle; Bridging runs the backbone's onnx-fp32 / gguf-f32.")
+    gated = m.paradigm == "internal"
+    splits = gate.data_splits(m, data) if gated else None  # fails before anything is written
     if out is not None:
         dst = Path(out)
         if dst.exists():
@@ -177,6 +199,8 @@ def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int):
             log.info("%s exists; skipped (pass overwrite=True to rebuild it)", name)
             continue
         todo.append((d, src))
+        if d == "int8" and gated:
+            todo.append((STATIC, src))
     if not todo:
         return m, []
     new_variants: list[Variant] = []
@@ -187,7 +211,13 @@ def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int):
             mapping = {f: _renamed(f, src.dtype, d) for f in src.files if f.endswith(suffix)}
             for old, new in mapping.items():
                 created.append(new)
-                if src.backend == "onnx":
+                if d == STATIC:
+                    from alignts.export.onnx_export import quantize_int8_static
+                    from alignts.runtime.configs import runtime_config
+
+                    batches = [{src.inputs[0]: p} for p in gate.calibration_patches(splits, runtime_config(m))]
+                    quantize_int8_static(folder / old, folder / new, batches)
+                elif src.backend == "onnx":
                     from alignts.export.onnx_export import quantize_int8
 
                     quantize_int8(folder / old, folder / new)
@@ -195,47 +225,42 @@ def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int):
                     requantize_gguf(folder / old, folder / new, d)
             files = tuple(mapping.get(f, f) for f in src.files)
             extra = {k: (mapping.get(v, v) if isinstance(v, str) else v) for k, v in src.extra.items()}
+            if src.backend == "onnx":
+                extra["quantization"] = "static-qdq" if d == STATIC else "dynamic"
             size = sum((folder / f).stat().st_size for f in files)
-            new_variants.append(Variant(name=_variant_name(src, d), backend=src.backend, dtype=d, files=files,
-                                        inputs=src.inputs, outputs=src.outputs, dynamic_axes=src.dynamic_axes,
-                                        validation={}, weight_bytes=int(size), extra=extra))
+            new_variants.append(Variant(name=_variant_name(src, d), backend=src.backend,
+                                        dtype="int8" if d == STATIC else d, files=files, inputs=src.inputs,
+                                        outputs=src.outputs, dynamic_axes=src.dynamic_axes, validation={},
+                                        weight_bytes=int(size), extra=extra))
 
-        def ordered(news: Sequence[Variant]) -> tuple[Variant, ...]:  # replaced ones keep their place
-            by = {v.name: v for v in news}
-            return tuple(by.pop(v.name, v) for v in m.variants) + tuple(by.values())
+        def ordered(news: Sequence[Variant], base: Sequence[Variant] = m.variants) -> tuple[Variant, ...]:
+            by = {v.name: v for v in news}  # replaced ones keep their place
+            return tuple(by.pop(v.name, v) for v in base) + tuple(by.values())
 
-        all_files = dict(m.files)
-        for v in new_variants:
-            all_files.update(file_entries(folder, [f for f in v.files if f not in all_files or f.endswith(
-                (".onnx", ".gguf"))]))
-        staged = replace(m, files=all_files, variants=ordered(new_variants))
+        def files_for(variants: Sequence[Variant]) -> dict:
+            fs = dict(m.files)
+            for v in variants:
+                if v.name in {n.name for n in new_variants}:
+                    fs.update(file_entries(folder, [f for f in v.files if f not in fs or f.endswith((".onnx", ".gguf"))]))
+            return fs
+
+        staged = replace(m, files=files_for(new_variants), variants=ordered(new_variants),
+                         format_version=FORMAT_VERSION)
         write_manifest(folder, staged)  # the runtime needs the variants listed to run them
-        x = _check_inputs(m, n_check, seed)
-        refs = {b: _source_variant(m, b) for b in ("onnx", "gguf")}
-        ref_names = [r.name for r in refs.values() if r is not None and any(v.backend == r.backend
-                                                                           for v in new_variants)]
-        got = _forecasts(folder, ref_names + [v.name for v in new_variants], x)
-        rows, validated = [], []
-        for v in new_variants:
-            ref = refs[v.backend]
-            diff = float(np.abs(got[v.name] - got[ref.name]).max())
-            scale = float(np.abs(got[ref.name]).max()) or 1e-12
-            rel = diff / scale
-            # Injective decodes discrete digits: one flipped token moves a value a lot, so its greedy-forecast
-            # difference is recorded, not enforced
-            tol = REL_TOL[v.dtype] if m.paradigm != "injective" else None
-            if not np.isfinite(diff) or (tol is not None and rel > tol):
-                raise ValidationError(f"{v.name}: relative max abs diff vs {ref.name} is {rel:.3g} over {n_check} "
-                                      f"random inputs, above the tolerance {tol}; expected a usable variant. "
-                                      "Fix: use a finer dtype (q8_0 instead of q4_0).")
-            val = {"max_abs_diff": diff, "relative_max_abs_diff": rel, "relative_tolerance": tol,
-                   "tolerance": None, "n_inputs": int(n_check), "reference": f"{ref.name} (runtime)",
-                   "method": "end-to-end runtime forecasts on seeded random walks"}
-            validated.append(replace(v, validation=val))
-            rows.append({"variant": v.name, "source": ref.name, "bytes": v.weight_bytes, "max_abs_diff": diff,
-                         "relative_max_abs_diff": rel})
-        final = replace(staged, variants=ordered(validated))
+        checked, rows = _fidelity(folder, m, new_variants, n_check, seed)
+        final_variants = list(ordered(checked, staged.variants))
+        if gated:
+            final_variants, rows = _gate(folder, m, final_variants, rows, splits, max_rel, n_windows, threads)
+        kept = {v.name for v in final_variants}
+        used = {f for v in final_variants for f in m.reads(v)}
+        for rel in created:
+            if rel not in used:
+                (folder / rel).unlink(missing_ok=True)
+        final = replace(staged, variants=tuple(final_variants),
+                        files={k: e for k, e in files_for(final_variants).items() if k in m.files or k in used})
         write_manifest(folder, final)
+        for r in rows:
+            r.setdefault("kept", r["variant"] in kept)
     except BaseException:
         write_manifest(folder, m)
         for rel in created:
@@ -243,3 +268,52 @@ def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int):
                 (folder / rel).unlink()
         raise
     return final, rows
+
+
+def _fidelity(folder: Path, m: Manifest, new_variants: Sequence[Variant], n_check: int, seed: int):
+    """Each new variant's forecasts vs the fp32 variant of its backend on seeded random walks (recorded in
+    ``validation``; non-finite forecasts raise ValidationError)."""
+    x = _check_inputs(m, n_check, seed)
+    refs = {b: _source_variant(m, b) for b in ("onnx", "gguf")}
+    ref_names = [r.name for r in refs.values() if r is not None and any(v.backend == r.backend
+                                                                       for v in new_variants)]
+    got = _forecasts(folder, ref_names + [v.name for v in new_variants], x)
+    rows, checked = [], []
+    for v in new_variants:
+        ref = refs[v.backend]
+        diff = float(np.abs(got[v.name] - got[ref.name]).max())
+        scale = float(np.abs(got[ref.name]).max()) or 1e-12
+        if not np.isfinite(diff):
+            raise ValidationError(f"{v.name}: forecasts non-finite values on {n_check} random inputs where "
+                                  f"{ref.name} does not; expected a usable variant. Fix: use a finer dtype "
+                                  "(q8_0 instead of q4_0).")
+        val = {"max_abs_diff": diff, "relative_max_abs_diff": diff / scale, "tolerance": None,
+               "n_inputs": int(n_check), "reference": f"{ref.name} (runtime)",
+               "method": "end-to-end runtime forecasts on seeded random walks (recorded, not a gate)"}
+        checked.append(replace(v, validation=val))
+        rows.append({"variant": v.name, "source": ref.name, "bytes": v.weight_bytes, "max_abs_diff": diff,
+                     "relative_max_abs_diff": diff / scale, "quantization": v.extra.get("quantization")})
+    return checked, rows
+
+
+def _gate(folder: Path, m: Manifest, variants: list[Variant], rows: list[dict], splits, max_rel: float,
+          n_windows: int | None, threads: int | None):
+    """Judge every runnable variant on the validation windows; drop the new ones over the gate and the worse of
+    the two int8 forms. Returns (variants, rows)."""
+    from alignts.export import gate
+    from alignts.runtime.budget import available_backends
+    from alignts.runtime.configs import runtime_config
+
+    cfg = runtime_config(m)
+    windows = gate.gate_windows(splits, int(cfg.context_len), int(cfg.horizon), n_windows or gate.GATE_WINDOWS)
+    ref = _source_variant(m, "onnx") or _source_variant(m, "gguf")
+    have = set(available_backends())
+    records = gate.judge(folder, [v.name for v in variants if v.backend in have], ref.name, windows, max_rel,
+                         threads)
+    new = {r["variant"] for r in rows}
+    kept, verdicts, final_names = gate.select(variants, records, optional=new)
+    for r in rows:
+        rec = records.get(r["variant"])
+        r.update(rel_mse_change=rec and rec["rel_mse_change"], verdict=verdicts.get(r["variant"], ""),
+                 kept=r["variant"] in final_names, kept_as=final_names.get(r["variant"]))
+    return kept, rows

@@ -27,8 +27,12 @@ The peak is modelled as ``weights + activations + kv_cache + runtime_overhead`` 
   onnxruntime for its adapter beside a llama.cpp backbone), plus ``OVERHEAD_MARGIN``; measured with
   :func:`alignts.bench.memory.measure_overhead`.
 
-:func:`choose` walks the variants from the most accurate (fp32/f32, then f16, then int8/q8_0, then q4_0; ties
-broken by the export validation error), each first with the fast backend settings and then with the lean ones
+:func:`choose` walks the variants in :func:`rank_variants` order: in a gated bundle (variants carrying the
+accuracy gate's record, ``Variant.accuracy``, see ``alignts.export.gate``) the fastest variant within the gate first
+(by the time each took on the gate's validation windows in one run, ``ms_per_series``), then variants without a
+record, then those over the gate; in a bundle written before the gate, from the most accurate (fp32/f32, then f16,
+then int8/q8_0, then q4_0; ties broken by the export validation error). Each first with the fast backend settings
+and then with the lean ones
 (onnxruntime arena, memory pattern and weight pre-packing off; llama.cpp f16 KV cache), and only then halves
 the batch size. When nothing fits, :class:`BudgetExceededError` names the smallest budget that works.
 
@@ -401,9 +405,23 @@ def _accuracy_key(i: int, v: Variant) -> tuple:
     return (DTYPE_RANK.get(v.dtype, 9), err, i)
 
 
+def _gate_key(i: int, v: Variant) -> tuple:
+    """Gated bundles: within the gate by measured speed, then unjudged variants, then those over the gate."""
+    acc = dict(v.accuracy)
+    ms = acc.get("ms_per_series")
+    if acc.get("passed") is True and isinstance(ms, (int, float)) and math.isfinite(ms):
+        return (0, float(ms)) + _accuracy_key(i, v)
+    return (2 if acc.get("passed") is False else 1, 0.0) + _accuracy_key(i, v)
+
+
 def rank_variants(manifest: Manifest, names: Iterable[str] | None = None,
                   backends: Iterable[str] | None = None) -> list[Variant]:
-    """Variants from the most accurate: fp32/f32 < f16 < int8/q8_0 < q4_0, then by export validation error."""
+    """Variants in the order the planner tries them.
+
+    A gated bundle (some variant has an ``accuracy`` record with a timing): the variants within the accuracy gate
+    from the fastest (``accuracy.ms_per_series``, measured on the gate's windows in one run), then those without
+    a record, then those over the gate. Otherwise, from the most accurate: fp32/f32 < f16 < int8/q8_0 < q4_0,
+    then by export validation error."""
     vs = list(manifest.variants)
     if names is not None:
         names = list(names)
@@ -412,7 +430,9 @@ def rank_variants(manifest: Manifest, names: Iterable[str] | None = None,
         bs = set(backends)
         vs = [v for v in vs if v.backend in bs]
     order = {v.name: i for i, v in enumerate(manifest.variants)}
-    return sorted(vs, key=lambda v: _accuracy_key(order[v.name], v))
+    gated = any(v.accuracy.get("ms_per_series") is not None for v in manifest.variants)
+    key = _gate_key if gated else _accuracy_key
+    return sorted(vs, key=lambda v: key(order[v.name], v))
 
 
 def available_backends() -> tuple[str, ...]:
@@ -438,7 +458,8 @@ def choose(manifest: Manifest, budget_bytes: int | None, batch_size: int = 1, co
            horizon: int | None = None, n_channels: int | None = None, variants: Iterable[str] | None = None,
            backends: Iterable[str] | None = None, shrink_batch: bool = True, lean_settings: bool = True,
            bundle_dir: str | Path | None = None) -> Choice:
-    """The most accurate variant (then the largest batch size) whose estimated peak fits ``budget_bytes``.
+    """The first variant of :func:`rank_variants` (the fastest within the accuracy gate; in bundles written before
+    the gate, the most accurate), then the largest batch size, whose estimated peak fits ``budget_bytes``.
 
     Order: for each batch size (the asked one, then halved down to 1 when ``shrink_batch``), each variant from
     :func:`rank_variants` (only ``variants`` when given; only ``backends``, default the importable ones), first

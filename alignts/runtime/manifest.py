@@ -34,7 +34,7 @@ from typing import Any, Iterator, Mapping
 from alignts.errors import ArtifactError, ManifestError
 
 FORMAT = "alignts-bundle"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: Variant.accuracy (the validation-MSE gate); 1.0 manifests read as before
 MANIFEST_NAME = "manifest.json"
 PARADIGMS = ("internal", "bridging", "injective", "backbone")
 BACKENDS = ("onnx", "gguf")
@@ -91,6 +91,10 @@ class Variant:
     validation:  export check against torch: {"max_abs_diff": float, "tolerance": float, "n_inputs": int,
                  "reference": "torch-fp32"}.
     weight_bytes: bytes of weights this variant loads (for the memory planner).
+    accuracy:    the accuracy gate's record (``alignts.export.gate``): the forecast error the variant adds on
+                 held-out validation windows, in the scaled space the model is trained in: {"mse",
+                 "reference", "reference_mse", "rel_mse_change", "max_rel_mse_change", "passed", "n_windows",
+                 "n_series", "ms_per_series", ...}; {} for bundles written before the gate (format 1.0).
     extra:       backend facts (e.g. the GGUF architecture, the kv cache type it was validated with); every
                  ``*_file`` key names a file listed in Manifest.files.
     """
@@ -105,6 +109,7 @@ class Variant:
     validation: Mapping[str, Any] = field(default_factory=dict)
     weight_bytes: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    accuracy: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -270,9 +275,14 @@ _RULES: dict[str, dict[str, Any]] = {
               "lora_rank": _Int(1, 1 << 16), "n_ctx": _Int(1, MAX_CTX), "n_batch": _Int(1, MAX_CTX),
               "n_seq_max": _Int(1, 4096), "n_ctx_train": _Int(0, MAX_CTX), "kv_type": ("f32", "f16"),
               "architecture": _STR, "backbone_variant": _STR},
+    "accuracy": {"mse": _Num(0.0, 1e300), "reference_mse": _Num(0.0, 1e300), "rel_mse_change": _Num(-1.0, 1e300),
+                 "max_rel_mse_change": _Num(0.0, 1e300), "passed": _BOOL, "n_windows": _Int(0, 1 << 40),
+                 "n_series": _Int(0, 1 << 40), "ms_per_series": _Num(0.0, 1e300), "reference": _STR,
+                 "metric": _STR, "split": _STR, "space": _STR, "batch_size": _Int(1, 1 << 30),
+                 "threads": _Int(1, 1 << 16)},
 }
 # keys whose null means "none" to the runtime (no channel count, no scaler, no column names, no description)
-_NULLABLE = {"n_channels", "scaler", "columns", "description"}
+_NULLABLE = {"n_channels", "scaler", "columns", "description", "mse", "rel_mse_change", "threads"}
 # config keys each paradigm's runtime cannot do without
 _REQUIRED = {"internal": ("context_len", "horizon", "patch_len", "stride", "n_patches"),
              "bridging": ("context_len", "horizon", "patch_len", "stride", "n_patches", "d_llm", "d_ff",
@@ -390,6 +400,8 @@ class _Checker:
                 if not isinstance(val, str):
                     self.fail(f"{where}.extra.{key}", val, "a file name (a string)")
                 check_name(val, f"{self.where}: {where}.extra.{key}")
+        accuracy = self.typed(v, where, "accuracy", Mapping)
+        self.section(accuracy, f"{where}.accuracy", _RULES["accuracy"])
         axes = self.typed(v, where, "dynamic_axes", Mapping)
         if not all(isinstance(a, Mapping) for a in axes.values()):
             self.fail(f"{where}.dynamic_axes", axes, "{tensor: {axis: name}}")
@@ -397,7 +409,7 @@ class _Checker:
                        files=tuple(files), inputs=lists["inputs"], outputs=lists["outputs"], dynamic_axes=axes,
                        validation=self.typed(v, where, "validation", Mapping),
                        weight_bytes=int(self.number(v, where, "weight_bytes", _Int(0, 1 << 50)) or 0),
-                       extra=extra)
+                       extra=extra, accuracy=accuracy)
 
     def sections(self, m: Manifest) -> None:
         self.config(m.config, m.paradigm)
