@@ -2,10 +2,11 @@
 
 For each batching mode (dynamic batching on, and off: one backend call per request) an ``alignts serve`` child
 process serves the bundle on 127.0.0.1 (a free port; nothing else is ever contacted). A load generator (one
-asyncio event loop, httpx) runs N concurrent clients for each N in ``clients``; each client sends v2 infer
-requests of ``rows`` series back to back until the level has sent ``requests`` requests or run ``duration``
-seconds, whichever comes first. A 429 answer is counted and the client backs off ``BACKOFF`` seconds; a request
-with no answer in ``timeout`` seconds counts as a timeout. The server's RSS is sampled every 20 ms.
+asyncio event loop, a minimal keep-alive HTTP/1.1 client per connection) runs N concurrent clients for each N
+in ``clients``; each client sends v2 infer requests of ``rows`` series back to back until the level has sent
+``requests`` requests or run ``duration`` seconds, whichever comes first. A 429 answer is counted and the
+client backs off ``BACKOFF`` seconds; a request with no answer in ``timeout`` seconds counts as a timeout. The
+server's RSS is sampled every 20 ms.
 
 Beside each level, the bundle runs in this process with the server's plan (variant, batch size): ``forecast``
 on batches of ``min(N * rows, max_batch)`` series (what dynamic batching can gather from N clients), timed
@@ -97,37 +98,76 @@ def start_server(bundle: str, cfg: ServeBenchConfig, batching: bool, workdir: Pa
     return p, "http://" + ready.read_text().strip()
 
 
-async def _level(url: str, n_clients: int, body: bytes, cfg: ServeBenchConfig) -> dict[str, Any]:
-    import httpx
+class _Conn:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams (the load generator's own: a client library would
+    spend more of the shared cores than the server it measures). 127.0.0.1 only."""
 
+    def __init__(self, port: int):
+        self.port, self.reader, self.writer = port, None, None
+
+    async def post(self, request: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(request)
+        await self.writer.drain()
+        status = await self.reader.readline()
+        if not status:
+            raise ConnectionError("the server closed the connection")
+        length, close = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            k, _, v = line.decode("latin-1").partition(":")
+            if k.lower() == "content-length":
+                length = int(v)
+            elif k.lower() == "connection" and v.strip().lower() == "close":
+                close = True
+        await self.reader.readexactly(length)
+        if close:
+            await self.close()
+        return int(status.split()[1])
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+async def _level(url: str, n_clients: int, body: bytes, cfg: ServeBenchConfig) -> dict[str, Any]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    if host not in ("127.0.0.1", "localhost"):
+        raise InputError(f"the load generator talks to 127.0.0.1 only; got {host}.")
+    request = (f"POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     lat: list[float] = []
     codes: dict[str, int] = {}
     sent = 0
     t_end = time.perf_counter() + cfg.duration
-    limits = httpx.Limits(max_connections=n_clients, max_keepalive_connections=n_clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=cfg.timeout) as client:
-        async def one_client():
-            nonlocal sent
+
+    async def one_client():
+        nonlocal sent
+        conn = _Conn(int(port))
+        try:
             while sent < cfg.requests and time.perf_counter() < t_end:
                 sent += 1
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post("/v2/models/m/infer", content=body,
-                                          headers={"content-type": "application/json"})
-                    key = str(r.status_code)
-                except httpx.TimeoutException:
+                    key = str(await asyncio.wait_for(conn.post(request), cfg.timeout))
+                except asyncio.TimeoutError:
                     key = "timeout"
-                except httpx.HTTPError as e:
+                    await conn.close()
+                except (OSError, ConnectionError, asyncio.IncompleteReadError) as e:
                     key = type(e).__name__
+                    await conn.close()
                 codes[key] = codes.get(key, 0) + 1
                 if key == "200":
                     lat.append(time.perf_counter() - t0)
                 elif key == "429":
                     await asyncio.sleep(BACKOFF)
+        finally:
+            await conn.close()
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(n_clients)))
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(n_clients)))
+    wall = time.perf_counter() - t0
     ok = codes.get("200", 0)
     ms = np.asarray(lat) * 1e3 if lat else np.asarray([np.nan])
     return {"requests": sent, "ok": ok, "rejected_429": codes.get("429", 0), "timeouts": codes.get("timeout", 0),
