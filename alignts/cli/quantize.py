@@ -13,7 +13,9 @@ def add_arguments(p):
     p.add_argument("bundle", type=Path, help="bundle folder (manifest.json)")
     p.add_argument("--to", default="int8,q8_0,q4_0",
                    help="comma-separated dtypes: int8 (ONNX, from onnx-fp32; Internal: dynamic and static QDQ, "
-                        "the better kept), f16, q8_0, q4_0 (GGUF, from gguf-f32); default int8,q8_0,q4_0")
+                        "the better kept), f16, q8_0, q4_0 (GGUF, from gguf-f32), ort (an ORT-format twin of every "
+                        "ONNX variant, with its required-operators config, for reduced onnxruntime builds; Internal "
+                        "bundles); default int8,q8_0,q4_0")
     p.add_argument("--data", default=None,
                    help="data the bundle was fitted on, for the gate's validation windows and the static int8 "
                         "calibration (default: the manifest's training.data)")
@@ -39,9 +41,17 @@ def run(args) -> int:
     if args.gate_windows < 1:
         raise InputError(f"--gate-windows must be >= 1; got {args.gate_windows}.")
     dtypes = [d.strip() for d in args.to.split(",") if d.strip()]
-    m, rows = quantize_bundle(args.bundle, dtypes, out=args.out, overwrite=args.overwrite,
-                              n_check=args.check_windows, data=args.data, max_rel_mse_change=args.max_mse_change,
-                              gate_windows=args.gate_windows, threads=args.threads)
+    ort = "ort" in dtypes
+    dtypes = [d for d in dtypes if d != "ort"]
+    m, rows = (quantize_bundle(args.bundle, dtypes, out=args.out, overwrite=args.overwrite,
+                               n_check=args.check_windows, data=args.data, max_rel_mse_change=args.max_mse_change,
+                               gate_windows=args.gate_windows, threads=args.threads) if dtypes else (None, []))
+    if ort:  # after the ONNX dtypes, so an int8 variant made now gets its ORT twin too
+        from alignts.export.ort_format import add_ort_variants
+
+        ort_from, ort_out = (args.out, None) if dtypes and args.out else (args.bundle, args.out)
+        m, ort_rows = add_ort_variants(ort_from, out=ort_out, overwrite=args.overwrite, n_check=args.check_windows)
+        rows += [{**r, "kept": True} for r in ort_rows]  # the same model in another file format: no gate
     where = args.out or args.bundle
     if not rows:
         print(f"{where}: nothing to add (the variants exist; pass --overwrite to rebuild them)")
