@@ -250,3 +250,7 @@ def test_stream_needs_a_plan_and_refuses_kv_where_there_is_none(tiny):
     with pytest.raises(InputError, match="Bridging"):
         f.stream(kv=True)
     assert "Bridging" in f.stream().describe()["engine"]
+    from alignts.runtime.stream.engines import stream_line
+
+    assert stream_line(f.manifest).startswith("onnx-fp32: recompute (Bridging")  # what `alignts inspect` prints
+    assert "gguf-f32: KV-cache reuse" in stream_line(rt.load(tiny["injective"]).manifest)

@@ -88,6 +88,9 @@ def run(args) -> int:
         print(f"  {v.name:14s} {v.backend:5s} {v.dtype:5s} {v.weight_bytes / 1e6:8.2f} MB  "
               f"{', '.join(p for p in parts if p)}  files: {', '.join(v.files)}")
     print("quantiles: " + _quantiles_line(m))
+    from alignts.runtime.stream.engines import stream_line
+
+    print("streams: " + stream_line(m))
     print("config:")
     for k, v in m.config.items():
         print(f"  {k}: {_short(v)}")

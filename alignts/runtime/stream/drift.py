@@ -10,7 +10,12 @@ Correction (``correct=True``): per channel, recursive least squares with forgett
 i.e. a bias and a gain on the forecast's change from the last value. It learns from every scored observation,
 starts from the identity (w = [0, 1]) and is reset there at every drift event; it is applied to forecasts
 (mean, median, quantiles) from the first drift event on, once it has ``warmup`` updates since the reset. The
-gain is kept >= 0 so quantiles stay ordered.
+applied gain is clipped to [0, 2] (quantiles stay ordered) and the bias to +-2 window stds, and the RLS
+covariance's trace is capped (no wind-up when the errors do not excite a direction).
+
+The Page-Hinkley signal is the mean over channels of the normalized absolute errors, each clipped at 10 (one test per stream: seven
+noisy channels tested apart would raise seven times the false alarms); events name the channels whose normalized
+error exceeded the stream's mean error at the alarm.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ from alignts.errors import InputError
 from alignts.kernels.stream import page_hinkley
 
 EPS = 1e-8
+P_MAX = 1e3      # largest trace of an RLS covariance
+BIAS_MAX = 2.0   # the applied bias stays within 2 window stds
+GAIN_MAX = 2.0   # and the gain within [0, 2]
+ERR_MAX = 10.0   # a normalized error counts at most this much (a near-flat window makes s tiny)
 
 
 @dataclass(frozen=True)
@@ -41,8 +50,8 @@ class DriftConfig:
     detect: bool = True
     reanchor: bool = True
     correct: bool = False
-    delta: float = 0.1
-    threshold: float = 30.0
+    delta: float = 0.25
+    threshold: float = 50.0
     alpha: float = 0.999
     min_n: int = 30
     forget: float = 0.995
@@ -60,7 +69,7 @@ class DriftMonitor:
     def __init__(self, n_channels: int, config: DriftConfig = DriftConfig()):
         self.cfg = config
         c = int(n_channels)
-        self.ph = np.zeros((c, 4))
+        self.ph = np.zeros((1, 4))                  # one Page-Hinkley test on the channel-mean signal
         self.w = np.tile([0.0, 1.0], (c, 1))       # [C, 2]
         self.P = np.tile(np.eye(2) * 100.0, (c, 1, 1))  # [C, 2, 2]
         self.n_rls = np.zeros(c, dtype=np.int64)
@@ -90,9 +99,11 @@ class DriftMonitor:
             return []
         err = (x - self.yhat[:, h]) / self.scale  # NaN where x is missing: skipped by both
         fired: list[int] = []
-        if self.cfg.detect:
-            fired = np.flatnonzero(page_hinkley(np.abs(err)[None], self.ph, self.cfg.delta, self.cfg.threshold,
-                                                self.cfg.alpha, self.cfg.min_n)[0]).tolist()
+        a = np.minimum(np.abs(err), ERR_MAX)
+        if self.cfg.detect and np.isfinite(a).any():
+            sig = np.array([[np.nanmean(a)]])
+            if page_hinkley(sig, self.ph, self.cfg.delta, self.cfg.threshold, self.cfg.alpha, self.cfg.min_n)[0, 0]:
+                fired = np.flatnonzero(np.nan_to_num(a, nan=-1.0) >= sig[0, 0]).tolist()
         self._rls(x, h)
         if fired:
             self.n_events += 1
@@ -117,6 +128,8 @@ class DriftMonitor:
         e = y - np.einsum("ci,ci->c", self.w, phi)
         w = self.w + k * e[:, None]
         P = (self.P - np.einsum("ci,cj->cij", k, Pphi)) / self.cfg.forget
+        tr = np.trace(P, axis1=1, axis2=2)  # no covariance wind-up while the inputs do not excite a direction
+        P *= np.minimum(1.0, P_MAX / np.maximum(tr, EPS))[:, None, None]
         self.w[ok], self.P[ok] = w[ok], P[ok]
         self.n_rls[ok] += 1
 
@@ -129,7 +142,8 @@ class DriftMonitor:
         s = np.where(np.isfinite(scale) & (scale > EPS), scale, 1.0)
         x0 = np.where(np.isfinite(x0), x0, 0.0)
         shape = (-1,) + (1,) * (values.ndim - 1)
-        w0, w1 = self.w[:, 0].reshape(shape), np.maximum(self.w[:, 1], 0.0).reshape(shape)
+        w0 = np.clip(self.w[:, 0], -BIAS_MAX, BIAS_MAX).reshape(shape)
+        w1 = np.clip(self.w[:, 1], 0.0, GAIN_MAX).reshape(shape)
         return x0.reshape(shape) + s.reshape(shape) * w0 + w1 * (values - x0.reshape(shape))
 
     def take_events(self) -> list[dict[str, Any]]:
@@ -147,7 +161,7 @@ class DriftMonitor:
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "DriftMonitor":
-        m = cls(arrays["ph"].shape[0], DriftConfig(**meta["config"]))
+        m = cls(arrays["w"].shape[0], DriftConfig(**meta["config"]))
         m.ph, m.w, m.P, m.n_rls = (np.array(arrays[k]) for k in ("ph", "w", "P", "n_rls"))
         m.x0, m.scale = np.array(arrays["x0"]), np.array(arrays["scale"])
         m.yhat = np.array(arrays["yhat"]) if "yhat" in arrays else None

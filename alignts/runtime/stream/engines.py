@@ -50,23 +50,31 @@ class WindowEngine:
         pass
 
 
-def window_reason(f) -> str | None:
-    """Why ``f`` streams by recomputing its window (None: Injective on llama.cpp, which reuses its KV cache)."""
-    p = f.planned
-    if f.paradigm == "injective":
-        return None if p.backend == "gguf" else f"Injective on {p.backend}: no KV reuse is built for it"
-    arch = (f.manifest.architecture or "").lower()
-    if f.paradigm == "internal" and "bert" in arch:
+def window_reason(paradigm: str, architecture: str, backend: str) -> str | None:
+    """Why a forecaster streams by recomputing its window (None: Injective on llama.cpp reuses its KV cache)."""
+    if paradigm == "injective":
+        return None if backend == "gguf" else f"Injective on {backend}: no KV reuse is built for it"
+    arch = (architecture or "").lower()
+    if paradigm == "internal" and "bert" in arch:
         return "Internal on a BERT backbone: a bidirectional encoder recomputes the window"
-    if f.paradigm == "bridging":
+    if paradigm == "bridging":
         return "Bridging: the frozen backbone reads the prompt and all patches again"
-    return f"Internal on {arch or p.backend}: patch-level KV reuse is not built"
+    return f"Internal on {arch or backend}: patch-level KV reuse is not built"
+
+
+def stream_line(manifest) -> str:
+    """What ``Stream`` does with each variant of a bundle (for ``alignts inspect``)."""
+    parts = []
+    for v in manifest.variants:
+        why = window_reason(manifest.paradigm, manifest.architecture, v.backend)
+        parts.append(f"{v.name}: " + ("KV-cache reuse (kv-injective)" if why is None else f"recompute ({why})"))
+    return "; ".join(parts)
 
 
 def make_engine(f, n_channels: int, kv: bool | None):
     """The engine for a planned forecaster: KV reuse where it exists unless ``kv=False``; ``kv=True`` where it
     does not raises InputError."""
-    why = window_reason(f)
+    why = window_reason(f.paradigm, f.manifest.architecture, f.planned.backend)
     if why is None and kv is not False:
         from alignts.runtime.stream.kv import InjectiveKVEngine
 
