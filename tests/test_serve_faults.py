@@ -99,6 +99,14 @@ def test_tampered_or_deleted_bundle_takes_only_that_model_out(tiny_bundles, tmp_
         target.write_bytes(original)  # restored: back in service with the same answers
         r = c.post("/v2/models/copy/infer", json=infer_body(x))
         assert r.status_code == 200 and r.json()["outputs"] == good.json()["outputs"]
+        # a manifest rewritten whole (its files still verify) is served as the new version
+        v1 = c.get("/v2/models/copy").json()["versions"][0]
+        m = json.loads((mine / "manifest.json").read_text())
+        m["training"] = {**m.get("training", {}), "note": "rewritten"}
+        (mine / "manifest.json").write_text(json.dumps(m))
+        r = c.post("/v2/models/copy/infer", json=infer_body(x))
+        assert r.status_code == 200 and r.json()["model_version"] != v1
+        assert r.json()["outputs"] == good.json()["outputs"]
         target.unlink()
         r = c.post("/v2/models/copy/infer", json=infer_body(x))
         assert r.status_code == 503 and "is missing 'core.onnx'" in r.json()["error"]
