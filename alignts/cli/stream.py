@@ -172,6 +172,7 @@ def run(args) -> int:
     from alignts.cli.output import parse_levels
     from alignts.runtime import load
     from alignts.runtime.stream import DriftConfig, Stream
+    from alignts.runtime.stream.core import parse_timestamps
 
     if args.every < 1:
         raise InputError(f"--every {args.every}: expected >= 1.")
@@ -216,9 +217,7 @@ def run(args) -> int:
                         continue
                     x, ts = got
                     if ts is not None:
-                        from alignts.runtime.stream.core import _timestamps
-
-                        t = float(_timestamps([ts], 1)[0])
+                        t = float(parse_timestamps([ts], 1)[0])
                         if last_ts is not None and t <= last_ts:
                             raise InputError(f"timestamp {ts!r} is not after the previous one")
                         ts, last_ts = t, t

@@ -62,7 +62,7 @@ class StreamState:
         return state_file.dumps(self.meta, self.arrays)
 
 
-def _timestamps(ts: Any, k: int) -> np.ndarray:
+def parse_timestamps(ts: Any, k: int) -> np.ndarray:
     """``ts`` (k numbers in seconds, datetime64, ISO strings or datetimes) -> float64 seconds [k]."""
     a = np.asarray(ts).reshape(-1) if not np.isscalar(ts) else np.asarray([ts])
     if a.shape[0] != k:
@@ -158,7 +158,7 @@ class Stream:
                              "the sensor could not measure.")
         ts = None
         if timestamps is not None:
-            ts = _timestamps(timestamps, a.shape[0])
+            ts = parse_timestamps(timestamps, a.shape[0])
             prev = np.concatenate([[self.last_timestamp if self.last_timestamp is not None else -np.inf], ts[:-1]])
             back = np.flatnonzero(ts <= prev)
             if back.size:
