@@ -226,3 +226,34 @@ def test_quantize_needs_the_data(tmp_path, fitted):
     write_manifest(b, dataclasses.replace(m, training={k: v for k, v in m.training.items() if k != "data"}))
     with pytest.raises(InputError, match="--data"):
         quantize_bundle(b, ["int8"], overwrite=True)
+
+
+def test_speed_report_checks_the_targets(fitted):
+    """alignts bench speed's report (alignts/bench/speed.py) on a tiny bench run: the tables and the targets
+    computed from the numbers (no timing asserted: the verdicts follow whatever was measured)."""
+    from alignts.bench import speed
+    from alignts.bench.bundles import BenchConfig, run_bench
+
+    runs = [run_bench([fitted], BenchConfig(batch_sizes=(1, 8), repeats=2, warmup=1, child=False, torch=True,
+                                            threads=t, quick_ceilings=True)) for t in (1, 2)]
+    m = read_manifest(fitted)
+    result = {"command": "alignts bench speed ...", "machine": runs[0]["machine"], "versions": runs[0]["versions"],
+              "seconds": 1.0, "runs": runs, "quantize_rows": [],
+              "gates": {str(fitted): {v.name: dict(v.accuracy) for v in m.variants}}}
+    targets = speed.check_targets(result)
+    rows = {(r["variant"], r["batch_size"], r["threads"]): r for run in runs for r in run["rows"]}
+    best = [t for t in targets if "best variant within 1 %" in t[0]]
+    assert len(best) == 4  # b=1 and 8 at 1 and 2 threads
+    for what, ok, numbers in best:
+        name, got = numbers.split()
+        b, t = (1 if "b=1," in what else 8), (1 if "1 thread)" in what else 2)
+        assert float(got[:-1]) == pytest.approx(rows[(name, b, t)]["speedup_vs_torch"], abs=0.006)
+        assert ok == (rows[(name, b, t)]["speedup_vs_torch"] >= speed.TARGET_SPEEDUP)
+    cost = [t for t in targets if "batch-8 cost" in t[0]]
+    assert len(cost) == 2 * len(m.variants)
+    for what, ok, numbers in cost:
+        assert ok == (float(numbers[:-1]) <= 8.0 + 0.005)
+    md = speed.to_markdown(result)
+    assert "## Ceilings" in md and "## Targets of issue #13" in md and "torch eager" in md
+    for v in m.variants:
+        assert f"| {v.name} |" in md

@@ -49,6 +49,13 @@ def add_arguments(p):
     g.add_argument("--max-queue", type=int, default=64, help="the server's --max-queue (default 64)")
     g.add_argument("--budget", default="2GB", help="the server's --budget (default 2GB)")
     g.add_argument("--workers", type=int, default=1, help="the server's --workers (default 1)")
+    g = p.add_argument_group("speed (alignts bench speed: results/speed_cpu.md, see alignts/bench/speed.py)")
+    g.add_argument("--bundles", type=Path, default=Path("/tmp/speed_bundles"), metavar="DIR",
+                   help="where the MiniLM Internal and Bridging bundles are (fitted there when missing; default "
+                        "/tmp/speed_bundles)")
+    g.add_argument("--out", type=Path, default=Path("results/speed_cpu"), metavar="PREFIX",
+                   help="writes PREFIX.md and PREFIX.json (default results/speed_cpu)")
+    g.add_argument("--thread-counts", default="1,2", help="one bench run per thread count (default 1,2)")
     g = p.add_argument_group("stream")
     g.add_argument("--lengths", default="96,336,1024", help="stream: context lengths of the Injective bundle")
     g.add_argument("--rss-points", default="1000000,10000000", help="stream: points fed in the peak-RSS runs")
@@ -247,4 +254,22 @@ def run(args) -> int:
         raise InputError(f"`kernels` takes no other targets; got {args.target}. Fix: run `alignts bench kernels`")
     if args.target[0] == "injective":
         return _run_injective(args)
+    if args.target == ["speed"]:
+        return _run_speed(args)
     return run_bundles(args)
+
+
+def _run_speed(args) -> int:
+    from alignts.bench.speed import run_speed, write_outputs
+    from alignts.export.bundle import command_line
+
+    if not args.data:
+        raise InputError("`bench speed` needs --data (the data the bundles are fitted on and judged with), e.g. "
+                         "--data /work/shared/data/ETT/ETTh1.csv")
+    result = run_speed(args.bundles, args.data, _ints(args.thread_counts, "--thread-counts"),
+                       _ints(args.batch_sizes, "--batch-sizes"), repeats=args.repeats, warmup=args.warmup)
+    result["command"] = command_line()
+    js, md = write_outputs(result, args.out)
+    print(md.read_text())
+    print(f"wrote {md} and {js}")
+    return 0
