@@ -254,3 +254,30 @@ def test_stream_needs_a_plan_and_refuses_kv_where_there_is_none(tiny):
 
     assert stream_line(f.manifest).startswith("onnx-fp32: recompute (Bridging")  # what `alignts inspect` prints
     assert "gguf-f32: KV-cache reuse" in stream_line(rt.load(tiny["injective"]).manifest)
+
+
+def test_kv_cache_holds_the_filled_window_after_trailing_gaps(numeric):
+    """A trailing NaN is fed forward-filled (provisional); once the next value arrives the gap is interpolated
+    and the cache is rolled back and re-encoded: the cached tokens are those of the window the batch path fills."""
+    from alignts.kernels.stream import encode_fixed
+
+    f = _planned(numeric, context_len=32, horizon=4)
+    s = f.stream()
+    y = _series(120, 1, seed=4)
+    s.update(y[:60])
+    s.forecast()
+    e = s.engine
+    for gap in ([np.nan], [np.nan, np.nan], [np.nan]):
+        s.update(np.array(gap)[:, None])
+        s.forecast()
+        assert e.prov_t[0] >= 0
+        s.update(y[60:63])
+        y = y[3:]
+        s.forecast()
+        assert e.prov_t[0] == -1
+        x = f.prepare(f.scale(f.context(s.window()[None])))[0, 0].astype(np.float64)
+        _, lens = encode_fixed(x[-int(e.vn[0]):], e.off[0], e.sc[0], e.lim, f.prompter.table, f.settings.precision)
+        ring = (e.vh[0] + np.arange(e.vn[0])) % e.W
+        np.testing.assert_array_equal(e.ntok[0, ring], lens)
+        assert e._window_tokens(0) == lens.sum()
+    assert e.n_anchors == 1  # the rollbacks did it, not a re-prefill
