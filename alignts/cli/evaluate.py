@@ -90,7 +90,8 @@ def run(args) -> int:
         print(f"# baselines {fit_note}")
     if key in PUBLISHED:
         src = next(iter(PUBLISHED[key].values())).get("source", "")
-        print(f"# published column: {key[0]}, H={key[1]}" + (f" ({src})" if src else ""))
+        print(f"# published column: {key[0]}, " + (f"H={key[1]}" if isinstance(key[1], int) else str(key[1]))
+              + (f" ({src})" if src else ""))
     if args.format:
         write_table([{"model": k, **v} for k, v in rows.items()], args.format)
     else:
