@@ -111,6 +111,7 @@ def test_cli_forecast_folder_with_and_without_ray(local_ray, tiny_bundles, tmp_p
     assert outs[False].splitlines()[0].startswith("file,")
 
 
+@pytest.mark.slow  # ~25 s on 2 cores: a second local cluster; the deployment itself is tested above
 def test_cli_serve_ray_until_sigterm(tiny_bundles, tmp_path):
     """`alignts serve --ray` in a child: its own local cluster, one replica, answers, then SIGTERM ends it."""
     import signal

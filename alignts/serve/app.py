@@ -460,10 +460,6 @@ class Guard:
     def __init__(self, app, state: ServeState):
         self.app, self.state = app, state
 
-    @property
-    def serve(self) -> ServeState:
-        return self.state
-
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)

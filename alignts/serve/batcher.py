@@ -64,7 +64,6 @@ class Result:
     method: str
     batch_requests: int
     batch_rows: int
-    queue_seconds: float
 
 
 def run_batch(forecaster: Any, mode: str, contexts: list[np.ndarray], levels: tuple[float, ...] | None,
@@ -98,7 +97,7 @@ def _result(fc: Any, off: int, b: int, n_req: int, n_rows: int) -> Result:
     q = None if fc.quantiles is None else fc.quantiles[off:off + b]
     return Result(mean=fc.mean[off:off + b], median=fc.median[off:off + b], quantiles=q,
                   levels=tuple(fc.quantile_levels), method=fc.quantile_method, batch_requests=n_req,
-                  batch_rows=n_rows, queue_seconds=0.0)
+                  batch_rows=n_rows)
 
 
 class Batcher:

@@ -147,9 +147,10 @@ def _json_data(data: Any, shape: Sequence[int], dt: str) -> np.ndarray:
     if len(flat) != n:
         raise ShapeError(f"input {INPUT_NAME!r}: {len(flat)} values for shape {list(shape)}; expected {n}. "
                          "Fix: send as many values as the shape holds.")
-    bad = next((v for v in flat if not isinstance(v, (int, float)) or isinstance(v, bool)), None)
-    if bad is not None or any(v is None for v in flat):
-        raise _fail(f"input {INPUT_NAME!r}: {_show(bad)} is not a number; expected {dt} values.")
+    bad = [v for v in flat if not isinstance(v, (int, float)) or isinstance(v, bool)]
+    if bad:
+        raise _fail(f"input {INPUT_NAME!r}: {_show(bad[0])} is not a number; expected {dt} values (NaN as the "
+                    "JSON literal NaN, or in the binary tensor data).")
     return np.asarray(flat, dtype=DTYPES[dt]).reshape(shape)
 
 
