@@ -28,7 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from alignts.kernels import digits, norm, patch, scaler  # noqa: E402
+from alignts.kernels import digits, norm, patch, scaler, stream  # noqa: E402
 
 GOLDEN_VERSION = 1
 MASK64 = (1 << 64) - 1
@@ -250,8 +250,37 @@ def golden_sampler() -> Golden:
     return g
 
 
+def golden_stream() -> Golden:
+    rng = np.random.default_rng(107)
+    g = Golden("stream")
+    x = _with_nan(rng, np.cumsum(rng.normal(size=(60, 3)), axis=0) * 10 + 100, 0.1)
+    x[20:30, 2] = np.nan  # a gap longer than the window: that channel's window empties
+    chunks = [5, 1, 17, 37]
+    ws = stream.WindowStats.empty(3, 7)
+    t = 0
+    for k in chunks:
+        ws.push(x[t:t + k])
+        t += k
+    g.add("w.x", x)
+    g.add("w.window", ws.window)
+    g.add("w.chunks", chunks)
+    for name in stream.WindowStats.FIELDS:
+        g.add(f"w.{name}", getattr(ws, name))
+    y = np.abs(rng.normal(size=(200, 2)))
+    y[120:, 1] += 2.0
+    y = _with_nan(rng, y, 0.05)
+    params = [0.1, 8.0, 0.999, 10.0]  # delta, threshold, alpha, min_n
+    state = np.zeros((2, 4))
+    alarms = stream.page_hinkley(y, state, *params)
+    g.add("ph.x", y)
+    g.add("ph.params", params)
+    g.add("ph.alarms", alarms.astype(np.int64))
+    g.add("ph.state", state)
+    return g
+
+
 GENERATORS = {"norm": golden_norm, "patch": golden_patch, "scaler": golden_scaler, "digits": golden_digits,
-              "sampler": golden_sampler}
+              "sampler": golden_sampler, "stream": golden_stream}
 
 
 def write_all(out: Path) -> list[Path]:

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "native" / "golden"
-KERNELS = ("norm", "patch", "scaler", "digits", "sampler")
+KERNELS = ("norm", "patch", "scaler", "digits", "sampler", "stream")
 
 
 def _golden_module():

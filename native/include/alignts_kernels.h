@@ -143,6 +143,24 @@ double at_uniform(uint64_t *state);
 int at_sample(const float *logits, size_t vocab, const int64_t *allowed, size_t n_allowed, double temperature,
               double top_p, uint64_t *state, double *work, int64_t *out_id);
 
+/* ---------------------------------------------------------------- stream kernels (alignts/kernels/stream.py) */
+
+/* Push k points x [k, n_ch] (row-major, NaN = missing) into a window of the last w points: buf [n_ch, w] (the
+ * point seen at time t in slot t % w), *seen (points pushed so far), and per channel the running count, mean
+ * and sum of squared deviations (Welford add/remove, recomputed exactly once every w points), plus the min/max
+ * monotonic deques of time indices qmin/qmax [n_ch, w] with heads hmin/hmax and lengths nmin/nmax [n_ch].
+ * Start from buf all NaN and every other array 0. The window's min is buf[c][qmin[c][hmin[c]] % w] when
+ * nmin[c] > 0 (max likewise). AT_ERR_NONFINITE for inf (nothing pushed). */
+int at_window_push(double *buf, size_t n_ch, size_t w, int64_t *seen, const double *x, size_t k, int64_t *cnt,
+                   double *mean, double *m2, int64_t *qmin, int64_t *hmin, int64_t *nmin, int64_t *qmax,
+                   int64_t *hmax, int64_t *nmax);
+
+/* Page-Hinkley tests per channel on x [k, n_ch] (NaN skipped); state [n_ch, 4] = (n, mean, cum, min_cum), all 0
+ * at the start, updated in place and reset after an alarm; alarms [k, n_ch] receives 1 where a test fired.
+ * cum = alpha * cum + (x - mean_n - delta); alarm when n >= min_n and cum - min(cum) > threshold. */
+int at_page_hinkley(const double *x, size_t k, size_t n_ch, double *state, double delta, double threshold,
+                    double alpha, double min_n, uint8_t *alarms);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,7 +1,7 @@
 /* Compare the C kernels with the golden vectors of the Python (numba) kernels.
  *
  * usage: golden_test KERNEL GOLDEN_DIR [--flip]
- * KERNEL: norm | patch | scaler | digits | sampler. --flip changes one expected value first and
+ * KERNEL: norm | patch | scaler | digits | sampler | stream. --flip changes one expected value first and
  * inverts the verdict: exit 0 only if the comparison caught the change (the ctest golden_*_flipped tests).
  *
  * Tolerance: integers (ids, lengths, n_parsed, draws) must be equal; floats must satisfy
@@ -216,6 +216,41 @@ static void test_sampler(const gt_file *g) {
     free(work);
 }
 
+static void test_stream(const gt_file *g) {
+    const gt_array *x = gt_f64(g, "w.x"), *chunks = gt_i64(g, "w.chunks"), *px = gt_f64(g, "ph.x");
+    const gt_array *pp = gt_f64(g, "ph.params");
+    const size_t C = x->dims[1], W = (size_t)gt_i64(g, "w.window")->i[0];
+    double *buf = malloc(C * W * sizeof(double)), *mean = calloc(C, sizeof(double)), *m2 = calloc(C, sizeof(double));
+    int64_t *q = calloc(2 * C * W, sizeof(int64_t)), *iv = calloc(6 * C + 1, sizeof(int64_t));
+    int64_t *cnt = iv, *hmin = iv + C, *nmin = iv + 2 * C, *hmax = iv + 3 * C, *nmax = iv + 4 * C, *seen = iv + 6 * C;
+    size_t i, t = 0, PC = px->dims[1], PK = px->dims[0];
+    double *state = calloc(4 * PC, sizeof(double));
+    uint8_t *al = malloc(PK * PC);
+    int64_t *al64 = malloc(PK * PC * sizeof(int64_t));
+    for (i = 0; i < C * W; i++) buf[i] = NAN;
+    for (i = 0; i < chunks->n; i++) {
+        check_rc("at_window_push", at_window_push(buf, C, W, seen, x->f + t * C, (size_t)chunks->i[i], cnt, mean, m2,
+                                                  q, hmin, nmin, q + C * W, hmax, nmax));
+        t += (size_t)chunks->i[i];
+    }
+    cmp_f("stream.w.buf", buf, gt_f64(g, "w.buf"));
+    cmp_i("stream.w.seen", seen, gt_i64(g, "w.seen"));
+    cmp_i("stream.w.cnt", cnt, gt_i64(g, "w.cnt"));
+    cmp_f("stream.w.mean", mean, gt_f64(g, "w.mean"));
+    cmp_f("stream.w.m2", m2, gt_f64(g, "w.m2"));
+    cmp_i("stream.w.qmin", q, gt_i64(g, "w.qmin"));
+    cmp_i("stream.w.hmin", hmin, gt_i64(g, "w.hmin"));
+    cmp_i("stream.w.nmin", nmin, gt_i64(g, "w.nmin"));
+    cmp_i("stream.w.qmax", q + C * W, gt_i64(g, "w.qmax"));
+    cmp_i("stream.w.hmax", hmax, gt_i64(g, "w.hmax"));
+    cmp_i("stream.w.nmax", nmax, gt_i64(g, "w.nmax"));
+    check_rc("at_page_hinkley", at_page_hinkley(px->f, PK, PC, state, pp->f[0], pp->f[1], pp->f[2], pp->f[3], al));
+    for (i = 0; i < PK * PC; i++) al64[i] = al[i];
+    cmp_i("stream.ph.alarms", al64, gt_i64(g, "ph.alarms"));
+    cmp_f("stream.ph.state", state, gt_f64(g, "ph.state"));
+    free(buf), free(mean), free(m2), free(q), free(iv), free(state), free(al), free(al64);
+}
+
 int main(int argc, char **argv) {
     static const struct {
         const char *kernel;
@@ -223,7 +258,7 @@ int main(int argc, char **argv) {
         const char *flip; /* the expected array --flip changes */
     } tests[] = {{"norm", test_norm, "y"},           {"patch", test_patch, "a.norm_patches"},
                  {"scaler", test_scaler, "a.scale"}, {"digits", test_digits, "e0.ids"},
-                 {"sampler", test_sampler, "c1.draws"}};
+                 {"sampler", test_sampler, "c1.draws"}, {"stream", test_stream, "w.mean"}};
     gt_file g;
     size_t k;
     if (argc < 3 || (argc == 4 && strcmp(argv[3], "--flip") != 0) || argc > 4) {
