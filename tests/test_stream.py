@@ -281,3 +281,15 @@ def test_kv_cache_holds_the_filled_window_after_trailing_gaps(numeric):
         np.testing.assert_array_equal(e.ntok[0, ring], lens)
         assert e._window_tokens(0) == lens.sum()
     assert e.n_anchors == 1  # the rollbacks did it, not a re-prefill
+
+
+def test_a_replanned_forecaster_refuses_its_old_kv_streams(numeric):
+    f = _planned(numeric, context_len=32, horizon=4)
+    s = f.stream()
+    s.update(_series(40, 1))
+    s.forecast()
+    f.plan(context_len=32, horizon=4)  # a new backend: the stream's cache belongs to the old one
+    with pytest.raises(InputError, match="re-planned"):
+        s.forecast()
+    del s
+    f.stream().update(_series(40, 1))

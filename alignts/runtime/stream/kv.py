@@ -54,6 +54,7 @@ class KVContext:
     def __init__(self, model, n_seq: int, n_cells: int, lora_scale: float = 1.0):
         L = model._L
         self._L = L
+        self._model = model
         src = model.context_params
         cp = L.llama_context_default_params()
         cp.n_ctx = int(n_cells)
@@ -103,7 +104,8 @@ class KVContext:
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):
-            self._L.llama_free(self._ctx)
+            if self._model._model:  # a re-planned forecaster closed the weights: llama_free would touch them
+                self._L.llama_free(self._ctx)
             self._ctx = None
 
     def __del__(self) -> None:
@@ -199,7 +201,7 @@ class InjectiveKVEngine:
     def __init__(self, f, n_channels: int):
         self.f = f
         self.C = int(n_channels)
-        p = f.prompter
+        p = self.prompter = f.prompter
         self.W = int(f.context_used)
         self.L = int(f.context_len)
         self.H = int(f.horizon)
@@ -248,6 +250,10 @@ class InjectiveKVEngine:
         x = a[0].astype(np.float64)
         filled_tail = self._filled_tail(window)
         prompter, sampler = f.prompter, f.sampler
+        if sampler.cfg.n_samples > self.n_samples or prompter is not self.prompter:
+            raise InputError(f"the forecaster was re-planned or its samples raised to {sampler.cfg.n_samples} after "
+                             f"this stream was made for {self.n_samples}; expected the plan the stream was made on. "
+                             "Fix: make a new stream (or restore its saved state) after changing the forecaster.")
         reanchored = False
         with f._lock:
             rng = np.random.default_rng(sampler.cfg.seed)
