@@ -277,8 +277,8 @@ def test_kv_cache_holds_the_filled_window_after_trailing_gaps(numeric):
         assert e.prov_t[0] == -1
         x = f.prepare(f.scale(f.context(s.window()[None])))[0, 0].astype(np.float64)
         _, lens = encode_fixed(x[-int(e.vn[0]):], e.off[0], e.sc[0], e.lim, f.prompter.table, f.settings.precision)
-        ring = (e.vh[0] + np.arange(e.vn[0])) % e.W
-        np.testing.assert_array_equal(e.ntok[0, ring], lens)
+        starts = e.vpos[0, (e.vh[0] + np.arange(e.vn[0])) % e.W]
+        np.testing.assert_array_equal(np.diff(np.r_[starts, e.next_pos[0]]), lens)  # tokens per cached value
         assert e._window_tokens(0) == lens.sum()
     assert e.n_anchors == 1  # the rollbacks did it, not a re-prefill
 

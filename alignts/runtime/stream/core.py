@@ -211,7 +211,6 @@ class Stream:
                 if self.drift.observe(a[i], t0 + i) and self.drift.cfg.reanchor:
                     self.engine.reanchor()
         self.stats.push(a)
-        self.engine.note(a, t0)
 
     def _due(self, t: int, ts: np.ndarray | None, n0: int, lag: int, skipped: int) -> StreamForecast:
         t0 = time.perf_counter()

@@ -7,7 +7,7 @@
 - ``InjectiveKVEngine`` (Injective on llama.cpp; :mod:`alignts.runtime.stream.kv`): the prompt stays in a KV
   cache between forecasts and only new values' tokens are decoded.
 
-An engine has ``kind``, ``note(x [k, C], t0)`` (O(1) per point), ``forecast(window [C, T], t_end, levels) ->
+An engine has ``kind``, ``forecast(window [C, T], t_end, levels) ->
 (Forecast, reanchored)``, ``reanchor()``, ``describe()``, ``state() -> (meta, arrays)`` and
 ``load_state(meta, arrays, stats)``.
 """
@@ -29,9 +29,6 @@ class WindowEngine:
     def __init__(self, f, n_channels: int, why: str = ""):
         self.f = f
         self.why = why
-
-    def note(self, x: np.ndarray, t0: int) -> None:
-        pass
 
     def forecast(self, window: np.ndarray, t_end: int, levels):
         return self.f.forecast(window[None], quantiles=levels), False

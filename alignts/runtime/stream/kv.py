@@ -220,8 +220,7 @@ class InjectiveKVEngine:
         self.sc = np.ones(C)
         self.anchored = np.zeros(C, dtype=bool)
         self.need_anchor = np.zeros(C, dtype=bool)
-        self.ntok = np.zeros((C, W), dtype=np.int64)   # ring of the cached values' token counts
-        self.vpos = np.zeros((C, W), dtype=np.int64)   # and their first positions
+        self.vpos = np.zeros((C, W), dtype=np.int64)   # ring of the cached values' first positions
         self.vh = np.zeros(C, dtype=np.int64)          # ring head (oldest cached value)
         self.vn = np.zeros(C, dtype=np.int64)          # values cached
         self.next_pos = np.zeros(C, dtype=np.int64)
@@ -233,9 +232,6 @@ class InjectiveKVEngine:
         self.tokens_fed = 0
 
     # ------------------------------------------------------------------------------------------------ stream
-    def note(self, x: np.ndarray, t0: int) -> None:
-        pass  # new values are encoded lazily, at the next forecast (nothing to do per point)
-
     def reanchor(self) -> None:
         self.need_anchor[:] = True
 
@@ -315,9 +311,8 @@ class InjectiveKVEngine:
                                             np.full(ids.size, c, dtype=np.int32), last_only=True)[0]
             self.tokens_fed += int(ids.size)
             starts = p0 + np.concatenate([[0], np.cumsum(lens)[:-1]])
-            for n_tok, st in zip(lens, starts):
-                i = (self.vh[c] + self.vn[c]) % W
-                self.ntok[c, i], self.vpos[c, i] = n_tok, st
+            for st in starts:
+                self.vpos[c, (self.vh[c] + self.vn[c]) % W] = st
                 self.vn[c] += 1
             self.next_pos[c] = p0 + ids.size
             self.fed_t[c] = t_end
@@ -397,7 +392,6 @@ class InjectiveKVEngine:
         self.tokens_fed += int(prompt.size)
         self.vh[c] = 0
         self.vn[c] = kept
-        self.ntok[c, :kept] = lens
         self.vpos[c, :kept] = self.sink.size + np.concatenate([[0], np.cumsum(lens)[:-1]]) if kept else 0
         self.next_pos[c] = prompt.size
         self.fed_t[c] = t_end
@@ -408,7 +402,7 @@ class InjectiveKVEngine:
         return True
 
     # ------------------------------------------------------------------------------------------------ state
-    _ARRAYS = ("off", "sc", "anchored", "need_anchor", "ntok", "vpos", "vh", "vn", "next_pos", "fed_t", "prov_t",
+    _ARRAYS = ("off", "sc", "anchored", "need_anchor", "vpos", "vh", "vn", "next_pos", "fed_t", "prov_t",
                "logits")
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
