@@ -8,12 +8,17 @@
    does not depend on how well they are trained).
 2. ``alignts quantize`` of the Internal bundle into ``BUNDLES/internal_minilm_q`` (int8: dynamic and static
    QDQ, the better kept; gguf q8_0 and q4_0), rebuilt every run, so that every variant carries a gate record
-   (validation MSE change vs onnx-fp32) and a timing from this machine. Bridging bundles are not quantized (their
-   weights are the shared backbone's); their variants are judged by the same gate, read-only.
+   (validation MSE change vs onnx-fp32) and a timing from this machine. The Bridging bundle's variants are those
+   of its shared backbone bundle (fp32, dynamic int8, gguf f32 / q8_0 / q4_0), judged by the same gate at
+   ``fit bridging`` (a manifest without records is judged here, read-only).
 3. ``alignts bench`` of every variant of both, at each batch size and thread count, beside torch eager of the same
    model in the same run (interleaved calls), with the roofline of each row (ceilings measured once per run).
 4. ``OUT.json`` (every run's rows, ceilings, machine, versions, the gate records) and ``OUT.md`` (the tables and
    each target of the issue checked against the numbers: met or missed).
+
+Not a variant: bf16. onnxruntime's CPU provider has no bf16 MatMul (NOT_IMPLEMENTED in 1.32), and llama.cpp with
+bf16 weights of the MiniLM LM (AVX512-BF16 EPYC, no AMX, 1 thread, 7 series x 22 tokens) ran 62-81 ms against
+66-77 ms for f32 in the same runs under a load of 6: no gain worth a variant beside int8 / q8_0.
 """
 
 from __future__ import annotations

@@ -46,6 +46,10 @@ def add_arguments(p):
     p.add_argument("--columns", default=None, help="comma-separated channels (default: all numeric)")
     p.add_argument("--target", default=None, help="channel to put last (e.g. OT)")
     p.add_argument("--no-gguf", action="store_true", help="do not export the backbone as GGUF (llama.cpp)")
+    p.add_argument("--max-mse-change", type=float, default=None,
+                   help="accuracy gate: keep a variant on a quantized backbone (onnx-int8, gguf-q8_0/q4_0) whose "
+                        "validation MSE is at most this much worse than onnx-fp32's, relative (default 0.01: "
+                        "alignts.export.gate.MAX_REL_MSE_CHANGE)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
@@ -69,7 +73,8 @@ def run(args) -> int:
                        seed=args.seed, time_budget_s=args.time_budget, threads=args.threads, device=args.device)
     opts = FitBridgingOptions(data=args.data, out=args.out, backbone=args.backbone, n_layers=args.layers,
                               backbone_dir=args.backbone_dir, columns=split(args.columns), target=args.target,
-                              overwrite=args.overwrite, gguf=not args.no_gguf, train_percent=args.train_percent)
+                              overwrite=args.overwrite, gguf=not args.no_gguf, train_percent=args.train_percent,
+                              **({} if args.max_mse_change is None else {"max_rel_mse_change": args.max_mse_change}))
     t0 = time.perf_counter()
     s = fit_bridging(opts, cfg, tcfg)
     sizes = s["sizes"] or {}

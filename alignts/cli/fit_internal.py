@@ -4,8 +4,6 @@ from __future__ import annotations
 
 
 def add_arguments(p):
-    from alignts.export.gate import MAX_REL_MSE_CHANGE
-
     p.add_argument("--data", required=True, help="CSV / .tsf path or statsmodels:NAME")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--backbone", default="minilm",
@@ -38,9 +36,9 @@ def add_arguments(p):
                    help="where training runs (default cpu; auto = cuda when torch sees a GPU)")
     p.add_argument("--columns", default=None, help="comma-separated channels (default: all numeric)")
     p.add_argument("--no-int8", action="store_true", help="skip the onnx-int8 variant")
-    p.add_argument("--max-mse-change", type=float, default=MAX_REL_MSE_CHANGE,
+    p.add_argument("--max-mse-change", type=float, default=None,
                    help="accuracy gate: keep a quantized variant whose validation MSE is at most this much worse "
-                        f"than onnx-fp32's, relative (default {MAX_REL_MSE_CHANGE:g})")
+                        "than onnx-fp32's, relative (default 0.01: alignts.export.gate.MAX_REL_MSE_CHANGE)")
     p.add_argument("--no-gguf", action="store_true", help="skip the GGUF variants")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -65,7 +63,8 @@ def run(args) -> int:
                           seed=args.seed, time_budget_s=args.time_budget, threads=args.threads,
                           device=args.device),
         int8=not args.no_int8, gguf=not args.no_gguf, overwrite=args.overwrite, columns=split(args.columns),
-        train_percent=args.train_percent, max_rel_mse_change=args.max_mse_change)
+        train_percent=args.train_percent,
+        **({} if args.max_mse_change is None else {"max_rel_mse_change": args.max_mse_change}))
     check_config(cfg)
     t0 = time.perf_counter()
     m = fit_internal(cfg)

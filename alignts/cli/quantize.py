@@ -8,8 +8,6 @@ from pathlib import Path
 
 
 def add_arguments(p):
-    from alignts.export.gate import GATE_WINDOWS, MAX_REL_MSE_CHANGE
-
     p.add_argument("bundle", type=Path, help="bundle folder (manifest.json)")
     p.add_argument("--to", default="int8,q8_0,q4_0",
                    help="comma-separated dtypes: int8 (ONNX, from onnx-fp32; Internal: dynamic and static QDQ, "
@@ -19,11 +17,11 @@ def add_arguments(p):
     p.add_argument("--data", default=None,
                    help="data the bundle was fitted on, for the gate's validation windows and the static int8 "
                         "calibration (default: the manifest's training.data)")
-    p.add_argument("--max-mse-change", type=float, default=MAX_REL_MSE_CHANGE,
-                   help=f"gate: keep a variant whose validation MSE is at most this much worse than fp32's, "
-                        f"relative (default {MAX_REL_MSE_CHANGE:g} = {100 * MAX_REL_MSE_CHANGE:g} %%)")
-    p.add_argument("--gate-windows", type=int, default=GATE_WINDOWS,
-                   help=f"validation windows the gate scores, evenly spaced (default {GATE_WINDOWS})")
+    p.add_argument("--max-mse-change", type=float, default=None,
+                   help="gate: keep a variant whose validation MSE is at most this much worse than fp32's, "
+                        "relative (default 0.01 = 1 %%: alignts.export.gate.MAX_REL_MSE_CHANGE)")
+    p.add_argument("--gate-windows", type=int, default=None,
+                   help="validation windows the gate scores, evenly spaced (default 128: gate.GATE_WINDOWS)")
     p.add_argument("--threads", type=int, default=None, help="backend threads while judging")
     p.add_argument("--out", type=Path, default=None, help="write a copy with the new variants here (default: in place)")
     p.add_argument("--overwrite", action="store_true", help="rebuild variants that exist / replace --out")
@@ -33,18 +31,20 @@ def add_arguments(p):
 
 def run(args) -> int:
     from alignts.errors import InputError
+    from alignts.export.gate import MAX_REL_MSE_CHANGE
     from alignts.export.quantize import quantize_bundle
     from alignts.runtime.budget import format_bytes
 
     if args.check_windows < 1:
         raise InputError(f"--check-windows must be >= 1; got {args.check_windows}.")
-    if args.gate_windows < 1:
+    if args.gate_windows is not None and args.gate_windows < 1:
         raise InputError(f"--gate-windows must be >= 1; got {args.gate_windows}.")
     dtypes = [d.strip() for d in args.to.split(",") if d.strip()]
     ort = "ort" in dtypes
     dtypes = [d for d in dtypes if d != "ort"]
     m, rows = (quantize_bundle(args.bundle, dtypes, out=args.out, overwrite=args.overwrite,
-                               n_check=args.check_windows, data=args.data, max_rel_mse_change=args.max_mse_change,
+                               n_check=args.check_windows, data=args.data,
+                               max_rel_mse_change=MAX_REL_MSE_CHANGE if args.max_mse_change is None else args.max_mse_change,
                                gate_windows=args.gate_windows, threads=args.threads) if dtypes else (None, []))
     if ort:  # after the ONNX dtypes, so an int8 variant made now gets its ORT twin too
         from alignts.export.ort_format import add_ort_variants

@@ -5,7 +5,12 @@ Bundle contents:
 - ``word_embeddings.npy``: the frozen token embedding table ``[V, d]`` float32 (prompt prefixes are looked
   up here at run time; it is part of the frozen backbone, so adapters never ship it);
 - ``tokenizer.json``: the backbone's own tokenizer (tiny test presets, which have none, get a small
-  word-level tokenizer over the prompt vocabulary, see :func:`tiny_tokenizer_json`).
+  word-level tokenizer over the prompt vocabulary, see :func:`tiny_tokenizer_json`);
+- quantized forms of the same weights: ``backbone.int8.onnx`` (dynamic int8, ``onnx-int8``) and, beside
+  ``backbone-f32.gguf``, ``backbone-q8_0.gguf`` / ``backbone-q4_0.gguf``; their max abs diff vs torch is recorded,
+  not enforced: each adapter bundle judges them on its own validation windows (the accuracy gate,
+  ``alignts.export.gate``) and lists only those within it. Static int8 needs data, and a backbone is shared by
+  adapters of any data: it is not built here.
 
 A backbone bundle is identified by the sha256 of its manifest.json. In a backbone store folder it is
 exported once: :func:`ensure_backbone_bundle` first looks for a bundle built from the same weights and
@@ -29,13 +34,15 @@ from alignts.runtime.manifest import MANIFEST_NAME, bundle_writer, manifest_sha2
 log = logging.getLogger(__name__)
 
 ONNX_NAME = "backbone.onnx"
+ONNX_INT8_NAME = "backbone.int8.onnx"
 GGUF_NAME = "backbone-f32.gguf"
+GGUF_QUANTIZED = ("q8_0", "q4_0")
 # llama.cpp (f32 weights, f32 KV cache) vs torch, relative to max |hidden|: its GELU is the tanh form through an
 # f16 table, so BERT differs by ~3.5e-4 of the hidden scale on 2 MiniLM layers (2.6e-3 absolute, 0.024 on 6).
 GGUF_REL_TOL = 5e-3
 TABLE_NAME = "word_embeddings.npy"
 TOKENIZER_NAME = "tokenizer.json"
-KEY_VERSION = 2  # bump when the export itself changes, so stores do not reuse stale bundles
+KEY_VERSION = 3  # bump when the export itself changes, so stores do not reuse stale bundles (3: quantized variants)
 
 _TINY_WORDS = ("dataset description task forecast the next steps given previous information input statistics "
                "min max median value trend of is upward downward top lags are a an time series data hourly "
@@ -95,7 +102,6 @@ def gguf_runtime_kwargs(max_pos: int | None) -> dict:
 
 def _export_gguf(backbone, module, tmp: Path, shapes, gen, max_pos: int | None):
     """Write and validate the gguf-f32 variant; returns (Variant, None) or (None, why it was skipped)."""
-    import torch
 
     try:
         import llama_cpp  # noqa: F401
@@ -103,26 +109,11 @@ def _export_gguf(backbone, module, tmp: Path, shapes, gen, max_pos: int | None):
         return None, "llama-cpp-python is not installed (pip install 'alignts[gguf]')"
     from alignts.export.bundle import validation_record, variant_record
     from alignts.export.gguf_writer import write_gguf
-    from alignts.runtime.backends.gguf import LlamaCppModel
 
     write_gguf(backbone.model, tmp / GGUF_NAME, dtype="f32", metadata={"paradigm": "backbone",
                                                                        "source_sha256": backbone.source_sha256})
     kw = gguf_runtime_kwargs(max_pos)
-    lm = LlamaCppModel(str(tmp / GGUF_NAME), embeddings=True, **kw)
-    try:
-        worst, rel, top = 0.0, 0.0, 0.0
-        for s_, t_ in shapes:
-            e = torch.randn(s_, t_, int(backbone.d_model), generator=gen)
-            with torch.no_grad():
-                ref = module(e).numpy()
-            got = np.asarray(lm.hidden_states(e.numpy()), dtype=np.float32)
-            d = float(np.max(np.abs(ref - got)))
-            m = max(float(np.max(np.abs(ref))), 1e-12)
-            worst, rel, top = max(worst, d), max(rel, d / m), max(top, m)
-    finally:
-        close = getattr(lm, "close", None)
-        if close:
-            close()
+    worst, rel, top = _gguf_diff(tmp / GGUF_NAME, module, shapes, gen, int(backbone.d_model), kw)
     if not np.isfinite(rel) or rel > GGUF_REL_TOL:
         return None, (f"llama.cpp hidden states differ from torch by {worst:.3g} ({rel:.3g} of max |hidden|) > "
                       f"{GGUF_REL_TOL:g}")
@@ -130,6 +121,65 @@ def _export_gguf(backbone, module, tmp: Path, shapes, gen, max_pos: int | None):
                        validation=validation_record(worst, GGUF_REL_TOL * top, len(shapes), relative_max_abs_diff=rel,
                                                     relative_tolerance=GGUF_REL_TOL), extra=kw)
     return v, None
+
+
+def _gguf_diff(path: Path, module, shapes, gen, d: int, kw: dict) -> tuple[float, float, float]:
+    """(max abs diff, relative to max |hidden|, max |hidden|) of llama.cpp's hidden states vs torch on random
+    embeddings of ``shapes``."""
+    import torch
+
+    from alignts.runtime.backends.gguf import LlamaCppModel
+
+    lm = LlamaCppModel(str(path), embeddings=True, **kw)
+    try:
+        worst, rel, top = 0.0, 0.0, 0.0
+        for s_, t_ in shapes:
+            e = torch.randn(s_, t_, d, generator=gen)
+            with torch.no_grad():
+                ref = module(e).numpy()
+            got = np.asarray(lm.hidden_states(e.numpy()), dtype=np.float32)
+            diff = float(np.max(np.abs(ref - got)))
+            m = max(float(np.max(np.abs(ref))), 1e-12)
+            worst, rel, top = max(worst, diff), max(rel, diff / m), max(top, m)
+    finally:
+        close = getattr(lm, "close", None)
+        if close:
+            close()
+    return worst, rel, top
+
+
+def _quantized(tmp: Path, variants: list, module, shapes, gen, d: int) -> list:
+    """onnx-int8 (dynamic) and, where gguf-f32 exists, gguf-q8_0 / gguf-q4_0 of the same weights, each with its
+    max abs diff vs torch recorded (finite outputs required; the accuracy gate of each adapter decides)."""
+    import torch
+
+    from alignts.errors import ValidationError
+    from alignts.export.onnx_export import quantize_int8, validate_onnx
+    from alignts.export.quantize import requantize_gguf
+
+    out = []
+    fp32 = variants[0]
+    quantize_int8(tmp / ONNX_NAME, tmp / ONNX_INT8_NAME, keep_input_layers_fp32=False)
+    draws = [torch.randn(*sh, d, generator=gen) for sh in shapes]
+    diff = validate_onnx(module, tmp / ONNX_INT8_NAME, lambda t: (draws[t],), n_trials=len(shapes), tol=float("inf"))
+    rel = validate_onnx(module, tmp / ONNX_INT8_NAME, lambda t: (draws[t],), n_trials=len(shapes), tol=float("inf"),
+                        relative=True)
+    out.append(variant_record(tmp, "onnx-int8", "onnx", "int8", [ONNX_INT8_NAME], inputs=fp32.inputs,
+                              outputs=fp32.outputs, dynamic_axes=fp32.dynamic_axes,
+                              validation=validation_record(diff, None, len(shapes), relative_max_abs_diff=rel),
+                              extra={"quantization": "dynamic"}))
+    f32 = next((v for v in variants if v.name == "gguf-f32"), None)
+    for dt in GGUF_QUANTIZED if f32 is not None else ():
+        name = GGUF_NAME.replace("f32", dt)
+        requantize_gguf(tmp / GGUF_NAME, tmp / name, dt)
+        worst, rel, _ = _gguf_diff(tmp / name, module, shapes, gen, d, dict(f32.extra))
+        if not np.isfinite(worst):
+            raise ValidationError(f"backbone {name}: llama.cpp returns non-finite hidden states; expected a usable "
+                                  "quantized backbone.")
+        out.append(variant_record(tmp, f"gguf-{dt}", "gguf", dt, [name], inputs=f32.inputs, outputs=f32.outputs,
+                                  validation=validation_record(worst, None, len(shapes), relative_max_abs_diff=rel),
+                                  extra=dict(f32.extra)))
+    return out
 
 
 def export_backbone_bundle(backbone, out: str | os.PathLike, *, tol: float = 1e-4, overwrite: bool = False,
@@ -175,6 +225,7 @@ def export_backbone_bundle(backbone, out: str | os.PathLike, *, tol: float = 1e-
                 variants.append(gv)
             else:
                 log.warning("backbone gguf-f32 variant skipped: %s", skipped)
+        variants.extend(_quantized(tmp, variants, module, shapes, gen, d))
         finish_bundle(
             tmp, paradigm="backbone", architecture=backbone.name, variants=variants,
             extra_files=[TABLE_NAME, TOKENIZER_NAME],

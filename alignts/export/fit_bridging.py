@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from alignts.errors import InputError, ValidationError
+from alignts.export.gate import MAX_REL_MSE_CHANGE
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ class FitBridgingOptions:
                    the whole train split; ``alignts.data.splits.few_shot_border``); 100 = all.
     n_check:       validation windows used for the composed-pipeline check.
     gguf:          also export the backbone as GGUF (llama.cpp) when it exports it anew.
+    max_rel_mse_change: the accuracy gate (``alignts.export.gate``, as ``fit internal`` and ``quantize``): a
+                   variant on a quantized backbone (onnx-int8, gguf-q8_0, gguf-q4_0) whose validation MSE is more
+                   than this much worse than onnx-fp32's, relative, is left out (the reason recorded).
     """
 
     data: str
@@ -55,6 +60,7 @@ class FitBridgingOptions:
     n_check: int = 4
     gguf: bool = True
     train_percent: int = 100
+    max_rel_mse_change: float = MAX_REL_MSE_CHANGE
 
 
 def series_windows(arr: np.ndarray, context_len: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,13 +96,16 @@ def choose_prompt_len(x: np.ndarray, cfg, tokenizer, max_tokens: int | None, n_p
 def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path, backbone_sha: str, backbone,
                           check_x: np.ndarray, tol: float = 1e-4, overwrite: bool = False,
                           config_extra: dict | None = None, training: dict | None = None,
-                          seed: int = 0) -> dict[str, Any]:
+                          seed: int = 0, splits=None, max_rel_mse_change: float = MAX_REL_MSE_CHANGE,
+                          threads: int | None = None) -> dict[str, Any]:
     """Write the adapter bundle for a trained :class:`BridgingModel`; validate pieces and the whole pipeline.
 
     check_x: ``[n, C, L]`` series for the composed torch-vs-runtime check. seed: the ``load_backbone`` seed
     (tiny presets), recorded so that ``alignts.export.reference.load_torch`` rebuilds the same model.
     backbone_path None: the LM-removed twin (``ablate_lm="identity"``): no backbone bundle, one ``onnx-fp32``
-    variant. Returns the manifest as a dict.
+    variant. splits: the data splits; with them every variant goes through the accuracy gate on validation
+    windows (``max_rel_mse_change``; variants on a quantized backbone over it are left out). Returns the manifest
+    as a dict.
     """
     import torch
 
@@ -149,12 +158,14 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
         # onnx-fp32 first, then gguf-f32 where exported; the LM-removed twin runs the adapter and head alone
         bb_variants = [v.name for v in bm.variants] if bm is not None else ["onnx-fp32"]
 
-        def write(validations: dict, sizes: dict | None) -> None:
-            vs = [variant_record(tmp, bv, bv.split("-")[0], bv.split("-", 1)[1], variant_files,
-                                 inputs=["patches"], outputs=["embeddings"], dynamic_axes={"patches": {0: "batch"}},
-                                 validation=validations[bv],
-                                 extra={"backbone_variant": bv if bm is not None else "none",
-                                        "adapter_file": ADAPTER_NAME, "head_file": HEAD_NAME})
+        def write(validations: dict, sizes: dict | None, accuracy: dict | None = None) -> None:
+            vs = [dataclasses.replace(
+                      variant_record(tmp, bv, bv.split("-")[0], bv.split("-", 1)[1], variant_files,
+                                     inputs=["patches"], outputs=["embeddings"], dynamic_axes={"patches": {0: "batch"}},
+                                     validation=validations[bv],
+                                     extra={"backbone_variant": bv if bm is not None else "none",
+                                            "adapter_file": ADAPTER_NAME, "head_file": HEAD_NAME}),
+                      accuracy=(accuracy or {}).get(bv, {}))
                   for bv in bb_variants if bv in validations]
             finish_bundle(tmp, paradigm="bridging", architecture=backbone.name, variants=vs,
                           extra_files=reference_files,
@@ -172,8 +183,11 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
             d_pipe = float(np.max(np.abs(ref - f.forecast_scaled(check_x))))
             del f
             bval = dict(bm.variant(bv).validation) if bm is not None else {}
-            # ONNX: the absolute tol; GGUF: llama.cpp's relative bound, both on the forecast's scale
-            ptol = float(bval["relative_tolerance"]) if "relative_tolerance" in bval else tol
+            # ONNX: the absolute tol; GGUF: llama.cpp's relative bound, both on the forecast's scale; a quantized
+            # backbone: recorded, the accuracy gate decides
+            quantized = bm is not None and bm.variant(bv).dtype not in ("fp32", "f32")
+            ptol = (math.inf if quantized else
+                    float(bval["relative_tolerance"]) if "relative_tolerance" in bval else tol)
             if not np.isfinite(d_pipe) or d_pipe > ptol * scale:
                 if bv == bb_variants[0]:
                     raise ValidationError(f"composed Bridging pipeline ({bv}) differs from torch by {d_pipe:.3g} "
@@ -182,19 +196,46 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
                 log.warning("variant %s dropped: pipeline differs from torch by %.3g", bv, d_pipe)
                 continue
             validations[bv] = validation_record(
-                d_pipe, ptol * scale, int(len(check_x)), reference="torch-fp32 (composed pipeline)",
+                d_pipe, None if quantized else ptol * scale, int(len(check_x)), reference="torch-fp32 (composed pipeline)",
                 adapter_max_abs_diff=d_adapter, backbone_max_abs_diff=float(bval.get("max_abs_diff", float("nan"))),
                 pipeline_max_abs_diff=d_pipe)
         adapter_bytes = sum((tmp / n).stat().st_size for n in variant_files)
         sizes = ({"adapter_bytes": int(adapter_bytes), "backbone_bytes": bb_bytes,
                   "adapter_to_backbone": adapter_bytes / bb_bytes} if bm is not None
                  else {"adapter_bytes": int(adapter_bytes), "backbone_bytes": 0})
-        write(validations, sizes)
+        accuracy = None
+        if splits is not None and bm is not None:
+            write(validations, sizes)
+            accuracy = _gate(tmp, bm, validations, splits, max_rel_mse_change, threads, common["training"])
+        write(validations, sizes, accuracy)
         manifest = read_manifest(tmp, verify=False).to_dict()
     for v in manifest["variants"]:
         log.info("adapter bundle %s %s: pipeline max abs diff %.2e (adapter %.2e, backbone %.2e)", out, v["name"],
                  v["validation"]["pipeline_max_abs_diff"], d_adapter, v["validation"]["backbone_max_abs_diff"])
     return manifest
+
+
+def _gate(tmp: Path, bm, validations: dict, splits, max_rel: float, threads: int | None, training: dict) -> dict:
+    """The accuracy gate (alignts.export.gate) on the adapter bundle written in ``tmp``: every variant judged on
+    validation windows against onnx-fp32; variants on a quantized backbone over the gate are removed from
+    ``validations`` (the reason in ``training``). Returns {variant: accuracy record}."""
+    from alignts.export import gate
+    from alignts.runtime.configs import runtime_config
+    from alignts.runtime.manifest import read_manifest
+
+    m = read_manifest(tmp, verify=False)
+    cfg = runtime_config(m)
+    windows = gate.gate_windows(splits, int(cfg.context_len), int(cfg.horizon))
+    records = gate.judge(tmp, list(validations), "onnx-fp32", windows, max_rel, threads=threads)
+    optional = {n for n in validations if bm.variant(n).dtype not in ("fp32", "f32")}
+    kept, verdicts, names = gate.select(m.variants, records, optional)
+    for n, line in verdicts.items():
+        log.info("gate %s: %s", n, line)
+        if n not in names:
+            validations.pop(n)
+            training.setdefault("skipped_variants", {})[n] = line
+            training.setdefault("gate_rejected", {})[n] = records[n]
+    return {v.name: dict(v.accuracy) for v in kept}
 
 
 def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool = True) -> dict[str, Any]:
@@ -268,7 +309,8 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
                     "scaler": {"mean": splits.mean.tolist(), "std": splits.std.tolist()}}
     manifest = export_adapter_bundle(model, opts.out, backbone_path=bb_path, backbone_sha=bb_sha,
                                      backbone=backbone, check_x=check_x, tol=opts.tol, overwrite=opts.overwrite,
-                                     config_extra=config_extra, training=training, seed=tcfg.seed)
+                                     config_extra=config_extra, training=training, seed=tcfg.seed,
+                                     splits=splits, max_rel_mse_change=opts.max_rel_mse_change, threads=tcfg.threads)
     calibrated = calibrate_written(opts.out, splits, tcfg.threads)
     if calibrated is not None:
         manifest = calibrated.to_dict()
