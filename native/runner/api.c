@@ -398,13 +398,19 @@ int alignts_forecast(alignts *h, const double *x, size_t B, size_t C, size_t L, 
     if (n_q && check_levels(quantiles, n_q)) return leave(h, -1, ALIGNTS_ERR_ARG);
     h->prepared = NULL;
     if (h->ops->forecast(h, x, B, C, L, out, quantiles, n_q, q_out)) goto done;
-    for (i = 0; i < S * H; i++)
-        if (!isfinite(out[i])) {
-            rt_fail_as(RT_STATUS_RUNTIME, "the forecast has a NaN/inf value at series %zu step %zu; expected finite "
-                       "numbers. Fix: if the input is extreme, rescale it; otherwise the bundle is broken (NaN/inf "
-                       "weights or normalization settings): re-export it.", i / H, i % H);
+    { /* every value handed out is finite, or the call fails with the reason (as alignts' Forecaster.forecast) */
+        size_t bad = 0, first = 0;
+        char label[160];
+        for (i = 0; i < S * H; i++)
+            if (!isfinite(out[i]) && !bad++) first = i;
+        if (bad) {
+            rt_fail_as(RT_STATUS_RUNTIME, "the forecast has %zu NaN/inf value(s) of %zu, e.g. %s step %zu; expected "
+                       "finite numbers. Fix: if the input is extreme, rescale it; otherwise the bundle is broken "
+                       "(NaN/inf weights or normalization settings): re-export it.", bad, S * H,
+                       lib_series_label(h, first / H, C, label, sizeof label), first % H);
             goto done;
         }
+    }
     if (n_q && h->prepared && conformal(h, S, C, L, H, out, quantiles, n_q, q_out)) goto done;
     rc = 0;
 done:
