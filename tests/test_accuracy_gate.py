@@ -46,7 +46,7 @@ def fitted(tmp_path_factory):
     return _fit(tmp_path_factory.mktemp("gate") / "tiny", max_rel_mse_change=10.0)
 
 
-def _offset_copy(src, dst, offset: float = 3.0):
+def _offset_copy(src, dst, *args, offset: float = 3.0, **kw):
     """A "quantizer" that writes a wrong model: its forecast shifted by ``offset`` (a large error)."""
     import onnx
     from onnx import helper, numpy_helper
@@ -282,3 +282,22 @@ def test_bridging_fit_judges_the_quantized_backbone_variants(tmp_path):
             assert np.isfinite(v.validation["pipeline_max_abs_diff"])
     for r in rejected.values():
         assert r["passed"] is False and r["rel_mse_change"] > r["max_rel_mse_change"]
+
+
+def test_requantizing_a_gated_bundle_keeps_it_sealed(fitted, tmp_path, monkeypatch):
+    """--overwrite rebuilds both int8 forms; when the form kept at fit loses now, its file is gone and unlisted."""
+    import alignts.export.onnx_export as ox
+    from alignts.export.quantize import quantize_bundle
+
+    was = read_manifest(fitted).variant("onnx-int8")
+    monkeypatch.setattr(ox, "quantize_int8" if was.extra["quantization"] == "dynamic" else "quantize_int8_static",
+                        _offset_copy)  # the form kept at fit now loses
+    m, rows = quantize_bundle(fitted, ["int8"], out=tmp_path / "re", overwrite=True, n_check=2,
+                              max_rel_mse_change=10.0)
+    assert sorted(r["variant"] for r in rows) == ["onnx-int8", "onnx-int8-static"]
+    assert [r["kept"] for r in rows].count(True) == 1
+    assert m.variant("onnx-int8").files != was.files and not (tmp_path / "re" / was.files[0]).exists()
+    read_manifest(tmp_path / "re", verify=True)
+    listed = set(m.files)
+    assert listed == {f for v in m.variants for f in m.reads(v)} | {"io.npz", "torch_trained.safetensors"}
+    assert {p.name for p in (tmp_path / "re").iterdir()} == listed | {"manifest.json"}

@@ -257,7 +257,8 @@ def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int, dat
             if rel not in used:
                 (folder / rel).unlink(missing_ok=True)
         final = replace(staged, variants=tuple(final_variants),
-                        files={k: e for k, e in files_for(final_variants).items() if k in m.files or k in used})
+                        files={k: e for k, e in files_for(final_variants).items()
+                               if k in used or (k in m.files and k not in created)})
         write_manifest(folder, final)
         for r in rows:
             r.setdefault("kept", r["variant"] in kept)
