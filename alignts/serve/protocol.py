@@ -143,6 +143,8 @@ def _json_data(data: Any, shape: Sequence[int], dt: str) -> np.ndarray:
     if not isinstance(data, list):
         raise _fail(f'input {INPUT_NAME!r} has no "data" list; expected {n} numbers (flat, row-major, or nested '
                     "as the shape).")
+    if len(data) == n and all(type(v) is float or type(v) is int for v in data):  # the common case: flat numbers
+        return np.asarray(data, dtype=DTYPES[dt]).reshape(shape)
     flat = _flatten(data, n)
     if len(flat) != n:
         raise ShapeError(f"input {INPUT_NAME!r}: {len(flat)} values for shape {list(shape)}; expected {n}. "
