@@ -74,8 +74,10 @@ def test_kv_cache_only_for_causal_gguf():
     gpt = _manifest("gpt2")
     f32 = estimate_peak(gpt, "gguf-f32", batch_size=4)
     lean = estimate_peak(gpt, "gguf-f32", batch_size=4, mode="lean")
-    # 2 (K, V) x 6 layers x cells (4 x 7 series x 42 tokens, padded to 256) x 384 x 4 bytes
-    assert f32.kv_cache == 2 * 6 * 1280 * 384 * 4
+    # the cache holds one decode's series: 512 // 42 = 12 of the 4 x 7, 504 tokens padded to 512 cells;
+    # 2 (K, V) x 6 layers x 512 cells x 384 x 4 bytes
+    assert f32.detail["settings"]["n_seq_max"] == 12 and f32.detail["settings"]["n_batch"] == 12 * 42
+    assert f32.kv_cache == 2 * 6 * 512 * 384 * 4
     assert lean.kv_cache == f32.kv_cache // 2 and lean.detail["settings"]["kv_type"] == "f16"
 
 

@@ -97,6 +97,12 @@ GGUF_ACT_FACTOR = 1.5
 # not tell is taken as GPT-2's, the largest of the registry's backbones.
 DEFAULT_N_VOCAB = 50257
 LLAMA_N_BATCH = 512  # llama.cpp's default n_batch: its compute graph is reserved for this many tokens
+# Tokens per llama_decode of a BERT encoder's hidden states. llama.cpp encodes a decode's tokens in one shot with
+# a [tokens, tokens] mask between the series, so attention and softmax grow with the square of the series per
+# decode while the weight products need a few dozen rows to run at full speed. Measured on the MiniLM Internal
+# bundle (N=22 tokens a series, 1 thread, AMD EPYC 2 cores): 56 series in groups of 23 / 7 / 4 / 2 took 684 / 405 /
+# 360 / 362 ms; 7 series in groups of 7 / 4 / 2 / 1 took 50 / 42 / 43 / 46 ms.
+ENCODER_DECODE_TOKENS = 96
 
 # the backend settings a plan carries (Choice.settings, Plan.settings), per backend
 SETTINGS_KEYS = {"onnx": ("arena", "enable_mem_pattern", "disable_prepacking"),
@@ -328,15 +334,33 @@ def _weight_parts(manifest: Manifest, v: Variant) -> list[tuple[int, str]]:
     return [(own, "onnx"), (backbone, v.backend)]
 
 
+def embedding_geometry(tokens: int, series: int, encoder: bool) -> tuple[int, int]:
+    """(n_seq_max, n_batch) of llama.cpp hidden states for ``series`` sequences of ``tokens`` each: the series
+    per llama_decode and the tokens of one decode (n_ubatch = n_batch, every series whole in one decode).
+
+    A BERT encoder takes about ``ENCODER_DECODE_TOKENS`` tokens a decode (its mask makes attention quadratic in
+    the group); a causal LM keeps a KV stream per sequence and takes as many series as fit ``LLAMA_N_BATCH``
+    tokens (its output buffer holds n_vocab logits per token of a decode). A series longer than that: alone.
+    """
+    tokens, series = max(1, int(tokens)), max(1, int(series))
+    if encoder:
+        per = max(1, round(ENCODER_DECODE_TOKENS / tokens))
+    else:
+        per = max(1, LLAMA_N_BATCH // tokens)
+    per = min(per, series)
+    return per, per * tokens
+
+
 def _mode_settings(v: Variant, mode: str, sh: _Shape) -> dict[str, Any]:
     if v.backend == "onnx":
         lean = mode == "lean"
         return {"arena": not lean, "enable_mem_pattern": not lean, "disable_prepacking": lean}
     kv = "f16" if mode == "lean" else str(v.extra.get("kv_type", "f32"))
-    # one llama.cpp sequence per series (Injective: per sample), each holding ``tokens`` cells
-    n_batch = min(LLAMA_N_BATCH, sh.tokens if sh.generation else sh.tokens * sh.series)
-    return {"n_ctx": sh.tokens, "n_seq_max": sh.series, "n_batch": max(1, n_batch), "kv_type": kv,
-            "use_mmap": True}
+    if sh.generation:  # one llama.cpp sequence per sample, each holding ``tokens`` cells
+        return {"n_ctx": sh.tokens, "n_seq_max": sh.series, "n_batch": max(1, min(LLAMA_N_BATCH, sh.tokens)),
+                "kv_type": kv, "use_mmap": True}
+    n_seq, n_batch = embedding_geometry(sh.tokens, sh.series, encoder=not sh.causal)
+    return {"n_ctx": sh.tokens, "n_seq_max": n_seq, "n_batch": n_batch, "kv_type": kv, "use_mmap": True}
 
 
 def estimate_peak(manifest: Manifest, variant: str | Variant, batch_size: int = 1, context_len: int | None = None,

@@ -16,6 +16,12 @@ A caller whose work spans several calls (``prefill`` then ``step``...) holds ``l
 llama.cpp's own log is silenced by default and routed to ``logging`` at DEBUG (logger
 ``alignts.runtime.backends.gguf.llama_cpp``); its last lines are quoted in errors.
 
+Threads: llama.cpp's workers meet at a spinning barrier after every graph node, so a thread more than the idle
+cores spins for one the kernel descheduled (:mod:`alignts.runtime.threads`). With ``adapt_threads`` (the default
+when ``n_threads`` is not given) each call uses at most the cores idle at its start, and at least one. The workers
+live in one ggml threadpool per model with polling level 0: between calls they sleep on a condition variable
+instead of spinning (llama.cpp's default pools poll at level 50).
+
 Accuracy defaults: f32 KV cache and flash attention off. Measured on a tiny LLaMA (hidden states, max abs diff vs
 transformers): f32 KV 7e-7, f16 KV 2e-4, flash attention (either KV type) 3e-4. GPT-2 and BERT sit at ~5e-4
 whatever the setting: ggml's GELU is the tanh form read from an f16 table (BERT was trained with the erf
@@ -111,10 +117,50 @@ def _locked(method):
 
 
 def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    from alignts.runtime.threads import physical_cores
+
+    return physical_cores()
+
+
+class _TPParams(ctypes.Structure):
+    """ggml.h's ``struct ggml_threadpool_params`` (GGML_MAX_N_THREADS = 512)."""
+
+    _fields_ = [("cpumask", ctypes.c_bool * 512), ("n_threads", ctypes.c_int), ("prio", ctypes.c_int),
+                ("poll", ctypes.c_uint32), ("strict_cpu", ctypes.c_bool), ("paused", ctypes.c_bool)]
+
+
+def _threadpool_api(L):
+    """(new, free, attach, params_init) from the loaded libraries, or None where this build lacks one.
+
+    ggml_threadpool_new lives in the CPU backend, which a GGML_BACKEND_DL build loads at run time: it is found
+    through the backend registry (ggml_backend_reg_get_proc_address), as llama.cpp's own tools do."""
+    with _lock:
+        if "tp_api" in _state:
+            return _state["tp_api"]
+        api = None
+        try:
+            # through libllama's handle: dlsym searches its dependencies, the libggml whose backend registry
+            # llama.cpp filled (llama_cpp._ggml opens a second copy of libggml, with an empty registry)
+            g = lib = L._lib
+            vp = ctypes.c_void_p
+            g.ggml_backend_dev_by_type.restype, g.ggml_backend_dev_by_type.argtypes = vp, [ctypes.c_int]
+            g.ggml_backend_dev_backend_reg.restype, g.ggml_backend_dev_backend_reg.argtypes = vp, [vp]
+            g.ggml_backend_reg_get_proc_address.restype = vp
+            g.ggml_backend_reg_get_proc_address.argtypes = [vp, ctypes.c_char_p]
+            g.ggml_threadpool_params_init.restype = None
+            g.ggml_threadpool_params_init.argtypes = [ctypes.POINTER(_TPParams), ctypes.c_int]
+            dev = g.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+            reg = g.ggml_backend_dev_backend_reg(dev) if dev else None
+            new = g.ggml_backend_reg_get_proc_address(reg, b"ggml_threadpool_new") if reg else None
+            free = g.ggml_backend_reg_get_proc_address(reg, b"ggml_threadpool_free") if reg else None
+            if new and free:
+                lib.llama_attach_threadpool.restype, lib.llama_attach_threadpool.argtypes = None, [vp, vp, vp]
+                api = (ctypes.CFUNCTYPE(vp, ctypes.POINTER(_TPParams))(new), ctypes.CFUNCTYPE(None, vp)(free),
+                       lib.llama_attach_threadpool, g.ggml_threadpool_params_init)
+        except (ImportError, AttributeError, OSError) as e:  # an older or stripped build: llama.cpp's own pools
+            logger.debug("no ggml threadpool API (%s); llama.cpp makes its pools per call", e)
+        _state["tp_api"] = api
+        return api
 
 
 class LlamaCppModel:
@@ -127,7 +173,9 @@ class LlamaCppModel:
         n_seq_max: most parallel sequences (Injective's n_parallel; hidden_states batch width).
         embeddings: start the context with embeddings output on (hidden_states turns it on anyway).
         kv_type: "f32" (default, accurate) or "f16".
-        n_threads: CPU threads (None = all cores this process may use).
+        n_threads: CPU threads (None = the physical cores this process may use).
+        adapt_threads: use at most the cores idle at the start of each call (see the module docstring); None =
+            on when n_threads is None, so an explicit n_threads is used as given.
         n_gpu_layers: layers to offload (device="cuda" forces all).
         loras: [(adapter_path, scale)], each validated with check_lora_adapter.
         device: "cpu" or "cuda" (no silent CPU fallback: BackendUnavailableError if offload is impossible).
@@ -148,10 +196,11 @@ class LlamaCppModel:
                  embeddings: bool = False, kv_type: str = "f32", n_threads: int | None = None,
                  n_gpu_layers: int = 0, loras: Sequence[tuple[str | os.PathLike, float]] = (),
                  device: str = "cpu", flash_attn: bool | None = False, expect_arch: str | None = None,
-                 use_mmap: bool | None = None):
+                 use_mmap: bool | None = None, adapt_threads: bool | None = None):
         self.lock = threading.RLock()
         self._model = None
         self._ctx = None
+        self._threadpool = None
         self._adapters: list[Any] = []
         self.path = Path(path)
         self.info: GGUFInfo = check_gguf(self.path, expect_arch=expect_arch)
@@ -208,6 +257,9 @@ class LlamaCppModel:
         cp.n_seq_max = self.n_seq_max
         cp.n_outputs_max_per_seq = 0
         nt = int(n_threads or _default_threads())
+        self.n_threads = nt  # the most threads a call uses
+        self.adapt_threads = n_threads is None if adapt_threads is None else bool(adapt_threads)
+        self.threads_used = nt  # the threads of the last call
         cp.n_threads = nt
         cp.n_threads_batch = nt
         cp.pooling_type = int(gguf.PoolingType.NONE)
@@ -227,6 +279,8 @@ class LlamaCppModel:
         self._ctx = ctx
         self._embeddings_on = bool(cp.embeddings)
         self._mem = L.llama_get_memory(ctx)
+        if device == "cpu" and nt > 1:
+            self._attach_threadpool(nt)
 
         self._vocab = L.llama_model_get_vocab(model)
         self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
@@ -257,6 +311,7 @@ class LlamaCppModel:
         self._embd_ptr = self._embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         self._seq_pos = np.zeros(self.n_seq_max, dtype=np.int32)  # next position per sequence
         self._logits_views: dict[tuple[int, int], np.ndarray] = {}
+        self._embd_views: dict[tuple[int, int], np.ndarray] = {}
         self._n_live = 0
         logger.debug("loaded %s (%s, n_embd=%d, n_vocab=%d, device=%s, kv=%s)", self.path, self.arch,
                      self.n_embd, self.n_vocab, device, kv_type)
@@ -280,15 +335,44 @@ class LlamaCppModel:
             raise ArtifactError(f"llama.cpp could not apply the LoRA adapters to {self.path} (code {rc})."
                                 f"{_last_log()}")
 
+    def _attach_threadpool(self, n: int) -> None:
+        """One ggml threadpool of ``n`` workers at polling level 0 (asleep between calls) for this context."""
+        api = _threadpool_api(self._L)
+        if api is None:
+            return
+        new, _, attach, init = api
+        p = _TPParams()
+        init(ctypes.byref(p), int(n))
+        p.poll = 0
+        tp = new(ctypes.byref(p))
+        if tp:
+            attach(self._ctx, tp, tp)
+            self._threadpool = tp
+
+    def _use_threads(self) -> int:
+        """Set this call's thread count: n_threads, or the idle cores when fewer and adapt_threads is on."""
+        n = self.n_threads
+        if self.adapt_threads and n > 1:
+            from alignts.runtime.threads import idle_cores
+
+            n = idle_cores(n)
+        if n != self.threads_used:
+            self._L.llama_set_n_threads(self._ctx, n, n)
+            self.threads_used = n
+        return n
+
     @_locked
     def close(self) -> None:
-        """Free the context, adapters and model (idempotent)."""
+        """Free the context, adapters, threadpool and model (idempotent)."""
         L = getattr(self, "_L", None)
         if L is None:
             return
         if self._ctx:
             L.llama_free(self._ctx)
             self._ctx = None
+        if self._threadpool:
+            _threadpool_api(L)[1](self._threadpool)
+            self._threadpool = None
         for ad in self._adapters:
             L.llama_adapter_lora_free(ad)
         self._adapters = []
@@ -345,10 +429,15 @@ class LlamaCppModel:
         embeds: [S, N, d] float32 (d = n_embd) -> [S, N, d] float32: after the final norm for gpt2/llama,
         the last layer's output for BERT (positions 0..N-1 and, for BERT, token type 0 are added by the model,
         as transformers does for ``inputs_embeds``). Each series is its own sequence; up to
-        min(n_seq_max, n_batch // N) series go in one llama_decode. The KV cache is cleared per group.
+        min(n_seq_max, n_batch // N) series go in one llama_decode, so n_seq_max is the group size the memory
+        planner chose (:func:`alignts.runtime.budget.embedding_geometry`): a BERT encoder attends over every
+        token of a decode with a mask between series, a cost that grows with the square of the group, while a
+        causal LM keeps one KV stream per sequence (llama.cpp's kv_unified off) and takes all series at once.
+        The decode reads the embeddings in place (no copy into a batch buffer); the KV cache (causal LMs only:
+        an encoder has none) is cleared before each group.
         """
         self._check_open()
-        x = np.asarray(embeds, dtype=np.float32)
+        x = np.ascontiguousarray(embeds, dtype=np.float32)
         if x.ndim != 3 or x.shape[2] != self.n_embd:
             raise ShapeError(f"embeds must be [S, N, {self.n_embd}] float32, got shape {list(x.shape)}.")
         S, N, d = x.shape
@@ -360,33 +449,59 @@ class LlamaCppModel:
         if self._is_encoder and N > self.info.n_ctx_train:
             raise ShapeError(f"N={N} exceeds the model's {self.info.n_ctx_train} position embeddings.")
         self._set_embeddings(True)
-        L = self._L
+        self._use_threads()
         out = np.empty((S, N, d), dtype=np.float32)
+        if S == 0 or N == 0:
+            return out
         per = max(1, min(self.n_seq_max, self.n_batch // N))
         self._out[:] = 1
         self._nseq[:] = 1
-        for s0 in range(0, S, per):
-            k = min(per, S - s0)
-            self.clear()
-            if k * N <= self.n_batch:
-                n = k * N
-                self._embd[:n] = x[s0:s0 + k].reshape(n, d)
-                self._pos[:n] = np.tile(np.arange(N, dtype=np.int32), k)
-                self._seq[:n] = np.repeat(np.arange(k, dtype=np.int32), N)
-                self._decode(n, use_embd=True)
-                ptr = L.llama_get_embeddings(self._ctx)
-                out[s0:s0 + k] = np.ctypeslib.as_array(ptr, shape=(n, d)).reshape(k, N, d)
-            else:  # one long causal sequence in chunks (the KV cache carries the prefix)
+        if N <= self.n_batch:
+            # one layout for every group: series j of the group at rows j*N..(j+1)*N-1, positions 0..N-1
+            g = min(per, S)
+            self._pos[:g * N].reshape(g, N)[:] = np.arange(N, dtype=np.int32)
+            self._seq[:g * N].reshape(g, N)[:] = np.arange(g, dtype=np.int32)[:, None]
+            flat = x.reshape(S * N, d)
+            for s0 in range(0, S, per):
+                k = min(per, S - s0)
+                if self._mem and not self._is_encoder:
+                    self._L.llama_memory_clear(self._mem, False)
+                self._decode_embd(flat[s0 * N:(s0 + k) * N], out[s0:s0 + k].reshape(k * N, d))
+        else:  # one long causal sequence in chunks (the KV cache carries the prefix)
+            for s0 in range(S):
+                self.clear()
                 for t0 in range(0, N, self.n_batch):
                     n = min(self.n_batch, N - t0)
-                    self._embd[:n] = x[s0, t0:t0 + n]
                     self._pos[:n] = np.arange(t0, t0 + n, dtype=np.int32)
                     self._seq[:n] = 0
-                    self._decode(n, use_embd=True)
-                    ptr = L.llama_get_embeddings(self._ctx)
-                    out[s0, t0:t0 + n] = np.ctypeslib.as_array(ptr, shape=(n, d))
+                    self._decode_embd(x[s0, t0:t0 + n], out[s0, t0:t0 + n])
         self.clear()
         return out
+
+    def _decode_embd(self, rows: np.ndarray, dest: np.ndarray) -> None:
+        """Decode ``rows`` [n, d] (C-contiguous float32, read in place) with the batch's pos/seq already set,
+        and copy the n output embeddings into ``dest``."""
+        n, d = rows.shape
+        b = self._batch
+        b.n_tokens = n
+        b.token = None
+        b.embd = rows.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        rc = self._L.llama_decode(self._ctx, b)
+        b.embd = self._embd_ptr  # never leave a pointer into the caller's array behind
+        if rc != 0:
+            hint = ("the KV cache is full: raise n_ctx" if rc == 1 else "see the llama.cpp log (logger "
+                    f"{_llama_log.name}, DEBUG)")
+            raise BackendUnavailableError(f"llama_decode failed with code {rc} on {n} tokens; {hint}.{_last_log()}")
+        ptr = self._L.llama_get_embeddings(self._ctx)
+        addr = ctypes.cast(ptr, ctypes.c_void_p).value
+        if not addr:
+            raise BackendUnavailableError(f"{self.path}: llama.cpp returned no embeddings.{_last_log()}")
+        view = self._embd_views.get((addr, n))
+        if view is None:  # a ctypes array type per call costs tens of microseconds: reuse views per buffer
+            if len(self._embd_views) > 16:
+                self._embd_views.clear()
+            view = self._embd_views[(addr, n)] = np.ctypeslib.as_array(ptr, shape=(n, d))
+        dest[...] = view
 
     # ---------------------------------------------------------------------------------------------- generation
 
@@ -432,6 +547,7 @@ class LlamaCppModel:
         if ids.min() < 0 or ids.max() >= self.n_vocab:
             raise InputError(f"prompt token ids must be in [0, {self.n_vocab}); got {ids.min()}..{ids.max()}.")
         self._set_embeddings(False)
+        self._use_threads()
         self.clear()
         self._nseq[:] = 1
         for t0 in range(0, T, self.n_batch):

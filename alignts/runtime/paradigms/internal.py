@@ -21,8 +21,10 @@ import numpy as np
 from alignts.errors import ArtifactError
 from alignts.kernels.norm import instance_denorm
 from alignts.kernels.patch import norm_patchify
+from alignts.runtime.budget import embedding_geometry
 from alignts.runtime.forecaster import Forecaster, register_paradigm
 from alignts.runtime.manifest import Variant, bundle_file, load_npz
+from alignts.runtime.threads import plan_threads, single_blas
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +70,19 @@ class InternalForecaster(Forecaster):
             if "skip_w" in io else None  # [H, L], [H]
         n = self.cfg.n_patches
         s_max = batch_size * (self.cfg.n_channels or 1)
-        # n_ctx is per sequence; hidden_states decodes up to min(n_seq_max, n_batch // n) series at once
-        n_batch = max(512, n)
+        # n_ctx is per sequence; hidden_states decodes n_seq_max series at once: the plan's geometry (memory
+        # counted by the planner), else the same rule here
+        n_seq, n_batch = embedding_geometry(n, s_max, encoder=self.manifest.architecture == "bert")
         kwargs = dict(n_ctx=n, n_batch=n_batch, embeddings=True, kv_type=extra.get("kv_type", "f32"),
-                      n_seq_max=max(1, min(s_max, n_batch // n)))
-        kwargs.update(self.llama_options())  # the plan's memory settings: KV cache type, mmap
-        if threads:
+                      n_seq_max=n_seq)
+        kwargs.update(self.llama_options(("n_ctx", "n_seq_max", "n_batch", "kv_type", "use_mmap")))
+        kwargs["n_ctx"] = max(n, int(kwargs["n_ctx"]))
+        if threads:  # as given; by default the plan's count, fewer in each call when the cores are busy
             kwargs["n_threads"] = int(threads)
+        else:  # ~24 d^2 FLOPs per token and layer (attention 4 d^2 weights, MLP 8 d^2)
+            d, layers = self.cfg.d_model or 768, self.cfg.n_layers or 12
+            kwargs["n_threads"] = plan_threads(kwargs["n_batch"], 24.0 * d * d * layers)
+            kwargs["adapt_threads"] = True
         loras = [(str(bundle_file(self.bundle_dir, self.manifest, extra["adapter_file"])),
                   float(extra.get("adapter_scale", 1.0)))] if extra.get("adapter_file") else []
         self._lm = LlamaCppModel(str(bundle_file(self.bundle_dir, self.manifest, lm_name)), device=device, loras=loras,
@@ -88,12 +96,16 @@ class InternalForecaster(Forecaster):
     def _core(self, patches: np.ndarray) -> np.ndarray:  # [S, N, P] -> [S, H]
         if self._session is not None:
             return self._session.run({self._in: patches})[0]
-        e = patches @ self._patch_w.T + self._patch_b  # [S, N, d]
+        # the small products around llama.cpp on one BLAS thread: OpenBLAS's workers, woken after each llama.cpp
+        # call, spin for busy cores (alignts.runtime.threads)
+        with single_blas():
+            e = patches @ self._patch_w.T + self._patch_b  # [S, N, d]
         h = np.asarray(self._lm.hidden_states(np.ascontiguousarray(e, dtype=np.float32)), dtype=np.float32)
-        y = h.reshape(h.shape[0], -1) @ self._head_w.T + self._head_b
-        if self._skip is not None:
-            z = _context(patches, self.cfg.stride, self.cfg.context_len)
-            y = y + z @ self._skip[0].T + self._skip[1]
+        with single_blas():
+            y = h.reshape(h.shape[0], -1) @ self._head_w.T + self._head_b
+            if self._skip is not None:
+                z = _context(patches, self.cfg.stride, self.cfg.context_len)
+                y = y + z @ self._skip[0].T + self._skip[1]
         return y
 
     def _forecast(self, x: np.ndarray) -> np.ndarray:

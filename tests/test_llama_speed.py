@@ -1,0 +1,136 @@
+"""The llama.cpp path's speed settings: grouped hidden states equal per-series ones, the planner's decode geometry,
+thread counts that reach llama.cpp (a poll-0 threadpool, fewer threads when the cores are busy), single-threaded
+BLAS around llama.cpp. Tiny random models (2 layers, width 64) written by the GGUF writer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alignts.runtime import threads as thr
+from alignts.runtime.budget import ENCODER_DECODE_TOKENS, LLAMA_N_BATCH, embedding_geometry
+
+pytest.importorskip("llama_cpp")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from tests.test_gguf_backend import make_model  # noqa: E402
+
+D = 64
+
+
+@pytest.fixture(scope="module")
+def ggufs(tmp_path_factory):
+    from alignts.export.gguf_writer import write_gguf
+
+    d = tmp_path_factory.mktemp("speed")
+    return {a: write_gguf(make_model(a), d / f"{a}.gguf", dtype="f32") for a in ("bert", "gpt2", "llama")}
+
+
+def _model(path, **kw):
+    from alignts.runtime.backends.gguf import LlamaCppModel
+
+    kw.setdefault("n_threads", 1)
+    return LlamaCppModel(path, embeddings=True, **kw)
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
+def test_grouped_hidden_states_equal_one_series_at_a_time(ggufs, arch):
+    N, S = 6, 11
+    x = np.random.default_rng(0).standard_normal((S, N, D)).astype(np.float32)
+    with _model(ggufs[arch], n_ctx=N, n_batch=N, n_seq_max=1) as one:
+        alone = one.hidden_states(x)
+    # groups of 4 (the last one 3 series), then all 11 in one decode
+    for g in (4, S):
+        with _model(ggufs[arch], n_ctx=N, n_batch=g * N, n_seq_max=g) as m:
+            got = m.hidden_states(x)
+            np.testing.assert_allclose(got, alone, atol=2e-4, rtol=0)
+            # a non-contiguous input (read in place only when contiguous) and a second call: the same
+            np.testing.assert_allclose(m.hidden_states(np.asfortranarray(x)), got, atol=1e-6, rtol=0)
+            assert m.hidden_states(x[:0]).shape == (0, N, D)
+
+
+def test_geometry_encoder_groups_by_tokens_causal_fills_the_batch():
+    # BERT: about ENCODER_DECODE_TOKENS tokens a decode, never more series than there are
+    assert embedding_geometry(22, 56, encoder=True) == (4, 88)
+    assert embedding_geometry(42, 56, encoder=True) == (2, 84)
+    assert embedding_geometry(22, 3, encoder=True) == (3, 66)
+    assert embedding_geometry(500, 8, encoder=True) == (1, 500)
+    # causal: as many series as fit LLAMA_N_BATCH tokens; a longer series alone
+    assert embedding_geometry(22, 56, encoder=False) == (LLAMA_N_BATCH // 22, LLAMA_N_BATCH // 22 * 22)
+    assert embedding_geometry(22, 7, encoder=False) == (7, 154)
+    assert embedding_geometry(600, 4, encoder=False) == (1, 600)
+    for n in (1, 5, 22, 42, 96, 200):
+        g, b = embedding_geometry(n, 1000, encoder=True)
+        assert b == g * n and abs(b - ENCODER_DECODE_TOKENS) <= n
+
+
+def test_planner_carries_the_geometry_and_counts_its_memory():
+    from tests.test_budget_planner import _manifest
+
+    from alignts.runtime.budget import estimate_peak
+
+    bert = estimate_peak(_manifest("bert"), "gguf-f32", batch_size=8)  # 8 x 7 series of 42 tokens
+    assert (bert.detail["settings"]["n_seq_max"], bert.detail["settings"]["n_batch"]) == (2, 84)
+    small = estimate_peak(_manifest("bert"), "gguf-f32", batch_size=1)
+    big = estimate_peak(_manifest("bert"), "gguf-f32", batch_size=64)
+    # the compute graph is one group's at any batch size: only the numpy inputs and outputs grow
+    assert small.detail["settings"] == big.detail["settings"]
+    numpy_io = (64 - 1) * 7 * 42 * 384 * 4 * 2
+    assert big.activations - small.activations < 2 * numpy_io
+    gpt = estimate_peak(_manifest("gpt2"), "gguf-f32", batch_size=8)
+    assert (gpt.detail["settings"]["n_seq_max"], gpt.detail["settings"]["n_batch"]) == (12, 504)
+
+
+def test_threads_reach_llama_cpp_with_a_sleeping_threadpool(ggufs, monkeypatch):
+    import llama_cpp.llama_cpp as L
+
+    x = np.random.default_rng(1).standard_normal((3, 5, D)).astype(np.float32)
+    with _model(ggufs["bert"], n_ctx=5, n_batch=15, n_seq_max=3, n_threads=2, adapt_threads=False) as m:
+        assert m._threadpool, "expected a ggml threadpool (poll 0) attached to the context"
+        y2 = m.hidden_states(x)
+        assert (L.llama_n_threads(m._ctx), L.llama_n_threads_batch(m._ctx), m.threads_used) == (2, 2, 2)
+    with _model(ggufs["bert"], n_ctx=5, n_batch=15, n_seq_max=3, n_threads=2, adapt_threads=True) as m:
+        monkeypatch.setattr(thr, "runnable_others", lambda: 5)  # every core busy: one thread
+        y1 = m.hidden_states(x)
+        assert (L.llama_n_threads_batch(m._ctx), m.threads_used) == (1, 1)
+        monkeypatch.setattr(thr, "runnable_others", lambda: 0)  # idle again: back to n_threads (when cores allow)
+        m.hidden_states(x)
+        assert m.threads_used == min(2, thr.physical_cores()) == L.llama_n_threads_batch(m._ctx)
+    np.testing.assert_allclose(y1, y2, atol=1e-5, rtol=0)
+    with _model(ggufs["bert"], n_ctx=5, n_batch=5, n_seq_max=1) as m:  # explicit count, no adaptation
+        assert not m.adapt_threads and m.n_threads == 1 and not m._threadpool
+
+
+def test_thread_counts(monkeypatch):
+    assert thr.physical_cores() >= 1
+    monkeypatch.setattr(thr, "physical_cores", lambda: 4)
+    monkeypatch.setattr(thr, "runnable_others", lambda: 3)
+    assert thr.idle_cores(4) == 1 and thr.idle_cores(1) == 1
+    monkeypatch.setattr(thr, "runnable_others", lambda: 1)
+    assert thr.idle_cores(4) == 3 and thr.idle_cores(2) == 2
+    monkeypatch.setattr(thr, "runnable_others", lambda: None)
+    assert thr.idle_cores(3) == 3
+    # small calls stay on one thread, big ones take the cores
+    assert thr.plan_threads(5, 2e5) == 1
+    assert thr.plan_threads(88, 24 * 384 * 384 * 6) == 4
+    assert thr.plan_threads(88, 24 * 384 * 384 * 6, cores=2) == 2
+
+
+def test_single_blas_overlapping_blocks_restore_the_setting():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("numpy has no BLAS threadpoolctl can see")
+    a, b = thr.single_blas(), thr.single_blas()
+    a.__enter__()
+    b.__enter__()
+    assert set(blas_threads()) == {1}
+    a.__exit__(None, None, None)  # the first out leaves the limit on for the other block
+    assert set(blas_threads()) == {1}
+    b.__exit__(None, None, None)
+    assert blas_threads() == before
