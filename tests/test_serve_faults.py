@@ -113,6 +113,27 @@ def test_tampered_or_deleted_bundle_takes_only_that_model_out(tiny_bundles, tmp_
         assert c.post("/v2/models/other/infer", json=infer_body(x)).status_code == 200
 
 
+def test_tampered_backbone_takes_its_adapter_out(tiny_bundles, tmp_path):
+    from alignts.runtime import backbone_store
+
+    backbone_store.clear_cache()  # the copy's backbone is loaded from the copy, not shared with earlier tests
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundles["bridging"], root / "bridging")
+    shutil.copytree(tiny_bundles["bridging"].parent / "backbones", root / "backbones")
+    cfg = ServeConfig(models=(f"br={root / 'bridging'}", f"other={tiny_bundles['internal']}"), max_batch=4)
+    with ServerThread(cfg) as s, httpx.Client(base_url=s.url, timeout=60) as c:
+        x = series(1, 1, 1, 32)[0]
+        assert c.post("/v2/models/br/infer", json=infer_body(x)).status_code == 200
+        target = next((root / "backbones").iterdir()) / "backbone.onnx"
+        original = target.read_bytes()
+        target.write_bytes(original[:100] + bytes([original[100] ^ 1]) + original[101:])
+        r = c.post("/v2/models/br/infer", json=infer_body(x))
+        assert r.status_code == 503 and "backbone.onnx" in r.json()["error"]
+        assert c.post("/v2/models/other/infer", json=infer_body(x)).status_code == 200
+        target.write_bytes(original)
+        assert c.post("/v2/models/br/infer", json=infer_body(x)).status_code == 200
+
+
 def _rss(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from alignts.errors import AlignTSError, BudgetExceededError, InputError
+from alignts.errors import AlignTSError, ArtifactError, BudgetExceededError, InputError
 from alignts.runtime.budget import (GGUF_WEIGHT_FACTOR, MiB, ONNX_WEIGHT_FACTOR, PROCESS_BASE, available_backends,
                                     estimate_peak, format_bytes, rank_variants, runtime_backends, runtime_overhead)
 from alignts.runtime.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_file, verify_files
@@ -108,6 +108,7 @@ class ModelEntry:
     rss_delta: int = 0
     batching: str = "dynamic"        # dynamic | padded | per-request
     pinned: str | None = None        # the variant given as PATH@VARIANT
+    backbone_files: tuple | None = None  # Bridging: (folder, manifest, manifest sha256, files read)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -135,6 +136,18 @@ def parse_model_arg(arg: str) -> tuple[str, Path, str | None]:
         raise InputError(f"model name {name!r} (from {arg!r}): expected letters, digits, '-', '_' or '.'. Fix: pass "
                          "NAME=BUNDLE_FOLDER.")
     return name, Path(path), (variant or None)
+
+
+def _backbone_files(f: Any) -> tuple | None:
+    """(folder, manifest, manifest sha256, the files it reads) of a planned Bridging forecaster's backbone."""
+    lb = getattr(f, "backbone", None)
+    if lb is None or not hasattr(lb, "manifest"):
+        return None
+    from alignts.runtime.configs import BackboneRuntimeConfig
+
+    cfg = BackboneRuntimeConfig.from_manifest(lb.manifest)
+    reads = tuple(dict.fromkeys(lb.manifest.reads(lb.variant) + (cfg.table, cfg.tokenizer)))
+    return Path(lb.path), lb.manifest, lb.sha256, reads
 
 
 class ModelRegistry:
@@ -300,6 +313,11 @@ class ModelRegistry:
             m = e.manifest if sha == e.manifest_sha256 else read_manifest(e.bundle, verify=False)
             variant = m.variant(e.choice.variant)
             verify_files(e.bundle, m, only=m.reads(variant))
+            if e.backbone_files is not None:  # the shared backbone a Bridging adapter runs on
+                folder, bm, bsha, reads = e.backbone_files
+                if sha256_file(folder / MANIFEST_NAME) != bsha:
+                    raise ArtifactError(f"{folder / MANIFEST_NAME}: the backbone's manifest changed since it loaded")
+                verify_files(folder, bm, only=reads)
         except (AlignTSError, OSError) as ex:
             msg = f"model {e.name!r} is out of service: its bundle {e.bundle} changed or is unreadable ({ex})"
             if e.state != "failed":
@@ -339,6 +357,7 @@ class ModelRegistry:
                        budget=c.estimate_total)
                 fs.append(f)
             e.batching = self._batching_mode(fs[0])
+            e.backbone_files = _backbone_files(fs[0])
         except AlignTSError as ex:
             msg = f"model {e.name!r} failed to load: {ex}"
             self._unload(e, "failed", msg)
