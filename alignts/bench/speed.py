@@ -186,7 +186,8 @@ def to_markdown(result: Mapping[str, Any]) -> str:
         any_row = next(r for k, r in rows.items() if k[0] == bundle)
         lines += ["", f"## {bundle} ({any_row['paradigm']}, C={any_row['n_channels']}, L={any_row['context_len']}, "
                   f"H={any_row['horizon']})", "",
-                  "p50 ms of one forecast call (batch x 7 channel series) / speedup vs torch eager in the same run / "
+                  f"p50 ms of one forecast call (batch x {any_row['n_channels']} channel series) / speedup vs torch "
+                  "eager (its calls interleaved with the row's, same input, same threads) / "
                   "achieved GFLOP/s as % of the ceiling of the row's arithmetic (int8 GEMM for int8/q8_0/q4_0, "
                   "sgemm otherwise). val MSE change: the accuracy gate (relative, vs fp32, validation windows, scaled "
                   "space).", ""]
@@ -199,7 +200,7 @@ def to_markdown(result: Mapping[str, Any]) -> str:
             tv = [r["torch_p50_ms"] for k, r in rows.items() if k[0] == bundle and k[2] == b and k[3] == t
                   and r.get("torch_p50_ms")]
             torch_cells.append(f"{sorted(tv)[len(tv) // 2]:.1f}" if tv else "")
-        lines.append("| torch eager (median over rows) |  | " + " | ".join(torch_cells) + " |  |")
+        lines.append("| torch eager (p50, median over the rows) |  | " + " | ".join(torch_cells) + " |  |")
         for n in names:
             rec = g.get(n, {})
             cells = []
