@@ -126,11 +126,17 @@ static int internal_plan(alignts *h, alignts_plan_params *p, alignts_plan_info *
         char *path = rt_join(h->b.dir, st->lm_name), *ap = NULL;
         if (!path) return -1;
         memset(&lp, 0, sizeof lp);
-        /* as the Python runtime: n_ctx per sequence; up to min(n_seq_max, n_batch / N) series per llama_decode */
+        /* as the Python runtime (alignts/runtime/budget.py embedding_geometry): n_ctx per sequence; n_seq_max
+           series per llama_decode: ~96 tokens for a BERT encoder (its mask makes attention quadratic in the
+           group), as many as fit 512 tokens for a causal LM (one KV stream per sequence) */
         lp.n_ctx = (int)st->N;
-        lp.n_batch = st->N > 512 ? (int)st->N : 512;
-        lp.n_seq_max = (int)((size_t)st->C < (size_t)lp.n_batch / st->N ? (size_t)st->C : (size_t)lp.n_batch / st->N);
+        if (h->b.architecture && strcmp(h->b.architecture, "bert") == 0)
+            lp.n_seq_max = (int)((96 + st->N / 2) / st->N);
+        else
+            lp.n_seq_max = (int)(512 / st->N);
+        if ((size_t)lp.n_seq_max > (size_t)st->C) lp.n_seq_max = (int)st->C;
         if (lp.n_seq_max < 1) lp.n_seq_max = 1;
+        lp.n_batch = lp.n_seq_max * (int)st->N;
         lp.embeddings = 1;
         lp.n_threads = h->opt.n_threads;
         lp.kv_f16 = st->kv && strcmp(st->kv, "f16") == 0;

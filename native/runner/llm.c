@@ -23,6 +23,8 @@ struct llm {
     const struct llama_vocab *vocab;
     llama_memory_t mem;
     int n_embd, n_vocab, n_ctx, n_batch, n_seq_max, is_encoder, embeddings_on, kv_f16;
+    int n_threads, adapt_threads, threads_used; /* the most threads a call uses; cap each call by the idle cores */
+    struct ggml_threadpool *tp;                 /* the context's workers, polling level 0 (NULL: llama.cpp's own) */
     char arch[64];
     int32_t *seq_pos; /* [n_seq_max] next position per sequence */
     int n_live;
@@ -120,15 +122,90 @@ void llm_shutdown(void) {
     pthread_mutex_unlock(&g_backend_lock);
 }
 
+/* Physical cores among the CPUs this process may use (SMT siblings once), as alignts/runtime/threads.py. */
 static int default_threads(void) {
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
-        int n = CPU_COUNT(&set);
-        if (n > 0) return n;
+    int cpu, n = 0, seen = 0;
+    static int pkg[CPU_SETSIZE], core[CPU_SETSIZE];
+    if (sched_getaffinity(0, sizeof set, &set) != 0) {
+        long k = sysconf(_SC_NPROCESSORS_ONLN);
+        return k > 0 ? (int)k : 1;
     }
-    {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        return n > 0 ? (int)n : 1;
+    for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        char path[96];
+        FILE *f;
+        int a = -1, b = -1, i, dup = 0;
+        if (!CPU_ISSET(cpu, &set)) continue;
+        n++;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/physical_package_id", cpu);
+        if ((f = fopen(path, "r"))) {
+            if (fscanf(f, "%d", &a) != 1) a = -1;
+            fclose(f);
+        }
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/core_id", cpu);
+        if ((f = fopen(path, "r"))) {
+            if (fscanf(f, "%d", &b) != 1) b = -1;
+            fclose(f);
+        }
+        if (a < 0 || b < 0) return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1; /* no topology: logical CPUs */
+        for (i = 0; i < seen; i++) dup |= pkg[i] == a && core[i] == b;
+        if (!dup) {
+            pkg[seen] = a;
+            core[seen] = b;
+            seen++;
+        }
+    }
+    return seen > 0 ? seen : (n > 0 ? n : 1);
+}
+
+/* At most limit threads, no more than the cores no other runnable thread holds now (/proc/loadavg's running
+   count minus the caller), at least 1: ggml's workers meet at a spinning barrier after every graph node, so a
+   thread more than the idle cores spins for one the kernel descheduled (alignts/runtime/threads.py). */
+static int idle_cores(int limit) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    double l1, l5, l15;
+    int running = 0, total = 0, n;
+    if (!f) return limit;
+    n = fscanf(f, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &total);
+    fclose(f);
+    if (n != 5) return limit;
+    n = default_threads() - (running - 1);
+    return n < 1 ? 1 : (n < limit ? n : limit);
+}
+
+/* One ggml threadpool of n workers at polling level 0 (asleep between calls; llama.cpp's own pools poll at 50)
+   attached to the context. ggml_threadpool_new lives in the CPU backend, which a GGML_BACKEND_DL build loads at
+   run time: found through the backend registry, as llama.cpp's tools do. NULL where this build lacks it. */
+static struct ggml_threadpool *attach_threadpool(struct llama_context *ctx, int n) {
+    typedef struct ggml_threadpool *(*tp_new_fn)(struct ggml_threadpool_params *);
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : NULL;
+    tp_new_fn tp_new = reg ? (tp_new_fn)ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new") : NULL;
+    struct ggml_threadpool_params tpp;
+    struct ggml_threadpool *tp;
+    if (!tp_new) return NULL;
+    tpp = ggml_threadpool_params_default(n);
+    tpp.poll = 0;
+    if (!(tp = tp_new(&tpp))) return NULL;
+    llama_attach_threadpool(ctx, tp, tp);
+    return tp;
+}
+
+static void free_threadpool(struct ggml_threadpool *tp) {
+    typedef void (*tp_free_fn)(struct ggml_threadpool *);
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    ggml_backend_reg_t reg = dev ? ggml_backend_dev_backend_reg(dev) : NULL;
+    tp_free_fn tp_free = reg ? (tp_free_fn)ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free") : NULL;
+    if (tp && tp_free) tp_free(tp);
+}
+
+/* This call's thread count: n_threads, or the idle cores when fewer and the count was not given. */
+static void use_threads(llm *m) {
+    int n = m->n_threads;
+    if (m->adapt_threads && n > 1) n = idle_cores(n);
+    if (n != m->threads_used) {
+        llama_set_n_threads(m->ctx, n, n);
+        m->threads_used = n;
     }
 }
 
@@ -461,6 +538,8 @@ llm *llm_open(const char *path, const llm_params *p) {
     cp.n_seq_max = (uint32_t)p->n_seq_max;
     cp.n_outputs_max_per_seq = 0;
     nt = p->n_threads > 0 ? p->n_threads : default_threads();
+    m->n_threads = m->threads_used = nt;
+    m->adapt_threads = p->n_threads <= 0;
     cp.n_threads = nt;
     cp.n_threads_batch = nt;
     cp.pooling_type = LLAMA_POOLING_TYPE_NONE;
@@ -478,6 +557,7 @@ llm *llm_open(const char *path, const llm_params *p) {
     }
     m->embeddings_on = cp.embeddings;
     m->mem = llama_get_memory(m->ctx);
+    if (nt > 1) m->tp = attach_threadpool(m->ctx, nt);
     m->vocab = llama_model_get_vocab(m->model);
     m->n_vocab = llama_vocab_n_tokens(m->vocab);
     m->n_embd = llama_model_n_embd(m->model);
@@ -513,6 +593,7 @@ llm *llm_open(const char *path, const llm_params *p) {
 void llm_close(llm *m) {
     if (!m) return;
     if (m->ctx) llama_free(m->ctx);
+    if (m->tp) free_threadpool(m->tp); /* after the context that used it */
     if (m->adapter) llama_adapter_lora_free(m->adapter);
     if (m->model) llama_model_free(m->model);
     free(m->tok);
@@ -573,6 +654,25 @@ static int decode(llm *m, int n, int use_embd) {
     return 0;
 }
 
+/* Decode n input embeddings read in place from rows (pos/seq/out already set). */
+static int decode_rows(llm *m, const float *rows, int n) {
+    struct llama_batch b;
+    int rc;
+    b.n_tokens = n;
+    b.token = NULL;
+    b.embd = (float *)rows; /* llama.cpp copies the batch before computing; it never writes it */
+    b.pos = m->pos;
+    b.n_seq_id = m->nseq;
+    b.seq_id = m->seq_ptrs;
+    b.logits = m->out;
+    rc = llama_decode(m->ctx, b);
+    if (rc != 0)
+        return rt_fail("llama_decode failed with code %d on %d tokens; %s.%s", rc, n,
+                       rc == 1 ? "the KV cache is full: raise n_ctx" : "run with --verbose for llama.cpp's log",
+                       last_log());
+    return 0;
+}
+
 static void clear_memory(llm *m) {
     if (m->mem) llama_memory_clear(m->mem, 0);
     memset(m->seq_pos, 0, (size_t)m->n_seq_max * sizeof(int32_t));
@@ -586,47 +686,52 @@ static void set_embeddings(llm *m, int on) {
     }
 }
 
+/* Up to min(n_seq_max, n_batch / N) series per llama_decode (the group the caller's plan chose: a BERT
+   encoder's attention is quadratic in it, see alignts/runtime/budget.py embedding_geometry); the decode reads
+   the embeddings in place; only a causal LM has a KV cache to clear before each group. */
 int llm_hidden_states(llm *m, const float *x, int S, int N, float *out) {
-    int d = m->n_embd, per, s0, i;
+    int d = m->n_embd, per, s0, t;
     if (N > m->n_ctx) return rt_fail("sequence length %d exceeds n_ctx=%d", N, m->n_ctx);
     if (m->is_encoder && N > m->n_batch)
         return rt_fail("BERT needs a whole sequence in one batch: N=%d > n_batch=%d", N, m->n_batch);
     if (m->is_encoder && N > llama_model_n_ctx_train(m->model))
         return rt_fail("N=%d exceeds the model's %d position embeddings", N, llama_model_n_ctx_train(m->model));
     set_embeddings(m, 1);
+    use_threads(m);
     per = m->n_batch / N;
     if (per > m->n_seq_max) per = m->n_seq_max;
     if (per < 1) per = 1;
-    for (i = 0; i < m->cap; i++) {
-        m->out[i] = 1;
-        m->nseq[i] = 1;
+    for (t = 0; t < m->cap; t++) {
+        m->out[t] = 1;
+        m->nseq[t] = 1;
+    }
+    if (N <= m->n_batch) {
+        for (t = 0; t < per * N; t++) { /* one layout for every group */
+            m->pos[t] = t % N;
+            m->seq[t] = t / N;
+        }
     }
     for (s0 = 0; s0 < S; s0 += per) {
         int k = S - s0 < per ? S - s0 : per;
-        clear_memory(m);
-        if (k * N <= m->n_batch) {
-            int n = k * N, t;
+        if (N <= m->n_batch) {
+            int n = k * N;
             const float *e;
-            memcpy(m->embd, x + (size_t)s0 * N * d, (size_t)n * d * sizeof(float));
-            for (t = 0; t < n; t++) {
-                m->pos[t] = t % N;
-                m->seq[t] = t / N;
-            }
-            if (decode(m, n, 1)) return -1;
+            if (!m->is_encoder) clear_memory(m);
+            if (decode_rows(m, x + (size_t)s0 * N * d, n)) return -1;
             e = llama_get_embeddings(m->ctx);
             if (!e) return rt_fail("llama.cpp returned no embeddings for %s.%s", m->arch, last_log());
             memcpy(out + (size_t)s0 * N * d, e, (size_t)n * d * sizeof(float));
         } else { /* one long causal sequence in chunks (the KV cache carries the prefix) */
             int t0;
+            clear_memory(m);
             for (t0 = 0; t0 < N; t0 += m->n_batch) {
-                int n = N - t0 < m->n_batch ? N - t0 : m->n_batch, t;
+                int n = N - t0 < m->n_batch ? N - t0 : m->n_batch;
                 const float *e;
-                memcpy(m->embd, x + ((size_t)s0 * N + t0) * d, (size_t)n * d * sizeof(float));
                 for (t = 0; t < n; t++) {
                     m->pos[t] = t0 + t;
                     m->seq[t] = 0;
                 }
-                if (decode(m, n, 1)) return -1;
+                if (decode_rows(m, x + ((size_t)s0 * N + t0) * d, n)) return -1;
                 e = llama_get_embeddings(m->ctx);
                 if (!e) return rt_fail("llama.cpp returned no embeddings.%s", last_log());
                 memcpy(out + ((size_t)s0 * N + t0) * d, e, (size_t)n * d * sizeof(float));
@@ -662,6 +767,7 @@ const float *llm_prefill(llm *m, const int32_t *ids, int T, int n_parallel) {
             return NULL;
         }
     set_embeddings(m, 0);
+    use_threads(m);
     clear_memory(m);
     for (t0 = 0; t0 < T; t0 += m->n_batch) {
         int n = T - t0 < m->n_batch ? T - t0 : m->n_batch, t;
