@@ -2,8 +2,9 @@
 
     alignts bench speed --bundles /tmp/speed_bundles --data /work/shared/data/ETT/ETTh1.csv --out results/speed_cpu
 
-1. The bundles: ``BUNDLES/internal_minilm`` (Internal, embedded MiniLM, L=336, H=96, stride 16) and
-   ``BUNDLES/bridging_minilm`` (Bridging, the same backbone, its store in ``BUNDLES/backbones``), fitted on the
+1. The bundles: ``BUNDLES/internal_minilm`` (Internal, embedded MiniLM, 6 layers, L=336, H=96, stride 16) and
+   ``BUNDLES/bridging_minilm`` (Bridging, MiniLM's first 2 layers as in results/bridging_etth1.md, a 97-token
+   prompt + 22 patches; its backbone store in ``BUNDLES/backbones``), fitted on the
    data with :data:`FIT_INTERNAL` / :data:`FIT_BRIDGING` when they are not there yet (CPU minutes; the speed
    does not depend on how well they are trained).
 2. ``alignts quantize`` of the Internal bundle into ``BUNDLES/internal_minilm_q`` (int8: dynamic and static
@@ -36,7 +37,7 @@ INTERNAL, BRIDGING, QUANTIZED = "internal_minilm", "bridging_minilm", "internal_
 FIT_INTERNAL = ["fit", "internal", "--backbone", "minilm", "--context", "336", "--horizon", "96", "--stride", "16",
                 "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--max-train-windows", "128",
                 "--max-val-windows", "32", "--time-budget", "300", "--threads", "2", "--no-int8", "--seed", "0"]
-FIT_BRIDGING = ["fit", "bridging", "--backbone", "minilm", "--description",
+FIT_BRIDGING = ["fit", "bridging", "--backbone", "minilm", "--layers", "2", "--description",
                 "ETTh1: hourly oil temperature and six power load features of an electricity transformer in China.",
                 "--context", "336", "--horizon", "96", "--stride", "16", "--epochs", "1", "--batch-size", "32",
                 "--lr", "1e-3", "--max-train-windows", "256", "--max-val-windows", "64", "--time-budget", "240",
