@@ -13,6 +13,7 @@ for a window engine changes nothing), ``detect+correct`` (plus the RLS output co
 Delay = the first event at or after the switch minus the switch index; false alarms = events before it.
 
 Usage: python scripts/stream_drift.py BUNDLE[@EVERY] [BUNDLE[@EVERY]...] [--data-dir ../shared/data/ETT] [--every 1]
+       [--columns OT] (channels for a bundle that takes any number: Injective)
        [--out results/stream_drift.md] [--json results/stream_drift.json]
 """
 
@@ -41,7 +42,7 @@ def _load(path: Path, columns):
     return d.values.astype(np.float64), np.asarray(s.std).reshape(-1)
 
 
-def run(bundle: str, data_dir: Path, every: int, samples: int | None) -> dict:
+def run(bundle: str, data_dir: Path, every: int, samples: int | None, columns=None) -> dict:
     import alignts.runtime as rt
     from alignts.runtime.stream import DriftConfig
 
@@ -51,13 +52,13 @@ def run(bundle: str, data_dir: Path, every: int, samples: int | None) -> dict:
         f.set_sampling(n_samples=samples)
     f.plan(variant=variant, threads=1)
     L, H = f.context_len, f.planned.horizon
-    cols = list(f.cfg.columns) if f.cfg.columns else None
+    cols = list(f.cfg.columns) if f.cfg.columns else columns  # a bundle of any channels takes --columns
     a, sa = _load(data_dir / "ETTh1.csv", cols)
     b, sb = _load(data_dir / "ETTh2.csv", cols)
     x = np.concatenate([a[11520 - L:14400], b[11520:14400]])
     switch = 14400 - (11520 - L)
     std = np.concatenate([np.tile(sa, (switch, 1)), np.tile(sb, (len(x) - switch, 1))])
-    out = {"bundle": str(bundle), "paradigm": f.paradigm, "variant": f.planned.variant, "L": L, "H": H,
+    out = {"bundle": str(bundle), "channels": ",".join(cols) if cols else "all 7", "paradigm": f.paradigm, "variant": f.planned.variant, "L": L, "H": H,
            "every": every, "switch": switch, "points": len(x), "modes": {}}
     for mode, drift in MODES.items():
         s = f.stream(n_channels=x.shape[1], forecast_every=every, policy="every",
@@ -97,13 +98,13 @@ def to_markdown(results: list[dict], command: str, cpu: str) -> str:
            "MSE in each dataset's own standardized units, all channels, one forecast every `every` points; delay in points "
            "after the switch to the first Page-Hinkley event (defaults: delta 0.25, threshold 50, alpha 0.999, "
            "min 30 points); false alarms = events before the switch.", "",
-           "| bundle | L | H | every | mode | ETTh1 | ETTh2 first 336 | ETTh2 rest | events | false alarms | delay |",
-           "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+           "| bundle | channels | L | H | every | mode | ETTh1 | ETTh2 first 336 | ETTh2 rest | events | false alarms | delay |",
+           "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         name = Path(r["bundle"]).name
         for mode, m in r["modes"].items():
             mse = m["mse"]
-            out.append(f"| {name} ({r['paradigm']}, {r['variant']}) | {r['L']} | {r['H']} | {r['every']} | {mode} | "
+            out.append(f"| {name} ({r['paradigm']}, {r['variant']}) | {r['channels']} | {r['L']} | {r['H']} | {r['every']} | {mode} | "
                        f"{mse['ETTh1']:.4f} | {mse['ETTh2 first 336']:.4f} | {mse['ETTh2 rest']:.4f} | "
                        f"{m['events']} | {m['false_alarms']} | {m['delay'] if m['delay'] is not None else '-'} |")
     return "\n".join(out) + "\n"
@@ -115,6 +116,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "ETT")
     ap.add_argument("--every", type=int, default=1, help="forecast every k points (BUNDLE@K overrides it)")
     ap.add_argument("--samples", type=int, default=None, help="Injective: samples per forecast")
+    ap.add_argument("--columns", default=None, help="channels for bundles that take any (Injective), e.g. OT")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -123,7 +125,8 @@ def main(argv=None) -> int:
     results = []
     for spec in args.bundles:  # BUNDLE or BUNDLE@EVERY (a cadence of its own)
         b, _, every = spec.partition("@")
-        results.append(run(b, args.data_dir, int(every) if every else args.every, args.samples))
+        results.append(run(b, args.data_dir, int(every) if every else args.every, args.samples,
+                           args.columns.split(",") if args.columns else None))
     md = to_markdown(results, "python " + " ".join(["scripts/stream_drift.py"] + list(argv or sys.argv[1:])),
                      machine()["cpu"])
     print(md)
