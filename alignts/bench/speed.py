@@ -191,17 +191,18 @@ def to_markdown(result: Mapping[str, Any]) -> str:
                   "eager (its calls interleaved with the row's, same input, same threads) / "
                   "achieved GFLOP/s as % of the ceiling of the row's arithmetic (int8 GEMM for int8/q8_0/q4_0, "
                   "sgemm otherwise). val MSE change: the accuracy gate (relative, vs fp32, validation windows, scaled "
-                  "space).", ""]
+                  "space). max abs diff: the variant's recorded fidelity check (vs torch on fresh random inputs at "
+                  "export; quantize's variants vs the fp32 variant on random walks).", ""]
         cols = [(b, t) for t in threads for b in batches]
-        lines.append("| variant | val MSE change | " + " | ".join(f"b={b}, {t}t" for b, t in cols)
+        lines.append("| variant | val MSE change | max abs diff | " + " | ".join(f"b={b}, {t}t" for b, t in cols)
                      + " | b8/b1 cost " + ", ".join(f"{t}t" for t in threads) + " |")
-        lines.append("|---|--:|" + "--:|" * len(cols) + "--:|")
+        lines.append("|---|--:|--:|" + "--:|" * len(cols) + "--:|")
         torch_cells = []
         for b, t in cols:
             tv = [r["torch_p50_ms"] for k, r in rows.items() if k[0] == bundle and k[2] == b and k[3] == t
                   and r.get("torch_p50_ms")]
             torch_cells.append(f"{sorted(tv)[len(tv) // 2]:.1f}" if tv else "")
-        lines.append("| torch eager (p50, median over the rows) |  | " + " | ".join(torch_cells) + " |  |")
+        lines.append("| torch eager (p50, median over the rows) |  |  | " + " | ".join(torch_cells) + " |  |")
         for n in names:
             rec = g.get(n, {})
             cells = []
@@ -214,7 +215,9 @@ def to_markdown(result: Mapping[str, Any]) -> str:
                 r1, r8 = rows.get((bundle, n, batches[0], t)), rows.get((bundle, n, batches[-1], t))
                 ratios.append(f"{r8['latency_p50_ms'] / r1['latency_p50_ms']:.1f}x" if r1 and r8 else "")
             rel = rec.get("rel_mse_change")
-            lines.append(f"| {n} | {_fmt(100 * rel if rel is not None else None, '+.2f', ' %')} | " + " | ".join(cells)
+            fid = next((r.get("validation_max_abs_diff") for k, r in rows.items() if k[:2] == (bundle, n)), None)
+            lines.append(f"| {n} | {_fmt(100 * rel if rel is not None else None, '+.2f', ' %')} | {_fmt(fid, '.2g')} | "
+                         + " | ".join(cells)
                          + " | " + ", ".join(ratios) + " |")
     q = result.get("quantize_rows") or []
     if q:
