@@ -116,6 +116,13 @@ def test_device_cuda_without_gpu_is_a_clear_error(csv, tmp_path):
     with pytest.raises(InputError, match="--device cuda"):
         fit_internal(replace(cfg, train=replace(cfg.train, device="cuda")), command="test")
     assert not (tmp_path / "b").exists()
+    from alignts.export.bridging import BridgingConfig
+    from alignts.export.fit_bridging import FitBridgingOptions, fit_bridging
+
+    with pytest.raises(InputError, match="--device cuda"):
+        fit_bridging(FitBridgingOptions(data=str(csv), out=str(tmp_path / "br"), backbone="tiny-bert"),
+                     BridgingConfig(context_len=L, horizon=H), replace(cfg.train, device="cuda"), progress=False)
+    assert not (tmp_path / "br").exists()
     assert resolve_device("auto") == "cpu"
     with pytest.raises(InputError, match="expected one of"):
         resolve_device("tpu")
