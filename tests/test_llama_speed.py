@@ -52,9 +52,9 @@ def test_grouped_hidden_states_equal_one_series_at_a_time(ggufs, arch):
 
 def test_geometry_encoder_groups_by_tokens_causal_fills_the_batch():
     # BERT: about ENCODER_DECODE_TOKENS tokens a decode, never more series than there are
-    assert embedding_geometry(22, 56, encoder=True) == (4, 88)
+    assert embedding_geometry(22, 56, encoder=True) == (3, 66)
     assert embedding_geometry(42, 56, encoder=True) == (2, 84)
-    assert embedding_geometry(22, 3, encoder=True) == (3, 66)
+    assert embedding_geometry(22, 2, encoder=True) == (2, 44)
     assert embedding_geometry(500, 8, encoder=True) == (1, 500)
     # causal: as many series as fit LLAMA_N_BATCH tokens; a longer series alone
     assert embedding_geometry(22, 56, encoder=False) == (LLAMA_N_BATCH // 22, LLAMA_N_BATCH // 22 * 22)

@@ -100,9 +100,10 @@ LLAMA_N_BATCH = 512  # llama.cpp's default n_batch: its compute graph is reserve
 # Tokens per llama_decode of a BERT encoder's hidden states. llama.cpp encodes a decode's tokens in one shot with
 # a [tokens, tokens] mask between the series, so attention and softmax grow with the square of the series per
 # decode while the weight products need a few dozen rows to run at full speed. Measured on the MiniLM Internal
-# bundle (N=22 tokens a series, 1 thread, AMD EPYC 2 cores): 56 series in groups of 23 / 7 / 4 / 2 took 684 / 405 /
-# 360 / 362 ms; 7 series in groups of 7 / 4 / 2 / 1 took 50 / 42 / 43 / 46 ms.
-ENCODER_DECODE_TOKENS = 96
+# bundle (N=22 tokens a series, 1 thread, AMD EPYC 2 cores, llama.cpp CPU seconds): 56 series in groups of
+# 23 / 7 / 5 / 4 / 3 / 2 / 1 took 684 / 443 / 437 / 388 / 362 / 390 / 442 ms; 7 series in groups of 7 / 4 / 3 / 2
+# / 1 took 55 / 49 / 47 / 50 / 56 ms (the sweep in results/speed_llama.md).
+ENCODER_DECODE_TOKENS = 64
 
 # the backend settings a plan carries (Choice.settings, Plan.settings), per backend
 SETTINGS_KEYS = {"onnx": ("arena", "enable_mem_pattern", "disable_prepacking"),

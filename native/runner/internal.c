@@ -127,11 +127,11 @@ static int internal_plan(alignts *h, alignts_plan_params *p, alignts_plan_info *
         if (!path) return -1;
         memset(&lp, 0, sizeof lp);
         /* as the Python runtime (alignts/runtime/budget.py embedding_geometry): n_ctx per sequence; n_seq_max
-           series per llama_decode: ~96 tokens for a BERT encoder (its mask makes attention quadratic in the
+           series per llama_decode: ~64 tokens for a BERT encoder (its mask makes attention quadratic in the
            group), as many as fit 512 tokens for a causal LM (one KV stream per sequence) */
         lp.n_ctx = (int)st->N;
         if (h->b.architecture && strcmp(h->b.architecture, "bert") == 0)
-            lp.n_seq_max = (int)((96 + st->N / 2) / st->N);
+            lp.n_seq_max = (int)((64 + st->N / 2) / st->N);
         else
             lp.n_seq_max = (int)(512 / st->N);
         if ((size_t)lp.n_seq_max > (size_t)st->C) lp.n_seq_max = (int)st->C;
