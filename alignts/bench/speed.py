@@ -14,6 +14,7 @@
    ``fit bridging`` (a manifest without records is judged here, read-only).
 3. ``alignts bench`` of every variant of both, at each batch size and thread count, beside torch eager of the same
    model in the same run (interleaved calls), with the roofline of each row (ceilings measured once per run).
+   The CLI sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set) for torch's and llama.cpp's OpenMP threads alike.
 4. ``OUT.json`` (every run's rows, ceilings, machine, versions, the gate records) and ``OUT.md`` (the tables and
    each target of the issue checked against the numbers: met or missed).
 
@@ -171,7 +172,9 @@ def to_markdown(result: Mapping[str, Any]) -> str:
              f"in {result['seconds'] / 60:.1f} min. Machine: {mach.get('cpu')}, {mach.get('cores')} cores "
              f"(load average {' / '.join(map(str, mach.get('loadavg') or []))} at the start; the machine is shared, "
              "so every ratio below is between calls interleaved in the same run); "
-             + ", ".join(f"{k} {v}" for k, v in ver.items()) + ".", ""]
+             + ", ".join(f"{k} {v}" for k, v in ver.items()) + "."
+             + (" Environment: " + ", ".join(f"{k}={v}" for k, v in mach["thread_env"].items()) + "."
+                if mach.get("thread_env") else ""), ""]
     lines += ["## Ceilings (measured in each run)", "", "| threads | sgemm GFLOP/s (numpy) | int8 GEMM GOP/s "
               "(onnxruntime MatMulInteger) | copy GB/s (numpy, 1 thread) |", "|--:|--:|--:|--:|"]
     for run in result["runs"]:

@@ -260,6 +260,11 @@ def run(args) -> int:
 
 
 def _run_speed(args) -> int:
+    import os
+
+    # before torch / llama.cpp load libgomp: waiting OpenMP threads sleep instead of spinning, for torch and
+    # llama.cpp alike (a spinning wait on a shared 2-core machine costs either side many times its work)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from alignts.bench.speed import run_speed, write_outputs
     from alignts.export.bundle import command_line
 
