@@ -31,6 +31,7 @@ from alignts.runtime.configs import BridgingRuntimeConfig
 from alignts.runtime.forecaster import Forecaster, register_paradigm
 from alignts.runtime.manifest import TORCH_TRAINED_NAME, Manifest, Variant, bundle_file, load_npz, read_manifest
 from alignts.runtime.prompt import PrefixEmbedder, PromptConfig, prompt_texts
+from alignts.runtime.threads import single_blas
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,8 @@ class BridgingForecaster(Forecaster):
             prefix = self._prefix(flat)  # [S, T, d]
             hidden = self.backbone.hidden(np.concatenate([prefix, enc], axis=1))  # [S, T+N, d]
         feats = np.ascontiguousarray(hidden[:, -n:, :d_ff]).reshape(b * ch, n * d_ff)
-        y = feats @ self._head_w.T + self._head_b  # [S, H]
+        with single_blas():  # one BLAS thread: OpenBLAS's workers spin after a backend call (runtime.threads)
+            y = feats @ self._head_w.T + self._head_b  # [S, H]
         y = instance_denorm(y.astype(np.float64), mean, std)
         return np.asarray(y, dtype=np.float32).reshape(b, ch, -1)
 
