@@ -1,6 +1,7 @@
 /* alignts-run BUNDLE --data CSV [options]: forecast the next H steps of a CSV's series with an exported
  * alignts bundle (no Python). A CLI over libalignts (alignts.h): it reads the CSV, picks the series, and prints
- * CSV: step,<column>... one row per step. */
+ * CSV: step,<column>... one row per step. With --stream it forecasts points read from stdin as they arrive
+ * (stream.c). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <float.h>
@@ -15,10 +16,13 @@
 #include "alignts.h"
 #include "csv.h"
 #include "rt_util.h"
+#include "stream.h"
 
 static const char USAGE[] =
     "usage: alignts-run BUNDLE --data CSV [--column NAME]... [--context L] [--horizon H]\n"
     "                   [--greedy] [--seed S] [--samples N] [--variant NAME] [--threads N] [--verbose]\n                   [--dump-prompt]\n"
+    "       alignts-run BUNDLE --stream [--every K] [--policy latest|every] [--context-from FILE]\n"
+    "                   [--quantiles LIST|none] [the model options above]\n"
     "\n"
     "Forecast the next H steps after the end of each series in CSV with an alignts bundle (Internal, Bridging\n"
     "or Injective paradigm, GGUF variant) through llama.cpp. Prints CSV: a header 'step,<column>...' and one row\n"
@@ -39,6 +43,15 @@ static const char USAGE[] =
     "                  more than the cores other jobs leave idle)\n"
     "  --verbose       show llama.cpp's log on stderr\n"
     "  --dump-prompt   Injective, Bridging: print each series' prompt token ids on stderr (debugging)\n"
+    "  --stream        read points from stdin as they arrive (CSV rows of C values, optional header with a\n"
+    "                  timestamp/date/time/ts column; or JSON lines [v, ...] / {\"timestamp\": t, \"values\": [...]};\n"
+    "                  empty/nan/null = missing) and write one JSON line per forecast (as `alignts stream`);\n"
+    "                  bad lines are reported on stderr with their line number, counted and skipped\n"
+    "  --every K       --stream: a forecast falls due every K points (default 1)\n"
+    "  --policy P      --stream: latest (default) coalesces the due points of input already waiting into one\n"
+    "                  forecast of the newest window (reported as skipped/lag); every: one per due point\n"
+    "  --context-from FILE  --stream: points read before stdin, without forecasts (warms the window)\n"
+    "  --quantiles Q   --stream: levels, e.g. 0.1,0.9, or none (default 0.1,0.5,0.9 where the bundle has them)\n"
     "  --stats         print one JSON line on stderr: open/plan/forecast milliseconds, the plan's bytes\n"
     "                  (workspace, model, KV cache, table) and the peak RSS\n"
     "\n"
@@ -65,7 +78,48 @@ typedef struct {
     long context, horizon, samples; /* 0 = the bundle's */
     int greedy, have_seed, threads, dump_prompt, verbose, stats;
     uint64_t seed;
+    int stream; /* --stream (stream.h) */
+    stream_options so;
+    double levels[64];
 } cli_options;
+
+/* --every, --policy, --context-from, --quantiles (of --stream). 0, or -1 after a usage message. */
+static int parse_stream_option(cli_options *o, const char *flag, const char *val) {
+    long k;
+    if (!strcmp(flag, "--every")) {
+        if (parse_long(flag, val, 1, &k)) return -1;
+        o->so.every = k;
+    } else if (!strcmp(flag, "--policy")) {
+        if (strcmp(val, "latest") && strcmp(val, "every")) {
+            fprintf(stderr, "alignts-run: error: --policy '%s': expected latest or every.\n%s", val, USAGE);
+            return -1;
+        }
+        o->so.policy_every = !strcmp(val, "every");
+    } else if (!strcmp(flag, "--context-from")) {
+        o->so.context_from = val;
+    } else {
+        const char *p = val;
+        o->so.quantiles_given = 1;
+        o->so.levels = o->levels;
+        o->so.n_q = 0;
+        if (!strcmp(val, "none")) return 0;
+        while (*p) {
+            char *end;
+            double v;
+            errno = 0;
+            v = strtod(p, &end);
+            if (end == p || errno || !(v > 0 && v < 1) || (*end && *end != ',') ||
+                (o->so.n_q && v <= o->levels[o->so.n_q - 1]) || o->so.n_q == sizeof o->levels / sizeof o->levels[0]) {
+                fprintf(stderr, "alignts-run: error: --quantiles '%s': expected ascending levels in (0, 1) separated "
+                        "by commas (at most 64), or none.\n%s", val, USAGE);
+                return -1;
+            }
+            o->levels[o->so.n_q++] = v;
+            p = *end ? end + 1 : end;
+        }
+    }
+    return 0;
+}
 
 /* The forecast to print: values [n_series, horizon] in raw units, series named. */
 typedef struct {
@@ -283,6 +337,7 @@ int main(int argc, char **argv) {
     int i, rc = 1;
     long tmp;
     memset(&o, 0, sizeof o);
+    o.so.every = 1;
     memset(&f, 0, sizeof f);
     o.columns = (const char **)calloc((size_t)argc, sizeof(char *));
     if (!o.columns) return 1;
@@ -301,6 +356,15 @@ int main(int argc, char **argv) {
             o.verbose = 1;
         } else if (!strcmp(a, "--stats")) {
             o.stats = 1;
+        } else if (!strcmp(a, "--stream")) {
+            o.stream = 1;
+        } else if (!strcmp(a, "--every") || !strcmp(a, "--policy") || !strcmp(a, "--context-from") ||
+                   !strcmp(a, "--quantiles")) {
+            if (!has_value) fprintf(stderr, "alignts-run: error: %s needs a value.\n%s", a, USAGE);
+            if (!has_value || parse_stream_option(&o, a, argv[++i])) {
+                free(o.columns);
+                return 2;
+            }
         } else if (!strcmp(a, "--data") || !strcmp(a, "--column") || !strcmp(a, "--context") ||
                    !strcmp(a, "--horizon") || !strcmp(a, "--seed") || !strcmp(a, "--samples") ||
                    !strcmp(a, "--variant") || !strcmp(a, "--threads") || !strcmp(a, "--backbone-dir")) {
@@ -342,7 +406,13 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (!o.bundle_dir || !o.data) {
+    if (o.stream && (o.data || o.n_columns || o.dump_prompt)) {
+        fprintf(stderr, "alignts-run: error: --stream reads points from stdin; --data, --column and --dump-prompt "
+                "are for a CSV forecast. Fix: drop them (--context-from FILE warms the stream's window).\n%s", USAGE);
+        free(o.columns);
+        return 2;
+    }
+    if (!o.bundle_dir || (!o.data && !o.stream)) {
         fprintf(stderr, "alignts-run: error: %s is required.\n%s", !o.bundle_dir ? "BUNDLE" : "--data CSV", USAGE);
         free(o.columns);
         return 2;
@@ -359,7 +429,18 @@ int main(int argc, char **argv) {
         goto done;
     }
     g_open_ms = now_ms() - g_t0;
-    if (run(&o, h, &f)) goto done;
+    if (o.stream) {
+        alignts_plan_params p;
+        alignts_plan_params_init(&p);
+        p.context = o.context;
+        p.horizon = o.horizon;
+        p.samples = o.samples;
+        p.greedy = o.greedy;
+        p.have_seed = o.have_seed;
+        p.seed = o.seed;
+        o.so.bundle_dir = o.bundle_dir;
+        if (stream_run(h, &p, &o.so)) goto done;
+    } else if (run(&o, h, &f)) goto done;
     rc = 0;
 done:
     if (rc) fprintf(stderr, "alignts-run: error: %s\n", rt_error());
