@@ -126,7 +126,7 @@ void llm_shutdown(void) {
 static int default_threads(void) {
     cpu_set_t set;
     int cpu, n = 0, seen = 0;
-    static int pkg[CPU_SETSIZE], core[CPU_SETSIZE];
+    int pkg[CPU_SETSIZE], core[CPU_SETSIZE]; /* on the stack: two handles may open at once */
     if (sched_getaffinity(0, sizeof set, &set) != 0) {
         long k = sysconf(_SC_NPROCESSORS_ONLN);
         return k > 0 ? (int)k : 1;
