@@ -15,6 +15,7 @@ product 0.2 ms alone, 100-230 ms of which 90-130 ms CPU right after a llama.cpp 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from pathlib import Path
@@ -35,7 +36,11 @@ def usable_cpus() -> list[int]:
 def physical_cores() -> int:
     """Physical cores among :func:`usable_cpus` (SMT siblings counted once); the logical count when the
     topology cannot be read."""
-    cpus = usable_cpus()
+    return _physical_cores(tuple(usable_cpus()))
+
+
+@functools.lru_cache(maxsize=8)
+def _physical_cores(cpus: tuple[int, ...]) -> int:  # sysfs read once per CPU set (every llama.cpp call asks)
     seen = set()
     for c in cpus:
         topo = Path(f"/sys/devices/system/cpu/cpu{c}/topology")
