@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 
 import numpy as np
@@ -32,9 +33,12 @@ runner, internal_bundle, bridging_bundle, injective_bundle = (_nr.runner, _nr.in
 LEVELS = (0.1, 0.5, 0.9)
 
 
-def stream(exe, bundle, text: str, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([str(exe), str(bundle), "--stream", *map(str, args)], input=text, capture_output=True,
-                          text=True, timeout=600)
+def stream(exe, bundle, text: str, *args, valgrind: bool = False) -> subprocess.CompletedProcess:
+    cmd = [str(exe), str(bundle), "--stream", *map(str, args)]
+    if valgrind:
+        cmd = ["valgrind", "--leak-check=full", "--show-leak-kinds=definite,indirect,possible",
+               "--errors-for-leak-kinds=definite,indirect,possible", "--error-exitcode=99", *cmd]
+    return subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=600)
 
 
 def _rows(csv, n: int) -> tuple[list[str], np.ndarray]:
@@ -178,3 +182,20 @@ def test_usage_errors(runner, internal_bundle, csv):
     assert r.returncode == 2 and "expected an integer >= 1" in r.stderr
     r = stream(runner, internal_bundle, "1,2\n", "--context-from", "/nonexistent/warm.csv")
     assert r.returncode == 1 and "cannot open --context-from" in r.stderr
+
+
+def test_valgrind_clean(runner, injective_bundle):
+    if not shutil.which("valgrind"):
+        pytest.skip("valgrind is not installed")
+    lines = ["[1.5, 2]", '{"values": [1, 2', '["a", 1]', "[1, Infinity]", "[1]", "x" * 70000]
+    lines += [json.dumps({"timestamp": i, "values": [float(np.sin(i / 5)), None if i == 7 else i % 5]})
+              for i in range(30)]
+    lines += ['{"timestamp": 3, "values": [1, 2]}', "1,2"]  # backwards; no timestamp after timed points
+    r = stream(runner, injective_bundle, "\n".join(lines), "--every", 10, "--policy", "every", "--greedy",
+               "--threads", 1, valgrind=True)
+    _nr._skip_if_valgrind_cannot_run_llama(r)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "ERROR SUMMARY: 0 errors" in r.stderr, r.stderr[-3000:]
+    s = _summary(r.stderr)
+    assert (s["points"], s["forecasts"], s["bad"], s["missing"]) == (31, 3, 7, 1)
+    assert "item 0 is a string" in r.stderr and "stdin line 38: skipped: no timestamp" in r.stderr

@@ -52,8 +52,11 @@ static int next_line(reader *r, char **line, int *too_long) {
             return 1;
         }
         if (r->eof) {
+            if (r->beg < r->end && !*too_long && r->end == sizeof r->buf) { /* no room for its NUL */
+                *too_long = 1;
+                r->beg = r->end = 0;
+            }
             if (r->beg < r->end && !*too_long) { /* the last line has no newline */
-                if (r->end == sizeof r->buf) r->end--;
                 r->buf[r->end] = '\0';
                 *line = r->buf + r->beg;
                 r->beg = r->end = 0;
@@ -230,19 +233,19 @@ static int parse_line(line_parser *lp, char *line, double *x, int *has_ts, doubl
             for (i = 0; !rc && i < vals->n; i++) {
                 if (vals->items[i].type == JSON_NUMBER) x[n++] = vals->items[i].number;
                 else if (vals->items[i].type == JSON_NULL) x[n++] = NAN;
-                else rc = bad(lp, "values must be numbers or null; item %zu is a %s", i,
+                else rc = bad(lp, "values must be numbers or null; item %zu is %s", i,
                               json_type_name(vals->items[i].type));
             }
         } else if (vals->type == JSON_NUMBER || vals->type == JSON_NULL) {
             x[n++] = vals->type == JSON_NUMBER ? vals->number : NAN;
         } else {
-            rc = bad(lp, "values must be numbers or null; got a %s", json_type_name(vals->type));
+            rc = bad(lp, "values must be numbers or null; got %s", json_type_name(vals->type));
         }
         if (!rc) rc = check_values(lp, x, n);
         if (!rc && t && t->type != JSON_NULL) {
             if (t->type == JSON_NUMBER) *ts = t->number;
             else if (t->type == JSON_STRING) rc = parse_timestamp_text(lp, t->string, ts);
-            else rc = bad(lp, "timestamp: expected seconds or an ISO date string; got a %s",
+            else rc = bad(lp, "timestamp: expected seconds or an ISO date string; got %s",
                           json_type_name(t->type));
             *has_ts = !rc;
         }
