@@ -202,6 +202,7 @@ def test_bench_rows_carry_the_roofline(fitted):
     result = run_bench([fitted], cfg)
     c = result["ceilings"]
     assert c["sgemm_gflops"] > 0 and c["int8_gops"] > 0 and c["copy_gbs"] > 0 and c["threads"] == 1
+    assert c["sgemm_gflops"] == max(c["numpy_sgemm_gflops"], c["ort_sgemm_gflops"])
     m = read_manifest(fitted)
     f1, f4 = model_flops(m, 1), model_flops(m, 4)
     assert f4 == pytest.approx(4 * f1)

@@ -438,7 +438,8 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     c = result.get("ceilings")
     if c:
         lines.insert(1, f"ceilings measured in this run ({c.get('threads')} threads): sgemm {c['sgemm_gflops']:.0f} "
-                        f"GFLOP/s (numpy, n={c['sizes']['sgemm_n']}), int8 GEMM {c['int8_gops']:.0f} GOP/s "
+                        f"GFLOP/s (the faster of numpy and onnxruntime MatMul, n={c['sizes']['sgemm_n']}), int8 GEMM "
+                        f"{c['int8_gops']:.0f} GOP/s "
                         f"(onnxruntime MatMulInteger, n={c['sizes']['int8_n']}), copy {c['copy_gbs']:.1f} GB/s "
                         "(numpy, one thread); 'of ceiling' = achieved / the ceiling of the row's arithmetic")
     notes = sorted({r["note"] for r in result["rows"] if r.get("note")})

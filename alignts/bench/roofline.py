@@ -3,8 +3,10 @@
 :func:`measure_ceilings` times, with the bench's thread count, once per ``alignts bench`` run (nothing cached:
 another day, another load, another machine):
 
-- ``sgemm_gflops``: a large float32 matrix product through numpy (its BLAS; threads set with threadpoolctl when
-  it is installed, else the BLAS default, recorded in ``blas_threads``), 2*M*N*K flops per product;
+- ``sgemm_gflops``: a large float32 matrix product, 2*M*N*K flops per product, the faster of numpy's BLAS
+  (``numpy_sgemm_gflops``; threads set with threadpoolctl when it is installed, else the BLAS default, recorded in
+  ``blas_threads``) and onnxruntime's MatMul (``ort_sgemm_gflops``, MLAS: numpy's OpenBLAS may pick an AVX2
+  kernel on a CPU it does not know, where MLAS uses AVX-512, so numpy alone can sit below what a model reaches);
 - ``int8_gops``: onnxruntime ``MatMulInteger`` (uint8 x int8 -> int32, the kernel family onnxruntime's int8
   MatMuls use), same count, ops per second;
 - ``copy_gbs``: a streaming copy of a 256 MiB float32 array (numpy, one thread), bytes read + written per second.
@@ -59,7 +61,8 @@ def _sgemm(n: int, threads: int | None, repeats: int) -> tuple[float, int | None
         return 2.0 * n ** 3 / _best(lambda: np.matmul(a, b, out=c), repeats) / 1e9, threads
 
 
-def _int8_gemm(n: int, threads: int | None, repeats: int) -> float:
+def _ort_gemm(n: int, threads: int | None, repeats: int, int8: bool) -> float:
+    """onnxruntime on one [n, n] x [n, n] product: MatMulInteger (uint8 x int8 -> int32) or a float32 MatMul."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -67,19 +70,23 @@ def _int8_gemm(n: int, threads: int | None, repeats: int) -> float:
 
     ort = _ort()
     rng = np.random.default_rng(0)
-    w = rng.integers(-127, 128, (n, n), dtype=np.int8)
+    if int8:
+        w = rng.integers(-127, 128, (n, n), dtype=np.int8)
+        a = rng.integers(0, 256, (n, n), dtype=np.uint8)
+        op, a_type, y_type = "MatMulInteger", TensorProto.UINT8, TensorProto.INT32
+    else:
+        w = rng.standard_normal((n, n), dtype=np.float32)
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        op, a_type, y_type = "MatMul", TensorProto.FLOAT, TensorProto.FLOAT
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "int8_gemm",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
-        [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])],
-        [onnx.numpy_helper.from_array(w, "w")])
+        [helper.make_node(op, ["a", "w"], ["y"])], "gemm", [helper.make_tensor_value_info("a", a_type, [n, n])],
+        [helper.make_tensor_value_info("y", y_type, [n, n])], [onnx.numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = int(threads)
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    a = rng.integers(0, 256, (n, n), dtype=np.uint8)
     return 2.0 * n ** 3 / _best(lambda: sess.run(None, {"a": a}), repeats) / 1e9
 
 
@@ -90,12 +97,15 @@ def _copy(n_bytes: int, repeats: int) -> float:
 
 
 def measure_ceilings(threads: int | None = None, repeats: int = 5, quick: bool = False) -> dict[str, Any]:
-    """{"sgemm_gflops", "int8_gops", "copy_gbs", "threads", "blas_threads", "sizes", "seconds"} measured now
+    """{"sgemm_gflops", "numpy_sgemm_gflops", "ort_sgemm_gflops", "int8_gops", "copy_gbs", "threads",
+    "blas_threads", "sizes", "seconds"} measured now
     (``quick``: small sizes, for tests: the numbers are then far below the real ceilings)."""
     t0 = time.perf_counter()
     n, n8, nb = (256, 256, 8 << 20) if quick else (SGEMM_N, INT8_N, COPY_BYTES)
     sgemm, blas_threads = _sgemm(n, threads, repeats)
-    out = {"sgemm_gflops": sgemm, "int8_gops": _int8_gemm(n8, threads, repeats), "copy_gbs": _copy(nb, repeats),
+    ort_sgemm = _ort_gemm(n, threads, repeats, int8=False)
+    out = {"sgemm_gflops": max(sgemm, ort_sgemm), "numpy_sgemm_gflops": sgemm, "ort_sgemm_gflops": ort_sgemm,
+           "int8_gops": _ort_gemm(n8, threads, repeats, int8=True), "copy_gbs": _copy(nb, repeats),
            "threads": threads, "blas_threads": blas_threads,
            "sizes": {"sgemm_n": n, "int8_n": n8, "copy_bytes": nb}}
     out["seconds"] = time.perf_counter() - t0

@@ -175,12 +175,14 @@ def to_markdown(result: Mapping[str, Any]) -> str:
              + ", ".join(f"{k} {v}" for k, v in ver.items()) + "."
              + (" Environment: " + ", ".join(f"{k}={v}" for k, v in mach["thread_env"].items()) + "."
                 if mach.get("thread_env") else ""), ""]
-    lines += ["## Ceilings (measured in each run)", "", "| threads | sgemm GFLOP/s (numpy) | int8 GEMM GOP/s "
-              "(onnxruntime MatMulInteger) | copy GB/s (numpy, 1 thread) |", "|--:|--:|--:|--:|"]
+    lines += ["## Ceilings (measured in each run)", "", "| threads | sgemm GFLOP/s: the faster of numpy / "
+              "onnxruntime MatMul (n=2048) | int8 GEMM GOP/s (onnxruntime MatMulInteger, n=1024) | copy GB/s (numpy, "
+              "1 thread, 256 MiB) |", "|--:|--:|--:|--:|"]
     for run in result["runs"]:
         c = run.get("ceilings") or {}
-        lines.append(f"| {c.get('threads')} | {_fmt(c.get('sgemm_gflops'), '.0f')} | {_fmt(c.get('int8_gops'), '.0f')}"
-                     f" | {_fmt(c.get('copy_gbs'), '.1f')} |")
+        lines.append(f"| {c.get('threads')} | {_fmt(c.get('sgemm_gflops'), '.0f')} ("
+                     f"{_fmt(c.get('numpy_sgemm_gflops'), '.0f')} / {_fmt(c.get('ort_sgemm_gflops'), '.0f')}) | "
+                     f"{_fmt(c.get('int8_gops'), '.0f')} | {_fmt(c.get('copy_gbs'), '.1f')} |")
     for bundle in sorted({k[0] for k in rows}):
         g = gates.get(bundle, {})
         names = []
