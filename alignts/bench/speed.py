@@ -175,6 +175,15 @@ def to_markdown(result: Mapping[str, Any]) -> str:
              + ", ".join(f"{k} {v}" for k, v in ver.items()) + "."
              + (" Environment: " + ", ".join(f"{k}={v}" for k, v in mach["thread_env"].items()) + "."
                 if mach.get("thread_env") else ""), ""]
+    info = (result["runs"][0].get("bundles") or {}) if result.get("runs") else {}
+    if info:
+        lines += ["## Bundles (fitted once when missing; the command each manifest records)", ""]
+        for path, b in info.items():
+            cmd = (b.get("training") or {}).get("command") or "?"
+            lines.append(f"- `{Path(path).name}` ({b.get('paradigm')}, {b.get('architecture')}): `{cmd}`"
+                         + ("; then `alignts quantize` into this folder (int8: dynamic and static, q8_0, q4_0; "
+                            "rebuilt by every run)" if Path(path).name == QUANTIZED else ""))
+        lines.append("")
     lines += ["## Ceilings (measured in each run)", "", "| threads | sgemm GFLOP/s: the faster of numpy / "
               "onnxruntime MatMul (n=2048) | int8 GEMM GOP/s (onnxruntime MatMulInteger, n=1024) | copy GB/s (numpy, "
               "1 thread, 256 MiB) |", "|--:|--:|--:|--:|"]
