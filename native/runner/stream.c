@@ -442,10 +442,11 @@ static int emit(stream *s, const reader *rd, long long line_no, int has_ts, doub
         return 0;
     }
     printf("{\"t\": %lld, \"timestamp\": ", (long long)s->seen - 1);
-    if (has_ts) {
+    if (has_ts && ts == floor(ts) && fabs(ts) < 1e15) { /* Python's repr of a whole float: 1704067200.0 */
+        printf("%.1f", ts);
+    } else if (has_ts) {
         rt_format_double(ts, buf, sizeof buf);
         fputs(buf, stdout);
-        if (!strpbrk(buf, ".eEn")) fputs(".0", stdout);
     } else {
         fputs("null", stdout);
     }
