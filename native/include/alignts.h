@@ -136,6 +136,52 @@ ALIGNTS_API int alignts_prompt(alignts *h, const double *x, size_t L, int32_t *i
 ALIGNTS_API const char *alignts_last_error(const alignts *h);
 ALIGNTS_API void alignts_close(alignts *h);
 
+/* ------------------------------------------------------------------------------------------ streams
+ * A stream keeps the last L points of C channels (L = the plan's context) as they arrive and forecasts from
+ * them, as the Python runtime's f.stream() (Stream.update / forecast / state / restore):
+ *
+ *     alignts_stream *s;
+ *     alignts_stream_open(h, C, &s);                (after alignts_plan; allocates alignts_stream_bytes(s))
+ *     alignts_stream_update(s, x, k);               (x [k, C] row-major raw values, NaN = missing)
+ *     alignts_stream_forecast(s, out, NULL, 0, NULL);  (out [C, H])
+ *     alignts_stream_close(s);
+ *
+ * The forecast is alignts_forecast's on the window made as Forecaster.context makes it: missing values filled
+ * as alignts.data.series.fill_missing (interior linear, the ends the nearest observation), a window shorter
+ * than L left-padded with its first value; a channel with no observed value in the window is refused.
+ * Memory: one block of alignts_stream_bytes(s) (O(L x C)) at open; the other calls allocate nothing.
+ * Threads: a stream is used by one thread at a time. alignts_stream_update, _count, _state_size, _save,
+ * _restore, _last_error touch only the stream: different streams in parallel are safe, even on one handle.
+ * alignts_stream_forecast calls alignts_forecast on the stream's handle: one at a time per handle (streams of
+ * one handle forecast in turn; give each thread its own handle to forecast in parallel). The handle must
+ * outlive its streams; a stream keeps the L and H of the plan at open (re-plan another context and its
+ * forecasts are refused). Errors: as the other calls, with the message in alignts_stream_last_error(s). */
+typedef struct alignts_stream alignts_stream; /* opaque */
+
+/* A stream of n_channels channels on planned h (Internal, Bridging: the bundle's channel count; Injective:
+ * any, up to the plan's max_series, since one forecast call takes every channel). */
+ALIGNTS_API int alignts_stream_open(alignts *h, size_t n_channels, alignts_stream **out);
+/* Ingest k points x [k, C] (row-major; NaN = missing). An inf anywhere: ALIGNTS_ERR_INPUT, nothing ingested. */
+ALIGNTS_API int alignts_stream_update(alignts_stream *s, const double *x, size_t k);
+/* Forecast from the window: out [C, H] raw units; levels: n_q ascending levels in (0, 1) or NULL, quantiles
+ * [C, H, n_q] (as alignts_forecast). No point yet, or a channel with no observed value in the window:
+ * ALIGNTS_ERR_INPUT. */
+ALIGNTS_API int alignts_stream_forecast(alignts_stream *s, double *out, const double *levels, size_t n_q,
+                                        double *quantiles);
+/* Points ingested since open (or since the restored state's open); 0 for NULL. */
+ALIGNTS_API int64_t alignts_stream_count(const alignts_stream *s);
+/* Bytes the stream allocated at open; 0 for NULL. */
+ALIGNTS_API size_t alignts_stream_bytes(const alignts_stream *s);
+/* The state (count and window): alignts_stream_state_size(s) bytes, fixed for a stream (40 + 8 x L x C);
+ * written in this machine's byte order by _save into buf [size]; _restore replaces the stream's state with
+ * one saved by a stream of the same channel count and L (checked with a magic, a version, C and L: another is
+ * refused with ALIGNTS_ERR_INPUT and the stream is left as it was). */
+ALIGNTS_API size_t alignts_stream_state_size(const alignts_stream *s);
+ALIGNTS_API int alignts_stream_save(alignts_stream *s, void *buf, size_t size);
+ALIGNTS_API int alignts_stream_restore(alignts_stream *s, const void *buf, size_t size);
+ALIGNTS_API const char *alignts_stream_last_error(const alignts_stream *s);
+ALIGNTS_API void alignts_stream_close(alignts_stream *s); /* NULL: a no-op */
+
 #ifdef __cplusplus
 }
 #endif

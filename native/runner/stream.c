@@ -1,7 +1,7 @@
-/* alignts-run --stream: read points from stdin as they arrive, keep the last L of each channel in a ring buffer
- * (at_window_push, the C twin of alignts/kernels/stream.py), and every k points write one JSON line with the
- * forecast of the window, as `alignts stream` (alignts/cli/stream.py) does with its window engine (recompute:
- * the batch forecast of the window). Memory is fixed once the channel count is known: the window, one input
+/* alignts-run --stream: read points from stdin as they arrive, feed them to a libalignts stream (the last L of
+ * each channel, alignts_stream_update) and every k points write one JSON line with the forecast of the window
+ * (alignts_stream_forecast), as `alignts stream` (alignts/cli/stream.py) does with its window engine (recompute:
+ * the batch forecast of the window). Memory is fixed once the channel count is known: the stream, one input
  * buffer of STREAM_LINE_MAX bytes, the forecast's outputs. */
 #define _POSIX_C_SOURCE 200809L
 #include "stream.h"
@@ -21,7 +21,6 @@
 #include <unistd.h>
 #include <fcntl.h>
 
-#include "alignts_kernels.h"
 #include "json.h"
 #include "rt_util.h"
 
@@ -327,72 +326,33 @@ typedef struct {
     int injective;
     size_t C, L, H, n_q;
     const double *levels;
-    /* the window (at_window_push) */
-    double *buf, *mean, *m2;
-    int64_t seen, *cnt, *qmin, *hmin, *nmin, *qmax, *hmax, *nmax;
-    /* one forecast */
-    double *x, *row, *out, *q;
-    int64_t *obs;
+    alignts_stream *st; /* the window */
+    double *out, *q;    /* one forecast */
     /* counters */
     long long n_points, n_forecasts, n_bad, n_missing, n_coalesced, n_failed;
 } stream;
 
 static int stream_alloc(stream *s, alignts_plan_params *p) {
     alignts_plan_info info;
-    size_t C = s->C, L, H, i;
+    size_t C = s->C, H;
     if (s->injective && (long)C > p->max_series) { /* one call forecasts every channel */
         p->max_series = (long)C;
         if (alignts_plan(s->h, p, &info) != ALIGNTS_OK) return rt_fail("%s", alignts_last_error(s->h));
     }
     if (alignts_info(s->h, &info) != ALIGNTS_OK) return rt_fail("%s", alignts_last_error(s->h));
-    s->L = L = (size_t)info.context;
+    s->L = (size_t)info.context;
     s->H = H = (size_t)info.horizon;
-    if (!(s->buf = (double *)rt_malloc(C * L * sizeof(double))) || !(s->mean = (double *)rt_calloc(C, sizeof(double))) ||
-        !(s->m2 = (double *)rt_calloc(C, sizeof(double))) || !(s->cnt = (int64_t *)rt_calloc(C, sizeof(int64_t))) ||
-        !(s->qmin = (int64_t *)rt_calloc(C * L, sizeof(int64_t))) || !(s->qmax = (int64_t *)rt_calloc(C * L, sizeof(int64_t))) ||
-        !(s->hmin = (int64_t *)rt_calloc(C, sizeof(int64_t))) || !(s->hmax = (int64_t *)rt_calloc(C, sizeof(int64_t))) ||
-        !(s->nmin = (int64_t *)rt_calloc(C, sizeof(int64_t))) || !(s->nmax = (int64_t *)rt_calloc(C, sizeof(int64_t))) ||
-        !(s->x = (double *)rt_malloc(C * L * sizeof(double))) || !(s->row = (double *)rt_malloc(L * sizeof(double))) ||
-        !(s->obs = (int64_t *)rt_malloc(L * sizeof(int64_t))) || !(s->out = (double *)rt_malloc(C * H * sizeof(double))) ||
+    if (alignts_stream_open(s->h, C, &s->st) != ALIGNTS_OK) return rt_fail("%s", alignts_last_error(s->h));
+    if (!(s->out = (double *)rt_malloc(C * H * sizeof(double))) ||
         !(s->q = (double *)rt_malloc((C * H * s->n_q + 1) * sizeof(double))))
         return -1;
-    for (i = 0; i < C * L; i++) s->buf[i] = NAN;
     return 0;
 }
 
 static void stream_free(stream *s) {
-    free(s->buf); free(s->mean); free(s->m2); free(s->cnt); free(s->qmin); free(s->qmax); free(s->hmin);
-    free(s->hmax); free(s->nmin); free(s->nmax); free(s->x); free(s->row); free(s->obs); free(s->out); free(s->q);
-}
-
-/* The context of channel c as Forecaster.context makes it from the window: NaN filled as
- * alignts.data.series.fill_missing (np.interp: interior linear, ends the nearest observation), a window shorter
- * than L left-padded with its first value. -1 when the channel has no observation. */
-static int fill_context(stream *s, size_t c) {
-    const size_t L = s->L, n = s->seen < (int64_t)L ? (size_t)s->seen : L;
-    double *dst = s->x + c * L, *r = s->row;
-    size_t i, m = 0, j = 0;
-    for (i = 0; i < n; i++) {
-        r[i] = s->buf[c * L + (size_t)((s->seen - (int64_t)n + (int64_t)i) % (int64_t)L)];
-        if (r[i] == r[i]) s->obs[m++] = (int64_t)i;
-    }
-    if (m == 0) return -1;
-    for (i = 0; i < n; i++) {
-        if (r[i] == r[i]) continue;
-        if ((int64_t)i < s->obs[0]) r[i] = r[s->obs[0]];
-        else if ((int64_t)i > s->obs[m - 1]) r[i] = r[s->obs[m - 1]];
-        else {
-            double x0, x1, slope;
-            while (s->obs[j + 1] < (int64_t)i) j++;
-            x0 = (double)s->obs[j];
-            x1 = (double)s->obs[j + 1];
-            slope = (r[s->obs[j + 1]] - r[s->obs[j]]) / (x1 - x0);
-            r[i] = slope * ((double)i - x0) + r[s->obs[j]];
-        }
-    }
-    for (i = 0; i < L - n; i++) dst[i] = r[0];
-    memcpy(dst + (L - n), r, n * sizeof(double));
-    return 0;
+    alignts_stream_close(s->st);
+    free(s->out);
+    free(s->q);
 }
 
 static void print_rows(const double *v, size_t C, size_t H, size_t stride, size_t off) {
@@ -424,24 +384,16 @@ static double now_ms(void) {
 static int emit(stream *s, const reader *rd, long long line_no, int has_ts, double ts, long long lag, long long skipped) {
     const size_t C = s->C, H = s->H;
     const double t0 = now_ms();
-    size_t c, i;
+    const long long t = (long long)alignts_stream_count(s->st) - 1;
+    size_t i;
     char buf[40];
-    for (c = 0; c < C; c++)
-        if (fill_context(s, c)) {
-            fprintf(stderr, "alignts-run: line %lld: forecast at t=%lld skipped: channel %zu has no observed value in "
-                    "the window (all %lld missing); expected at least one. Fix: send values for it.\n", line_no,
-                    (long long)s->seen - 1, c, (long long)(s->seen < (int64_t)s->L ? s->seen : (int64_t)s->L));
-            s->n_failed++;
-            return 0;
-        }
-    if (alignts_forecast(s->h, s->x, s->injective ? C : 1, s->injective ? 1 : C, s->L, s->out, s->levels, s->n_q,
-                         s->n_q ? s->q : NULL) != ALIGNTS_OK) {
-        fprintf(stderr, "alignts-run: line %lld: forecast at t=%lld skipped: %s\n", line_no, (long long)s->seen - 1,
-                alignts_last_error(s->h));
+    if (alignts_stream_forecast(s->st, s->out, s->levels, s->n_q, s->n_q ? s->q : NULL) != ALIGNTS_OK) {
+        fprintf(stderr, "alignts-run: line %lld: forecast at t=%lld skipped: %s\n", line_no, t,
+                alignts_stream_last_error(s->st));
         s->n_failed++;
         return 0;
     }
-    printf("{\"t\": %lld, \"timestamp\": ", (long long)s->seen - 1);
+    printf("{\"t\": %lld, \"timestamp\": ", t);
     if (has_ts && ts == floor(ts) && fabs(ts) < 1e15) { /* Python's repr of a whole float: 1704067200.0 */
         printf("%.1f", ts);
     } else if (has_ts) {
@@ -497,7 +449,7 @@ static int has_conformal(const char *bundle_dir) {
 static int pump(stream *s, line_parser *lp, reader *rd, const char *source, int forecasts, alignts_plan_params *p) {
     const stream_options *o = s->o;
     double *x = (double *)rt_malloc(STREAM_MAX_CHANNELS * sizeof(double)), ts = 0.0, point_ts = 0.0;
-    long long line_no = 0, pending = 0, first_due = 0, due_line = 0;
+    long long line_no = 0, pending = 0, first_due = 0, due_line = 0, seen = 0;
     int rc = -1, point_has_ts = 0;
     if (!x) return -1;
     for (;;) {
@@ -522,7 +474,7 @@ static int pump(stream *s, line_parser *lp, reader *rd, const char *source, int 
             continue;
         }
         if (st == 1) continue;
-        if (!s->buf) {
+        if (!s->st) {
             s->C = lp->C;
             if (stream_alloc(s, p)) goto done;
         }
@@ -536,27 +488,28 @@ static int pump(stream *s, line_parser *lp, reader *rd, const char *source, int 
             size_t c;
             for (c = 0; c < s->C; c++) s->n_missing += x[c] != x[c];
         }
-        if (at_window_push(s->buf, s->C, s->L, &s->seen, x, 1, s->cnt, s->mean, s->m2, s->qmin, s->hmin, s->nmin,
-                           s->qmax, s->hmax, s->nmax) != AT_OK) {
-            rt_fail("internal error: at_window_push refused a checked point");
+        if (alignts_stream_update(s->st, x, 1) != ALIGNTS_OK) { /* parse_line refused inf already */
+            rt_fail("%s", alignts_stream_last_error(s->st));
             goto done;
         }
         s->n_points++;
+        seen = alignts_stream_count(s->st);
         if (!forecasts) continue;
-        if (s->seen % o->every == 0) {
-            if (!pending) first_due = s->seen - 1;
+        if (seen % o->every == 0) {
+            if (!pending) first_due = seen - 1;
             pending++;
         }
         due_line = line_no;
         if (pending && (o->policy_every || !input_ready(rd))) {
             s->n_coalesced += pending - 1;
-            if (emit(s, rd, due_line, point_has_ts, point_ts, s->seen - 1 - first_due, pending - 1)) goto done;
+            if (emit(s, rd, due_line, point_has_ts, point_ts, seen - 1 - first_due, pending - 1)) goto done;
             pending = 0;
         }
     }
     if (pending) {
         s->n_coalesced += pending - 1;
-        if (emit(s, rd, due_line, point_has_ts, point_ts, s->seen - 1 - first_due, pending - 1)) goto done;
+        if (emit(s, rd, due_line, point_has_ts, point_ts, alignts_stream_count(s->st) - 1 - first_due, pending - 1))
+            goto done;
     }
     rc = 0;
 done:
