@@ -150,12 +150,13 @@ ALIGNTS_API void alignts_close(alignts *h);
  * as alignts.data.series.fill_missing (interior linear, the ends the nearest observation), a window shorter
  * than L left-padded with its first value; a channel with no observed value in the window is refused.
  * Memory: one block of alignts_stream_bytes(s) (O(L x C)) at open; the other calls allocate nothing.
- * Threads: a stream is used by one thread at a time. alignts_stream_update, _count, _state_size, _save,
- * _restore, _last_error touch only the stream: different streams in parallel are safe, even on one handle.
- * alignts_stream_forecast calls alignts_forecast on the stream's handle: one at a time per handle (streams of
- * one handle forecast in turn; give each thread its own handle to forecast in parallel). The handle must
- * outlive its streams; a stream keeps the L and H of the plan at open (re-plan another context and its
- * forecasts are refused). Errors: as the other calls, with the message in alignts_stream_last_error(s). */
+ * Threads: a stream is used by one thread at a time. alignts_stream_update, _count, _bytes, _state_size,
+ * _save, _restore, _last_error, _close touch only the stream: different streams in parallel are safe, even on
+ * one handle. alignts_stream_open and alignts_stream_forecast use the stream's handle (forecast calls
+ * alignts_forecast): as alignts_forecast, one at a time per handle (streams of one handle forecast in turn; give
+ * each thread its own handle to forecast in parallel). The handle must outlive its streams; a stream keeps the
+ * L and H of the plan at open (re-plan another context and its forecasts are refused). Errors: as the other
+ * calls; the message is in alignts_stream_last_error(s) (alignts_stream_open's: alignts_last_error(h)). */
 typedef struct alignts_stream alignts_stream; /* opaque */
 
 /* A stream of n_channels channels on planned h (Internal, Bridging: the bundle's channel count; Injective:
