@@ -42,6 +42,7 @@ context in the process) the model is not calibrated: no GPU was available to mea
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -74,9 +75,13 @@ MAX_BYTES = 1 << 50  # a size past this in a manifest is a broken manifest, not 
 # around each touched page when the file is in the page cache (fault-around). Right after an install (or any
 # run that read the files) `import numba` alone peaks at 118 MB instead of 56 MB (llvmlite's 178 MB
 # libllvmlite.so): a fresh clone + venv peaked 13-34 MiB above the constants above, measured with a colder cache.
+# PYARROW_IMPORT: pandas imports pyarrow whenever it is installed (ray[data] brings it: the default venv of
+# scripts/setup has it): `import numba, pandas` peaks at 252 MB with it and 187 MB without, in a venv made minutes
+# before (the CI case); tests/test_budget_rss.py's seven plans peaked 32-51 MiB over estimates that left it out.
 PROCESS_BASE = {"internal": 222 * MiB, "bridging": 236 * MiB, "injective": 243 * MiB}
 RUNTIME_LIBRARY = {"onnx": 34 * MiB, "gguf": 24 * MiB}
 PAGE_CACHE_HOT = 48 * MiB
+PYARROW_IMPORT = 64 * MiB
 OVERHEAD_MARGIN = 16 * MiB
 # Weight residency (resident bytes per file byte) and live-activation factor (resident bytes per byte of the
 # live-tensor model below), fitted to peak RSS measured in child processes (alignts.bench.memory.measure_peak)
@@ -210,8 +215,16 @@ def runtime_backends(manifest: Manifest, v: Variant) -> tuple[str, ...]:
 
 def runtime_overhead(paradigm: str, backends: Iterable[str]) -> int:
     """Bytes a process forecasting with ``paradigm`` on ``backends`` holds besides the model (see the constants)."""
-    base = PROCESS_BASE.get(paradigm, max(PROCESS_BASE.values()))
+    base = PROCESS_BASE.get(paradigm, max(PROCESS_BASE.values())) + (PYARROW_IMPORT if _pyarrow_installed() else 0)
     return base + sum(RUNTIME_LIBRARY[b] for b in set(backends)) + PAGE_CACHE_HOT + OVERHEAD_MARGIN
+
+
+@functools.lru_cache(maxsize=1)
+def _pyarrow_installed() -> bool:
+    """Whether pyarrow can be imported (then pandas imports it too: see PYARROW_IMPORT); found, not imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
 
 
 # one runtime library, the Internal paradigm (the common case)
