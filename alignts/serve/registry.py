@@ -378,9 +378,10 @@ class ModelRegistry:
 
     def _batching_mode(self, f: Any) -> str:
         """``per-request`` for Injective (each call seeds its sampler: rows of two requests in one call would
-        draw other random numbers); else ``dynamic`` when a probe batch forecasts every row bit for bit as the
-        same rows alone at every batch size 1..max_batch, and ``padded`` (every call runs max_batch rows) when
-        the backend's kernels round differently at different batch sizes."""
+        draw other random numbers) and for models whose rows depend on the other rows of a call (dynamic int8
+        scales activations over the whole batch); else ``dynamic`` when a probe batch forecasts every row bit
+        for bit as the same rows alone at every batch size 1..max_batch, and ``padded`` (every call runs
+        max_batch rows) when the backend's kernels round differently at different batch sizes."""
         if f.paradigm == "injective":
             return "per-request"
         if not self.row_check or self.max_batch == 1:
@@ -388,6 +389,10 @@ class ModelRegistry:
         rng = np.random.default_rng(0)
         x = rng.standard_normal((self.max_batch, f.n_channels or 1, f.context_len)).cumsum(-1)
         full = f.forecast_scaled(x)
+        other = x.copy()
+        other[1:] = 10 * rng.standard_normal(other[1:].shape).cumsum(-1)  # the same first row, other company
+        if not np.array_equal(f.forecast_scaled(other)[0], full[0]):
+            return "per-request"
         for k in range(1, self.max_batch):
             if not np.array_equal(f.forecast_scaled(x[:k]), full[:k]):
                 return "padded"
