@@ -173,7 +173,7 @@ def test_sigterm_under_load_answers_every_accepted_request(tiny_bundles, tmp_pat
             with httpx.Client(base_url=url, timeout=60) as c:
                 return c.post("/v2/models/m/infer", json=infer_body(xs[k]))
 
-        big = series(1, 24, 1, 32, seed=10)[0]  # ~1 s of generation on the one worker: the others queue behind it
+        big = series(1, 96, 1, 32, seed=10)[0]  # seconds of generation on the one worker: the others queue behind it
         with ThreadPoolExecutor(17) as ex:
             head = ex.submit(lambda: httpx.post(url + "/v2/models/m/infer", json=infer_body(big), timeout=120))
             t0 = time.monotonic()
