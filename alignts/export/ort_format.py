@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from alignts.errors import ArtifactError, InputError, ValidationError
+from alignts.errors import InputError, ValidationError
+from alignts.export.quantize import copy_bundle, random_walks, restore, runtime_forecasts
 from alignts.runtime.manifest import (Manifest, Variant, bundle_lock, bundle_file, file_entries, read_manifest,
                                       write_manifest)
 
@@ -83,11 +83,7 @@ def add_ort_variants(bundle: str | os.PathLike, sources: tuple[str, ...] | None 
     with bundle_lock(folder):
         if out is not None and Path(out) != Path(bundle):
             read_manifest(bundle, verify=True)  # copy only a sealed bundle
-            if folder.exists():
-                if not overwrite:
-                    raise ArtifactError(f"{str(folder)!r} already exists; choose another --out or pass --overwrite.")
-                shutil.rmtree(folder)
-            shutil.copytree(bundle, folder)
+            copy_bundle(Path(bundle), folder, overwrite)
         return _add(folder, sources, overwrite, n_check, seed)
 
 
@@ -135,7 +131,8 @@ def _add(folder: Path, sources, overwrite: bool, n_check: int, seed: int):
         keep = tuple(v for v in m.variants if v.name not in {n.name for n in made})
         staged = replace(m, files=all_files, variants=keep + tuple(made))
         write_manifest(folder, staged)
-        got = _forecasts(folder, [v.extra["source"] for v in made] + [v.name for v in made], m, n_check, seed)
+        got = runtime_forecasts(folder, [v.extra["source"] for v in made] + [v.name for v in made],
+                                random_walks(m, n_check, seed))
         rows, validated = [], []
         for v in made:
             ref = got[v.extra["source"]]
@@ -154,23 +151,7 @@ def _add(folder: Path, sources, overwrite: bool, n_check: int, seed: int):
         final = replace(staged, variants=keep + tuple(validated))
         write_manifest(folder, final)
     except BaseException:
-        write_manifest(folder, m)
-        for rel in created:
-            if rel not in m.files and (folder / rel).exists():
-                (folder / rel).unlink()
+        restore(folder, m, created)
         raise
     return final, rows
 
-
-def _forecasts(folder: Path, names: list[str], m: Manifest, n: int, seed: int) -> dict[str, np.ndarray]:
-    from alignts.runtime import load
-
-    C, L = int(m.config.get("n_channels") or 1), int(m.config.get("context_len") or 96)
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((n, C, L)).cumsum(-1) * 0.3 + rng.standard_normal((n, C, 1))).astype(np.float32)
-    f = load(folder, verify=False)
-    out = {}
-    for name in names:
-        f.plan(variant=name, batch_size=n)
-        out[name] = np.asarray(f.forecast_scaled(x), dtype=np.float64)
-    return out

@@ -116,7 +116,8 @@ def _source_variant(m: Manifest, backend: str) -> Variant | None:
     return None
 
 
-def _check_inputs(m: Manifest, n: int, seed: int) -> np.ndarray:
+def random_walks(m: Manifest, n: int, seed: int) -> np.ndarray:
+    """[n, C, L] seeded random walks on the scaled data's scale: the inputs variants are compared on."""
     c = m.config
     C = int(c.get("n_channels") or 1)
     L = int(c.get("context_len") or 96)
@@ -125,7 +126,8 @@ def _check_inputs(m: Manifest, n: int, seed: int) -> np.ndarray:
     return x.astype(np.float32)  # [n, C, L] random walks on the scaled data's scale
 
 
-def _forecasts(folder: Path, names: Sequence[str], x: np.ndarray) -> dict[str, np.ndarray]:
+def runtime_forecasts(folder: Path, names: Sequence[str], x: np.ndarray) -> dict[str, np.ndarray]:
+    """{variant: forecast_scaled(x)} through the runtime (Injective greedy, so variants decode alike)."""
     from alignts.runtime import load
 
     f = load(folder, verify=False)
@@ -136,6 +138,27 @@ def _forecasts(folder: Path, names: Sequence[str], x: np.ndarray) -> dict[str, n
         f.plan(variant=n, batch_size=x.shape[0])
         out[n] = np.asarray(f.forecast_scaled(x), dtype=np.float64)
     return out
+
+
+def copy_bundle(src: Path, dst: str | os.PathLike, overwrite: bool) -> Path:
+    """Copy the bundle ``src`` to ``dst`` (the folder a ``--out`` edit writes); an existing ``dst`` is replaced only
+    with ``overwrite``."""
+    dst = Path(dst)
+    if dst.exists():
+        if not overwrite:
+            raise ArtifactError(f"{str(dst)!r} already exists; choose another --out or pass --overwrite.")
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def restore(folder: Path, m: Manifest, created: Iterable[str]) -> None:
+    """Undo a failed in-place edit: the manifest ``m`` back, and the files the edit created that ``m`` does not
+    list removed."""
+    write_manifest(folder, m)
+    for rel in created:
+        if rel not in m.files:
+            (folder / rel).unlink(missing_ok=True)
 
 
 def quantize_bundle(bundle: str | os.PathLike, dtypes: Iterable[str] = ("int8", "q8_0", "q4_0"),
@@ -177,13 +200,7 @@ def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int, dat
     gated = m.paradigm == "internal"
     splits = gate.data_splits(m, data) if gated else None  # fails before anything is written
     if out is not None:
-        dst = Path(out)
-        if dst.exists():
-            if not overwrite:
-                raise ArtifactError(f"{str(dst)!r} already exists; choose another --out or pass --overwrite.")
-            shutil.rmtree(dst)
-        shutil.copytree(folder, dst)
-        folder = dst
+        folder = copy_bundle(folder, out, overwrite)
     todo: list[tuple[str, Variant]] = []
     for d in dtypes:
         backend = "onnx" if d in ONNX_DTYPES else "gguf"
@@ -263,10 +280,7 @@ def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int, dat
         for r in rows:
             r.setdefault("kept", r["variant"] in kept)
     except BaseException:
-        write_manifest(folder, m)
-        for rel in created:
-            if rel not in m.files and (folder / rel).exists():
-                (folder / rel).unlink()
+        restore(folder, m, created)
         raise
     return final, rows
 
@@ -274,11 +288,11 @@ def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int, dat
 def _fidelity(folder: Path, m: Manifest, new_variants: Sequence[Variant], n_check: int, seed: int):
     """Each new variant's forecasts vs the fp32 variant of its backend on seeded random walks (recorded in
     ``validation``; non-finite forecasts raise ValidationError)."""
-    x = _check_inputs(m, n_check, seed)
+    x = random_walks(m, n_check, seed)
     refs = {b: _source_variant(m, b) for b in ("onnx", "gguf")}
     ref_names = [r.name for r in refs.values() if r is not None and any(v.backend == r.backend
                                                                        for v in new_variants)]
-    got = _forecasts(folder, ref_names + [v.name for v in new_variants], x)
+    got = runtime_forecasts(folder, ref_names + [v.name for v in new_variants], x)
     rows, checked = [], []
     for v in new_variants:
         ref = refs[v.backend]

@@ -14,6 +14,7 @@
 #include "lib.h"
 #include "llm.h"
 #include "rt_util.h"
+#include "runner.h"
 
 #define STR2(x) #x
 #define STR(x) STR2(x)
@@ -69,6 +70,26 @@ const char *lib_series_label(const alignts *h, size_t s, size_t C, char *buf, si
     else
         snprintf(buf, size, "series %zu (batch %zu, channel %zu)", s, C ? s / C : 0, c);
     return buf;
+}
+
+int lib_scale_patchify(const alignts *h, const double *xin, size_t S, size_t C, size_t L, size_t P, size_t stride,
+                       double eps, double *x, double *patches, double *mean, double *std, double *work) {
+    const double *smean = h->scaler_mean, *sstd = h->scaler_std;
+    char label[160];
+    size_t s, i, bad;
+    int rc;
+    for (s = 0; s < S; s++) {
+        double *row = x + s * L;
+        size_t c = s % C;
+        for (i = 0; i < L; i++) row[i] = smean ? (xin[s * L + i] - smean[c]) / sstd[c] : xin[s * L + i];
+        if (series_check_float32(xin + s * L, row, L, lib_series_label(h, s, C, label, sizeof label))) return -1;
+        for (i = 0; i < L; i++) row[i] = (double)(float)row[i]; /* the runtime works on float32 input */
+    }
+    rc = at_norm_patchify(x, S, L, P, stride, eps, 1, patches, mean, std, work, &bad);
+    if (rc != AT_OK)
+        return rt_fail_as(RT_STATUS_INPUT, "instance norm / patching of %s failed: %s",
+                          lib_series_label(h, bad < S ? bad : 0, C, label, sizeof label), at_status_str(rc));
+    return 0;
 }
 
 int lib_read_scaler(alignts *h, size_t C) {

@@ -473,25 +473,14 @@ static int bridging_forecast(alignts *h, const double *xin, size_t B, size_t C, 
                              const double *q, size_t n_q, double *q_out) {
     bridging_state *st = (bridging_state *)h->st;
     size_t S = B * C, N = st->N, P = (size_t)st->P, T = (size_t)st->T, TN = T + N, dl = (size_t)st->d_llm;
-    size_t dff = (size_t)st->d_ff, Hp = (size_t)h->info.horizon, s, i, k, n, bad;
+    size_t dff = (size_t)st->d_ff, Hp = (size_t)h->info.horizon, s, i, k, n;
     const double *smean = h->scaler_mean, *sstd = h->scaler_std;
-    char label[160];
-    int rc;
     (void)q;
     (void)n_q;
     (void)q_out;
-    for (s = 0; s < S; s++) {
-        double *row = st->x + s * L;
-        size_t c = s % C;
-        for (i = 0; i < L; i++) row[i] = smean ? (xin[s * L + i] - smean[c]) / sstd[c] : xin[s * L + i];
-        if (series_check_float32(xin + s * L, row, L, lib_series_label(h, s, C, label, sizeof label))) return -1;
-        for (i = 0; i < L; i++) row[i] = (double)(float)row[i]; /* the runtime works on float32 input */
-    }
-    rc = at_norm_patchify(st->x, S, L, P, (size_t)st->stride, st->eps, 1, st->patches, st->mean, st->std, st->work,
-                          &bad);
-    if (rc != AT_OK)
-        return rt_fail_as(RT_STATUS_INPUT, "instance norm / patching of %s failed: %s",
-                          lib_series_label(h, bad < S ? bad : 0, C, label, sizeof label), at_status_str(rc));
+    if (lib_scale_patchify(h, xin, S, C, L, P, (size_t)st->stride, st->eps, st->x, st->patches, st->mean, st->std,
+                           st->work))
+        return -1;
     for (s = 0; s < S; s++) { /* [prefix ; adapter output] per series */
         float *e = st->emb + s * TN * dl;
         int32_t *ids = st->ids;

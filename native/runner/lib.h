@@ -72,6 +72,10 @@ void lib_note(const alignts *h, const char *fmt, ...)
     ;
 /* "series 3 (batch 1, channel 'y')" for messages: series s of [B, C]. */
 const char *lib_series_label(const alignts *h, size_t s, size_t C, char *buf, size_t size);
+/* Internal's and Bridging's input path: raw [S = B*C, L] -> training scaler -> float32 (checked per series) -> x,
+   then RevIN + patching into patches/mean/std. 0, or -1 with rt_error() naming the series. */
+int lib_scale_patchify(const alignts *h, const double *xin, size_t S, size_t C, size_t L, size_t P, size_t stride,
+                       double eps, double *x, double *patches, double *mean, double *std, double *work);
 /* The training scaler of config.scaler into h->scaler_mean/std for C channels (absent: NULL). 0 or -1. */
 int lib_read_scaler(alignts *h, size_t C);
 /* Verify a file a variant reads even when the variant's file list forgot it. */

@@ -636,12 +636,13 @@ int32_t llm_eos(const llm *m) {
     return (t >= 0 && t < m->n_vocab) ? t : -1;
 }
 
-static int decode(llm *m, int n, int use_embd) {
+/* One llama_decode of n entries: tokens, or input embeddings (pos/seq/out already set). */
+static int decode_batch(llm *m, llama_token *tok, float *embd, int n) {
     struct llama_batch b;
     int rc;
     b.n_tokens = n;
-    b.token = use_embd ? NULL : m->tok;
-    b.embd = use_embd ? m->embd : NULL;
+    b.token = tok;
+    b.embd = embd;
     b.pos = m->pos;
     b.n_seq_id = m->nseq;
     b.seq_id = m->seq_ptrs;
@@ -654,23 +655,13 @@ static int decode(llm *m, int n, int use_embd) {
     return 0;
 }
 
+static int decode(llm *m, int n, int use_embd) {
+    return decode_batch(m, use_embd ? NULL : m->tok, use_embd ? m->embd : NULL, n);
+}
+
 /* Decode n input embeddings read in place from rows (pos/seq/out already set). */
 static int decode_rows(llm *m, const float *rows, int n) {
-    struct llama_batch b;
-    int rc;
-    b.n_tokens = n;
-    b.token = NULL;
-    b.embd = (float *)rows; /* llama.cpp copies the batch before computing; it never writes it */
-    b.pos = m->pos;
-    b.n_seq_id = m->nseq;
-    b.seq_id = m->seq_ptrs;
-    b.logits = m->out;
-    rc = llama_decode(m->ctx, b);
-    if (rc != 0)
-        return rt_fail("llama_decode failed with code %d on %d tokens; %s.%s", rc, n,
-                       rc == 1 ? "the KV cache is full: raise n_ctx" : "run with --verbose for llama.cpp's log",
-                       last_log());
-    return 0;
+    return decode_batch(m, NULL, (float *)rows, n); /* llama.cpp copies the batch before computing; never writes it */
 }
 
 static void clear_memory(llm *m) {
