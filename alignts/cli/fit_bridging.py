@@ -6,6 +6,8 @@ Writes the adapter bundle at --out and the frozen backbone, once, into a backbon
 
 from __future__ import annotations
 
+from alignts.cli.fit import add_protocol_arguments
+
 
 def add_arguments(p):
     p.add_argument("--data", required=True, help="CSV / .tsf path or statsmodels:NAME")
@@ -36,13 +38,7 @@ def add_arguments(p):
     p.add_argument("--max-val-windows", type=int, default=None, help="fixed random subsample for validation")
     p.add_argument("--time-budget", type=float, default=None, help="training wall-clock budget in seconds")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
-    p.add_argument("--train-percent", type=int, default=100, metavar="P",
-                   help="few-shot protocol: train on the first P%% of the training windows (GPT4TS / Time-LLM / "
-                        "LLM4TS borders; the scaler still sees the whole train split; default 100)")
-    p.add_argument("--ablate-lm", default="none", choices=("none", "identity"),
-                   help="identity: the LM-removed twin (the frozen LM replaced by identity; no prompt, no backbone)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
-                   help="where training runs (default cpu; auto = cuda when torch sees a GPU)")
+    add_protocol_arguments(p, "identity: the LM-removed twin (the frozen LM replaced by identity; no prompt, no backbone)")
     p.add_argument("--columns", default=None, help="comma-separated channels (default: all numeric)")
     p.add_argument("--target", default=None, help="channel to put last (e.g. OT)")
     p.add_argument("--no-gguf", action="store_true", help="do not export the backbone as GGUF (llama.cpp)")

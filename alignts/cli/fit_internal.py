@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from alignts.cli.fit import add_protocol_arguments
+
 
 def add_arguments(p):
     p.add_argument("--data", required=True, help="CSV / .tsf path or statsmodels:NAME")
@@ -27,13 +29,7 @@ def add_arguments(p):
     p.add_argument("--linear-skip", action="store_true",
                    help="add a frozen ridge-fitted Linear(L -> H) on the normalized context; the LM learns the "
                         "residual (off = GPT4TS as published)")
-    p.add_argument("--train-percent", type=int, default=100, metavar="P",
-                   help="few-shot protocol: train on the first P%% of the training windows (GPT4TS / Time-LLM / "
-                        "LLM4TS borders; the scaler still sees the whole train split; default 100)")
-    p.add_argument("--ablate-lm", default="none", choices=("none", "identity"),
-                   help="identity: the LM-removed twin (LM blocks replaced by identity, trained the same way)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
-                   help="where training runs (default cpu; auto = cuda when torch sees a GPU)")
+    add_protocol_arguments(p, "identity: the LM-removed twin (LM blocks replaced by identity, trained the same way)")
     p.add_argument("--columns", default=None, help="comma-separated channels (default: all numeric)")
     p.add_argument("--no-int8", action="store_true", help="skip the onnx-int8 variant")
     p.add_argument("--max-mse-change", type=float, default=None,
