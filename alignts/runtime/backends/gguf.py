@@ -85,6 +85,25 @@ def _lib():
         return L
 
 
+def numpy_batch(L, cap: int):
+    """A ``llama_batch`` of ``cap`` entries whose arrays numpy owns (no llama_batch_init/free; filled by vectorized
+    writes): (tok, pos, n_seq_id, seq_id, logits flags, seq_id pointers, batch). One sequence id per entry; the
+    caller points ``batch.token`` or ``batch.embd`` at its input."""
+    tok = np.zeros(cap, dtype=np.int32)
+    pos = np.zeros(cap, dtype=np.int32)
+    nseq = np.ones(cap, dtype=np.int32)
+    seq = np.zeros(cap, dtype=np.int32)
+    out = np.zeros(cap, dtype=np.int8)
+    i32p = ctypes.POINTER(ctypes.c_int32)
+    seq_ptrs = (i32p * cap)(*[ctypes.cast(seq.ctypes.data + 4 * i, i32p) for i in range(cap)])
+    b = L.llama_batch()
+    b.pos = pos.ctypes.data_as(i32p)
+    b.n_seq_id = nseq.ctypes.data_as(i32p)
+    b.seq_id = seq_ptrs
+    b.logits = out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+    return tok, pos, nseq, seq, out, seq_ptrs, b
+
+
 def _last_log() -> str:
     lines = [ln for ln in _recent_log if ln.strip()][-4:]
     return (" llama.cpp said: " + " | ".join(lines)) if lines else ""
@@ -293,21 +312,9 @@ class LlamaCppModel:
         # One batch, owned by numpy (no llama_batch_init/free): filled by vectorized writes.
         cap = max(self.n_batch, self.n_seq_max)
         self._cap = cap
-        self._tok = np.zeros(cap, dtype=np.int32)
         self._embd = np.zeros((cap, self.n_embd), dtype=np.float32)
-        self._pos = np.zeros(cap, dtype=np.int32)
-        self._nseq = np.ones(cap, dtype=np.int32)
-        self._seq = np.zeros(cap, dtype=np.int32)
-        self._out = np.zeros(cap, dtype=np.int8)
-        i32p = ctypes.POINTER(ctypes.c_int32)
-        base = self._seq.ctypes.data
-        self._seq_ptrs = (i32p * cap)(*[ctypes.cast(base + 4 * i, i32p) for i in range(cap)])
-        self._batch = L.llama_batch()
-        self._batch.pos = self._pos.ctypes.data_as(i32p)
-        self._batch.n_seq_id = self._nseq.ctypes.data_as(i32p)
-        self._batch.seq_id = self._seq_ptrs
-        self._batch.logits = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
-        self._tok_ptr = self._tok.ctypes.data_as(i32p)
+        self._tok, self._pos, self._nseq, self._seq, self._out, self._seq_ptrs, self._batch = numpy_batch(L, cap)
+        self._tok_ptr = self._tok.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
         self._embd_ptr = self._embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         self._seq_pos = np.zeros(self.n_seq_max, dtype=np.int32)  # next position per sequence
         self._logits_views: dict[tuple[int, int], np.ndarray] = {}

@@ -42,6 +42,7 @@ import numpy as np
 from alignts.errors import BackendUnavailableError, InputError
 from alignts.kernels.scaler import llmtime_scale, llmtime_unscale
 from alignts.kernels.stream import encode_fixed
+from alignts.runtime.backends.gguf import numpy_batch
 from alignts.runtime.sampler import max_new_tokens
 
 log = logging.getLogger(__name__)
@@ -86,20 +87,9 @@ class KVContext:
         self.can_shift = bool(L.llama_model_rope_type(model._model) != L.LLAMA_ROPE_TYPE_NONE
                               and L.llama_memory_can_shift(self.mem))
         cap = max(self.n_batch, int(n_seq))
-        self._tok = np.zeros(cap, dtype=np.int32)
-        self._pos = np.zeros(cap, dtype=np.int32)
-        self._nseq = np.ones(cap, dtype=np.int32)
-        self._seq = np.zeros(cap, dtype=np.int32)
-        self._out = np.zeros(cap, dtype=np.int8)
-        i32p = ctypes.POINTER(ctypes.c_int32)
-        base = self._seq.ctypes.data
-        self._seq_ptrs = (i32p * cap)(*[ctypes.cast(base + 4 * i, i32p) for i in range(cap)])
-        b = self._batch = L.llama_batch()
-        b.pos = self._pos.ctypes.data_as(i32p)
-        b.n_seq_id = self._nseq.ctypes.data_as(i32p)
-        b.seq_id = self._seq_ptrs
-        b.logits = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
-        b.token = self._tok.ctypes.data_as(i32p)
+        self._tok, self._pos, self._nseq, self._seq, self._out, self._seq_ptrs, b = numpy_batch(L, cap)
+        self._batch = b
+        b.token = self._tok.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
         b.embd = None
 
     def close(self) -> None:
