@@ -128,11 +128,34 @@ def test_device_cuda_without_gpu_is_a_clear_error(csv, tmp_path):
         resolve_device("tpu")
 
 
+def _device_fits(csv, tmp_path, device):
+    """Internal and Bridging fitted on ``device`` (no GGUF: the CUDA machine has no llama.cpp); each bundle is
+    exported and validated against torch, and forecasts."""
+    from alignts.export.bridging import BridgingConfig
+    from alignts.export.fit_bridging import FitBridgingOptions, fit_bridging
+
+    cfg = _cfg(csv, tmp_path / "b")
+    tcfg = replace(cfg.train, device=device)
+    m = fit_internal(replace(cfg, gguf=False, train=tcfg), command="test")
+    fit_bridging(FitBridgingOptions(data=str(csv), out=str(tmp_path / "br"), backbone="tiny-bert", gguf=False),
+                 BridgingConfig(context_len=L, horizon=H, patch_len=8, stride=8, d_model=16, n_heads=4, d_keys=8,
+                                n_prototypes=16, d_ff=16, prompt_len=8), tcfg, progress=False)
+    x = np.random.default_rng(1).standard_normal((2, 2, L))
+    for name, bundle in (("internal", tmp_path / "b"), ("bridging", tmp_path / "br")):
+        f = load(bundle)
+        assert f.manifest.training["device_used"] == device, name
+        f.plan(context_len=L, horizon=H, batch_size=2)
+        assert np.isfinite(f.forecast_scaled(x)).all(), name
+    return m
+
+
+def test_device_cpu_fits_both(csv, tmp_path):
+    _device_fits(csv, tmp_path, "cpu")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_device_cuda_trains(csv, tmp_path):
-    cfg = _cfg(csv, tmp_path / "b")
-    m = fit_internal(replace(cfg, train=replace(cfg.train, device="cuda")), command="test")
-    assert m.training["device_used"] == "cuda"
+    _device_fits(csv, tmp_path, "cuda")
 
 
 def _ett_csv(path: Path, seed: int, scale: float) -> Path:
