@@ -8,6 +8,10 @@ in ``clients``; each client sends v2 infer requests of ``rows`` series back to b
 client backs off ``BACKOFF`` seconds; a request with no answer in ``timeout`` seconds counts as a timeout. The
 server's RSS is sampled every 20 ms.
 
+``server_cpus`` / ``client_cpus`` pin the server (and the in-process reference) and the load generator to disjoint
+CPUs, as a load test run from another machine would: otherwise the clients' HTTP work takes cores from the model
+it measures, and the ratio below reads the load generator as much as the server.
+
 Beside each level, the bundle runs in this process with the server's plan (variant, batch size): ``forecast``
 on batches of ``min(N * rows, max_batch)`` series (what dynamic batching can gather from N clients), timed
 over ``inproc_calls`` calls; ``ratio`` = served series/s over in-process series/s at that batch size.
@@ -53,6 +57,8 @@ class ServeBenchConfig:
     timeout: float = 30.0
     inproc_calls: int = 50
     batching_modes: tuple[bool, ...] = (True, False)
+    server_cpus: tuple[int, ...] | None = None
+    client_cpus: tuple[int, ...] | None = None
 
     def check(self) -> None:
         if not self.clients or min(self.clients) < 1 or max(self.clients) > 1024:
@@ -62,6 +68,46 @@ class ServeBenchConfig:
                              "0 < duration <= 600 seconds (every level is bounded in count and time).")
         if self.rows < 1 or self.max_batch < 1:
             raise InputError("--rows and --max-batch: expected >= 1.")
+        if (self.server_cpus is None) != (self.client_cpus is None):
+            raise InputError("--server-cpus and --client-cpus go together (disjoint CPU lists, e.g. 0 and 1).")
+        if self.server_cpus is not None:
+            have = os.sched_getaffinity(0)
+            for name, cpus in (("--server-cpus", self.server_cpus), ("--client-cpus", self.client_cpus)):
+                if not cpus or not set(cpus) <= have:
+                    raise InputError(f"{name} {list(cpus)}: expected CPUs this process may use, {sorted(have)}.")
+            if set(self.server_cpus) & set(self.client_cpus):
+                raise InputError(f"--server-cpus {list(self.server_cpus)} and --client-cpus "
+                                 f"{list(self.client_cpus)} overlap: the point is to keep them apart.")
+
+
+def parse_cpus(text: str | None) -> tuple[int, ...] | None:
+    """``"0,2-3"`` -> (0, 2, 3); None stays None."""
+    if text is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            a, _, b = part.strip().partition("-")
+            out += range(int(a), int(b or a) + 1)
+    except ValueError:
+        raise InputError(f"CPU list {text!r}: expected numbers and ranges, e.g. 0 or 0,2-3.") from None
+    return tuple(sorted(set(out)))
+
+
+class _Pinned:
+    """Run a block on ``cpus`` (this thread's affinity; None: unchanged), restoring the old set after."""
+
+    def __init__(self, cpus: tuple[int, ...] | None):
+        self.cpus, self.old = cpus, None
+
+    def __enter__(self):
+        if self.cpus is not None:
+            self.old = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, self.cpus)
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            os.sched_setaffinity(0, self.old)
 
 
 def _rss(pid: int) -> int:
@@ -88,7 +134,9 @@ def start_server(bundle: str, cfg: ServeBenchConfig, batching: bool, workdir: Pa
     log = open(workdir / f"serve-{int(batching)}.log", "wb")
     env = dict(os.environ)
     env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
+    cpus = cfg.server_cpus
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env,
+                         preexec_fn=None if cpus is None else (lambda: os.sched_setaffinity(0, cpus)))
     t0 = time.monotonic()
     while not ready.exists():
         if p.poll() is not None or time.monotonic() - t0 > 300:
@@ -208,7 +256,8 @@ def run_serve_bench(bundle: str, cfg: ServeBenchConfig) -> dict[str, Any]:
             try:
                 meta = httpx.get(url + "/v2/models/m", timeout=60).json()["parameters"]
                 f = rt.load(bundle)
-                f.plan(variant=meta["variant"], batch_size=meta["batch_size"])
+                with _Pinned(cfg.server_cpus):  # the reference plans its threads on the server's CPUs
+                    f.plan(variant=meta["variant"], batch_size=meta["batch_size"])
                 rng = np.random.default_rng(0)
                 c = meta["n_channels"] or 1
                 x = 20 + rng.standard_normal((cfg.rows, c, meta["context_len"])).cumsum(-1)
@@ -227,12 +276,14 @@ def run_serve_bench(bundle: str, cfg: ServeBenchConfig) -> dict[str, Any]:
                     th = threading.Thread(target=sample, daemon=True)
                     th.start()
                     try:
-                        r = asyncio.run(_level(url, n, body, cfg))
+                        with _Pinned(cfg.client_cpus):
+                            r = asyncio.run(_level(url, n, body, cfg))
                     finally:
                         stop.set()
                         th.join()
                     b = min(n * cfg.rows, cfg.max_batch) if batching else cfg.rows
-                    ref = _inproc(f, x, b, cfg.inproc_calls)
+                    with _Pinned(cfg.server_cpus):
+                        ref = _inproc(f, x, b, cfg.inproc_calls)
                     rows.append({"model": Path(bundle).name, "paradigm": meta["paradigm"], "variant": meta["variant"],
                                  "batching": meta["batching"] if batching else "off", "clients": n, **r,
                                  "inproc_batch": b, "inproc_series_per_s": ref, "ratio": r["series_per_s"] / ref,
@@ -264,7 +315,9 @@ def to_markdown(result: dict[str, Any]) -> str:
              f"{m['loadavg_before'][0]:.1f} before / {m['loadavg_after'][0]:.1f} after; server --max-batch "
              f"{c['max_batch']} --max-wait-ms {c['max_wait_ms']} --max-queue {c['max_queue']} --workers {c['workers']}"
              f" --budget {c['budget']}; {c['rows']} series per request; each level bounded by {c['requests']} "
-             f"requests or {c['duration']} s", "",
+             f"requests or {c['duration']} s" + (f"; server and in-process reference on CPUs {c['server_cpus']}, "
+                                                 f"load generator on CPUs {c['client_cpus']}"
+                                                 if c.get("server_cpus") else ""), "",
              "| batching | clients | ok | 429 | timeouts | errors | req/s | series/s | p50 ms | p90 ms | p99 ms | "
              "in-process batch | in-process series/s | served / in-process | server peak RSS MiB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -49,6 +49,10 @@ def add_arguments(p):
     g.add_argument("--max-queue", type=int, default=64, help="the server's --max-queue (default 64)")
     g.add_argument("--budget", default="2GB", help="the server's --budget (default 2GB)")
     g.add_argument("--workers", type=int, default=1, help="the server's --workers (default 1)")
+    g.add_argument("--server-cpus", default=None, metavar="LIST",
+                   help="pin the server and the in-process reference to these CPUs (e.g. 0); with --client-cpus")
+    g.add_argument("--client-cpus", default=None, metavar="LIST",
+                   help="pin the load generator to these CPUs (e.g. 1), apart from the server's")
     g = p.add_argument_group("speed (alignts bench speed: results/speed_cpu.md, see alignts/bench/speed.py)")
     g.add_argument("--bundles", type=Path, default=Path("/tmp/speed_bundles"), metavar="DIR",
                    help="where the MiniLM Internal and Bridging bundles are (fitted there when missing; default "
@@ -191,7 +195,7 @@ def _run_kernels(args) -> int:
 
 
 def _run_serve(args) -> int:
-    from alignts.bench.serve import ServeBenchConfig, run_serve_bench, to_markdown
+    from alignts.bench.serve import ServeBenchConfig, parse_cpus, run_serve_bench, to_markdown
 
     if len(args.target) != 2:
         raise InputError(f"`serve` takes one bundle; got {args.target[1:]}. Fix: alignts bench serve BUNDLE")
@@ -199,7 +203,9 @@ def _run_serve(args) -> int:
     cfg = ServeBenchConfig(**{"clients": _ints(args.clients, "--clients"), "requests": args.requests,
                               "duration": args.duration, "rows": args.rows, "max_batch": args.max_batch,
                               "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
-                              "budget": args.budget or None, "workers": args.workers, **quick})
+                              "budget": args.budget or None, "workers": args.workers,
+                              "server_cpus": parse_cpus(args.server_cpus),
+                              "client_cpus": parse_cpus(args.client_cpus), **quick})
     result = run_serve_bench(args.target[1], cfg)
     md = to_markdown(result)
     if args.format:
