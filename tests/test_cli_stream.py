@@ -93,3 +93,25 @@ def test_json_lines_on_stdin(bundle):
     # due after points 14 and 29; both fall in one update when the reader queued every line first
     assert [row["t"] for row in rows] in ([29], [14, 29]) and rows[-1]["timestamp"] == 29 * 60.0
     assert "line 11: skipped: not valid JSON" in r.stderr and "line 16: skipped: expected 1 values" in r.stderr
+
+
+def test_every_seconds_forecasts_by_the_lines_timestamps(bundle, tmp_path, capsys):
+    t0 = 1_700_000_000.0
+    lines = [json.dumps({"timestamp": t0 + 3600 * i, "values": [50 + 10 * np.sin(i / 6), 3.0]}) for i in range(30)]
+    lines[0] = json.dumps([50.0, 3.0])  # hourly points; line 1 has no timestamp
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    rc = main(["stream", str(bundle), "--input", str(src), "--every-seconds", str(6 * 3600), "--context", "16",
+               "--horizon", "2", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0 and "line 1: skipped: no timestamp; --every-seconds" in err and "29 points" in err
+    rows = _read(out)
+    # due every 6 h from the first good point (hour 1): at hours 7, 13, 19 and 25. The reader may queue several
+    # lines for one update, whose one forecast then reports the due times it coalesced as `skipped`: 4 due times
+    # in all, none before hour 7, each slot once.
+    slots = [(r["timestamp"] - t0 - 3600) // (6 * 3600) for r in rows]
+    assert rows and min(slots) >= 1 and slots == sorted(set(slots))
+    assert sum(1 + r["skipped"] for r in rows) == 4
+    assert main(["stream", str(bundle), "--input", str(src), "--every", "2", "--every-seconds", "60"]) == 2
+    assert "two cadences" in capsys.readouterr().err

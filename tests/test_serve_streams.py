@@ -57,6 +57,17 @@ def test_stream_routes_and_answers(tiny_bundles):
         assert c.post("/v1/models/nope/streams").status_code == 404
         assert c.delete(f"/v1/streams/{sid}").status_code == 204
         assert c.get(f"/v1/streams/{sid}").status_code == 404
+        # a time cadence: every 10 s of the stream's timestamps
+        r = c.post("/v1/models/m/streams", json={"forecast_every_s": 10})
+        assert r.status_code == 201 and r.json()["forecast_every_s"] == 10
+        tid = r.json()["stream_id"]
+        r = c.post(f"/v1/streams/{tid}/update", json={"values": pts[:12], "timestamps": [3 * i for i in range(12)]})
+        assert [d["t"] for d in r.json()["forecasts"]] == [11]  # due at 10, 20, 30: coalesced into one (latest)
+        assert r.json()["forecasts"][0]["skipped"] == 2
+        r = c.post(f"/v1/streams/{tid}/update", json={"values": pts[12:13]})
+        assert r.status_code == 400 and "timestamps" in r.json()["error"]
+        for bad in ({"forecast_every_s": "10"}, {"forecast_every_s": 0}, {"forecast_every": 2, "forecast_every_s": 5}):
+            assert c.post("/v1/models/m/streams", json=bad).status_code == 400, bad
 
 
 def test_stream_cap_spills_and_shutdown_persists(tiny_bundles, tmp_path):

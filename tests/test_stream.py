@@ -201,6 +201,42 @@ def test_cadence_reports_lag_and_never_drops(tiny):
     assert f.stream(forecast_every=3).update(y[:2]) == []
 
 
+def test_time_cadence_forecasts_at_the_first_point_after_each_due_time(tiny, tmp_path):
+    f = _planned(tiny["internal"], variant="onnx-fp32")
+    c = f.n_channels
+    y = _series(40, c)
+    ts = np.array([0, 4, 9, 10, 12, 19, 31, 32, 45, 50], dtype=float)  # every 10 s: due at 10, 20, 30, 40, 50
+    each = f.stream(forecast_every_s=10, policy="every")
+    out = each.update(y[:10], timestamps=ts)
+    # 10 -> point 3; 20 -> point 6 (t=31 also passes 30: one forecast, the grid goes on at 40); 40 -> point 8;
+    # 50 -> point 9
+    assert [(o.t, o.timestamp) for o in out] == [(3, 10.0), (6, 31.0), (8, 45.0), (9, 50.0)]
+    assert _same(out[1].forecast, f.forecast(y[:7].T[None]))
+    late = f.stream(forecast_every_s=10)  # policy latest: one forecast per update from the newest window
+    out = late.update(y[:10], timestamps=ts)
+    assert [(o.t, o.lag, o.skipped) for o in out] == [(9, 6, 3)] and late.n_skipped == 3
+    # the same points one by one give the same forecasts as policy "every" (no coalescing)
+    one = f.stream(forecast_every_s=10)
+    got = [o.t for i in range(10) for o in one.update(y[i], timestamps=[ts[i]])]
+    assert got == [3, 6, 8, 9]
+    # the due time survives a save/restore
+    half = f.stream(forecast_every_s=10)
+    half.update(y[:5], timestamps=ts[:5])  # due at 10 (point 3) passed; next due 20
+    half.save(tmp_path / "s.state")
+    back = Stream.restore(tmp_path / "s.state", f)
+    assert back.forecast_every_s == 10 and back.next_due_ts == 20.0
+    assert [o.t for o in back.update(y[5:10], timestamps=ts[5:10])] == [9]
+    # refused: a time cadence without timestamps (nothing applied), two cadences, a bad period
+    with pytest.raises(InputError, match="timestamps"):
+        back.update(y[10])
+    assert back.n_seen == 10
+    with pytest.raises(InputError, match="pass one"):
+        f.stream(forecast_every=3, forecast_every_s=10)
+    for bad in (0, -1.0, float("nan"), "10"):
+        with pytest.raises(InputError, match="forecast_every_s"):
+            f.stream(forecast_every_s=bad)
+
+
 def test_memory_stays_o_of_l(tiny):
     f = _planned(tiny["internal"], variant="onnx-fp32")
     s = f.stream()

@@ -40,7 +40,9 @@ def add_arguments(p):
                    "after --idle seconds without a new line")
     p.add_argument("--idle", type=float, default=None, help="with --follow: stop after this many seconds without "
                    "input (default: never)")
-    p.add_argument("--every", type=int, default=1, help="forecast every k points (default 1)")
+    p.add_argument("--every", type=int, default=None, help="forecast every k points (default 1)")
+    p.add_argument("--every-seconds", type=float, default=None, metavar="S",
+                   help="forecast every S seconds of the input's own timestamps instead (each line needs one)")
     p.add_argument("--out", default="-", help="JSON lines of forecasts to this file, or - for stdout (default)")
     p.add_argument("--quantiles", default=None, help="comma-separated levels, e.g. 0.1,0.9, or none (default: "
                    "0.1,0.5,0.9 where the bundle gives quantiles)")
@@ -174,8 +176,11 @@ def run(args) -> int:
     from alignts.runtime.stream import DriftConfig, Stream
     from alignts.runtime.stream.core import parse_timestamps
 
-    if args.every < 1:
+    if args.every is not None and args.every_seconds is not None:
+        raise InputError("--every (points) and --every-seconds (time) are two cadences; pass one.")
+    if args.every is not None and args.every < 1:
         raise InputError(f"--every {args.every}: expected >= 1.")
+    every = args.every if args.every is not None or args.every_seconds is not None else 1
     f = load(args.bundle)
     plan_kw = {"horizon": args.horizon, "variant": args.variant, "threads": args.threads}
     if args.context is not None:
@@ -223,6 +228,8 @@ def run(args) -> int:
                         ts, last_ts = t, t
                     elif last_ts is not None:
                         raise InputError("no timestamp, but the points before had one")
+                    elif args.every_seconds is not None and (stream is None or stream.forecast_every_s is not None):
+                        raise InputError("no timestamp; --every-seconds forecasts by the lines' own timestamps")
                 except AlignTSError as e:
                     n_bad += 1
                     print(f"alignts stream: line {n_line}: skipped: {e}", file=sys.stderr)
@@ -232,8 +239,9 @@ def run(args) -> int:
             if not rows:
                 continue
             if stream is None:
-                stream = f.stream(n_channels=parser.n_channels, forecast_every=args.every, quantiles=levels,
-                                  kv=False if args.no_kv else None, drift=drift)
+                stream = f.stream(n_channels=parser.n_channels, forecast_every=every, quantiles=levels,
+                                  kv=False if args.no_kv else None, drift=drift,
+                                  forecast_every_s=args.every_seconds)
             timed = np.array([s is not None for s in stamps])
             cuts = np.flatnonzero(timed[1:] != timed[:-1]) + 1  # points without timestamps precede timed ones
             for part in np.split(np.arange(len(rows)), cuts):

@@ -341,14 +341,16 @@ class Forecaster(ABC):
                         plan=self.planned)
 
     def stream(self, n_channels: int | None = None, forecast_every: int | None = None, policy: str = "latest",
-               quantiles: Sequence[float] | None = None, kv: bool | None = None, drift=None):
+               quantiles: Sequence[float] | None = None, kv: bool | None = None, drift=None,
+               forecast_every_s: float | None = None):
         """A :class:`alignts.runtime.stream.Stream` on this planned forecaster: ``update(values)`` point by
-        point in O(1) memory and work per point, ``forecast()`` when wanted or every ``forecast_every`` points.
+        point in O(1) memory and work per point, ``forecast()`` when wanted, every ``forecast_every`` points or
+        every ``forecast_every_s`` seconds of the stream's timestamps.
         See :mod:`alignts.runtime.stream` for the options; many streams may share one forecaster."""
         from alignts.runtime.stream import Stream
 
         return Stream(self, n_channels=n_channels, forecast_every=forecast_every, policy=policy,
-                      quantiles=quantiles, kv=kv, drift=drift)
+                      quantiles=quantiles, kv=kv, drift=drift, forecast_every_s=forecast_every_s)
 
     def forecast_df(self, df: Any, id_column: str | None = None, timestamp_column: str | None = None,
                     target: str | Sequence[str] | None = None,

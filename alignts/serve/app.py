@@ -376,9 +376,13 @@ def create_app(cfg: ServeConfig, state: ServeState | None = None):
             raise InputError(f"forecast_every {every!r}: expected a whole number of points >= 1, or null.")
         if q is not None and (not isinstance(q, list) or not all(isinstance(v, (int, float)) for v in q)):
             raise InputError(f"quantiles {q!r}: expected a list of levels in (0, 1).")
+        every_s = d.get("forecast_every_s")
+        if every_s is not None and (not isinstance(every_s, (int, float)) or isinstance(every_s, bool)):
+            raise InputError(f"forecast_every_s {every_s!r}: expected seconds > 0 (of the stream's timestamps), or "
+                             "null.")
         levels = tuple(q) if q is not None else (DEFAULT_QUANTILES if st.checker(e.name).quantile_method != "none"
                                                 else None)
-        sid = await in_thread(st.streams.create, e.name, every, levels, bool(d.get("drift", False)))
+        sid = await in_thread(st.streams.create, e.name, every, levels, bool(d.get("drift", False)), every_s)
         h = st.streams.get(sid)
         return JSONResponse({"stream_id": sid, "model_name": e.name, "model_version": e.version,
                              **h.stream.describe()}, status_code=201)

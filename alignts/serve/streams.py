@@ -4,7 +4,7 @@ shutdown (torch-free).
 
 | route | body | answer |
 |---|---|---|
-| ``POST /v1/models/{name}/streams`` | ``{"forecast_every": k, "quantiles": [...], "drift": bool}`` (all optional) | 201 ``{"stream_id", ...}`` |
+| ``POST /v1/models/{name}/streams`` | ``{"forecast_every": k, "forecast_every_s": s, "quantiles": [...], "drift": bool}`` (all optional; one cadence) | 201 ``{"stream_id", ...}`` |
 | ``POST /v1/streams/{id}/update`` | ``{"values": [C] or [k][C] (a flat [k] for one channel), "timestamps": [k]}`` | ``{"n_seen", "forecasts": [the forecasts that fell due]}`` |
 | ``POST /v1/streams/{id}/forecast`` | ``{"quantiles": [...]}`` (optional) | the forecast of the current window |
 | ``GET /v1/streams/{id}`` / ``DELETE /v1/streams/{id}`` | | the stream's counters / 204 |
@@ -75,9 +75,11 @@ class StreamTable:
         self.registry.release(e, f)
         return e.first
 
-    def create(self, model: str, forecast_every: int | None = None, quantiles=None, drift: bool = False) -> str:
+    def create(self, model: str, forecast_every: int | None = None, quantiles=None, drift: bool = False,
+               forecast_every_s: float | None = None) -> str:
         f = self._forecaster(model)
-        s = f.stream(forecast_every=forecast_every, quantiles=quantiles, drift=bool(drift))
+        s = f.stream(forecast_every=forecast_every, quantiles=quantiles, drift=bool(drift),
+                     forecast_every_s=forecast_every_s)
         sid = secrets.token_urlsafe(12)
         with self._lock:
             self._make_room()

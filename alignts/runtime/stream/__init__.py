@@ -10,7 +10,8 @@
 
 Memory is O(L) per stream: the window is a ring buffer (:class:`alignts.kernels.stream.WindowStats`, which also
 keeps its count/mean/var/min/max in O(1) per point). ``update`` does O(1) work per point; forecasts run when
-asked or every ``forecast_every`` points: policy ``latest`` (default) runs one forecast per update call from the
+asked, every ``forecast_every`` points or every ``forecast_every_s`` seconds of the stream's own timestamps (the
+first point at or after each due time; every update must then carry timestamps): policy ``latest`` (default) runs one forecast per update call from the
 newest window and reports the due points it coalesced (``skipped``) and how far behind it ran (``lag``), policy
 ``every`` runs one per due point. No observation is ever dropped.
 

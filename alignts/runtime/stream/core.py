@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ POLICIES = ("latest", "every")
 
 @dataclass(frozen=True)
 class StreamForecast:
-    """One forecast a stream made because it fell due (``forecast_every``).
+    """One forecast a stream made because it fell due (``forecast_every`` points or ``forecast_every_s`` seconds).
 
     forecast:  the :class:`Forecast` (``[1, C, H]``, raw units) of the window ending at observation ``t``.
     t:         index of the window's last observation (0 = the stream's first); timestamp: its timestamp or None.
@@ -88,7 +89,7 @@ class Stream:
 
     def __init__(self, forecaster, n_channels: int | None = None, forecast_every: int | None = None,
                  policy: str = "latest", quantiles: Sequence[float] | None = None, kv: bool | None = None,
-                 drift: DriftConfig | bool | None = None):
+                 drift: DriftConfig | bool | None = None, forecast_every_s: float | None = None):
         from alignts.runtime.stream.engines import make_engine
 
         plan = forecaster.planned  # NotPlannedError before plan()
@@ -101,9 +102,18 @@ class Stream:
             raise InputError(f"n_channels={n_channels}: expected >= 1.")
         if forecast_every is not None and int(forecast_every) < 1:
             raise InputError(f"forecast_every={forecast_every}: expected an integer >= 1 (points) or None.")
+        if forecast_every_s is not None:
+            if forecast_every is not None:
+                raise InputError("forecast_every (points) and forecast_every_s (seconds) are two cadences; pass one.")
+            if not (isinstance(forecast_every_s, (int, float)) and math.isfinite(forecast_every_s)
+                    and forecast_every_s > 0):
+                raise InputError(f"forecast_every_s={forecast_every_s!r}: expected seconds > 0 (of the stream's own "
+                                 "timestamps) or None.")
         if policy not in POLICIES:
             raise InputError(f"policy={policy!r}: expected one of {POLICIES}.")
         self.forecast_every = None if forecast_every is None else int(forecast_every)
+        self.forecast_every_s = None if forecast_every_s is None else float(forecast_every_s)
+        self.next_due_ts: float | None = None  # the time cadence's next due timestamp (set by the first point)
         self.policy = policy
         self.quantiles = forecaster._quantile_levels(quantiles)
         self.context_len = int(plan.context_len)
@@ -136,8 +146,8 @@ class Stream:
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.engine.describe(), "n_channels": self.n_channels, "context_len": self.context_len,
-                "horizon": self.horizon, "forecast_every": self.forecast_every, "policy": self.policy,
-                "n_seen": self.n_seen, "n_missing": self.n_missing, "n_forecasts": self.n_forecasts,
+                "horizon": self.horizon, "forecast_every": self.forecast_every,
+                "forecast_every_s": self.forecast_every_s, "policy": self.policy, "n_seen": self.n_seen, "n_missing": self.n_missing, "n_forecasts": self.n_forecasts,
                 "n_skipped": self.n_skipped, "drift_events": self.drift.n_events if self.drift else None,
                 "correcting": bool(self.drift and self.drift.correcting())}
 
@@ -166,38 +176,60 @@ class Stream:
                 raise InputError(f"timestamp {float(ts[i])!r} of point {i} is not after the previous one ({float(prev[i])!r}); "
                                  "expected strictly increasing timestamps. Nothing of this update was applied. "
                                  "Fix: drop duplicated or late points, or start a new stream.")
+        elif self.forecast_every_s is not None:
+            raise InputError(f"this stream forecasts every {self.forecast_every_s:g} s of its timestamps, and this "
+                             "update has none. Nothing of it was applied. Fix: pass timestamps= with every update "
+                             "(or use forecast_every=k points).")
         return a, ts
+
+    def _due_points(self, n0: int, k: int, ts: np.ndarray | None) -> tuple[list[int], float | None]:
+        """Indices of the points of this update at which a forecast falls due, and the next due timestamp.
+
+        Points cadence: every ``forecast_every``-th point. Time cadence: the first point at or after each due time
+        (the first point of the stream sets the first due time ``forecast_every_s`` later); a gap longer than the
+        cadence gives one forecast, at its first point, and the due times go on from the cadence's grid."""
+        if self.forecast_every is not None:
+            e = self.forecast_every
+            return [t for t in range(n0, n0 + k) if (t + 1) % e == 0], None
+        if self.forecast_every_s is None:
+            return [], None
+        step, nxt, due = self.forecast_every_s, self.next_due_ts, []
+        for i, t in enumerate(ts):
+            if nxt is None:
+                nxt = float(t) + step
+            elif t >= nxt:
+                due.append(n0 + i)
+                nxt += step * (math.floor((t - nxt) / step) + 1)
+        return due, nxt
 
     def update(self, values: Any, timestamps: Any = None) -> list[StreamForecast]:
         """Add ``values`` ([C]: one point, or [k, C]: k points, oldest first; NaN = missing) with optional
         ``timestamps`` (k of them, strictly increasing). O(1) work per point besides the forecasts that fall
-        due (``forecast_every``); returns those forecasts (empty without a cadence).
+        due (``forecast_every`` / ``forecast_every_s``); returns those forecasts (empty without a cadence).
 
-        Errors (nothing of the update is applied): wrong shape or channel count (ShapeError), inf, or a
-        timestamp that is not after the previous one (InputError)."""
+        Errors (nothing of the update is applied): wrong shape or channel count (ShapeError), inf, a
+        timestamp that is not after the previous one, or no timestamps under a time cadence (InputError)."""
         a, ts = self._points(values, timestamps)
         out: list[StreamForecast] = []
         with self._lock:
             k = a.shape[0]
             n0 = self.n_seen
-            every = self.forecast_every
-            if every is None:
-                self._ingest(a, n0)
+            due, next_due = self._due_points(n0, k, ts)
+            if self.forecast_every_s is not None:
+                self.next_due_ts = next_due
+            if self.policy == "every":
+                start = n0
+                for t in due:
+                    self._ingest(a[start - n0:t + 1 - n0], start)
+                    start = t + 1
+                    out.append(self._due(t, ts, n0, lag=0, skipped=0))
+                self._ingest(a[start - n0:], start)
             else:
-                due = [t for t in range(n0, n0 + k) if (t + 1) % every == 0]
-                if self.policy == "every":
-                    start = n0
-                    for t in due:
-                        self._ingest(a[start - n0:t + 1 - n0], start)
-                        start = t + 1
-                        out.append(self._due(t, ts, n0, lag=0, skipped=0))
-                    self._ingest(a[start - n0:], start)
-                else:
-                    self._ingest(a, n0)
-                    if due:
-                        t_end = n0 + k - 1
-                        self.n_skipped += len(due) - 1
-                        out.append(self._due(t_end, ts, n0, lag=t_end - due[0], skipped=len(due) - 1))
+                self._ingest(a, n0)
+                if due:
+                    t_end = n0 + k - 1
+                    self.n_skipped += len(due) - 1
+                    out.append(self._due(t_end, ts, n0, lag=t_end - due[0], skipped=len(due) - 1))
             if ts is not None:
                 self.last_timestamp = float(ts[-1])
         return out
@@ -273,7 +305,8 @@ class Stream:
         engine's state (Injective KV: the frozen scalers and the KV cache of every channel, so the resumed stream
         forecasts exactly what this one would)."""
         with self._lock:
-            meta = {**self._identity(), "forecast_every": self.forecast_every, "policy": self.policy,
+            meta = {**self._identity(), "forecast_every": self.forecast_every,
+                    "forecast_every_s": self.forecast_every_s, "next_due_ts": self.next_due_ts, "policy": self.policy,
                     "quantiles": list(self.quantiles) if self.quantiles else None, "n_missing": self.n_missing,
                     "n_forecasts": self.n_forecasts, "n_skipped": self.n_skipped,
                     "last_timestamp": self.last_timestamp}
@@ -311,7 +344,8 @@ class Stream:
         drift = DriftConfig(**meta["drift"]["config"]) if "drift" in meta else None
         try:
             s = cls(forecaster, n_channels=meta["n_channels"], forecast_every=meta["forecast_every"],
-                    policy=meta["policy"], quantiles=meta["quantiles"], kv=meta["engine"] != "window", drift=drift)
+                    policy=meta["policy"], quantiles=meta["quantiles"], kv=meta["engine"] != "window", drift=drift,
+                    forecast_every_s=meta.get("forecast_every_s"))
         except KeyError as e:
             raise ArtifactError(f"stream state lacks {e}; it was not written by Stream.state().") from None
         mine = s._identity()
@@ -330,5 +364,6 @@ class Stream:
             s.drift = DriftMonitor.from_state(meta["drift"], pick("drift."))
         s.n_missing, s.n_forecasts, s.n_skipped = (int(meta[k]) for k in ("n_missing", "n_forecasts", "n_skipped"))
         s.last_timestamp = meta["last_timestamp"]
+        s.next_due_ts = meta.get("next_due_ts")
         s.engine.load_state(meta["engine_state"], pick("engine."), s.stats)
         return s
