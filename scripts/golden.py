@@ -137,15 +137,19 @@ TABLES = [
 ]
 
 
-def golden_digits() -> Golden:
-    rng = np.random.default_rng(104)
-    g = Golden("digits")
+def _add_tables(g: Golden) -> None:
     for k, t in enumerate(TABLES):
         g.add(f"t{k}.digits", t.digit_ids)
         g.add(f"t{k}.vsep", np.asarray(t.value_sep, dtype=np.int64))
         g.add(f"t{k}.dsep", np.asarray(t.digit_sep, dtype=np.int64))
         g.add(f"t{k}.minus", t.minus_id)
         g.add(f"t{k}.end", np.asarray(t.end_ids, dtype=np.int64))
+
+
+def golden_digits() -> Golden:
+    rng = np.random.default_rng(104)
+    g = Golden("digits")
+    _add_tables(g)
     # encode then decode: table, precision, values
     x0 = rng.normal(size=(4, 30)) * np.array([[0.5], [3.0], [100.0], [1e-3]])
     x0[0, :3] = [0.0, -0.0, 0.0004]
@@ -276,6 +280,24 @@ def golden_stream() -> Golden:
     g.add("ph.params", params)
     g.add("ph.alarms", alarms.astype(np.int64))
     g.add("ph.state", state)
+    # incremental patching: a ring of K=4 patches of P=5, stride 2, fed in chunks (NaN kept)
+    ring = np.full((3, 4, 5), np.nan)
+    t = 0
+    for k in chunks:
+        stream.patch_push(ring, x[t:t + k], t, 2)
+        t += k
+    g.add("pp.params", [4, 5, 2])
+    g.add("pp.ring", ring)
+    # digits under a frozen scaler (values beyond +-lim clipped; negative values; both tables)
+    z = np.concatenate([rng.normal(size=40) * 30 + 5, [1e6, -1e6, 5.0, 4.9996]])
+    for k, (tk, p, off, sc, lim) in enumerate([(0, 3, 5.0, 7.5, 50.0), (1, 2, -3.0, 0.25, 1e4)]):
+        ids, lengths = stream.encode_fixed(z, off, sc, lim, TABLES[tk], p)
+        g.add(f"ef{k}.params", [tk, p])
+        g.add(f"ef{k}.scaler", [off, sc, lim])
+        g.add(f"ef{k}.ids", ids)
+        g.add(f"ef{k}.lengths", lengths)
+    g.add("ef.x", z)
+    _add_tables(g)
     return g
 
 

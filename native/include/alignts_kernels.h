@@ -161,6 +161,21 @@ int at_window_push(double *buf, size_t n_ch, size_t w, int64_t *seen, const doub
 int at_page_hinkley(const double *x, size_t k, size_t n_ch, double *state, double delta, double threshold,
                     double alpha, double min_n, uint8_t *alarms);
 
+/* Incremental patching: write k points x [k, n_ch] (row-major, NaN kept) seen at times t0..t0+k-1 into the patch
+ * ring [n_ch, k_ring, p_len]: patch j (times j*stride .. j*stride+p_len-1) lives in slot j % k_ring. Each point
+ * goes to every patch that covers it: O(k * n_ch * p_len / stride). stride in 1..p_len, t0 >= 0.
+ * AT_ERR_NONFINITE for inf (nothing written). */
+int at_patch_push(double *ring, size_t n_ch, size_t k_ring, size_t p_len, const double *x, size_t k, int64_t t0,
+                  size_t stride);
+
+/* Digits of new values under a frozen LLMTime scaler: z = clip((x - offset) / scale, -lim, lim), then each z as
+ * at_encode_digits writes one value: (minus) digits of floor(|z| * 10^precision), digit_sep between digits,
+ * value_sep after. ids receives every value's ids back to back (*n_ids in all), lengths [k] the ids per value.
+ * scale > 0, 0 < lim < 1e15, lim * 10^precision < 1e18, precision 0..15; AT_ERR_NONFINITE for NaN/inf in x,
+ * AT_ERR_SPACE when cap ids are too few (at most k * (20 + 18 * n_digit_sep + n_value_sep) are needed). */
+int at_encode_fixed(const double *x, size_t k, double offset, double scale, double lim, int precision,
+                    const at_codec_table *table, int64_t *ids, size_t cap, int64_t *lengths, size_t *n_ids);
+
 #ifdef __cplusplus
 }
 #endif

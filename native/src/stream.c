@@ -114,3 +114,69 @@ int at_page_hinkley(const double *x, size_t k, size_t n_ch, double *state, doubl
         }
     return AT_OK;
 }
+
+int at_patch_push(double *ring, size_t n_ch, size_t k_ring, size_t p_len, const double *x, size_t k, int64_t t0,
+                  size_t stride) {
+    size_t i, c;
+    if (!ring || (!x && k) || n_ch == 0 || k_ring == 0 || p_len == 0 || stride == 0 || stride > p_len || t0 < 0)
+        return AT_ERR_ARG;
+    for (i = 0; i < k * n_ch; i++)
+        if (isinf(x[i])) return AT_ERR_NONFINITE;
+    for (i = 0; i < k; i++) {
+        const int64_t t = t0 + (int64_t)i, S = (int64_t)stride, P = (int64_t)p_len;
+        const int64_t j_hi = t / S, j_lo = t >= P ? (t - P + S) / S : 0; /* ceil((t - P + 1) / S) */
+        int64_t j;
+        for (j = j_lo; j <= j_hi; j++) {
+            const size_t slot = (size_t)(j % (int64_t)k_ring), off = (size_t)(t - j * S);
+            for (c = 0; c < n_ch; c++) ring[(c * k_ring + slot) * p_len + off] = x[i * n_ch + c];
+        }
+    }
+    return AT_OK;
+}
+
+int at_encode_fixed(const double *x, size_t k, double offset, double scale, double lim, int precision,
+                    const at_codec_table *table, int64_t *ids, size_t cap, int64_t *lengths, size_t *n_ids) {
+    size_t i, j, pos = 0;
+    double p_scale;
+    int rc;
+    if ((!x && k) || !table || !ids || (!lengths && k) || !n_ids || precision < 0 || precision > 15) return AT_ERR_ARG;
+    rc = at_codec_validate(table);
+    if (rc != AT_OK) return rc;
+    p_scale = pow(10.0, precision);
+    if (!isfinite(offset) || !isfinite(scale) || !(scale > 0) || !(lim > 0) || !(lim < 1e15) || lim * p_scale >= 1e18)
+        return AT_ERR_ARG;
+    for (i = 0; i < k; i++)
+        if (!isfinite(x[i])) return AT_ERR_NONFINITE;
+    for (i = 0; i < k; i++) {
+        double z = (x[i] - offset) / scale;
+        int64_t v, p10 = 10;
+        size_t nd = 1, need, q, d, start = pos;
+        if (z > lim)
+            z = lim;
+        else if (z < -lim)
+            z = -lim;
+        v = (int64_t)floor(fabs(z) * p_scale);
+        while (nd < 19 && v >= p10) {
+            nd++;
+            p10 *= 10;
+        }
+        need = (z < 0) + nd + (nd - 1) * table->n_digit_sep + table->n_value_sep;
+        if (pos + need > cap) return AT_ERR_SPACE;
+        if (z < 0) ids[pos++] = table->minus_id;
+        q = pos + nd + (nd - 1) * table->n_digit_sep; /* one past the last digit */
+        for (d = 0; d < nd; d++) {                    /* digits right to left, separators between */
+            if (d > 0) {
+                q -= table->n_digit_sep;
+                for (j = 0; j < table->n_digit_sep; j++) ids[q + j] = table->digit_sep[j];
+            }
+            ids[--q] = table->digit_ids[v % 10];
+            v /= 10;
+        }
+        pos += nd + (nd - 1) * table->n_digit_sep;
+        for (j = 0; j < table->n_value_sep; j++) ids[pos + j] = table->value_sep[j];
+        pos += table->n_value_sep;
+        lengths[i] = (int64_t)(pos - start);
+    }
+    *n_ids = pos;
+    return AT_OK;
+}

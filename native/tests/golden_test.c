@@ -249,6 +249,56 @@ static void test_stream(const gt_file *g) {
     cmp_i("stream.ph.alarms", al64, gt_i64(g, "ph.alarms"));
     cmp_f("stream.ph.state", state, gt_f64(g, "ph.state"));
     free(buf), free(mean), free(m2), free(q), free(iv), free(state), free(al), free(al64);
+    { /* incremental patching, fed in the same chunks */
+        const gt_array *pp = gt_i64(g, "pp.params");
+        const size_t K = (size_t)pp->i[0], P = (size_t)pp->i[1], S = (size_t)pp->i[2];
+        double *ring = malloc(C * K * P * sizeof(double));
+        for (i = 0; i < C * K * P; i++) ring[i] = NAN;
+        for (i = 0, t = 0; i < chunks->n; i++) {
+            check_rc("at_patch_push", at_patch_push(ring, C, K, P, x->f + t * C, (size_t)chunks->i[i], (int64_t)t, S));
+            t += (size_t)chunks->i[i];
+        }
+        cmp_f("stream.pp.ring", ring, gt_f64(g, "pp.ring"));
+        free(ring);
+    }
+    { /* digits under a frozen scaler, both tables */
+        const gt_array *z = gt_f64(g, "ef.x");
+        at_codec_table tables[2];
+        int k;
+        tables[0] = load_table(g, 0);
+        tables[1] = load_table(g, 1);
+        for (k = 0; k < 2; k++) {
+            char name[32], what[64];
+            const gt_array *prm, *sc, *want;
+            size_t cap = z->n * 40, n_ids = 0;
+            int64_t *ids = malloc(cap * sizeof(int64_t)), *lengths = malloc(z->n * sizeof(int64_t));
+            snprintf(name, sizeof(name), "ef%d.params", k);
+            prm = gt_i64(g, name);
+            snprintf(name, sizeof(name), "ef%d.scaler", k);
+            sc = gt_f64(g, name);
+            check_rc("at_encode_fixed", at_encode_fixed(z->f, z->n, sc->f[0], sc->f[1], sc->f[2], (int)prm->i[1],
+                                                        &tables[prm->i[0]], ids, cap, lengths, &n_ids));
+            snprintf(name, sizeof(name), "ef%d.ids", k);
+            want = gt_i64(g, name);
+            snprintf(what, sizeof(what), "stream.ef%d.n_ids", k);
+            if (n_ids != want->n) {
+                fprintf(stderr, "%s: %zu ids, expected %zu\n", what, n_ids, want->n);
+                failures++;
+            } else {
+                snprintf(what, sizeof(what), "stream.ef%d.ids", k);
+                cmp_i(what, ids, want);
+            }
+            snprintf(name, sizeof(name), "ef%d.lengths", k);
+            snprintf(what, sizeof(what), "stream.ef%d.lengths", k);
+            cmp_i(what, lengths, gt_i64(g, name));
+            if (at_encode_fixed(z->f, z->n, sc->f[0], sc->f[1], sc->f[2], (int)prm->i[1], &tables[prm->i[0]], ids,
+                                n_ids - 1, lengths, &n_ids) != AT_ERR_SPACE) {
+                fprintf(stderr, "stream.ef%d: one id too few was not AT_ERR_SPACE\n", k);
+                failures++;
+            }
+            free(ids), free(lengths);
+        }
+    }
 }
 
 int main(int argc, char **argv) {
