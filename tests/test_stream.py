@@ -232,7 +232,7 @@ def test_time_cadence_forecasts_at_the_first_point_after_each_due_time(tiny, tmp
     assert back.n_seen == 10
     with pytest.raises(InputError, match="pass one"):
         f.stream(forecast_every=3, forecast_every_s=10)
-    for bad in (0, -1.0, float("nan"), "10"):
+    for bad in (0, -1.0, float("nan"), "10", True):
         with pytest.raises(InputError, match="forecast_every_s"):
             f.stream(forecast_every_s=bad)
 

@@ -105,8 +105,8 @@ class Stream:
         if forecast_every_s is not None:
             if forecast_every is not None:
                 raise InputError("forecast_every (points) and forecast_every_s (seconds) are two cadences; pass one.")
-            if not (isinstance(forecast_every_s, (int, float)) and math.isfinite(forecast_every_s)
-                    and forecast_every_s > 0):
+            if (isinstance(forecast_every_s, bool) or not isinstance(forecast_every_s, (int, float))
+                    or not math.isfinite(forecast_every_s) or forecast_every_s <= 0):
                 raise InputError(f"forecast_every_s={forecast_every_s!r}: expected seconds > 0 (of the stream's own "
                                  "timestamps) or None.")
         if policy not in POLICIES:
@@ -147,7 +147,8 @@ class Stream:
     def describe(self) -> dict[str, Any]:
         return {"engine": self.engine.describe(), "n_channels": self.n_channels, "context_len": self.context_len,
                 "horizon": self.horizon, "forecast_every": self.forecast_every,
-                "forecast_every_s": self.forecast_every_s, "policy": self.policy, "n_seen": self.n_seen, "n_missing": self.n_missing, "n_forecasts": self.n_forecasts,
+                "forecast_every_s": self.forecast_every_s, "policy": self.policy, "n_seen": self.n_seen,
+                "n_missing": self.n_missing, "n_forecasts": self.n_forecasts,
                 "n_skipped": self.n_skipped, "drift_events": self.drift.n_events if self.drift else None,
                 "correcting": bool(self.drift and self.drift.correcting())}
 
