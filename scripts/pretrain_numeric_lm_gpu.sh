@@ -7,6 +7,9 @@
 #   b: the same model; 70% seasonal-profile, 30% TSMixup
 #   c, d: 90% / 70% seasonal-profile, 30% TSMixup, meant for a second stage started from a's or b's weights:
 #      RUNS="c d" scripts/pretrain_numeric_lm_gpu.sh OUT 4 --init B_DIR --lr 1e-3 --warmup 50
+#   e, f: a third stage from c's weights (session 5; both scored worse than c on tourism, not shipped): e keeps
+#      c's mix (90 % / 30 %), f goes to 95 % seasonal-profile, 15 % TSMixup:
+#      RUNS="e f" scripts/pretrain_numeric_lm_gpu.sh OUT 7.5 --init C_DIR --lr 6e-4 --warmup 50
 # Each writes OUT/<a|b>/weights-*.safetensors (HF GPT-2 names, fp32, shards < 16 MiB) + training.json, saved
 # every minute (a run cut short still leaves its last checkpoint), and OUT/<a|b>.log.
 # Then, where transformers + gguf (+ llama-cpp-python) are installed, export the one that scores better:
@@ -31,7 +34,8 @@ common=(train --device "$device" --workers "$workers" --threads 1 --seed 0 --ste
         --budget-minutes "$minutes" --width 256 --layers 6 --heads 8 --ctx 1024 --batch 128 --lr 2e-3
         --warmup 300 --weight-decay 0.1 --min-len 64 --max-len 320 --p-precision3 0.1)
 declare -A mix=([a]="--p-seasonal 0.45 --p-mixup 0.25" [b]="--p-seasonal 0.7 --p-mixup 0.3"
-                [c]="--p-seasonal 0.9 --p-mixup 0.3" [d]="--p-seasonal 0.7 --p-mixup 0.3")
+                [c]="--p-seasonal 0.9 --p-mixup 0.3" [d]="--p-seasonal 0.7 --p-mixup 0.3"
+                [e]="--p-seasonal 0.9 --p-mixup 0.3" [f]="--p-seasonal 0.95 --p-mixup 0.15")
 "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 pids=()

@@ -164,3 +164,26 @@ def test_default_bundle_forecasts_through_the_cli(tmp_path):
     assert (q[0.1] <= q[0.9]).all()
     assert main(["fit", "injective", "--out", str(out), "--description", "weekly flu"]) == 2  # exists already
     assert main(["fit", "injective", "--out", str(tmp_path / "c"), "--description", "weekly flu"]) == 2
+
+
+def test_zero_shot_bench_on_the_shared_data(tmp_path):
+    """`alignts bench injective BUNDLE --zero-shot DIR` on a small slice: both data sets scored beside seasonal
+    naive, the protocol's knobs (tourism context, temperature) recorded."""
+    pytest.importorskip("llama_cpp")
+    from conftest import shared_data
+
+    data = shared_data()
+    from alignts.cli import main
+
+    out = tmp_path / "b"
+    assert main(["fit", "injective", "--out", str(out), "--samples", "2"]) == 0
+    js = tmp_path / "zs.json"
+    assert main(["bench", "injective", str(out), "--zero-shot", str(data), "--samples", "2", "--max-series", "3",
+                 "--tourism-context", "40", "--temperature", "0.5", "--threads", "1", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    assert r["temperature"] == 0.5 and r["samples"] == 2
+    t = r["tourism_monthly"]
+    assert t["L"] == 40 and t["max_series"] == 3 and t["prompt_values_kept"] == 40
+    assert t["rows"]["injective"]["n_series"] == 3 and np.isfinite(t["rows"]["injective"]["mase"])
+    ili = r["national_illness"]
+    assert ili["n_channels"] == 7 and {"injective", "seasonal_naive", "last_value"} <= set(ili["rows"])

@@ -114,11 +114,13 @@ def _seasonal_naive(H: int, m: int):
 
 
 def zero_shot(bundle: str | Path, data_dir: str | Path, variant: str | None = None, samples: int = 20,
-              max_series: int = 60, ili_stride: int = 24, threads: int | None = 1, seed: int = 0) -> dict:
+              max_series: int = 60, ili_stride: int = 24, threads: int | None = 1, seed: int = 0,
+              tourism_context: int = 180, temperature: float | None = None) -> dict:
     """Zero-shot scores of an Injective bundle beside seasonal naive and last value, on subsamples of
     national_illness (test split windows, every ``ili_stride``-th, all 7 channels, L=104, H=24, standardized
     with train statistics, MASE with m=52 on each window's context) and Monash tourism monthly (the first
-    ``max_series`` series, the last 24 values held out, context up to 96, MASE m=12, data units)."""
+    ``max_series`` series, the last 24 values held out, context up to ``tourism_context`` values, MASE m=12, data
+    units). ``temperature``: the sampling temperature (None: the bundle's)."""
     import alignts.runtime as rt
     from alignts.data import load_data
     from alignts.data.splits import make_splits, sliding_windows
@@ -126,8 +128,9 @@ def zero_shot(bundle: str | Path, data_dir: str | Path, variant: str | None = No
 
     data_dir = Path(data_dir)
     f = rt.load(bundle)
-    f.set_sampling(n_samples=samples, seed=seed)
-    res: dict = {"bundle": str(bundle), "samples": samples, "seed": seed}
+    f.set_sampling(n_samples=samples, seed=seed, **({} if temperature is None else {"temperature": temperature}))
+    res: dict = {"bundle": str(bundle), "samples": samples, "seed": seed, "temperature": f.sampling.temperature,
+                 "top_p": f.sampling.top_p}
 
     # --- national_illness
     L, H, m = 104, 24, 52
@@ -154,7 +157,7 @@ def zero_shot(bundle: str | Path, data_dir: str | Path, variant: str | None = No
                                "prompt_values_kept": int(_values_kept(f, L))}
 
     # --- Monash tourism monthly
-    H, m, Lt = 24, 12, 96
+    H, m, Lt = 24, 12, int(tourism_context)
     f.plan(context_len=Lt, horizon=H, variant=variant, threads=threads)
     data = load_data(data_dir / "monash" / "tourism_monthly_dataset.tsf")
     t0 = time.perf_counter()

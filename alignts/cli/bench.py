@@ -37,6 +37,11 @@ def add_arguments(p):
                    help="with `injective BUNDLE`: score the bundle zero-shot on DATA_DIR's national_illness and "
                         "Monash tourism monthly")
     g.add_argument("--max-series", type=int, default=60, help="zero-shot: series per data set (default 60)")
+    g.add_argument("--tourism-context", type=int, default=180,
+                   help="zero-shot: tourism context, values at most (default 180, chosen on validation series by "
+                        "scripts/zero_shot_validation.py; the prompt keeps what fits the LM)")
+    g.add_argument("--temperature", type=float, default=None,
+                   help="zero-shot: sampling temperature (default: the bundle's)")
     g.add_argument("--samples", type=int, default=20, help="sampled continuations (default 20)")
     g.add_argument("--horizon", type=int, default=24, help="generated values per continuation (default 24)")
     g = p.add_argument_group("serve (alignts bench serve BUNDLE: the HTTP server under load, 127.0.0.1 only)")
@@ -155,7 +160,8 @@ def _run_injective(args) -> int:
                          "`alignts bench injective [MODEL.gguf]` or `alignts bench injective BUNDLE --zero-shot DIR`")
     if args.zero_shot:
         variant = args.variants.split(",")[0].strip() if args.variants else None
-        result = zero_shot(model, args.zero_shot, variant, args.samples, args.max_series, threads=args.threads or 1)
+        result = zero_shot(model, args.zero_shot, variant, args.samples, args.max_series, threads=args.threads or 1,
+                           tourism_context=args.tourism_context, temperature=args.temperature)
     else:
         path = model or str(Path(__file__).resolve().parents[1] / "assets" / "numeric_lm" / "numeric_lm-f16.gguf")
         result = bench_generation(path, args.samples, args.horizon, n_threads=args.threads, repeats=args.repeats)
