@@ -166,13 +166,11 @@ def test_default_bundle_forecasts_through_the_cli(tmp_path):
     assert main(["fit", "injective", "--out", str(tmp_path / "c"), "--description", "weekly flu"]) == 2
 
 
-def test_zero_shot_bench_on_the_shared_data(tmp_path):
+def test_zero_shot_bench_on_the_shared_data(tmp_path, shared_data):
     """`alignts bench injective BUNDLE --zero-shot DIR` on a small slice: both data sets scored beside seasonal
     naive, the protocol's knobs (tourism context, temperature) recorded."""
     pytest.importorskip("llama_cpp")
-    from conftest import shared_data
-
-    data = shared_data()
+    data = shared_data
     from alignts.cli import main
 
     out = tmp_path / "b"
