@@ -134,9 +134,10 @@ def start_server(bundle: str, cfg: ServeBenchConfig, batching: bool, workdir: Pa
     log = open(workdir / f"serve-{int(batching)}.log", "wb")
     env = dict(os.environ)
     env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
-    cpus = cfg.server_cpus
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env,
-                         preexec_fn=None if cpus is None else (lambda: os.sched_setaffinity(0, cpus)))
+    if cfg.server_cpus is not None:  # pin, then exec the server (affinity survives exec; no preexec_fn in threads)
+        args = [sys.executable, "-c", f"import os, sys; os.sched_setaffinity(0, {sorted(cfg.server_cpus)}); "
+                "os.execv(sys.argv[1], sys.argv[1:])", *args]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
     t0 = time.monotonic()
     while not ready.exists():
         if p.poll() is not None or time.monotonic() - t0 > 300:
