@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "alignts.h"
 #include "csv.h"
@@ -240,12 +239,6 @@ static void print_forecast(const forecast *f) {
     }
 }
 
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
-}
-
 static double g_t0, g_open_ms, g_plan_ms, g_forecast_ms;
 
 static void print_stats(const alignts_plan_info *info) {
@@ -272,9 +265,9 @@ static int run(const cli_options *o, alignts *h, forecast *f) {
     p.greedy = o->greedy;
     p.have_seed = o->have_seed;
     p.seed = o->seed;
-    g_t0 = now_ms();
+    g_t0 = rt_now_ms();
     if (alignts_plan(h, &p, &info) != ALIGNTS_OK) return rt_fail("%s", alignts_last_error(h));
-    g_plan_ms = now_ms() - g_t0;
+    g_plan_ms = rt_now_ms() - g_t0;
     if (csv_read(o->data, &t)) goto done;
     if (pick_series(o, &t, &info, &f->names, &n)) goto done;
     if ((long)n > info.max_series) { /* Injective, several series: one call for all of them */
@@ -309,13 +302,13 @@ static int run(const cli_options *o, alignts *h, forecast *f) {
     f->first_step = t.n_rows;
     if (!(f->values = (double *)rt_malloc(n * f->horizon * sizeof(double)))) goto done;
     /* Internal / Bridging: one batch of the model's C channels; Injective: n series of one channel each */
-    g_t0 = now_ms();
+    g_t0 = rt_now_ms();
     if (alignts_forecast(h, x, info.n_channels ? 1 : n, info.n_channels ? n : 1, L, f->values, NULL, 0, NULL) !=
         ALIGNTS_OK) {
         rt_fail("%s", alignts_last_error(h));
         goto done;
     }
-    g_forecast_ms = now_ms() - g_t0;
+    g_forecast_ms = rt_now_ms() - g_t0;
     if (o->stats) print_stats(&info);
     print_forecast(f);
     if (fflush(stdout) != 0) {
@@ -423,12 +416,12 @@ int main(int argc, char **argv) {
     ao.n_threads = o.threads;
     ao.verbose = o.verbose;
     ao.log = log_line;
-    g_t0 = now_ms();
+    g_t0 = rt_now_ms();
     if (alignts_open(o.bundle_dir, &ao, &h) != ALIGNTS_OK) {
         rt_fail("%s", alignts_last_error(h));
         goto done;
     }
-    g_open_ms = now_ms() - g_t0;
+    g_open_ms = rt_now_ms() - g_t0;
     if (o.stream) {
         alignts_plan_params p;
         alignts_plan_params_init(&p);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,4 +119,10 @@ void rt_format_double(double x, char *buf, size_t size) {
         snprintf(buf, size, "%.*g", p, x);
         if (strtod(buf, NULL) == x) return;
     }
+}
+
+double rt_now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
 }

@@ -54,6 +54,9 @@ char *rt_join(const char *dir, const char *rel);
 /* Shortest "%.{p}g" (p = 1..17) that reads back as exactly x (Python's repr digits). buf >= 32 chars. */
 void rt_format_double(double x, char *buf, size_t size);
 
+/* Milliseconds on the monotonic clock (for durations). */
+double rt_now_ms(void);
+
 #ifdef __cplusplus
 }
 #endif

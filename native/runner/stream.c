@@ -17,7 +17,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
 
@@ -373,17 +372,11 @@ static void print_rows(const double *v, size_t C, size_t H, size_t stride, size_
     fputc(']', stdout);
 }
 
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
-}
-
 /* Forecast from the window ending at point seen-1 and write its JSON line. 0, or -1 when stdout fails (a
  * forecast that cannot be made is reported on stderr and counted). */
 static int emit(stream *s, const reader *rd, long long line_no, int has_ts, double ts, long long lag, long long skipped) {
     const size_t C = s->C, H = s->H;
-    const double t0 = now_ms();
+    const double t0 = rt_now_ms();
     const long long t = (long long)alignts_stream_count(s->st) - 1;
     size_t i;
     char buf[40];
@@ -420,7 +413,7 @@ static int emit(stream *s, const reader *rd, long long line_no, int has_ts, doub
         fputc('}', stdout);
     }
     printf(", \"lag\": %lld, \"skipped\": %lld, \"backlog\": %zu, \"drift\": [], \"reanchored\": false, "
-           "\"latency_ms\": %.3f, \"line\": %lld}\n", lag, skipped, backlog(rd), now_ms() - t0, line_no);
+           "\"latency_ms\": %.3f, \"line\": %lld}\n", lag, skipped, backlog(rd), rt_now_ms() - t0, line_no);
     s->n_forecasts++;
     if (fflush(stdout) != 0) return rt_fail("cannot write the forecast to stdout: %s", strerror(errno));
     return 0;
