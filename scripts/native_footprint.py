@@ -7,7 +7,7 @@ aarch64` has built it, the RSS under qemu-aarch64.
 BUILD: the root CMake build with ALIGNTS_BUILD_RUNNER=ON (build/native); CASES: scripts/native_cases.py's folder
 (the tiny bundles and data.csv). Each run is `alignts-run BUNDLE --data CASES/data.csv --threads 1 --stats`, 5
 times; the table gives medians. Start-up = alignts_open + alignts_plan (manifest, sha256 of every file read,
-llama.cpp model + context), page cache warm. Peak RSS = getrusage's ru_maxrss at the end of the run. Writes
+llama.cpp model + context), page cache warm. Peak RSS = the process's VmHWM at the end of the run. Writes
 BUILD/footprint.json and prints the markdown table.
 """
 

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "alignts.h"
 #include "csv.h"
@@ -242,12 +241,10 @@ static void print_forecast(const forecast *f) {
 static double g_t0, g_open_ms, g_plan_ms, g_forecast_ms;
 
 static void print_stats(const alignts_plan_info *info) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
     fprintf(stderr, "{\"paradigm\": \"%s\", \"variant\": \"%s\", \"open_ms\": %.3f, \"plan_ms\": %.3f, "
             "\"forecast_ms\": %.3f, \"workspace_bytes\": %zu, \"model_bytes\": %zu, \"kv_bytes\": %zu, "
             "\"table_bytes\": %zu, \"peak_rss_kib\": %ld}\n", info->paradigm, info->variant, g_open_ms, g_plan_ms,
-            g_forecast_ms, info->workspace_bytes, info->model_bytes, info->kv_bytes, info->table_bytes, ru.ru_maxrss);
+            g_forecast_ms, info->workspace_bytes, info->model_bytes, info->kv_bytes, info->table_bytes, rt_peak_rss_kib());
 }
 
 static int run(const cli_options *o, alignts *h, forecast *f) {

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -125,4 +126,18 @@ double rt_now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+long rt_peak_rss_kib(void) {
+    struct rusage ru;
+    char line[128];
+    long kib = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "VmHWM:", 6)) kib = strtol(line + 6, NULL, 10);
+        fclose(f);
+    }
+    if (kib < 0 && getrusage(RUSAGE_SELF, &ru) == 0) kib = ru.ru_maxrss;
+    return kib;
 }

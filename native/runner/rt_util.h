@@ -57,6 +57,10 @@ void rt_format_double(double x, char *buf, size_t size);
 /* Milliseconds on the monotonic clock (for durations). */
 double rt_now_ms(void);
 
+/* Peak resident memory of this process in KiB: Linux's VmHWM (of this program's address space; getrusage's
+ * ru_maxrss keeps the parent's peak across fork + exec), else ru_maxrss; -1 if neither is known. */
+long rt_peak_rss_kib(void);
+
 #ifdef __cplusplus
 }
 #endif

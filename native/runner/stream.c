@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/resource.h>
 #include <unistd.h>
 #include <fcntl.h>
 
@@ -510,22 +509,6 @@ done:
     return rc;
 }
 
-/* Peak resident memory of this process in KiB: Linux's VmHWM (of this program's address space; getrusage's
- * ru_maxrss keeps the parent's peak across fork + exec), else ru_maxrss. */
-static long peak_rss_kib(void) {
-    struct rusage ru;
-    char line[128];
-    long kib = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f) {
-        while (fgets(line, sizeof line, f))
-            if (!strncmp(line, "VmHWM:", 6)) kib = strtol(line + 6, NULL, 10);
-        fclose(f);
-    }
-    if (kib < 0 && getrusage(RUSAGE_SELF, &ru) == 0) kib = ru.ru_maxrss;
-    return kib;
-}
-
 int stream_run(alignts *h, alignts_plan_params *p, const stream_options *o) {
     static const double default_levels[] = {0.1, 0.5, 0.9};
     alignts_plan_info info;
@@ -576,7 +559,7 @@ int stream_run(alignts *h, alignts_plan_params *p, const stream_options *o) {
 done:
     fprintf(stderr, "alignts-run: %lld points, %lld forecasts, %lld bad lines skipped, %lld missing values, %lld due "
             "forecasts coalesced, %lld forecasts failed; peak RSS %ld KiB\n", s.n_points, s.n_forecasts, s.n_bad,
-            s.n_missing, s.n_coalesced, s.n_failed, peak_rss_kib());
+            s.n_missing, s.n_coalesced, s.n_failed, rt_peak_rss_kib());
     free(rd);
     stream_free(&s);
     return rc;
