@@ -15,66 +15,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import alignts.runtime as rt  # noqa: E402
-from alignts.data import load_data  # noqa: E402
-from alignts.data.series import fill_missing  # noqa: E402
-from alignts.data.splits import make_splits, sliding_windows  # noqa: E402
-from alignts.eval.metrics import mase_scale  # noqa: E402
+from alignts.bench.injective import ili_scores, tourism_scores  # noqa: E402
 
 
-def tourism(f, data_dir: Path, configs: list[tuple[float, int]], first: int = 60, last: int = 160) -> dict:
-    data = load_data(data_dir / "monash" / "tourism_monthly_dataset.tsf")
-    H, m = 24, 12
-    hist, target, scale = [], [], []
-    for i in range(first, min(last, data.n_channels)):
-        s = data.series(i)
-        if s.size <= H or np.isnan(s[-H:]).any():
-            continue
-        hist.append(fill_missing(s[:-H]))
-        target.append(s[-H:])
-        scale.append(mase_scale(s[:-H], m))
-    target, scale = np.array(target), np.array(scale)
-
-    def mase(p):
-        return float((np.abs(p - target).mean(1) / scale).mean())
-
-    out = {"series": [first, first + len(hist)], "seasonal_naive": mase(np.stack([h[-m:][np.arange(H) % m]
-                                                                                  for h in hist]))}
+def tourism(f, data_dir: Path, configs: list[tuple[float, int]], first: int = 60, n: int = 100) -> dict:
+    out: dict = {"series": [first, first + n]}
     for temp, L in configs:
         f.set_sampling(n_samples=20, seed=0, temperature=temp)
-        f.plan(context_len=L, horizon=H, threads=1)
-        t0 = time.perf_counter()
-        p = np.concatenate([f.forecast_series([h[-L:] for h in hist[b:b + 8]]) for b in range(0, len(hist), 8)])
-        out[f"t{temp}_L{L}"] = mase(p)
-        print(f"tourism t={temp} L={L}: MASE {mase(p):.4f} (seasonal naive {out['seasonal_naive']:.4f}, "
-              f"{time.perf_counter() - t0:.0f} s)", flush=True)
+        rows = tourism_scores(f, data_dir, L, n, first_series=first)["rows"]
+        out["seasonal_naive"] = rows["seasonal_naive"]["mase"]
+        out[f"t{temp}_L{L}"] = rows["injective"]["mase"]
+        print(f"tourism t={temp} L={L}: MASE {out[f't{temp}_L{L}']:.4f} (seasonal naive {out['seasonal_naive']:.4f}, "
+              f"{rows['injective']['seconds']:.0f} s)", flush=True)
     return out
 
 
 def ili(f, data_dir: Path, temps: list[float]) -> dict:
-    L, H, m = 104, 24, 52
-    sp = make_splits(load_data(data_dir / "national_illness" / "national_illness.csv"), L, H)
-    x, y = sliding_windows(sp.val, L, H, stride=4)
-    x = x.astype(np.float64)
-    scale = np.abs(x[..., m:] - x[..., :-m]).mean(-1)
-    ok = scale > 0
-
-    def mase(p):
-        return float((np.abs(p - y).mean(-1)[ok] / scale[ok]).mean())
-
-    out = {"windows": int(x.shape[0]), "channels": int(x.shape[1]), "seasonal_naive": mase(x[..., L - m:L - m + H])}
+    out: dict = {}
     for temp in temps:
         f.set_sampling(n_samples=20, seed=0, temperature=temp)
-        f.plan(context_len=L, horizon=H, threads=1)
-        out[f"t{temp}"] = mase(f.forecast_scaled(x))
+        r = ili_scores(f, data_dir, "val", stride=4)
+        out.update(windows=r["n_windows"], channels=r["n_channels"],
+                   seasonal_naive=r["rows"]["seasonal_naive"]["mase"])
+        out[f"t{temp}"] = r["rows"]["injective"]["mase"]
         print(f"ili (validation) t={temp}: MASE {out[f't{temp}']:.4f} (seasonal naive {out['seasonal_naive']:.4f})",
               flush=True)
     return out

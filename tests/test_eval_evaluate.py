@@ -112,6 +112,8 @@ def test_holdout_eval():
     assert rows["last_value"]["mae"] == pytest.approx(r["mae"])
     r2 = holdout_eval(pred, data, context_len=5, progress=False)
     assert r2["n_series"] == 2 and max(seen[-2:]) == 5
+    r3 = holdout_eval(pred, data, first_series=1, max_series=1, progress=False)  # a held-out slice: b alone
+    assert r3["n_series"] == 1 and seen[-1] == 6 and r3["mae"] == pytest.approx(2.5)
     with pytest.raises(ShapeError):
         holdout_eval(lambda hs: np.zeros((len(hs), 3)), data, progress=False)
 

@@ -106,70 +106,72 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
         model.close()
 
 
-def _seasonal_naive(H: int, m: int):
-    def f(hs):
-        return np.stack([h[h.size - (m if h.size >= m else 1) + np.arange(H) % (m if h.size >= m else 1)]
-                         for h in hs])
-    return f
+def ili_scores(f, data_dir: str | Path, split: str = "test", stride: int = 24, variant: str | None = None,
+               threads: int | None = 1) -> dict:
+    """national_illness windows of ``split`` (every ``stride``-th, all 7 channels, L=104, H=24, standardized with
+    train statistics) forecast by ``f`` beside seasonal naive and last value: MAE/MSE and MASE (m=52, each
+    window's in-sample seasonal naive error). Plans ``f`` (``variant``, ``threads``)."""
+    from alignts.data import load_data
+    from alignts.data.splits import make_splits, sliding_windows
+
+    L, H, m = 104, 24, 52
+    f.plan(context_len=L, horizon=H, variant=variant, threads=threads)
+    sp = make_splits(load_data(Path(data_dir) / "national_illness" / "national_illness.csv"), L, H)
+    x, y = sliding_windows(getattr(sp, split), L, H, stride=stride)  # [N, C, L], [N, C, H]
+    hist = x.astype(np.float64)
+    t0 = time.perf_counter()
+    pred = f.forecast_scaled(hist)
+    secs = time.perf_counter() - t0
+    scale = np.abs(hist[..., m:] - hist[..., :-m]).mean(-1)  # [N, C] in-sample seasonal naive error
+    ok = scale > 0
+    preds = {"injective": pred, "seasonal_naive": hist[..., L - m:L - m + H], "last_value": np.repeat(hist[..., -1:], H, -1)}
+    rows = {}
+    for name, p in preds.items():
+        err = np.abs(p - y).mean(-1)  # [N, C]
+        rows[name] = {"mae": float(err.mean()), "mse": float(((p - y) ** 2).mean()),
+                      "mase": float((err[ok] / scale[ok]).mean())}
+    rows["injective"]["seconds"] = secs
+    return {"rows": rows, "split": split, "n_windows": int(x.shape[0]), "n_channels": int(x.shape[1]), "L": L,
+            "H": H, "m": m, "stride": stride, "prompt_values_kept": int(_values_kept(f, L))}
+
+
+def tourism_scores(f, data_dir: str | Path, context: int, max_series: int | None, first_series: int = 0,
+                   variant: str | None = None, threads: int | None = 1) -> dict:
+    """Monash tourism monthly series ``first_series``.. (at most ``max_series``), the last 24 values held out,
+    forecast by ``f`` from up to ``context`` values beside seasonal naive and last value (``holdout_eval``: MAE in
+    the data's units, MASE m=12 on the whole history, sMAPE). Plans ``f`` (``variant``, ``threads``)."""
+    from alignts.data import load_data
+    from alignts.eval.evaluate import _last_value_histories, _seasonal_naive_histories, holdout_eval
+
+    H, m, L = 24, 12, int(context)
+    f.plan(context_len=L, horizon=H, variant=variant, threads=threads)
+    data = load_data(Path(data_dir) / "monash" / "tourism_monthly_dataset.tsf")
+    span = {"max_series": max_series, "first_series": first_series, "period": m, "progress": False}
+    t0 = time.perf_counter()
+    inj = holdout_eval(lambda hs: f.forecast_series(hs), data, H, context_len=L, batch_size=8, **span)
+    inj["seconds"] = time.perf_counter() - t0
+    rows = {"injective": inj, "seasonal_naive": holdout_eval(_seasonal_naive_histories(H, m), data, H, **span),
+            "last_value": holdout_eval(_last_value_histories(H), data, H, **span)}
+    return {"rows": rows, "L": L, "H": H, "m": m, "max_series": max_series, "first_series": first_series,
+            "prompt_values_kept": int(_values_kept(f, L))}
 
 
 def zero_shot(bundle: str | Path, data_dir: str | Path, variant: str | None = None, samples: int = 20,
               max_series: int = 60, ili_stride: int = 24, threads: int | None = 1, seed: int = 0,
               tourism_context: int = 180, temperature: float | None = None) -> dict:
     """Zero-shot scores of an Injective bundle beside seasonal naive and last value, on subsamples of
-    national_illness (test split windows, every ``ili_stride``-th, all 7 channels, L=104, H=24, standardized
-    with train statistics, MASE with m=52 on each window's context) and Monash tourism monthly (the first
-    ``max_series`` series, the last 24 values held out, context up to ``tourism_context`` values, MASE m=12, data
-    units). ``temperature``: the sampling temperature (None: the bundle's)."""
+    national_illness (:func:`ili_scores` on the test split, every ``ili_stride``-th window) and Monash tourism
+    monthly (:func:`tourism_scores`: the first ``max_series`` series, context up to ``tourism_context`` values).
+    ``temperature``: the sampling temperature (None: the bundle's)."""
     import alignts.runtime as rt
-    from alignts.data import load_data
-    from alignts.data.splits import make_splits, sliding_windows
-    from alignts.eval.evaluate import holdout_eval
 
-    data_dir = Path(data_dir)
     f = rt.load(bundle)
     f.set_sampling(n_samples=samples, seed=seed, **({} if temperature is None else {"temperature": temperature}))
     res: dict = {"bundle": str(bundle), "samples": samples, "seed": seed, "temperature": f.sampling.temperature,
                  "top_p": f.sampling.top_p}
-
-    # --- national_illness
-    L, H, m = 104, 24, 52
-    f.plan(context_len=L, horizon=H, variant=variant, threads=threads)
+    res["national_illness"] = ili_scores(f, data_dir, "test", ili_stride, variant, threads)
     res["variant"] = f.planned.variant
-    data = load_data(data_dir / "national_illness" / "national_illness.csv")
-    sp = make_splits(data, L, H)
-    x, y = sliding_windows(sp.test, L, H, stride=ili_stride)  # [N, C, L], [N, C, H]
-    t0 = time.perf_counter()
-    pred = f.forecast_scaled(x.astype(np.float64))
-    secs = time.perf_counter() - t0
-    hist = x.astype(np.float64)
-    scale = np.abs(hist[..., m:] - hist[..., :-m]).mean(-1)  # [N, C] in-sample seasonal naive error
-    preds = {"injective": pred, "seasonal_naive": hist[..., L - m:L - m + H], "last_value": np.repeat(hist[..., -1:], H, -1)}
-    rows = {}
-    for name, p in preds.items():
-        err = np.abs(p - y).mean(-1)  # [N, C]
-        ok = scale > 0
-        rows[name] = {"mae": float(err.mean()), "mse": float(((p - y) ** 2).mean()),
-                      "mase": float((err[ok] / scale[ok]).mean())}
-    rows["injective"]["seconds"] = secs
-    res["national_illness"] = {"rows": rows, "n_windows": int(x.shape[0]), "n_channels": int(x.shape[1]),
-                               "L": L, "H": H, "m": m, "stride": ili_stride,
-                               "prompt_values_kept": int(_values_kept(f, L))}
-
-    # --- Monash tourism monthly
-    H, m, Lt = 24, 12, int(tourism_context)
-    f.plan(context_len=Lt, horizon=H, variant=variant, threads=threads)
-    data = load_data(data_dir / "monash" / "tourism_monthly_dataset.tsf")
-    t0 = time.perf_counter()
-    inj = holdout_eval(lambda hs: f.forecast_series(hs), data, H, context_len=Lt, period=m, batch_size=8,
-                       progress=False, max_series=max_series)
-    inj["seconds"] = time.perf_counter() - t0
-    sn = holdout_eval(_seasonal_naive(H, m), data, H, period=m, progress=False, max_series=max_series)
-    lv = holdout_eval(lambda hs: np.stack([np.repeat(h[-1], H) for h in hs]), data, H, period=m, progress=False,
-                      max_series=max_series)
-    res["tourism_monthly"] = {"rows": {"injective": inj, "seasonal_naive": sn, "last_value": lv},
-                              "L": Lt, "H": H, "m": m, "max_series": max_series,
-                              "prompt_values_kept": int(_values_kept(f, Lt))}
+    res["tourism_monthly"] = tourism_scores(f, data_dir, tourism_context, max_series, 0, variant, threads)
     return res
 
 

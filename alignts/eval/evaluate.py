@@ -370,7 +370,7 @@ HistoryPredict = Callable[[list], object]  # list of [T_i] float64 histories -> 
 
 def holdout_eval(predict: HistoryPredict, data: TimeSeriesData, horizon: int | None = None,
                  context_len: int | None = None, period: int | None = None, batch_size: int = 64,
-                 progress: bool = True, max_series: int | None = None) -> dict:
+                 progress: bool = True, max_series: int | None = None, first_series: int = 0) -> dict:
     """Forecast the last ``horizon`` values of every series of a collection from the history before them.
 
     ``predict`` gets a list of 1-D float64 histories in the data's own units (leading padding removed,
@@ -378,7 +378,8 @@ def holdout_eval(predict: HistoryPredict, data: TimeSeriesData, horizon: int | N
     ``[B, H]``. ``horizon`` defaults to the dataset's own (Monash ``@horizon``); ``period`` (for MASE) to
     the seasonal period of its frequency. MASE uses each series' whole history for its scale (Monash
     convention); series whose target holds missing values, that are not longer than ``horizon``, or whose
-    scale is 0 are left out of the respective metric and counted.
+    scale is 0 are left out of the respective metric and counted. ``first_series`` / ``max_series``: score the
+    series from index ``first_series`` on, at most ``max_series`` of them (a held-out slice for validation).
 
     Returns ``dict(mae, mase, smape, n_series, n_skipped, n_mase_undefined, seconds, horizon, period)``;
     metrics are means over series.
@@ -389,7 +390,7 @@ def holdout_eval(predict: HistoryPredict, data: TimeSeriesData, horizon: int | N
     m = int(period) if period is not None else (seasonal_period(data.freq) if data.freq else 1)
     histories, targets, scales = [], [], []
     skipped = 0
-    for i in range(data.n_channels):
+    for i in range(first_series, data.n_channels):
         s = data.series(i)
         if s.size <= H or np.isnan(s[-H:]).any():
             skipped += 1
