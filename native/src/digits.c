@@ -81,6 +81,31 @@ static int check_args(const double *x, size_t n_series, size_t len, const at_cod
     return AT_OK;
 }
 
+/* Ids one value takes: (minus) + digits of floor(|x| * p_scale) + separators between them + value_sep. */
+static size_t value_len(double xv, double p_scale, const at_codec_table *t) {
+    size_t nd = (size_t)n_digits((int64_t)floor(fabs(xv) * p_scale));
+    return (xv < 0) + nd + (nd - 1) * t->n_digit_sep + t->n_value_sep;
+}
+
+/* Write one value's ids at out; returns how many (value_len). */
+static size_t write_value(double xv, double p_scale, const at_codec_table *t, int64_t *out) {
+    int64_t v = (int64_t)floor(fabs(xv) * p_scale);
+    size_t nd = (size_t)n_digits(v), k, j, step = 1 + t->n_digit_sep, pos = 0, q;
+    if (xv < 0) out[pos++] = t->minus_id;
+    /* digits from the last one backwards, each followed by the digit separators (but the last) */
+    q = pos + (nd - 1) * step;
+    for (k = 0; k < nd; k++) {
+        out[q] = t->digit_ids[v % 10];
+        v /= 10;
+        if (k > 0)
+            for (j = 0; j < t->n_digit_sep; j++) out[q + 1 + j] = t->digit_sep[j];
+        q -= step;
+    }
+    pos += nd + (nd - 1) * t->n_digit_sep;
+    for (j = 0; j < t->n_value_sep; j++) out[pos++] = t->value_sep[j];
+    return pos;
+}
+
 int at_encode_lengths(const double *x, size_t n_series, size_t len, const at_codec_table *table, int precision,
                       int64_t *lengths) {
     size_t s, t;
@@ -91,11 +116,7 @@ int at_encode_lengths(const double *x, size_t n_series, size_t len, const at_cod
     p_scale = pow(10.0, precision);
     for (s = 0; s < n_series; s++) {
         int64_t total = 0;
-        for (t = 0; t < len; t++) {
-            double xv = x[s * len + t];
-            int64_t nd = n_digits((int64_t)floor(fabs(xv) * p_scale));
-            total += nd + (nd - 1) * (int64_t)table->n_digit_sep + (int64_t)table->n_value_sep + (xv < 0);
-        }
+        for (t = 0; t < len; t++) total += (int64_t)value_len(x[s * len + t], p_scale, table);
         lengths[s] = total;
     }
     return AT_OK;
@@ -103,7 +124,7 @@ int at_encode_lengths(const double *x, size_t n_series, size_t len, const at_cod
 
 int at_encode_digits(const double *x, size_t n_series, size_t len, const at_codec_table *table, int precision,
                      int64_t *ids, size_t row_len, int64_t *lengths) {
-    size_t s, t, j;
+    size_t s, t;
     double p_scale;
     int rc = at_encode_lengths(x, n_series, len, table, precision, lengths);
     if (rc != AT_OK) return rc;
@@ -114,25 +135,36 @@ int at_encode_digits(const double *x, size_t n_series, size_t len, const at_code
     for (s = 0; s < n_series; s++) {
         int64_t *out = ids + s * row_len;
         size_t pos = 0;
-        for (t = 0; t < len; t++) {
-            double xv = x[s * len + t];
-            int64_t v = (int64_t)floor(fabs(xv) * p_scale);
-            size_t nd = (size_t)n_digits(v), k, step = 1 + table->n_digit_sep, q;
-            if (xv < 0) out[pos++] = table->minus_id;
-            /* digits from the last one backwards, each followed by the digit separators (but the last) */
-            q = pos + (nd - 1) * step;
-            for (k = 0; k < nd; k++) {
-                out[q] = table->digit_ids[v % 10];
-                v /= 10;
-                if (k > 0)
-                    for (j = 0; j < table->n_digit_sep; j++) out[q + 1 + j] = table->digit_sep[j];
-                q -= step;
-            }
-            pos += nd + (nd - 1) * table->n_digit_sep;
-            for (j = 0; j < table->n_value_sep; j++) out[pos++] = table->value_sep[j];
-        }
+        for (t = 0; t < len; t++) pos += write_value(x[s * len + t], p_scale, table, out + pos);
         for (; pos < row_len; pos++) out[pos] = -1;
     }
+    return AT_OK;
+}
+
+int at_encode_fixed(const double *x, size_t k, double offset, double scale, double lim, int precision,
+                    const at_codec_table *table, int64_t *ids, size_t cap, int64_t *lengths, size_t *n_ids) {
+    size_t i, pos = 0;
+    double p_scale;
+    int rc;
+    if ((!x && k) || !table || !ids || (!lengths && k) || !n_ids || precision < 0 || precision > 15) return AT_ERR_ARG;
+    rc = at_codec_validate(table);
+    if (rc != AT_OK) return rc;
+    p_scale = pow(10.0, precision);
+    if (!isfinite(offset) || !isfinite(scale) || !(scale > 0) || !(lim > 0) || !(lim < 1e15) || lim * p_scale >= 1e18)
+        return AT_ERR_ARG;
+    for (i = 0; i < k; i++)
+        if (!isfinite(x[i])) return AT_ERR_NONFINITE;
+    for (i = 0; i < k; i++) {
+        double z = (x[i] - offset) / scale;
+        if (z > lim)
+            z = lim;
+        else if (z < -lim)
+            z = -lim;
+        if (pos + value_len(z, p_scale, table) > cap) return AT_ERR_SPACE;
+        lengths[i] = (int64_t)write_value(z, p_scale, table, ids + pos);
+        pos += (size_t)lengths[i];
+    }
+    *n_ids = pos;
     return AT_OK;
 }
 
