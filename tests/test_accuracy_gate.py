@@ -261,7 +261,7 @@ def test_speed_report_checks_the_targets(fitted):
 
 
 def test_bridging_fit_judges_the_quantized_backbone_variants(tmp_path):
-    """The backbone bundle carries onnx-int8 (and gguf q8_0 / q4_0 beside gguf-f32); each adapter judges them on
+    """The backbone bundle carries onnx-int8 (and gguf bf16 / q8_0 / q4_0 beside gguf-f32); each adapter judges them on
     its own validation windows with the same gate: kept ones carry the record, the others are recorded out."""
     from tiny_bundles import bridging_bundle
 
@@ -269,16 +269,19 @@ def test_bridging_fit_judges_the_quantized_backbone_variants(tmp_path):
 
     b = bridging_bundle(tmp_path, DATA)
     m = read_manifest(b)
-    bb_names = [v.name for v in read_manifest(b / m.backbone["path"]).variants]
+    bb = read_manifest(b / m.backbone["path"]).variants
+    bb_names = [v.name for v in bb]
     assert bb_names[:1] == ["onnx-fp32"] and "onnx-int8" in bb_names
     if "gguf" in available_backends():
-        assert {"gguf-f32", "gguf-q8_0", "gguf-q4_0"} <= set(bb_names)
+        assert {"gguf-f32", "gguf-bf16", "gguf-q8_0", "gguf-q4_0"} <= set(bb_names)
+        # tiny-bert is an encoder: its reduced-precision GGUF forms run (and were validated) with flash attention
+        assert {v.name for v in bb if v.extra.get("flash_attn")} == {"gguf-bf16", "gguf-q8_0", "gguf-q4_0"}
     kept = [v.name for v in m.variants]
     rejected = m.training.get("gate_rejected", {})
     assert set(kept) | set(rejected) == set(bb_names) and not set(kept) & set(rejected)
     for v in m.variants:
         assert v.accuracy["reference"] == "onnx-fp32" and v.extra["backbone_variant"] == v.name
-        if v.dtype in ("int8", "q8_0", "q4_0"):
+        if v.dtype in ("int8", "bf16", "q8_0", "q4_0"):
             assert v.accuracy["passed"] is True and v.validation["tolerance"] is None
             assert np.isfinite(v.validation["pipeline_max_abs_diff"])
     for r in rejected.values():

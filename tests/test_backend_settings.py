@@ -135,13 +135,17 @@ def test_llama_params_follow_the_settings(numeric_bundle):
         assert (L.llama_n_batch(lm._ctx), L.llama_n_seq_max(lm._ctx)) == (32, 2)
         assert L.llama_n_ctx(lm._ctx) >= 128  # llama.cpp rounds the cell count up
         assert lm.context_params.type_k == lm.context_params.type_v == Q.F16
-        assert lm.settings == {"n_ctx": 64, "n_seq_max": 2, "n_batch": 32, "kv_type": "f16", "use_mmap": False}
+        assert lm.settings == {"n_ctx": 64, "n_seq_max": 2, "n_batch": 32, "kv_type": "f16", "use_mmap": False,
+                               "flash_attn": False}
+        assert lm.context_params.flash_attn_type == 0  # off unless asked: exact
         if hasattr(lm.model_params, "load_mode"):
             assert lm.model_params.load_mode == L.LLAMA_LOAD_MODE_NONE
         else:
             assert lm.model_params.use_mmap is False
     with LlamaCppModel(path, n_ctx=64, n_threads=1) as lm:  # defaults: f32 KV, llama.cpp maps the file
         assert lm.context_params.type_k == Q.F32 and lm.settings["use_mmap"] is True
+    with LlamaCppModel(path, n_ctx=64, n_threads=1, flash_attn=True) as lm:
+        assert lm.context_params.flash_attn_type == 1 and lm.settings["flash_attn"] is True
 
 
 def test_injective_plan_passes_kv_type_and_mmap_to_llama_cpp(numeric_bundle):

@@ -65,7 +65,7 @@ def test_manifest_points_to_backbone_by_hash(built):
     assert m.backbone["name"] == "bert:tiny-bert"
     bm = read_manifest(built.bb_path)
     assert bm.paradigm == "backbone"
-    gguf = {"backbone-f32.gguf", "backbone-q8_0.gguf", "backbone-q4_0.gguf"}  # where llama.cpp is installed
+    gguf = {"backbone-f32.gguf", "backbone-bf16.gguf", "backbone-q8_0.gguf", "backbone-q4_0.gguf"}  # with llama.cpp
     assert set(bm.files) - gguf == {"backbone.onnx", "backbone.int8.onnx", "word_embeddings.npy", "tokenizer.json"}
     # the adapter ships no vocabulary-sized matrix: only the adapter graph and the head (what the runtime reads),
     # and the trained torch tensors for the reference (prototypes [K, d], not the [V, K] mapping)

@@ -1,6 +1,7 @@
-"""The llama.cpp path's speed settings: grouped hidden states equal per-series ones, the planner's decode geometry,
-thread counts that reach llama.cpp (a poll-0 threadpool, fewer threads when the cores are busy), single-threaded
-BLAS around llama.cpp. Tiny random models (2 layers, width 64) written by the GGUF writer."""
+"""The llama.cpp path's speed settings: grouped hidden states equal per-series ones, the planner's decode geometry
+(larger encoder groups under flash attention), bf16 weights, thread counts that reach llama.cpp (a poll-0
+threadpool, fewer threads when the cores are busy), single-threaded BLAS around llama.cpp. Tiny random models
+(2 layers, width 64) written by the GGUF writer."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from alignts.runtime import threads as thr
-from alignts.runtime.budget import ENCODER_DECODE_TOKENS, LLAMA_N_BATCH, embedding_geometry
+from alignts.runtime.budget import ENCODER_DECODE_TOKENS, FLASH_DECODE_TOKENS, LLAMA_N_BATCH, embedding_geometry
 
 pytest.importorskip("llama_cpp")
 torch = pytest.importorskip("torch")
@@ -63,6 +64,63 @@ def test_geometry_encoder_groups_by_tokens_causal_fills_the_batch():
     for n in (1, 5, 22, 42, 96, 200):
         g, b = embedding_geometry(n, 1000, encoder=True)
         assert b == g * n and abs(b - ENCODER_DECODE_TOKENS) <= n
+        g, b = embedding_geometry(n, 1000, encoder=True, flash=True)  # flash attention skips the masked cells
+        assert b == g * n and abs(b - FLASH_DECODE_TOKENS) <= n
+    assert embedding_geometry(22, 56, encoder=True, flash=True) == (12, 264)
+    assert embedding_geometry(22, 7, encoder=True, flash=True) == (7, 154)
+    assert embedding_geometry(22, 56, encoder=False, flash=True) == embedding_geometry(22, 56, encoder=False)
+
+
+class _DecodeCounter:
+    """The llama.cpp module with llama_decode counted (LlamaCppModel._L)."""
+
+    def __init__(self, lib):
+        self._lib, self.calls = lib, 0
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+    def llama_decode(self, ctx, batch):
+        self.calls += 1
+        return self._lib.llama_decode(ctx, batch)
+
+
+def test_encoder_groups_follow_the_rule_and_flash_attention_stays_close(ggufs):
+    """An encoder opened with room for every series still decodes them in the rule's groups: ~64 tokens, ~256
+    with flash attention; flash attention (K/V cast to f16 by llama.cpp) stays close to the exact path."""
+    N, S = 30, 11
+    x = np.random.default_rng(2).standard_normal((S, N, D)).astype(np.float32)
+    got = {}
+    for flash, decodes in ((False, 6), (True, 2)):  # round(64 / 30) = 2 series a decode, round(256 / 30) = 9
+        with _model(ggufs["bert"], n_ctx=N, n_batch=S * N, n_seq_max=S, flash_attn=flash) as m:
+            m._L = spy = _DecodeCounter(m._L)
+            got[flash] = m.hidden_states(x)
+            assert spy.calls == decodes and m.settings["flash_attn"] is flash
+    scale = float(np.abs(got[False]).max())
+    assert 0 < float(np.abs(got[True] - got[False]).max()) < 2e-2 * scale
+
+
+def test_bf16_gguf_loads_and_stays_close(ggufs, tmp_path):
+    import gguf
+
+    from alignts.export.gguf_writer import write_gguf
+    from alignts.export.quantize import requantize_gguf
+
+    path = write_gguf(make_model("bert"), tmp_path / "bert.bf16.gguf", dtype="bf16")
+    again = tmp_path / "re.bf16.gguf"
+    assert requantize_gguf(ggufs["bert"], again, "bf16").get("bf16", 0) > 0
+    for p in (path, again):
+        types = {t.name: gguf.GGMLQuantizationType(int(t.tensor_type)).name for t in gguf.GGUFReader(str(p)).tensors}
+        assert types["blk.0.attn_q.weight"] == "BF16" and types["blk.0.attn_q.bias"] == "F32"
+        assert types["position_embd.weight"] == "F32"
+    x = np.random.default_rng(3).standard_normal((3, 9, D)).astype(np.float32)
+    with _model(ggufs["bert"], n_ctx=9, n_batch=27, n_seq_max=3) as m:
+        ref = m.hidden_states(x)
+    for p in (path, again):
+        with _model(p, n_ctx=9, n_batch=27, n_seq_max=3) as m:
+            got = m.hidden_states(x)
+        rel = float(np.abs(got - ref).max()) / float(np.abs(ref).max())
+        assert 0 < rel < 3e-2, rel
 
 
 def test_planner_carries_the_geometry_and_counts_its_memory():

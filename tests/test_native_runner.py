@@ -246,6 +246,26 @@ def test_internal_other_backbones(runner, csv, tmp_path, backbone):
     assert float(np.abs(parse(r.stdout)[["x", "y"]].to_numpy().T - want).max()) < 1e-4
 
 
+def test_internal_flash_attention_variant_within_1e4_of_python(runner, csv, tmp_path):
+    """A reduced-precision encoder variant (`alignts quantize --to bf16` on a BERT bundle) records flash attention;
+    both runtimes open llama.cpp with it and decode the same groups, so they agree as gguf-f32 does."""
+    from alignts.export.quantize import quantize_bundle
+    from alignts.runtime import load
+
+    bundle = _fit_internal(csv, tmp_path / "bert", "tiny-bert")
+    m, _ = quantize_bundle(bundle, ["bf16"], n_check=2, max_rel_mse_change=10.0)
+    assert m.variant("gguf-bf16").extra["flash_attn"] is True and not m.variant("gguf-f32").extra.get("flash_attn")
+    f = load(bundle)
+    f.plan(variant="gguf-bf16")
+    assert f._lm.settings["flash_attn"] is True
+    r = run(runner, bundle, "--data", csv, "--variant", "gguf-bf16")
+    assert r.returncode == 0, r.stderr
+    got = parse(r.stdout)[["x", "y"]].to_numpy().T
+    assert float(np.abs(got - _python_forecast(bundle, csv, variant="gguf-bf16")).max()) < 1e-4
+    exact = _python_forecast(bundle, csv, variant="gguf-f32")
+    assert 0 < float(np.abs(got - exact).max()) < 0.05 * float(np.abs(exact).max())
+
+
 # ---------------------------------------------------------------------------------------------- Bridging
 
 @pytest.fixture(scope="module")

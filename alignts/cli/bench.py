@@ -274,8 +274,10 @@ def run(args) -> int:
 def _run_speed(args) -> int:
     import os
 
-    # before torch / llama.cpp load libgomp: waiting OpenMP threads sleep instead of spinning, for torch and
-    # llama.cpp alike (a spinning wait on a shared 2-core machine costs either side many times its work)
+    # before torch loads libgomp: its waiting OpenMP threads sleep instead of spinning (a spinning wait on a shared
+    # 2-core machine costs the other side many times its work). scripts/setup builds llama.cpp without OpenMP, so
+    # this does not reach ggml, whose `omp barrier` after every graph node would sleep too (MiniLM, 2 threads: 37
+    # instead of 22 ms a forecast with an OpenMP build)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from alignts.bench.speed import run_speed, write_outputs
     from alignts.export.bundle import command_line

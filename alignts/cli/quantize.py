@@ -1,4 +1,4 @@
-"""`alignts quantize BUNDLE`: add quantized variants (ONNX int8, GGUF f16/q8_0/q4_0); Internal bundles keep
+"""`alignts quantize BUNDLE`: add quantized variants (ONNX int8, GGUF f16/bf16/q8_0/q4_0); Internal bundles keep
 only those within the accuracy gate (validation MSE change vs the fp32 variant, alignts.export.gate), the
 same gate `alignts fit` applies; the records go into the manifest."""
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 def add_arguments(p):
     p.add_argument("bundle", type=Path, help="bundle folder (manifest.json)")
-    p.add_argument("--to", default="int8,q8_0,q4_0",
+    p.add_argument("--to", default="int8,bf16,q8_0,q4_0",
                    help="comma-separated dtypes: int8 (ONNX, from onnx-fp32; Internal: dynamic and static QDQ, "
-                        "the better kept), f16, q8_0, q4_0 (GGUF, from gguf-f32), ort (an ORT-format twin of every "
+                        "the better kept), f16, bf16, q8_0, q4_0 (GGUF, from gguf-f32; Internal: run with flash attention), ort (an ORT-format twin of every "
                         "ONNX variant, with its required-operators config, for reduced onnxruntime builds; Internal "
-                        "bundles); default int8,q8_0,q4_0")
+                        "bundles); default int8,bf16,q8_0,q4_0")
     p.add_argument("--data", default=None,
                    help="data the bundle was fitted on, for the gate's validation windows and the static int8 "
                         "calibration (default: the manifest's training.data)")

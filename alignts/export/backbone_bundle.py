@@ -7,7 +7,9 @@ Bundle contents:
 - ``tokenizer.json``: the backbone's own tokenizer (tiny test presets, which have none, get a small
   word-level tokenizer over the prompt vocabulary, see :func:`tiny_tokenizer_json`);
 - quantized forms of the same weights: ``backbone.int8.onnx`` (dynamic int8, ``onnx-int8``) and, beside
-  ``backbone-f32.gguf``, ``backbone-q8_0.gguf`` / ``backbone-q4_0.gguf``; their max abs diff vs torch is recorded,
+  ``backbone-f32.gguf``, ``backbone-bf16.gguf`` / ``backbone-q8_0.gguf`` / ``backbone-q4_0.gguf`` (an encoder's
+  run with flash attention, ``extra.flash_attn``: see ``alignts.export.quantize.FLASH_ATTN_DTYPES``); their max
+  abs diff vs torch is recorded,
   not enforced: each adapter bundle judges them on its own validation windows (the accuracy gate,
   ``alignts.export.gate``) and lists only those within it. Static int8 needs data, and a backbone is shared by
   adapters of any data: it is not built here.
@@ -36,13 +38,14 @@ log = logging.getLogger(__name__)
 ONNX_NAME = "backbone.onnx"
 ONNX_INT8_NAME = "backbone.int8.onnx"
 GGUF_NAME = "backbone-f32.gguf"
-GGUF_QUANTIZED = ("q8_0", "q4_0")
+GGUF_QUANTIZED = ("bf16", "q8_0", "q4_0")
 # llama.cpp (f32 weights, f32 KV cache) vs torch, relative to max |hidden|: its GELU is the tanh form through an
 # f16 table, so BERT differs by ~3.5e-4 of the hidden scale on 2 MiniLM layers (2.6e-3 absolute, 0.024 on 6).
 GGUF_REL_TOL = 5e-3
 TABLE_NAME = "word_embeddings.npy"
 TOKENIZER_NAME = "tokenizer.json"
-KEY_VERSION = 3  # bump when the export itself changes, so stores do not reuse stale bundles (3: quantized variants)
+KEY_VERSION = 4  # bump when the export itself changes, so stores do not reuse stale bundles (3: quantized variants,
+# 4: gguf-bf16 and flash attention on the reduced-precision encoder variants)
 
 _TINY_WORDS = ("dataset description task forecast the next steps given previous information input statistics "
                "min max median value trend of is upward downward top lags are a an time series data hourly "
@@ -148,14 +151,15 @@ def _gguf_diff(path: Path, module, shapes, gen, d: int, kw: dict) -> tuple[float
     return worst, rel, top
 
 
-def _quantized(tmp: Path, variants: list, module, shapes, gen, d: int) -> list:
-    """onnx-int8 (dynamic) and, where gguf-f32 exists, gguf-q8_0 / gguf-q4_0 of the same weights, each with its
-    max abs diff vs torch recorded (finite outputs required; the accuracy gate of each adapter decides)."""
+def _quantized(tmp: Path, variants: list, module, shapes, gen, d: int, encoder: bool) -> list:
+    """onnx-int8 (dynamic) and, where gguf-f32 exists, gguf-bf16 / q8_0 / q4_0 of the same weights (with flash
+    attention on an encoder), each with its max abs diff vs torch recorded (finite outputs required; the accuracy
+    gate of each adapter decides)."""
     import torch
 
     from alignts.errors import ValidationError
     from alignts.export.onnx_export import quantize_int8, validate_onnx
-    from alignts.export.quantize import requantize_gguf
+    from alignts.export.quantize import FLASH_ATTN_DTYPES, requantize_gguf
 
     out = []
     fp32 = variants[0]
@@ -172,13 +176,14 @@ def _quantized(tmp: Path, variants: list, module, shapes, gen, d: int) -> list:
     for dt in GGUF_QUANTIZED if f32 is not None else ():
         name = GGUF_NAME.replace("f32", dt)
         requantize_gguf(tmp / GGUF_NAME, tmp / name, dt)
-        worst, rel, _ = _gguf_diff(tmp / name, module, shapes, gen, d, dict(f32.extra))
+        kw = dict(f32.extra, flash_attn=True) if encoder and dt in FLASH_ATTN_DTYPES else dict(f32.extra)
+        worst, rel, _ = _gguf_diff(tmp / name, module, shapes, gen, d, kw)
         if not np.isfinite(worst):
             raise ValidationError(f"backbone {name}: llama.cpp returns non-finite hidden states; expected a usable "
                                   "quantized backbone.")
         out.append(variant_record(tmp, f"gguf-{dt}", "gguf", dt, [name], inputs=f32.inputs, outputs=f32.outputs,
                                   validation=validation_record(worst, None, len(shapes), relative_max_abs_diff=rel),
-                                  extra=dict(f32.extra)))
+                                  extra=kw))
     return out
 
 
@@ -225,7 +230,7 @@ def export_backbone_bundle(backbone, out: str | os.PathLike, *, tol: float = 1e-
                 variants.append(gv)
             else:
                 log.warning("backbone gguf-f32 variant skipped: %s", skipped)
-        variants.extend(_quantized(tmp, variants, module, shapes, gen, d))
+        variants.extend(_quantized(tmp, variants, module, shapes, gen, d, encoder=not backbone.causal))
         finish_bundle(
             tmp, paradigm="backbone", architecture=backbone.name, variants=variants,
             extra_files=[TABLE_NAME, TOKENIZER_NAME],

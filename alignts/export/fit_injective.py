@@ -161,7 +161,7 @@ def _from_gguf(out, cfg, path: Path, data_name, overwrite, t0) -> Path:
         _check_description(vocab, cfg.description)
         table, dsep, info = build_codec_table(vocab)
     settings = _settings({}, cfg, dsep)
-    dtype = info_g.file_type_name if info_g.file_type_name in ("f32", "f16", "q8_0", "q4_0") else "f32"
+    dtype = info_g.file_type_name if info_g.file_type_name in ("f32", "f16", "bf16", "q8_0", "q4_0") else "f32"
     with bundle_writer(out, overwrite) as tmp:
         name = "model.gguf"
         shutil.copy2(path, tmp / name)

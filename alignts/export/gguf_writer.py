@@ -34,7 +34,7 @@ from alignts.runtime.gguf_check import ALIGNTS_GGUF_FORMAT_VERSION, Keys
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("f32", "f16", "q8_0", "q4_0")
+DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 KNOWN_ARCHS = ("bert", "gpt2", "llama")
 
 __all__ = ["Keys", "DTYPES", "KNOWN_ARCHS", "LoraTensors", "write_gguf", "vocab_from_hf_tokenizer",
@@ -404,6 +404,9 @@ def _add_tensor(w, name: str, arr: np.ndarray, dtype: str) -> str:
         w.add_tensor(name, arr.astype(np.float16))
         return "f16"
     qt = _qtype(dtype)
+    if dtype == "bf16":  # any row length; gguf-py rounds to nearest even
+        w.add_tensor(name, gguf.quants.quantize(arr, qt), raw_dtype=qt)
+        return "bf16"
     block = gguf.GGML_QUANT_SIZES[qt][0]
     if arr.shape[-1] % block != 0:
         logger.info("%s: row length %d is not a multiple of %d; written as f16", name, arr.shape[-1], block)
@@ -452,8 +455,8 @@ def write_gguf(model, path: str | os.PathLike, *, dtype: str = "f32", tokens: Se
                tokenizer_pre: str | None = None, name: str | None = None) -> Path:
     """Write a Hugging Face BERT / GPT-2 / LLaMA model (bare or with its task head) as one GGUF file.
 
-    dtype: ``f32`` | ``f16`` | ``q8_0`` | ``q4_0`` for 2-D weight matrices (norms, biases, position and
-        token-type embeddings stay f32; rows not a multiple of 32 fall back to f16).
+    dtype: ``f32`` | ``f16`` | ``bf16`` | ``q8_0`` | ``q4_0`` for 2-D weight matrices (norms, biases, position and
+        token-type embeddings stay f32; q8_0/q4_0 rows not a multiple of 32 fall back to f16).
     tokens/token_types/merges/tokenizer_model/scores/special_ids/tokenizer_pre: the vocabulary
         (``vocab_from_hf_tokenizer(tok)`` gives them). When ``tokens`` is None a synthetic vocabulary of the
         model's size is written (``alignts.synthetic_vocab = 1``): BERT WordPiece-style ("bert"), else

@@ -1,10 +1,12 @@
-"""Quantized variants of an existing bundle: ONNX int8 and GGUF f16 / q8_0 / q4_0 (no torch needed).
+"""Quantized variants of an existing bundle: ONNX int8 and GGUF f16 / bf16 / q8_0 / q4_0 (no torch needed).
 
 - ONNX ``int8``: dynamic per-channel int8 quantization of the MatMul weights of every ``.onnx`` file of the
   bundle's fp32 ONNX variant (``onnxruntime.quantization``, through ``alignts.export.onnx_export.quantize_int8``).
-- GGUF ``f16`` / ``q8_0`` / ``q4_0``: the f32 GGUF re-written tensor by tensor with gguf-py (2-D weights
+- GGUF ``f16`` / ``bf16`` / ``q8_0`` / ``q4_0``: the f32 GGUF re-written tensor by tensor with gguf-py (2-D weights
   quantized, norms, biases and position embeddings kept f32, rows not a multiple of the block size written f16:
-  the same rules as ``alignts.export.gguf_writer.write_gguf``); every metadata key is copied.
+  the same rules as ``alignts.export.gguf_writer.write_gguf``); every metadata key is copied. The GGUF variants
+  of an Internal bundle on an encoder (BERT) run with llama.cpp's flash attention (``extra.flash_attn``, see
+  :data:`FLASH_ATTN_DTYPES`); the gate below judges them with it on.
 
 - ONNX ``int8`` of an Internal bundle is built twice: dynamic (above) and static (``quantize_int8_static``:
   QDQ, per-channel weights, activation ranges calibrated on normalized patches of training windows); the
@@ -39,7 +41,12 @@ from alignts.runtime.manifest import (FORMAT_VERSION, Manifest, Variant, bundle_
 log = logging.getLogger(__name__)
 
 ONNX_DTYPES = ("int8",)
-GGUF_DTYPES = ("f16", "q8_0", "q4_0")
+GGUF_DTYPES = ("f16", "bf16", "q8_0", "q4_0")
+# Reduced-precision GGUF encoders (BERT) run with flash attention on CPU (``Variant.extra["flash_attn"]``): llama.cpp
+# casts K/V to f16 there (max abs diff of MiniLM hidden states vs f32 ~1e-2, below what the weights' own rounding
+# costs) and skips the masked blocks between the series of one decode, so a decode can hold ~256 tokens instead of
+# ~64 (results/speed_llama.md, section 4). gguf-f32 stays exact: no flash attention.
+FLASH_ATTN_DTYPES = ("f16", "bf16", "q8_0", "q4_0")
 DTYPES = ONNX_DTYPES + GGUF_DTYPES
 STATIC = "int8-static"  # the staged static int8 candidate (judged beside dynamic int8; one of them is kept)
 _FLOAT_SOURCES = {"onnx": ("fp32",), "gguf": ("f32", "f16")}
@@ -161,14 +168,14 @@ def restore(folder: Path, m: Manifest, created: Iterable[str]) -> None:
             (folder / rel).unlink(missing_ok=True)
 
 
-def quantize_bundle(bundle: str | os.PathLike, dtypes: Iterable[str] = ("int8", "q8_0", "q4_0"),
+def quantize_bundle(bundle: str | os.PathLike, dtypes: Iterable[str] = ("int8", "bf16", "q8_0", "q4_0"),
                     out: str | os.PathLike | None = None, overwrite: bool = False, n_check: int = 8,
                     seed: int = 0, data: str | None = None, max_rel_mse_change: float = MAX_REL_MSE_CHANGE,
                     gate_windows: int | None = None, threads: int | None = None) -> tuple[Manifest, list[dict[str, Any]]]:
     """Add quantized variants to ``bundle`` (in place, or to a copy at ``out``); returns (manifest, rows).
 
     dtypes: any of ``int8`` (from the fp32 ONNX variant; Internal: dynamic and static, the better kept),
-    ``f16``, ``q8_0``, ``q4_0`` (from the f32 GGUF). A variant that exists already is skipped unless
+    ``f16``, ``bf16``, ``q8_0``, ``q4_0`` (from the f32 GGUF). A variant that exists already is skipped unless
     ``overwrite``. data / max_rel_mse_change / gate_windows / threads: the accuracy gate's data (default the
     manifest's ``training.data``), threshold, number of validation windows (default ``gate.GATE_WINDOWS``) and
     backend threads. rows: one dict per candidate (variant, source, bytes, max_abs_diff, relative_max_abs_diff,
@@ -244,6 +251,8 @@ def _quantize(bundle, dtypes, out, overwrite: bool, n_check: int, seed: int, dat
             extra = {k: (mapping.get(v, v) if isinstance(v, str) else v) for k, v in src.extra.items()}
             if src.backend == "onnx":
                 extra["quantization"] = "static-qdq" if d == STATIC else "dynamic"
+            elif m.paradigm == "internal" and m.architecture == "bert" and d in FLASH_ATTN_DTYPES:
+                extra["flash_attn"] = True
             size = sum((folder / f).stat().st_size for f in files)
             new_variants.append(Variant(name=_variant_name(src, d), backend=src.backend,
                                         dtype="int8" if d == STATIC else d, files=files, inputs=src.inputs,

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from alignts.errors import ArtifactError, BackboneNotFoundError
+from alignts.runtime.budget import ONNX_RUN_TOKENS
 from alignts.runtime.configs import BackboneRuntimeConfig
 from alignts.runtime.manifest import MANIFEST_NAME, Manifest, bundle_file, manifest_sha256, read_manifest
 
@@ -123,8 +124,9 @@ class LoadedBackbone:
 
             opts = {k: settings[k] for k in ("arena", "enable_mem_pattern", "disable_prepacking")
                     if k in (settings or {})}
+            # no spinning workers: an adapter's session runs between this one's calls (OnnxSession's ``spin``)
             self._session = OnnxSession(bundle_file(path, manifest, v.files[0]), device=device, threads=threads,
-                                        **opts)
+                                        spin=False, **opts)
             self._in = v.inputs[0] if v.inputs else self._session.input_names[0]
             self.provider = self._session.provider
             self.settings = dict(self._session.settings)
@@ -133,9 +135,12 @@ class LoadedBackbone:
 
             extra = dict(v.extra)
             n_ctx = int(extra.get("n_ctx", cfg.n_ctx))
+            # n_seq_max / n_batch are capacities: hidden_states groups an encoder's series by the planner's rule
+            # (budget.embedding_geometry), with flash attention where the variant was validated with it (CPU)
             kwargs = dict(n_ctx=n_ctx, n_batch=int(extra.get("n_batch", n_ctx)),
                           n_seq_max=int(extra.get("n_seq_max", 1)), embeddings=True,
-                          kv_type=extra.get("kv_type", "f32"), device=device)
+                          kv_type=extra.get("kv_type", "f32"), device=device,
+                          flash_attn=bool(extra.get("flash_attn")) and device == "cpu")
             if threads:
                 kwargs["n_threads"] = int(threads)
             kwargs.update({k: settings[k] for k in ("kv_type", "use_mmap") if k in (settings or {})})
@@ -148,10 +153,14 @@ class LoadedBackbone:
         self.bundle_bytes = int(sum(f.size for f in manifest.files.values()))
 
     def hidden(self, embeds: np.ndarray) -> np.ndarray:
-        """Final hidden states ``[S, T, d]`` of the frozen LM on input embeddings ``[S, T, d]``."""
+        """Final hidden states ``[S, T, d]`` of the frozen LM on input embeddings ``[S, T, d]`` (onnxruntime: in
+        runs of about ``budget.ONNX_RUN_TOKENS`` tokens)."""
         e = np.ascontiguousarray(embeds, dtype=np.float32)
         if self._session is not None:
-            return self._session.run({self._in: e})[0]
+            per = max(1, ONNX_RUN_TOKENS // max(1, e.shape[1]))
+            if e.shape[0] <= per:
+                return self._session.run({self._in: e})[0]
+            return np.concatenate([self._session.run({self._in: e[i:i + per]})[0] for i in range(0, e.shape[0], per)])
         return np.asarray(self._lm.hidden_states(e), dtype=np.float32)
 
 

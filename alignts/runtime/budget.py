@@ -111,6 +111,16 @@ LLAMA_N_BATCH = 512  # llama.cpp's default n_batch: its compute graph is reserve
 # 23 / 7 / 5 / 4 / 3 / 2 / 1 took 684 / 443 / 437 / 388 / 362 / 390 / 442 ms; 7 series in groups of 7 / 4 / 3 / 2
 # / 1 took 55 / 49 / 47 / 50 / 56 ms (the sweep in results/speed_llama.md).
 ENCODER_DECODE_TOKENS = 64
+# The same with flash attention (the reduced-precision GGUF variants, ``Variant.extra["flash_attn"]``): ggml's
+# flash-attention kernel skips the masked cells, so the group is limited by the weight products' cache use only.
+# Measured the same way (wall ms, 1 thread, quiet machine): 56 series of 22 tokens in groups of 3 / 7 / 14 / 23
+# took 279 / 263 / 240 / 260 ms (f32 weights), 193 / 169 / 164 / 175 ms (bf16); 7 Bridging series of 119 tokens in
+# groups of 1 / 2 / 4 / 7: 62 / 60 / 61 / 64 ms (results/speed_llama.md, section 4).
+FLASH_DECODE_TOKENS = 256
+# Tokens per onnxruntime run of a shared backbone (Bridging): its [series, heads, T, T] attention scores leave the
+# caches when a whole batch goes in one run. MiniLM Bridging (119 tokens a series, 56 series at batch 8, quiet
+# machine): batch 8 cost 9.8x / 9.3x batch 1 in one run (1 / 2 threads), 7.7x / 7.5x in runs of 8 series.
+ONNX_RUN_TOKENS = 1024
 
 # the backend settings a plan carries (Choice.settings, Plan.settings), per backend
 SETTINGS_KEYS = {"onnx": ("arena", "enable_mem_pattern", "disable_prepacking"),
@@ -350,17 +360,18 @@ def _weight_parts(manifest: Manifest, v: Variant) -> list[tuple[int, str]]:
     return [(own, "onnx"), (backbone, v.backend)]
 
 
-def embedding_geometry(tokens: int, series: int, encoder: bool) -> tuple[int, int]:
+def embedding_geometry(tokens: int, series: int, encoder: bool, flash: bool = False) -> tuple[int, int]:
     """(n_seq_max, n_batch) of llama.cpp hidden states for ``series`` sequences of ``tokens`` each: the series
     per llama_decode and the tokens of one decode (n_ubatch = n_batch, every series whole in one decode).
 
     A BERT encoder takes about ``ENCODER_DECODE_TOKENS`` tokens a decode (its mask makes attention quadratic in
-    the group); a causal LM keeps a KV stream per sequence and takes as many series as fit ``LLAMA_N_BATCH``
-    tokens (its output buffer holds n_vocab logits per token of a decode). A series longer than that: alone.
+    the group), ``FLASH_DECODE_TOKENS`` with flash attention (``flash``); a causal LM keeps a KV stream per
+    sequence and takes as many series as fit ``LLAMA_N_BATCH`` tokens (its output buffer holds n_vocab logits per
+    token of a decode). A series longer than that: alone.
     """
     tokens, series = max(1, int(tokens)), max(1, int(series))
     if encoder:
-        per = max(1, round(ENCODER_DECODE_TOKENS / tokens))
+        per = max(1, round((FLASH_DECODE_TOKENS if flash else ENCODER_DECODE_TOKENS) / tokens))
     else:
         per = max(1, LLAMA_N_BATCH // tokens)
     per = min(per, series)
@@ -375,7 +386,8 @@ def _mode_settings(v: Variant, mode: str, sh: _Shape) -> dict[str, Any]:
     if sh.generation:  # one llama.cpp sequence per sample, each holding ``tokens`` cells
         return {"n_ctx": sh.tokens, "n_seq_max": sh.series, "n_batch": max(1, min(LLAMA_N_BATCH, sh.tokens)),
                 "kv_type": kv, "use_mmap": True}
-    n_seq, n_batch = embedding_geometry(sh.tokens, sh.series, encoder=not sh.causal)
+    n_seq, n_batch = embedding_geometry(sh.tokens, sh.series, encoder=not sh.causal,
+                                        flash=bool(v.extra.get("flash_attn")))
     return {"n_ctx": sh.tokens, "n_seq_max": n_seq, "n_batch": n_batch, "kv_type": kv, "use_mmap": True}
 
 

@@ -17,6 +17,7 @@ typedef struct {
     long L, H, C, P, stride;
     size_t N, d;
     double eps, adapter_scale;
+    int flash_attn;
     const char *io_name, *lm_name, *kv, *adapter;
     npz_file io;
     const npz_array *pw, *pb, *hw, *hb, *sw, *sb;
@@ -59,7 +60,8 @@ static int internal_open(alignts *h) {
         if (cfg_string(v->extra, "variant.extra", "lm_file", &st->lm_name) ||
             cfg_string(v->extra, "variant.extra", "kv_type", &st->kv) ||
             cfg_string(v->extra, "variant.extra", "adapter_file", &st->adapter) ||
-            cfg_number(v->extra, "variant.extra", "adapter_scale", 1.0, &st->adapter_scale))
+            cfg_number(v->extra, "variant.extra", "adapter_scale", 1.0, &st->adapter_scale) ||
+            cfg_bool(v->extra, "variant.extra", "flash_attn", 0, &st->flash_attn))
             return -1;
     }
     if (!st->lm_name)
@@ -128,11 +130,13 @@ static int internal_plan(alignts *h, alignts_plan_params *p, alignts_plan_info *
         memset(&lp, 0, sizeof lp);
         /* as the Python runtime (alignts/runtime/budget.py embedding_geometry): n_ctx per sequence; n_seq_max
            series per llama_decode: ~64 tokens for a BERT encoder (its mask makes attention quadratic in the
-           group), as many as fit 512 tokens for a causal LM (one KV stream per sequence) */
+           group), ~256 with flash attention (which skips the masked cells), as many as fit 512 tokens for a
+           causal LM (one KV stream per sequence) */
         lp.n_ctx = (int)st->N;
-        if (h->b.architecture && strcmp(h->b.architecture, "bert") == 0)
-            lp.n_seq_max = (int)((64 + st->N / 2) / st->N);
-        else
+        if (h->b.architecture && strcmp(h->b.architecture, "bert") == 0) {
+            long tokens = st->flash_attn ? 256 : 64;
+            lp.n_seq_max = (int)((tokens + (long)st->N / 2) / (long)st->N);
+        } else
             lp.n_seq_max = (int)(512 / st->N);
         if ((size_t)lp.n_seq_max > (size_t)st->C) lp.n_seq_max = (int)st->C;
         if (lp.n_seq_max < 1) lp.n_seq_max = 1;
@@ -140,6 +144,7 @@ static int internal_plan(alignts *h, alignts_plan_params *p, alignts_plan_info *
         lp.embeddings = 1;
         lp.n_threads = h->opt.n_threads;
         lp.kv_f16 = st->kv && strcmp(st->kv, "f16") == 0;
+        lp.flash_attn = st->flash_attn;
         if (st->adapter && !(ap = rt_join(h->b.dir, st->adapter))) {
             free(path);
             return -1;

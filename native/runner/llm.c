@@ -543,7 +543,7 @@ llm *llm_open(const char *path, const llm_params *p) {
     cp.n_threads = nt;
     cp.n_threads_batch = nt;
     cp.pooling_type = LLAMA_POOLING_TYPE_NONE;
-    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    cp.flash_attn_type = p->flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     cp.type_k = p->kv_f16 ? GGML_TYPE_F16 : GGML_TYPE_F32; /* f16 costs accuracy (DESIGN.md) */
     cp.type_v = cp.type_k;
     cp.embeddings = p->embeddings || m->is_encoder;

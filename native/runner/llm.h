@@ -20,6 +20,7 @@ typedef struct {
     int embeddings;   /* start with embeddings output on */
     int n_threads;    /* 0 = the cores this process may use */
     int kv_f16;       /* KV cache in f16 instead of f32 (the bundle's variant.extra.kv_type) */
+    int flash_attn;   /* llama.cpp's flash attention (the bundle's variant.extra.flash_attn; off = exact) */
     const char *lora_path; /* optional LoRA adapter (GGUF), NULL for none */
     float lora_scale;
 } llm_params;

@@ -43,6 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from alignts.errors import ArtifactError, BackendUnavailableError, InputError, ShapeError, missing_extra
+from alignts.runtime.budget import embedding_geometry
 from alignts.runtime.gguf_check import GGUFInfo, check_context, check_gguf, check_lora_adapter
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,28 @@ def _threadpool_api(L):
         return api
 
 
+def attach_threadpool(L, ctx, n: int):
+    """Attach one ggml threadpool of ``n`` workers at polling level 0 (asleep between calls) to the llama.cpp
+    context ``ctx``; returns it (free it with :func:`free_threadpool` after the context), or None where the API is
+    missing (llama.cpp then makes a pool per graph)."""
+    api = _threadpool_api(L)
+    if api is None:
+        return None
+    new, _, attach, init = api
+    p = _TPParams()
+    init(ctypes.byref(p), int(n))
+    p.poll = 0
+    tp = new(ctypes.byref(p))
+    if tp:
+        attach(ctx, tp, tp)
+    return tp or None
+
+
+def free_threadpool(L, tp) -> None:
+    if tp:
+        _threadpool_api(L)[1](tp)
+
+
 class LlamaCppModel:
     """A GGUF model loaded in llama.cpp (CPU, or CUDA with every layer offloaded).
 
@@ -198,7 +221,9 @@ class LlamaCppModel:
         n_gpu_layers: layers to offload (device="cuda" forces all).
         loras: [(adapter_path, scale)], each validated with check_lora_adapter.
         device: "cpu" or "cuda" (no silent CPU fallback: BackendUnavailableError if offload is impossible).
-        flash_attn: False (default, accurate), True, or None = llama.cpp's choice (on for CPU; ~3e-4 less accurate).
+        flash_attn: False (default, accurate), True, or None = llama.cpp's choice (on for CPU; ~3e-4 less accurate;
+            a BERT encoder casts K/V to f16 under it, ~1e-2 on MiniLM's hidden states). With it on, an encoder's
+            hidden_states put more series in one decode (``budget.FLASH_DECODE_TOKENS``).
         expect_arch: raise ArtifactError unless the file's architecture is this.
         use_mmap: map the file (True), read it into memory (False), or None = llama.cpp's default (maps it on
             CPU).
@@ -254,6 +279,7 @@ class LlamaCppModel:
         self.n_ctx = int(n_ctx)
         self.n_batch = int(n_batch)
         self.kv_type = kv_type
+        self.flash_attn = flash_attn
 
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = int(n_gpu_layers)
@@ -288,7 +314,7 @@ class LlamaCppModel:
         cp.no_perf = True
         self.context_params = cp
         self.settings = {"n_ctx": self.n_ctx, "n_seq_max": self.n_seq_max, "n_batch": self.n_batch,
-                         "kv_type": kv_type, "use_mmap": _mmap_on(L, mp)}
+                         "kv_type": kv_type, "use_mmap": _mmap_on(L, mp), "flash_attn": flash_attn}
         ctx = L.llama_init_from_model(model, cp)
         if not ctx:
             self.close()
@@ -343,18 +369,7 @@ class LlamaCppModel:
                                 f"{_last_log()}")
 
     def _attach_threadpool(self, n: int) -> None:
-        """One ggml threadpool of ``n`` workers at polling level 0 (asleep between calls) for this context."""
-        api = _threadpool_api(self._L)
-        if api is None:
-            return
-        new, _, attach, init = api
-        p = _TPParams()
-        init(ctypes.byref(p), int(n))
-        p.poll = 0
-        tp = new(ctypes.byref(p))
-        if tp:
-            attach(self._ctx, tp, tp)
-            self._threadpool = tp
+        self._threadpool = attach_threadpool(self._L, self._ctx, n)
 
     def _use_threads(self) -> int:
         """Set this call's thread count: n_threads, or the idle cores when fewer and adapt_threads is on."""
@@ -378,7 +393,7 @@ class LlamaCppModel:
             L.llama_free(self._ctx)
             self._ctx = None
         if self._threadpool:
-            _threadpool_api(L)[1](self._threadpool)
+            free_threadpool(L, self._threadpool)
             self._threadpool = None
         for ad in self._adapters:
             L.llama_adapter_lora_free(ad)
@@ -436,10 +451,11 @@ class LlamaCppModel:
         embeds: [S, N, d] float32 (d = n_embd) -> [S, N, d] float32: after the final norm for gpt2/llama,
         the last layer's output for BERT (positions 0..N-1 and, for BERT, token type 0 are added by the model,
         as transformers does for ``inputs_embeds``). Each series is its own sequence; up to
-        min(n_seq_max, n_batch // N) series go in one llama_decode, so n_seq_max is the group size the memory
-        planner chose (:func:`alignts.runtime.budget.embedding_geometry`): a BERT encoder attends over every
-        token of a decode with a mask between series, a cost that grows with the square of the group, while a
-        causal LM keeps one KV stream per sequence (llama.cpp's kv_unified off) and takes all series at once.
+        min(n_seq_max, n_batch // N) series go in one llama_decode, and for a BERT encoder no more than
+        :func:`alignts.runtime.budget.embedding_geometry` gives for N (the rule the memory planner sizes
+        n_seq_max with): an encoder attends over every token of a decode with a mask between series, a cost that
+        grows with the square of the group unless flash attention skips the masked cells, while a causal LM keeps
+        one KV stream per sequence (llama.cpp's kv_unified off) and takes all series at once.
         The decode reads the embeddings in place (no copy into a batch buffer); the KV cache (causal LMs only:
         an encoder has none) is cleared before each group.
         """
@@ -461,6 +477,8 @@ class LlamaCppModel:
         if S == 0 or N == 0:
             return out
         per = max(1, min(self.n_seq_max, self.n_batch // N))
+        if self._is_encoder:
+            per = min(per, embedding_geometry(N, S, encoder=True, flash=bool(self.flash_attn))[0])
         self._out[:] = 1
         self._nseq[:] = 1
         if N <= self.n_batch:

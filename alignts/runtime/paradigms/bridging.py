@@ -91,7 +91,10 @@ class BridgingForecaster(Forecaster):
         from alignts.runtime.backends.onnx import OnnxSession
 
         adapter = bundle_file(self.bundle_dir, self.manifest, extra.get("adapter_file", ADAPTER_NAME))
-        self._adapter = OnnxSession(adapter, device=device, threads=threads, **self.onnx_options())
+        # beside a backbone the adapter's workers must not spin (they would hold the cores the backbone's run
+        # needs: OnnxSession's ``spin``); the LM-removed twin runs the adapter alone
+        self._adapter = OnnxSession(adapter, device=device, threads=threads, spin=self.ablated,
+                                    **self.onnx_options())
         self._adapter_in = self._adapter.input_names[0]
         h = load_npz(self.bundle_dir, self.manifest, extra.get("head_file", HEAD_NAME), required=("weight", "bias"))
         self._head_w = np.ascontiguousarray(h["weight"], dtype=np.float32)  # [H, N*d_ff]

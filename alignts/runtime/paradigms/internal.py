@@ -72,9 +72,10 @@ class InternalForecaster(Forecaster):
         s_max = batch_size * (self.cfg.n_channels or 1)
         # n_ctx is per sequence; hidden_states decodes n_seq_max series at once: the plan's geometry (memory
         # counted by the planner), else the same rule here
-        n_seq, n_batch = embedding_geometry(n, s_max, encoder=self.manifest.architecture == "bert")
+        flash = bool(extra.get("flash_attn")) and device == "cpu"  # see alignts.export.quantize.FLASH_ATTN_DTYPES
+        n_seq, n_batch = embedding_geometry(n, s_max, encoder=self.manifest.architecture == "bert", flash=flash)
         kwargs = dict(n_ctx=n, n_batch=n_batch, embeddings=True, kv_type=extra.get("kv_type", "f32"),
-                      n_seq_max=n_seq)
+                      n_seq_max=n_seq, flash_attn=flash)
         kwargs.update(self.llama_options(("n_ctx", "n_seq_max", "n_batch", "kv_type", "use_mmap")))
         kwargs["n_ctx"] = max(n, int(kwargs["n_ctx"]))
         if threads:  # as given; by default the plan's count, fewer in each call when the cores are busy

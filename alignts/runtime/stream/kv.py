@@ -42,7 +42,7 @@ import numpy as np
 from alignts.errors import BackendUnavailableError, InputError
 from alignts.kernels.scaler import llmtime_scale, llmtime_unscale
 from alignts.kernels.stream import encode_fixed
-from alignts.runtime.backends.gguf import numpy_batch
+from alignts.runtime.backends.gguf import attach_threadpool, free_threadpool, numpy_batch
 from alignts.runtime.sampler import max_new_tokens
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class KVContext:
                                           "sequences) on the forecaster's model; expected enough memory. Fix: fewer "
                                           "channels or samples per stream, or a smaller n_ctx.")
         self._ctx = ctx
+        # the model's kind of pool (workers asleep between calls); without one llama.cpp starts threads per graph
+        self._tp = attach_threadpool(L, ctx, src.n_threads) if model.device == "cpu" and src.n_threads > 1 else None
         if model._adapters:
             arr = (L.llama_adapter_lora_p_ctypes * len(model._adapters))(*model._adapters)
             scales = (ctypes.c_float * len(model._adapters))(*([float(lora_scale)] * len(model._adapters)))
@@ -97,6 +99,9 @@ class KVContext:
             if self._model._model:  # a re-planned forecaster closed the weights: llama_free would touch them
                 self._L.llama_free(self._ctx)
             self._ctx = None
+        if getattr(self, "_tp", None):
+            free_threadpool(self._L, self._tp)
+            self._tp = None
 
     def __del__(self) -> None:
         try:
