@@ -3,11 +3,14 @@
 Per bundle and context length L, measured side by side in one process on the same windows:
 - ``update_us``: wall time of ``Stream.update`` per observation, fed one point per call (the O(1) path: ring
   buffer, running statistics; no forecast falls due);
-- ``stream_ms`` / ``batch_ms``: forecast latency of the stream (one new point before each forecast) and of
-  ``Forecaster.forecast`` on the same window (what a system without streams runs), mean over ``repeats``;
-  ``speedup`` = batch / stream. Injective runs twice: with the bundle's sampling (``samples`` x ``horizon``
-  values: generation dominates) and as ``prompt`` (1 greedy sample, H=1: the cost of bringing the prompt up to
-  date, where KV reuse acts);
+- ``stream_ms`` / ``batch_ms``: forecast latency of the stream (``step`` new points before each forecast: 1, or
+  the patch stride for Internal's ``kv`` rows) and of ``Forecaster.forecast`` on the same window (what a system
+  without streams runs), mean over ``repeats``; ``speedup`` = batch / stream; ``rel_diff``: mean |stream - batch|
+  over the forecasts, in units of the series' std (0 where the stream recomputes the window). Injective runs twice:
+  with the bundle's sampling (``samples`` x ``horizon`` values: generation dominates) and as ``prompt`` (1 greedy
+  sample, H=1: the cost of bringing the prompt up to date, where KV reuse acts). Internal runs its ONNX variant
+  (``window``: a recompute) and, on a LLaMA-family backbone, its gguf-f32 variant as ``kv`` (patch-level KV
+  reuse, a forecast every stride points) and as ``window`` on the same variant;
 - ``points_per_s`` at a cadence of one forecast every ``every`` points: ``every / (latency + every * update)``,
   for the stream and for the batch path (whose per-point cost is taken as the stream's, a ring append).
 Peak RSS: a window stream fed ``points`` observations in chunks of 10,000 with a forecast every ``points / 200``
@@ -51,30 +54,32 @@ def _update_us(f, kv: bool | None, n: int = 2000) -> float:
     return (time.perf_counter() - t) / n * 1e6
 
 
-def _latencies(f, repeats: int, kv: bool | None) -> dict[str, Any]:
+def _latencies(f, repeats: int, kv: bool | None, step: int = 1) -> dict[str, Any]:
     c = f.n_channels or 1
     L = f.context_len
-    y = _series(L + repeats + 1, c, seed=1)
+    y = _series(L + step * (repeats + 1), c, seed=1)
     s = f.stream(n_channels=c, kv=kv)
     s.update(y[:L])
     s.forecast()  # the first forecast anchors (KV) / warms up: untimed
     f.forecast(s.window()[None])
-    ts, tb = [], []
-    for i in range(L, L + repeats):
-        s.update(y[i])
+    ts, tb, diff = [], [], []
+    for i in range(L, L + step * repeats, step):
+        s.update(y[i:i + step])
         t0 = time.perf_counter()
-        s.forecast()
+        a = s.forecast()
         t1 = time.perf_counter()
-        f.forecast(s.window()[None])
+        b = f.forecast(s.window()[None])
         ts.append(t1 - t0)
         tb.append(time.perf_counter() - t1)
+        diff.append(float(np.abs(a.median - b.median).mean()))
     return {"stream_ms": 1e3 * float(np.mean(ts)), "batch_ms": 1e3 * float(np.mean(tb)),
             "stream_ms_p50": 1e3 * float(np.median(ts)), "batch_ms_p50": 1e3 * float(np.median(tb)),
+            "rel_diff": float(np.mean(diff) / y.std()), "step": int(step),
             "engine": s.engine.kind, "engine_detail": s.engine.describe()}
 
 
-def _row(name: str, f, repeats: int, every: int, kv: bool | None, **extra) -> dict[str, Any]:
-    lat = _latencies(f, repeats, kv)
+def _row(name: str, f, repeats: int, every: int, kv: bool | None, step: int = 1, **extra) -> dict[str, Any]:
+    lat = _latencies(f, repeats, kv, step)
     upd = _update_us(f, kv)
     row = {"bundle": name, "paradigm": f.paradigm, "variant": f.planned.variant, "L": f.context_len,
            "context_used": int(f.context_used), "H": f.planned.horizon, **extra, **lat, "update_us": upd,
@@ -102,20 +107,29 @@ def bench_latency(injective: str | None, internal: Sequence[str], lengths: Seque
                 rows.append(_row(os.path.basename(str(injective).rstrip("/")), f, repeats, every, None, mode=mode,
                                  samples=f.sampling.n_samples))
                 log(_line(rows[-1]))
+    from alignts.runtime.stream.engines import ROTARY_ARCHS
+
     for b in internal:
         f = rt.load(b)
+        name, arch = os.path.basename(str(b).rstrip("/")), f.manifest.architecture
         variant = next((v.name for v in f.manifest.variants if v.name == "onnx-fp32"), None)
         f.plan(variant=variant, threads=threads)
-        rows.append(_row(os.path.basename(str(b).rstrip("/")), f, max(repeats, 20), every, None, mode="window",
-                         architecture=f.manifest.architecture))
+        rows.append(_row(name, f, max(repeats, 20), every, None, mode="window", architecture=arch))
         log(_line(rows[-1]))
+        if arch in ROTARY_ARCHS and any(v.name == "gguf-f32" for v in f.manifest.variants):
+            f.plan(variant="gguf-f32", threads=threads)
+            for mode, kv in (("kv", None), ("window", False)):
+                rows.append(_row(name, f, max(repeats, 20), every, kv, step=int(f.cfg.stride), mode=mode,
+                                 architecture=arch))
+                log(_line(rows[-1]))
     return rows
 
 
 def _line(r: dict[str, Any]) -> str:
     return (f"{r['bundle']} {r['mode']} L={r['L']} ({r['context_used']} used) H={r['H']}: update "
             f"{r['update_us']:.1f} us/point, forecast stream {r['stream_ms']:.1f} ms vs batch {r['batch_ms']:.1f} "
-            f"ms (x{r['speedup']:.2f}, {r['engine']})")
+            f"ms (x{r['speedup']:.2f}, {r['engine']}, {r['variant']}, {r['step']} points a forecast, "
+            f"mean |stream - batch| {r['rel_diff']:.2g} std)")
 
 
 def bench_rss(bundle: str, points: int, threads: int | None = 1, chunk: int = 10_000,
@@ -176,13 +190,16 @@ def run_stream_bench(injective: str | None, internal: Sequence[str], lengths: Se
 def to_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     out = [f"CPU: {m['cpu']} ({m['cores']} cores), threads={result['threads']}; means of {result['repeats']} "
-           "forecasts (Internal: >= 20), one new point before each.", "",
-           "| bundle | mode | L (used) | H | engine | update us/point | stream ms | batch ms | batch/stream | "
-           "stream pts/s | batch pts/s |", "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+           "forecasts (Internal: >= 20), `step` new points before each; |s - b|: mean absolute difference of the "
+           "stream's forecast from the batch forecast of the same window, in series std.", "",
+           "| bundle | mode | variant | L (used) | H | engine | step | update us/point | stream ms | batch ms | "
+           "batch/stream | \|s - b\| | stream pts/s | batch pts/s |",
+           "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         mode = r["mode"] + (f" ({r['samples']} samples)" if "samples" in r else "")
-        out.append(f"| {r['bundle']} | {mode} | {r['L']} ({r['context_used']}) | {r['H']} | {r['engine']} | "
-                   f"{r['update_us']:.1f} | {r['stream_ms']:.1f} | {r['batch_ms']:.1f} | {r['speedup']:.2f} | "
+        out.append(f"| {r['bundle']} | {mode} | {r['variant']} | {r['L']} ({r['context_used']}) | {r['H']} | "
+                   f"{r['engine']} | {r.get('step', 1)} | {r['update_us']:.1f} | {r['stream_ms']:.2f} | "
+                   f"{r['batch_ms']:.2f} | {r['speedup']:.2f} | {r.get('rel_diff', float('nan')):.2g} | "
                    f"{r['stream_points_per_s']:.0f} | {r['batch_points_per_s']:.0f} |")
     if result["rss"]:
         out += ["", "| bundle | points | forecasts | RSS first MB | RSS peak MB | growth MB | points/s |",

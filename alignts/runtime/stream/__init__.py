@@ -19,9 +19,9 @@ Input rules: ``values`` must have the stream's C channels (ShapeError); NaN is a
 (``n_missing``), kept in the window and filled by the batch rule at forecast time (``Forecaster.context``); inf
 and timestamps that do not increase strictly are refused (InputError) and nothing of that update is applied.
 
-Engines (:mod:`alignts.runtime.stream.engines`): Injective on llama.cpp reuses its KV cache (``kv=None`` picks it,
-``kv=False`` recomputes); every other forecaster recomputes its window, i.e. its stream forecast IS the batch
-forecast of :meth:`Stream.window`. Drift (``drift=True`` or a :class:`DriftConfig`): Page-Hinkley on the stream's
+Engines (:mod:`alignts.runtime.stream.engines`): Injective on llama.cpp and Internal on a LLaMA-family GGUF
+backbone reuse their KV cache (``kv=None`` picks it, ``kv=False`` recomputes); every other forecaster recomputes its
+window, i.e. its stream forecast IS the batch forecast of :meth:`Stream.window`. Drift (``drift=True`` or a :class:`DriftConfig`): Page-Hinkley on the stream's
 own forecast errors, re-anchoring and an optional RLS output correction (:mod:`alignts.runtime.stream.drift`).
 """
 

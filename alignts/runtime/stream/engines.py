@@ -3,9 +3,11 @@
 - ``WindowEngine`` (every paradigm and backend): the planned forecaster's ``forecast`` on the window, so the
   stream's forecast is the batch forecast of the same window, exactly. Internal on a BERT backbone (MiniLM) and
   Bridging always take this path (a bidirectional encoder has no cache to extend); so do Internal and Injective
-  on ONNX and Internal on a causal GGUF backbone (patch-level KV reuse is not built: see docs/ARCHITECTURE.md).
+  on ONNX and Internal on GPT-2 (learned absolute positions: a kept patch's cached keys carry its old position).
 - ``InjectiveKVEngine`` (Injective on llama.cpp; :mod:`alignts.runtime.stream.kv`): the prompt stays in a KV
   cache between forecasts and only new values' tokens are decoded.
+- ``InternalKVEngine`` (Internal on a LLaMA-family GGUF backbone; :mod:`alignts.runtime.stream.kv_internal`): the
+  window's patch tokens stay in a KV cache and only new patches are decoded.
 
 An engine has ``kind``, ``forecast(window [C, T], t_end, levels) ->
 (Forecast, reanchored)``, ``reanchor()``, ``describe()``, ``state() -> (meta, arrays)`` and
@@ -19,6 +21,10 @@ from typing import Any
 import numpy as np
 
 from alignts.errors import InputError
+
+# Internal backbones whose positions are rotary (relative): a kept patch's cached keys stay valid as the window
+# slides, and llama.cpp can move them down when positions run out
+ROTARY_ARCHS = ("llama",)
 
 
 class WindowEngine:
@@ -56,15 +62,20 @@ def window_reason(paradigm: str, architecture: str, backend: str) -> str | None:
         return "Internal on a BERT backbone: a bidirectional encoder recomputes the window"
     if paradigm == "bridging":
         return "Bridging: the frozen backbone reads the prompt and all patches again"
-    return f"Internal on {arch or backend}: patch-level KV reuse is not built"
+    if paradigm == "internal" and backend == "gguf" and arch in ROTARY_ARCHS:
+        return None
+    if paradigm == "internal" and backend == "gguf":
+        return f"Internal on {arch}: learned absolute positions, a kept patch's cached keys cannot move"
+    return f"Internal on {backend}: no KV reuse is built for it"
 
 
 def stream_line(manifest) -> str:
     """What ``Stream`` does with each variant of a bundle (for ``alignts inspect``)."""
     parts = []
+    kind = "kv-injective" if manifest.paradigm == "injective" else "kv-internal"
     for v in manifest.variants:
         why = window_reason(manifest.paradigm, manifest.architecture, v.backend)
-        parts.append(f"{v.name}: " + ("KV-cache reuse (kv-injective)" if why is None else f"recompute ({why})"))
+        parts.append(f"{v.name}: " + (f"KV-cache reuse ({kind})" if why is None else f"recompute ({why})"))
     return "; ".join(parts)
 
 
@@ -73,10 +84,17 @@ def make_engine(f, n_channels: int, kv: bool | None):
     does not raises InputError."""
     why = window_reason(f.paradigm, f.manifest.architecture, f.planned.backend)
     if why is None and kv is not False:
-        from alignts.runtime.stream.kv import InjectiveKVEngine
+        if f.paradigm == "injective":
+            from alignts.runtime.stream.kv import InjectiveKVEngine
 
-        return InjectiveKVEngine(f, n_channels)
+            return InjectiveKVEngine(f, n_channels)
+        from alignts.runtime.stream.kv_internal import InternalKVEngine
+
+        try:
+            return InternalKVEngine(f, n_channels)
+        except InputError as e:  # the built llama.cpp cannot shift this model's cache
+            why = f"Internal on {f.manifest.architecture}: {e}"
     if kv is True:
-        raise InputError(f"kv=True: this forecaster has no KV-cache stream ({why}); expected Injective on a "
-                         "gguf variant. Fix: kv=None (the default picks what exists).")
+        raise InputError(f"kv=True: this forecaster has no KV-cache stream ({why}); expected Injective, or Internal "
+                         "on a LLaMA-family backbone, on a gguf variant. Fix: kv=None (the default picks what exists).")
     return WindowEngine(f, n_channels, why or "kv=False")

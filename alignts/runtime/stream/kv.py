@@ -50,9 +50,11 @@ log = logging.getLogger(__name__)
 
 class KVContext:
     """A llama.cpp context on a loaded :class:`LlamaCppModel`'s weights: ``n_seq`` sequences, unified KV cache of
-    ``n_cells`` cells, batches owned by numpy. Not thread-safe: the engine holds the forecaster's lock."""
+    ``n_cells`` cells, batches owned by numpy. ``embeddings``: inputs are embeddings and outputs hidden states
+    (:meth:`decode_embd`, Internal) instead of tokens and logits (:meth:`decode`, Injective). Not thread-safe: the
+    engine holds the forecaster's lock."""
 
-    def __init__(self, model, n_seq: int, n_cells: int, lora_scale: float = 1.0):
+    def __init__(self, model, n_seq: int, n_cells: int, lora_scale: float = 1.0, embeddings: bool = False):
         L = model._L
         self._L = L
         self._model = model
@@ -67,7 +69,7 @@ class KVContext:
         cp.flash_attn_type = src.flash_attn_type
         cp.type_k, cp.type_v = src.type_k, src.type_v
         cp.pooling_type = src.pooling_type
-        cp.embeddings = False
+        cp.embeddings = bool(embeddings)
         cp.no_perf = True
         ctx = L.llama_init_from_model(model._model, cp)
         if not ctx:
@@ -86,6 +88,7 @@ class KVContext:
                                               "context. Fix: stream with kv=False.")
         self.mem = L.llama_get_memory(ctx)
         self.n_vocab = int(model.n_vocab)
+        self.n_embd = int(model.n_embd)
         self.can_shift = bool(L.llama_model_rope_type(model._model) != L.LLAMA_ROPE_TYPE_NONE
                               and L.llama_memory_can_shift(self.mem))
         cap = max(self.n_batch, int(n_seq))
@@ -129,6 +132,31 @@ class KVContext:
         rows = 1 if last_only else n
         ptr = self._L.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(ptr, shape=(rows, self.n_vocab)).copy()
+
+    def decode_embd(self, rows: np.ndarray, pos: np.ndarray, seq: int) -> np.ndarray:
+        """Decode input embeddings ``rows [n, d]`` (n <= n_batch) at positions ``pos [n]`` of sequence ``seq``;
+        returns their hidden states [n, d] (a copy)."""
+        n = rows.shape[0]
+        if n > self.n_batch:
+            raise InputError(f"{n} embeddings in one stream decode; expected at most {self.n_batch}.")
+        x = np.ascontiguousarray(rows, dtype=np.float32)
+        b = self._batch
+        self._pos[:n] = pos
+        self._seq[:n] = seq
+        self._out[:n] = 1
+        b.n_tokens = n
+        b.token = None
+        b.embd = x.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        try:
+            rc = self._L.llama_decode(self._ctx, b)
+        finally:
+            b.embd = None
+            b.token = self._tok.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        if rc != 0:
+            raise BackendUnavailableError(f"llama_decode failed with code {rc} in a stream context "
+                                          f"({'the KV cache is full' if rc == 1 else 'see the llama.cpp log'}).")
+        ptr = self._L.llama_get_embeddings(self._ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n, self.n_embd)).copy()
 
     def clear(self) -> None:
         self._L.llama_memory_clear(self.mem, False)
