@@ -9,10 +9,9 @@ Bundle contents:
 - quantized forms of the same weights: ``backbone.int8.onnx`` (dynamic int8, ``onnx-int8``) and, beside
   ``backbone-f32.gguf``, ``backbone-bf16.gguf`` / ``backbone-q8_0.gguf`` / ``backbone-q4_0.gguf`` (an encoder's
   run with flash attention, ``extra.flash_attn``: see ``alignts.export.quantize.FLASH_ATTN_DTYPES``); their max
-  abs diff vs torch is recorded,
-  not enforced: each adapter bundle judges them on its own validation windows (the accuracy gate,
-  ``alignts.export.gate``) and lists only those within it. Static int8 needs data, and a backbone is shared by
-  adapters of any data: it is not built here.
+  abs diff vs torch is recorded, not enforced: each adapter bundle judges them on its own validation windows (the
+  accuracy gate, ``alignts.export.gate``) and lists only those within it. Static int8 needs data, and a backbone
+  is shared by adapters of any data: it is not built here.
 
 A backbone bundle is identified by the sha256 of its manifest.json. In a backbone store folder it is
 exported once: :func:`ensure_backbone_bundle` first looks for a bundle built from the same weights and

@@ -451,7 +451,7 @@ class LlamaCppModel:
         embeds: [S, N, d] float32 (d = n_embd) -> [S, N, d] float32: after the final norm for gpt2/llama,
         the last layer's output for BERT (positions 0..N-1 and, for BERT, token type 0 are added by the model,
         as transformers does for ``inputs_embeds``). Each series is its own sequence; up to
-        min(n_seq_max, n_batch // N) series go in one llama_decode, and for a BERT encoder no more than
+        min(n_seq_max, n_batch // N) series go in one llama_decode, and for a BERT encoder on CPU no more than
         :func:`alignts.runtime.budget.embedding_geometry` gives for N (the rule the memory planner sizes
         n_seq_max with): an encoder attends over every token of a decode with a mask between series, a cost that
         grows with the square of the group unless flash attention skips the masked cells, while a causal LM keeps
@@ -477,7 +477,7 @@ class LlamaCppModel:
         if S == 0 or N == 0:
             return out
         per = max(1, min(self.n_seq_max, self.n_batch // N))
-        if self._is_encoder:
+        if self._is_encoder and self.device == "cpu":  # the rule was measured on CPUs (a GPU: unmeasured)
             per = min(per, embedding_geometry(N, S, encoder=True, flash=bool(self.flash_attn))[0])
         self._out[:] = 1
         self._nseq[:] = 1
