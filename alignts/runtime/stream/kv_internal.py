@@ -103,9 +103,13 @@ class InternalKVEngine:
             self._check_plan()
             for c in range(self.C):
                 x = a[0, c].astype(np.float64)
-                if gaps[c] or not self._advance(c, x, t_end):
-                    self._anchor(c, x, t_end)
-                    reanchored = True
+                try:
+                    if gaps[c] or not self._advance(c, x, t_end):
+                        self._anchor(c, x, t_end)
+                        reanchored = True
+                except BaseException:  # the cache may be half updated: the next forecast starts over
+                    self.need_anchor[c] = True
+                    raise
                 y[0, c] = self._head(c, x)
         y = np.asarray(y[..., :f.planned.horizon], dtype=np.float32)
         q = None
