@@ -21,7 +21,7 @@
 
 bf16 is a GGUF variant only: onnxruntime's CPU provider has no bf16 MatMul (NOT_IMPLEMENTED in 1.32), while
 llama.cpp's zen4 kernels multiply bf16 with AVX512-BF16 dot products (on a quiet AVX512-BF16 EPYC, 1 thread, the
-MiniLM LM's 7 series x 22 tokens: 30 ms against 41 ms for f32, 22 ms with flash attention; a session-3 measurement
+MiniLM LM's 7 series x 22 tokens: 30 ms against 41 ms for f32, 22 ms with flash attention; an earlier measurement
 under a load of 6 had shown no gain). Where the CPU lacks AVX512-BF16 ggml converts to f32 on the fly: the gate's
 timing (``ms_per_series``, measured where the bundle is quantized) is what the planner ranks by.
 """
