@@ -216,7 +216,50 @@ class _Samples:
             self.kv.seq_rm(self.first + s, -1, -1)
 
 
-class InjectiveKVEngine:
+class KVEngineState:
+    """``state()`` / ``load_state()`` of a KV stream engine: its arrays (``_ARRAYS``), counters (``_COUNTERS``) and
+    the KV bytes of every anchored channel. The engine has ``C``, ``anchored``, ``kv`` (a :class:`KVContext`) and
+    ``_guard()``: the context that keeps a re-plan from closing the weights meanwhile."""
+
+    _ARRAYS: tuple[str, ...] = ()
+    _COUNTERS: tuple[str, ...] = ()
+
+    def _guard(self):
+        raise NotImplementedError
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        with self._guard():
+            arrays = {k: getattr(self, k).copy() for k in self._ARRAYS}
+            for c in range(self.C):
+                if self.anchored[c]:
+                    arrays[f"kv{c}"] = self.kv.seq_bytes(c)
+            # lay the cache out as a restore will (cells in llama.cpp's order change the float rounding of
+            # attention), so that this stream and a stream restored from this state forecast the same
+            self._load_cache(arrays)
+        return {k: getattr(self, k) for k in self._COUNTERS}, arrays
+
+    def _load_cache(self, arrays: dict[str, np.ndarray]) -> None:
+        self.kv.clear()
+        for c in range(self.C):
+            if self.anchored[c]:
+                if f"kv{c}" not in arrays:
+                    raise InputError(f"the stream state has no KV cache for channel {c}; expected the state "
+                                     "Stream.state() wrote.")
+                self.kv.set_seq_bytes(c, arrays[f"kv{c}"])
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], stats) -> None:
+        for k in self._ARRAYS:
+            if k not in arrays or arrays[k].shape != getattr(self, k).shape:
+                raise InputError(f"the stream state's KV engine array {k!r} is missing or has another shape; "
+                                 "expected the state of the same bundle and plan.")
+            setattr(self, k, np.array(arrays[k], dtype=getattr(self, k).dtype))
+        with self._guard():
+            self._load_cache(arrays)
+        for k in self._COUNTERS:
+            setattr(self, k, int(meta[k]))
+
+
+class InjectiveKVEngine(KVEngineState):
     """Injective stream engine with KV-cache reuse (see the module docstring)."""
 
     kind = "kv-injective"
@@ -427,34 +470,7 @@ class InjectiveKVEngine:
     # ------------------------------------------------------------------------------------------------ state
     _ARRAYS = ("off", "sc", "anchored", "need_anchor", "vpos", "vh", "vn", "next_pos", "fed_t", "prov_t",
                "logits")
+    _COUNTERS = ("n_anchors", "n_shifts", "tokens_fed")
 
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        with self.f._lock:
-            arrays = {k: getattr(self, k).copy() for k in self._ARRAYS}
-            for c in range(self.C):
-                if self.anchored[c]:
-                    arrays[f"kv{c}"] = self.kv.seq_bytes(c)
-            # lay the cache out as a restore will (cells in llama.cpp's order change the float rounding of
-            # attention), so that this stream and a stream restored from this state forecast the same
-            self._load_cache(arrays)
-        return {"n_anchors": self.n_anchors, "n_shifts": self.n_shifts, "tokens_fed": self.tokens_fed}, arrays
-
-    def _load_cache(self, arrays: dict[str, np.ndarray]) -> None:
-        self.kv.clear()
-        for c in range(self.C):
-            if self.anchored[c]:
-                if f"kv{c}" not in arrays:
-                    raise InputError(f"the stream state has no KV cache for channel {c}; expected the state "
-                                     "Stream.state() wrote.")
-                self.kv.set_seq_bytes(c, arrays[f"kv{c}"])
-
-    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], stats) -> None:
-        for k in self._ARRAYS:
-            if k not in arrays or arrays[k].shape != getattr(self, k).shape:
-                raise InputError(f"the stream state's KV engine array {k!r} is missing or has another shape; "
-                                 "expected the state of the same bundle and plan.")
-            setattr(self, k, np.array(arrays[k], dtype=getattr(self, k).dtype))
-        with self.f._lock:
-            self._load_cache(arrays)
-        self.n_anchors, self.n_shifts, self.tokens_fed = (int(meta[k]) for k in ("n_anchors", "n_shifts",
-                                                                                  "tokens_fed"))
+    def _guard(self):
+        return self.f._lock

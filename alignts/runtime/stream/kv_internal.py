@@ -27,13 +27,13 @@ patch).
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
 
 import numpy as np
 
 from alignts.errors import InputError
 from alignts.kernels.patch import norm_patchify, patchify
-from alignts.runtime.stream.kv import KVContext
+from alignts.runtime.stream.kv import KVContext, KVEngineState
 
 MARGIN = 1.0  # a new value may leave the anchor window's normalized range by this many stds before a re-anchor
 # The window's own instance statistics may move this far from the frozen ones (mean by this many frozen stds, std
@@ -44,7 +44,7 @@ MARGIN = 1.0  # a new value may leave the anchor window's normalized range by th
 STAT_TOL = 0.05
 
 
-class InternalKVEngine:
+class InternalKVEngine(KVEngineState):
     """Internal stream engine with patch-level KV-cache reuse (see the module docstring)."""
 
     kind = "kv-internal"
@@ -99,8 +99,7 @@ class InternalKVEngine:
         gaps = np.isnan(window).any(axis=1) | (window.shape[1] < self.L)
         y = np.empty((1, self.C, self.f._head_b.shape[0]))
         reanchored = False
-        with self.model.lock:  # a re-plan closes the weights this stream's context reads: not during a forecast
-            self._check_plan()
+        with self._guard():
             for c in range(self.C):
                 x = a[0, c].astype(np.float64)
                 try:
@@ -205,34 +204,10 @@ class InternalKVEngine:
 
     # ------------------------------------------------------------------------------------------------ state
     _ARRAYS = ("mean", "std", "zlo", "zhi", "hid", "pos", "next_pos", "t_last", "since", "anchored", "need_anchor")
+    _COUNTERS = ("n_anchors", "n_shifts", "patches_fed")
 
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        with self.model.lock:
+    @contextlib.contextmanager
+    def _guard(self):
+        with self.model.lock:  # a re-plan closes the weights this stream's context reads: not meanwhile
             self._check_plan()
-            arrays = {k: getattr(self, k).copy() for k in self._ARRAYS}
-            for c in range(self.C):
-                if self.anchored[c]:
-                    arrays[f"kv{c}"] = self.kv.seq_bytes(c)
-            self._load_cache(arrays)  # lay the cache out as a restore will (see InjectiveKVEngine.state)
-        return {"n_anchors": self.n_anchors, "n_shifts": self.n_shifts, "patches_fed": self.patches_fed}, arrays
-
-    def _load_cache(self, arrays: dict[str, np.ndarray]) -> None:
-        self.kv.clear()
-        for c in range(self.C):
-            if self.anchored[c]:
-                if f"kv{c}" not in arrays:
-                    raise InputError(f"the stream state has no KV cache for channel {c}; expected the state "
-                                     "Stream.state() wrote.")
-                self.kv.set_seq_bytes(c, arrays[f"kv{c}"])
-
-    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], stats) -> None:
-        for k in self._ARRAYS:
-            if k not in arrays or arrays[k].shape != getattr(self, k).shape:
-                raise InputError(f"the stream state's KV engine array {k!r} is missing or has another shape; "
-                                 "expected the state of the same bundle and plan.")
-            setattr(self, k, np.array(arrays[k], dtype=getattr(self, k).dtype))
-        with self.model.lock:
-            self._check_plan()
-            self._load_cache(arrays)
-        self.n_anchors, self.n_shifts, self.patches_fed = (int(meta[k]) for k in ("n_anchors", "n_shifts",
-                                                                                   "patches_fed"))
+            yield
