@@ -210,6 +210,98 @@ def test_fit_cli_and_two_bundles_share_one_backbone(built, tmp_path, capsys):
     assert not np.allclose(fa.forecast_scaled(x), fb.forecast_scaled(x))
 
 
+@pytest.fixture(scope="module")
+def skipped(built):
+    """Adapters with the linear skip (random head and skip weights) over the same backbone, and its twin."""
+    from alignts.export.backbone_bundle import tokenizer_text
+    from alignts.export.bridging import BridgingModel
+    from alignts.export.fit_bridging import export_adapter_bundle
+    from alignts.runtime.tokenize import PromptTokenizer
+
+    tok = PromptTokenizer(tokenizer_text(built.backbone).encode())
+    models = {}
+    for name, ablate in (("skip", "none"), ("skip-twin", "identity")):
+        cfg = dataclasses.replace(built.cfg, linear_skip=True, ablate_lm=ablate)
+        torch.manual_seed(1)
+        model = BridgingModel(built.backbone, cfg, tok).eval()
+        assert not model.head.weight.any() and not model.skip.weight.requires_grad  # head at 0, skip frozen
+        with torch.no_grad():  # both paths non-trivial
+            model.head.weight.normal_(0, 0.05)
+            model.skip.weight.normal_(0, 0.05)
+            model.skip.bias.normal_(0, 0.1)
+        export_adapter_bundle(model, built.root / name, backbone_path=None if ablate != "none" else built.bb_path,
+                              backbone_sha="" if ablate != "none" else built.sha, backbone=built.backbone,
+                              check_x=_x(2, 0), config_extra={"n_channels": C})
+        models[name] = model
+    return models
+
+
+@pytest.mark.parametrize("name", ["skip", "skip-twin"])
+def test_linear_skip_runtime_matches_torch(built, skipped, name):
+    from alignts.export.reference import load_torch
+
+    model = skipped[name]
+    m = read_manifest(built.root / name)
+    assert m.config["linear_skip"] is True
+    with np.load(built.root / name / "head.npz") as h:
+        assert h["skip_w"].shape == (H, L) and h["skip_b"].shape == (H,)
+    f = load(built.root / name)
+    f.plan(batch_size=3)
+    rebuilt = load_torch(built.root / name)  # the torch reference carries the skip too
+    for seed, scale in ((1, 1.0), (2, 50.0)):
+        x = _x(3, seed, scale)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+            again = rebuilt(torch.from_numpy(x)).numpy()
+            no_skip = ref - (model.skip(model.normalize(torch.from_numpy(x).reshape(-1, L))[0]).numpy()
+                             * model.normalize(torch.from_numpy(x).reshape(-1, L))[2].numpy()).reshape(ref.shape)
+        assert np.max(np.abs(ref - no_skip)) > 1e-2 * scale  # the skip moves the forecast
+        assert float(np.max(np.abs(f.forecast_scaled(x) - ref))) <= 1e-4 * max(1.0, scale), (name, seed)
+        assert float(np.max(np.abs(again - ref))) <= 1e-5 * max(1.0, scale)
+    if name == "skip" and "gguf-f32" in [v.name for v in m.variants]:
+        g = load(built.root / name)
+        g.plan(batch_size=3, variant="gguf-f32")
+        x = _x(3, 11)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        assert float(np.max(np.abs(g.forecast_scaled(x) - ref))) <= 1e-3
+
+
+def test_fit_cli_linear_skip(tmp_path, capsys):
+    """`fit bridging --linear-skip` fits the ridge before training, records it, and ships skip_w / skip_b."""
+    from alignts.cli import main
+
+    rng = np.random.default_rng(1)
+    t = np.arange(500)
+    csv = tmp_path / "syn.csv"
+    with open(csv, "w") as fh:
+        fh.write("date,a,b\n")
+        for i in range(500):
+            ts = np.datetime64("2020-01-01T00", "h") + i
+            fh.write(f"{ts},{np.sin(2 * np.pi * t[i] / 12) + 0.1 * rng.normal():.5f},"
+                     f"{np.cos(2 * np.pi * t[i] / 24) + 0.1 * rng.normal():.5f}\n")
+    out = tmp_path / "twin"
+    rc = main(["fit", "bridging", "--data", str(csv), "--out", str(out), "--backbone", "tiny-bert",
+               "--ablate-lm", "identity", "--linear-skip", "--context", str(L), "--horizon", str(H),
+               "--d-model", "16", "--heads", "4", "--d-keys", "8", "--prototypes", "16", "--d-ff", "16",
+               "--epochs", "1", "--batch-size", "32", "--max-train-windows", "64", "--threads", "2"])
+    assert rc == 0, capsys.readouterr().out
+    m = read_manifest(out)
+    t = m.training
+    assert m.config["linear_skip"] is True and t["linear_skip"]["ridge"] > 0 and t["linear_skip"]["n_rows"] > 0
+    # the untrained model is the ridge (head at 0): its validation MSE is where training starts
+    assert abs(t["start_val_mse"] - t["linear_skip"]["val_mse"]) <= 1e-3 * t["linear_skip"]["val_mse"]
+    assert t["best_val_mse"] <= t["start_val_mse"]
+    with np.load(out / "head.npz") as h:
+        assert np.abs(h["skip_w"]).max() > 0
+    capsys.readouterr()
+    rc = main(["fit", "bridging", "--data", str(csv), "--out", str(tmp_path / "bad"), "--backbone", "tiny-bert",
+               "--ablate-lm", "identity", "--linear-skip", "--context", str(L), "--horizon", str(H),
+               "--d-ff", "16", "--patch-len", "8", "--stride", "16", "--epochs", "1"])
+    assert rc == 2 and "--stride <= --patch-len" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bundle_sizes(built):
     s = bundle_sizes(built.root / "a")
     assert s["backbone_found"]

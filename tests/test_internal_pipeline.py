@@ -142,7 +142,7 @@ def test_linear_skip_fits_a_linear_series():
     """On windows whose normalized future is an exact linear map of the normalized past, the closed-form
     skip recovers it: the model (zero head) forecasts them almost exactly before any training."""
     from alignts.export.backbones import load_backbone
-    from alignts.export.internal import fit_linear_skip
+    from alignts.export.linear_skip import fit_linear_skip
 
     cfg = InternalConfig(context_len=L, horizon=H, patch_len=16, stride=8, linear_skip=True)
     model = build_model(load_backbone("tiny-bert", seed=0), cfg, seed=0)
@@ -152,7 +152,7 @@ def test_linear_skip_fits_a_linear_series():
     series = np.stack([np.sin(2 * np.pi * t / 12 + ph) + 0.5 * np.cos(2 * np.pi * t / 6 + 2 * ph)
                        for ph in rng.uniform(0, 2 * np.pi, 400)]).astype(np.float32)[:, None, :]
     xy = (series[..., :L], series[..., L:])
-    info = fit_linear_skip(model, xy, xy)
+    info = fit_linear_skip(model.core.skip, cfg, xy, xy)
     assert info["val_mse"] < 1e-3 and info["normalized_train_mse"] < 1e-3
     with torch.no_grad():
         pred = model(torch.from_numpy(xy[0])).numpy()
@@ -162,7 +162,8 @@ def test_linear_skip_fits_a_linear_series():
         InternalConfig(context_len=L, horizon=H, patch_len=8, stride=16, linear_skip=True).check()
     with pytest.raises(InputError, match="linear_skip"):
         fit_linear_skip(build_model(load_backbone("tiny-bert", seed=0),
-                                    InternalConfig(context_len=L, horizon=H, patch_len=16, stride=8)), xy, xy)
+                                    InternalConfig(context_len=L, horizon=H, patch_len=16, stride=8)).core.skip,
+                        cfg, xy, xy)
 
 
 def test_torch_model_patching_matches_kernels():

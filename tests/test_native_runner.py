@@ -316,6 +316,44 @@ def test_bridging_within_1e4_of_python_and_same_prompt(runner, bridging_bundle, 
     _expect_error(run(runner, lonely, "--data", csv, env=env), "no backbone bundle with that hash", "Looked in")
 
 
+def test_bridging_linear_skip_within_1e4_of_python(runner, bridging_bundle, csv, tmp_path):
+    """The skip path (config.linear_skip, skip_w/skip_b in head.npz) is applied by alignts-run as by Python."""
+    import torch
+
+    from alignts.data.load import load_data
+    from alignts.export.backbone_bundle import ensure_backbone_bundle, tokenizer_text
+    from alignts.export.backbones import load_backbone
+    from alignts.export.bridging import BridgingConfig, BridgingModel
+    from alignts.export.fit_bridging import export_adapter_bundle
+    from alignts.runtime import load
+    from alignts.runtime.tokenize import PromptTokenizer
+
+    f = load(bridging_bundle)
+    backbone = load_backbone("tiny-bert", seed=0)
+    bb_path, sha, _ = ensure_backbone_bundle(backbone, bridging_bundle.parent / "backbones")
+    assert sha == f.backbone_sha256  # the fixture's backbone, reused
+    cfg = f.manifest.config
+    bcfg = BridgingConfig(context_len=L_INT, horizon=H_INT, patch_len=16, stride=8, d_model=16, n_heads=4,
+                          d_keys=8, n_prototypes=16, d_ff=16, description=cfg["description"],
+                          prompt_len=cfg["prompt_len"], linear_skip=True)
+    torch.manual_seed(3)
+    model = BridgingModel(backbone, bcfg, PromptTokenizer(tokenizer_text(backbone).encode())).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.05)
+        model.skip.weight.normal_(0, 0.05)
+        model.skip.bias.normal_(0, 0.1)
+    data = load_data(csv)
+    out = tmp_path / "skip"
+    export_adapter_bundle(model, out, backbone_path=bb_path, backbone_sha=sha, backbone=backbone,
+                          check_x=data.values[-L_INT:].T[None].astype(np.float32),
+                          config_extra={"n_channels": 2, "columns": list(data.columns)})
+    r = run(runner, out, "--data", csv)
+    assert r.returncode == 0, r.stderr
+    want = _python_forecast(out, csv, variant="gguf-f32")
+    d = float(np.abs(parse(r.stdout)[["x", "y"]].to_numpy().T - want).max())
+    assert d < 1e-4 * max(1.0, float(np.abs(want).max())), d
+
+
 # ---------------------------------------------------------------------------------------------- errors
 
 def _expect_error(r: subprocess.CompletedProcess, *phrases: str, code: int = 1) -> None:

@@ -30,6 +30,9 @@ def add_arguments(p):
     p.add_argument("--d-ff", type=int, default=128, help="hidden features per patch fed to the head (default 128)")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--prompt-len", type=int, default=0, help="prompt tokens (default 0: longest seen + 8)")
+    p.add_argument("--linear-skip", action="store_true",
+                   help="add a frozen ridge-fitted Linear(L -> H) on the normalized context, the head starting at 0; "
+                        "the adapter and LM learn the residual (off = Time-LLM as published)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32, help="series (window x channel) per step")
     p.add_argument("--lr", type=float, default=1e-4,
@@ -66,7 +69,8 @@ def run(args) -> int:
     cfg = BridgingConfig(context_len=args.context, horizon=args.horizon, patch_len=args.patch_len,
                          stride=args.stride, d_model=args.d_model, n_heads=args.heads, d_keys=args.d_keys,
                          n_prototypes=args.prototypes, d_ff=args.d_ff, dropout=args.dropout,
-                         prompt_len=args.prompt_len, description=desc, ablate_lm=args.ablate_lm)
+                         prompt_len=args.prompt_len, description=desc, ablate_lm=args.ablate_lm,
+                         linear_skip=args.linear_skip)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                        max_train_windows=args.max_train_windows, max_val_windows=args.max_val_windows,
                        seed=args.seed, time_budget_s=args.time_budget, threads=args.threads, device=args.device)

@@ -10,6 +10,10 @@ states, first d_ff features, flattened -> Linear -> H -> de-normalize.
 
 Only the patch embedding, the prototype mapping, the reprogramming layer and the head are trained.
 
+``linear_skip``: a frozen Linear(L -> H) on the normalized context, fitted in closed form before training
+(:func:`alignts.export.linear_skip.fit_linear_skip`, as Internal's), is added to the head's output, and the head
+starts at 0: the untrained model forecasts as that ridge and the adapter + LM learn the residual.
+
 ``ablate_lm="identity"``: the LM-removed twin (Tan et al., NeurIPS 2024, "w/o LLM"): the frozen LM is replaced by
 identity, so the reprogrammed patches go straight to the head (no prompt, no backbone at run time); trained the
 same way.
@@ -49,6 +53,7 @@ class BridgingConfig:
     description:        dataset description in the prompt.
     top_k:              lags listed in the prompt.
     ablate_lm:          ``"none"`` (the frozen LM runs) or ``"identity"`` (the LM-removed twin, see above).
+    linear_skip:        add the fitted Linear(L -> H) on the normalized context (see above); the head starts at 0.
     """
 
     context_len: int = 336
@@ -66,6 +71,7 @@ class BridgingConfig:
     description: str = BridgingRuntimeConfig.description
     top_k: int = BridgingRuntimeConfig.top_k
     ablate_lm: str = BridgingRuntimeConfig.ablate_lm
+    linear_skip: bool = False
 
     @property
     def n_patches(self) -> int:
@@ -150,6 +156,10 @@ class BridgingModel(nn.Module):
         if cfg.context_len < cfg.patch_len:
             raise InputError(f"context_len={cfg.context_len} is shorter than patch_len={cfg.patch_len}; "
                              "pass a longer --context.")
+        if cfg.linear_skip and cfg.stride > cfg.patch_len:
+            raise InputError(f"linear_skip with stride={cfg.stride} > patch_len={cfg.patch_len}: the patches skip "
+                             "points, so the runtimes cannot read the context back from them. Fix: --stride <= "
+                             "--patch-len, or leave out --linear-skip.")
         self.cfg = cfg
         self.backbone_ref = backbone  # dataclass; its model is registered below so .to()/eval() reach it
         self.lm = backbone.model
@@ -175,6 +185,14 @@ class BridgingModel(nn.Module):
         self.reprogram = Reprogramming(cfg.d_model, cfg.n_heads, cfg.d_keys, d_llm, cfg.dropout)
         self.head = nn.Linear(cfg.d_ff * cfg.n_patches, cfg.horizon)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.skip = None
+        if cfg.linear_skip:  # the head starts at 0: the untrained model is the skip's ridge
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            self.skip = nn.Linear(cfg.context_len, cfg.horizon)
+            nn.init.zeros_(self.skip.weight)
+            nn.init.zeros_(self.skip.bias)
+            self.skip.requires_grad_(False)  # fitted in closed form (fit_linear_skip), then frozen
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -192,12 +210,11 @@ class BridgingModel(nn.Module):
         ids = prompt_ids(x_flat.detach().cpu().numpy(), self.prompt_cfg, self.tokenizer, self.cfg.prompt_len)
         return torch.from_numpy(ids).to(x_flat.device)
 
-    def norm_patch(self, x_flat):
-        """RevIN and patching: ``[S, L] -> (patches [S, N, P], mean [S, 1], std [S, 1])``."""
+    def normalize(self, x_flat):
+        """RevIN: ``[S, L] -> (z [S, L], mean [S, 1], std [S, 1])``."""
         mean = x_flat.mean(dim=-1, keepdim=True)
         std = torch.sqrt(x_flat.var(dim=-1, keepdim=True, unbiased=False) + self.cfg.eps)
-        z = (x_flat - mean) / std
-        return z[:, self.patch_idx], mean, std
+        return (x_flat - mean) / std, mean, std
 
     def adapter(self, patches, prototypes=None):
         """``patches [S, N, P] -> [S, N, d_llm]`` (embedding + reprogramming)."""
@@ -211,14 +228,17 @@ class BridgingModel(nn.Module):
 
     def forward_flat(self, x_flat, ids=None):
         """``x_flat [S, L]`` -> forecast ``[S, H]`` (de-normalized)."""
-        patches, mean, std = self.norm_patch(x_flat)
-        enc = self.adapter(patches)  # [S, N, d]
+        z, mean, std = self.normalize(x_flat)
+        enc = self.adapter(z[:, self.patch_idx])  # [S, N, d]
         if self.cfg.ablate_lm == "identity":  # the LM-removed twin: no prompt, no LM
-            return self.head_forward(enc) * std + mean
-        ids = self.prompt_ids(x_flat) if ids is None else ids
-        prefix = self.word_emb[ids]  # [S, T, d]
-        hidden = self.backbone_ref.forward_embeds(torch.cat([prefix, enc], dim=1), model=self.lm)
-        y = self.head_forward(hidden[:, -self.cfg.n_patches:])
+            y = self.head_forward(enc)
+        else:
+            ids = self.prompt_ids(x_flat) if ids is None else ids
+            prefix = self.word_emb[ids]  # [S, T, d]
+            hidden = self.backbone_ref.forward_embeds(torch.cat([prefix, enc], dim=1), model=self.lm)
+            y = self.head_forward(hidden[:, -self.cfg.n_patches:])
+        if self.skip is not None:
+            y = y + self.skip(z)
         return y * std + mean
 
     def forward(self, x):  # [B, C, L] -> [B, C, H]

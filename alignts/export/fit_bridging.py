@@ -142,7 +142,10 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
                                   scaled=True)  # LM-space embeddings grow in training: tol x max(1, |y|)
         w = model.head.weight.detach().cpu().numpy().astype(np.float32)
         b = model.head.bias.detach().cpu().numpy().astype(np.float32)
-        np.savez(tmp / HEAD_NAME, weight=w, bias=b)
+        skip = {} if model.skip is None else {  # the linear skip [H, L], [H] (fit bridging --linear-skip)
+            "skip_w": model.skip.weight.detach().cpu().numpy().astype(np.float32),
+            "skip_b": model.skip.bias.detach().cpu().numpy().astype(np.float32)}
+        np.savez(tmp / HEAD_NAME, weight=w, bias=b, **skip)
         variant_files = [ADAPTER_NAME, HEAD_NAME]
         reference_files = [write_trained(tmp, bridging_trained_state(model, backbone, seed))]  # for load_torch
         base_config = {**cfg.to_dict(), "d_llm": int(backbone.d_model), "decimals": model.prompt_cfg.decimals,
@@ -254,6 +257,7 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
     from alignts.export.backbones import load_backbone
     from alignts.export.bridging import BridgingConfig, BridgingModel
     from alignts.export.bundle import calibrate_written, command_line
+    from alignts.export.linear_skip import fit_linear_skip
     from alignts.export.train import TrainConfig, resolve_device, train
     from alignts.runtime.tokenize import PromptTokenizer
 
@@ -285,6 +289,7 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("bridging model: %d trainable parameters, prompt %d tokens + %d patches", n_trainable,
              cfg.prompt_len, cfg.n_patches)
+    skip_info = fit_linear_skip(model.skip, cfg, train_xy, val_xy) if cfg.linear_skip else None
     result = train(model, train_xy, val_xy, tcfg)
     fit_s = time.perf_counter() - t0
 
@@ -299,14 +304,17 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
         else val_xy[0]
     check_x = xv[np.sort(rng.choice(len(xv), min(opts.n_check, len(xv)), replace=False))]
     training = {"data": opts.data, "command": command_line(), "train_config": dataclasses.asdict(tcfg),
-                "best_val_mse": result.best_val_mse, "epochs_run": result.epochs_run,
-                "stopped_by": result.stopped_by, "train_wall_s": result.wall_s, "history": list(result.history),
+                "best_val_mse": result.best_val_mse, "start_val_mse": result.start_val_mse,
+                "epochs_run": result.epochs_run, "stopped_by": result.stopped_by, "train_wall_s": result.wall_s,
+                "history": list(result.history),
                 "n_train_series": int(len(train_xy[0])), "n_val_series": int(len(val_xy[0])),
                 "n_trainable_params": int(n_trainable), "seed": tcfg.seed,
                 "time_budget_s": tcfg.time_budget_s, "max_train_windows": tcfg.max_train_windows,
                 "backbone": opts.backbone, "n_layers": backbone.n_layers, "data_name": data.name,
                 "train_percent": splits.train_percent, "train_rows": int(splits.train.shape[0]),
                 "ablate_lm": cfg.ablate_lm, "device": tcfg.device, "device_used": result.device}
+    if skip_info is not None:
+        training["linear_skip"] = skip_info
     config_extra = {"n_channels": int(data.n_channels), "columns": list(data.columns), "freq": data.freq,
                     "scaler": {"mean": splits.mean.tolist(), "std": splits.std.tolist()}}
     manifest = export_adapter_bundle(model, opts.out, backbone_path=bb_path, backbone_sha=bb_sha,

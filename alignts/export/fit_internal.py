@@ -90,7 +90,8 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
     from alignts.data.splits import make_splits, sliding_windows
     from alignts.export.backbones import load_backbone
     from alignts.export.bundle import calibrate_written, command_line
-    from alignts.export.internal import build_model, count_params, fit_linear_skip
+    from alignts.export.internal import build_model, count_params
+    from alignts.export.linear_skip import fit_linear_skip
     from alignts.export.train import resolve_device, train
     from alignts.errors import ArtifactError
 
@@ -115,7 +116,7 @@ def fit_internal(cfg: FitInternalConfig, command: str | None = None):
     backbone = load_backbone(cfg.backbone, n_layers=cfg.n_layers, seed=cfg.train.seed)
     model = build_model(backbone, mcfg, seed=cfg.train.seed)
     n_train, n_total = count_params(model)
-    skip_info = fit_linear_skip(model, train_xy, val_xy) if mcfg.linear_skip else None
+    skip_info = fit_linear_skip(model.core.skip, mcfg, train_xy, val_xy) if mcfg.linear_skip else None
     result = train(model, train_xy, val_xy, cfg.train)
     log.info("trained: best val mse %.4f after %d epochs (%.0f s, %s)", result.best_val_mse, result.epochs_run,
              result.wall_s, result.stopped_by)
@@ -330,7 +331,7 @@ def _gguf_core_diff(gguf_path: Path, core, make_inputs, n: int, loras=(), n_tria
 
     from alignts.runtime.backends.gguf import LlamaCppModel
 
-    from alignts.runtime.paradigms.internal import _context
+    from alignts.kernels.patch import context_from_patches
 
     sd = {k: v.numpy() for k, v in core.state_dict().items() if k.startswith(("patch_embed", "head", "skip"))}
     worst = 0.0
@@ -344,7 +345,7 @@ def _gguf_core_diff(gguf_path: Path, core, make_inputs, n: int, loras=(), n_tria
             h = np.asarray(lm.hidden_states(np.ascontiguousarray(e, dtype=np.float32)))
             y = h.reshape(h.shape[0], -1) @ sd["head.weight"].T + sd["head.bias"]
             if "skip.weight" in sd:
-                z = _context(x.numpy(), core.cfg.stride, core.cfg.context_len)
+                z = context_from_patches(x.numpy(), core.cfg.stride, core.cfg.context_len)
                 y = y + z @ sd["skip.weight"].T + sd["skip.bias"]
             worst = max(worst, float(np.abs(y - ref).max()))
     return worst

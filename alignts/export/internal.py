@@ -19,15 +19,10 @@ with the torch RevIN/patching that the runtime replaces with the numba kernels.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-
-import numpy as np
 
 from alignts.errors import InputError
 from alignts.runtime.configs import InternalRuntimeConfig
-
-log = logging.getLogger(__name__)
 
 ABLATIONS = ("none", "identity")  # what replaces the LM: nothing (it runs) or identity (the LM-removed twin)
 
@@ -45,7 +40,7 @@ class InternalConfig:
     head_init:            ``"zeros"``: the head starts at 0, so the untrained model forecasts the context
                           mean (a sane start when the budget allows few steps); ``"default"``: torch's init.
     linear_skip:          add a frozen Linear(L -> H) on the normalized context (see the module docstring;
-                          fitted by :func:`fit_linear_skip`).
+                          fitted by :func:`alignts.export.linear_skip.fit_linear_skip`).
     ablate_lm:            ``"none"`` (the LM runs) or ``"identity"`` (the LM blocks are replaced by identity:
                           no LoRA, nothing of the LM in the exported graph).
     """
@@ -171,55 +166,12 @@ def context_from_patches(patches, stride: int, context_len: int):
 
     Patch n starts at ``n * stride``: the first ``stride`` values of every patch but the last, then the whole
     last patch, cover the padded series from its start; its first L values are the context. The runtime's
-    numpy twin is ``alignts.runtime.paradigms.internal._context``.
+    numpy twin is ``alignts.kernels.patch.context_from_patches``.
     """
     import torch
 
     head = patches[:, :-1, :stride].reshape(patches.shape[0], -1)
     return torch.cat([head, patches[:, -1, :]], dim=-1)[:, :context_len]
-
-
-def fit_linear_skip(model, train_xy, val_xy, ridges=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)) -> dict:
-    """Fit ``model.core.skip`` in closed form on RevIN-normalized windows; returns what was fitted.
-
-    Ridge regression of the normalized target on the normalized context over every training window and
-    channel, minimizing ``mean squared error + ridge * |W|^2`` (the intercept unpenalized); the ridge
-    strength with the lowest validation MSE (de-normalized, the units training is scored in) is kept.
-    """
-    import torch
-
-    cfg = model.cfg
-    if model.core.skip is None:
-        raise InputError("fit_linear_skip: the model was built without linear_skip=True.")
-
-    def normalized(xy):
-        x = np.asarray(xy[0], dtype=np.float64).reshape(-1, cfg.context_len)
-        y = np.asarray(xy[1], dtype=np.float64).reshape(-1, cfg.horizon)
-        mean = x.mean(-1, keepdims=True)
-        std = np.sqrt(x.var(-1, keepdims=True) + cfg.eps)
-        return (x - mean) / std, (y - mean) / std, mean, std
-
-    xt, yt, _, _ = normalized(train_xy)
-    xv, yv, mv, sv = normalized(val_xy)
-    mx, my = xt.mean(0), yt.mean(0)
-    xc, yc = xt - mx, yt - my
-    evals, evecs = np.linalg.eigh(xc.T @ xc)
-    proj = evecs.T @ (xc.T @ yc)  # [L, H] in the eigenbasis
-    best = None
-    for lam in ridges:
-        w = evecs @ (proj / (evals + lam * len(xt))[:, None])  # [L, H]
-        b = my - mx @ w
-        mse = float(np.mean(((xv @ w + b - yv) * sv) ** 2))  # in the data's (scaled) units, as training
-        if best is None or mse < best[0]:
-            best = (mse, lam, w, b)
-    mse, lam, w, b = best
-    with torch.no_grad():
-        model.core.skip.weight.copy_(torch.from_numpy(w.T.astype(np.float32)))
-        model.core.skip.bias.copy_(torch.from_numpy(b.astype(np.float32)))
-    train_mse = float(np.mean((xt @ w + b - yt) ** 2))
-    log.info("linear skip: ridge %g, normalized train mse %.4f, val mse %.4f (%d windows x channels)", lam,
-             train_mse, mse, len(xt))
-    return {"ridge": lam, "normalized_train_mse": train_mse, "val_mse": mse, "n_rows": len(xt)}
 
 
 def build_model(backbone, cfg: InternalConfig, seed: int = 0):

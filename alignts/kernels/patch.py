@@ -21,7 +21,7 @@ from numba import njit
 from alignts.errors import InputError, ShapeError
 from alignts.kernels.numba_cache import CACHE
 
-__all__ = ["n_patches", "patchify", "norm_patchify", "patchify_ref", "norm_patchify_ref"]
+__all__ = ["n_patches", "patchify", "norm_patchify", "context_from_patches", "patchify_ref", "norm_patchify_ref"]
 
 
 def n_patches(length: int, patch_len: int = 16, stride: int = 8) -> int:
@@ -158,6 +158,15 @@ def norm_patchify(x, patch_len: int = 16, stride: int = 8, eps: float = 1e-5,
                        out.reshape(-1, n, patch_len), mean, std, count)
     _check_observed(count, a.shape)
     return out, mean.reshape(lead + (1,)), std.reshape(lead + (1,))
+
+
+def context_from_patches(patches: np.ndarray, stride: int, context_len: int) -> np.ndarray:
+    """The normalized context ``[S, L]`` back from replication-padded patches ``[S, N, P]`` (``stride <=
+    patch_len``): patch n starts at ``n * stride``, so the first ``stride`` values of every patch but the last,
+    then the whole last patch, cover the padded series; its first L values are the context. The linear skip
+    (``--linear-skip``) reads its input this way; the torch twin is ``alignts.export.internal.context_from_patches``."""
+    head = patches[:, :-1, :stride].reshape(patches.shape[0], -1)
+    return np.concatenate([head, patches[:, -1, :]], axis=-1)[:, :context_len]
 
 
 # ---------------------------------------------------------------------------------------------- numpy

@@ -87,6 +87,7 @@ class PatchConfig(RuntimeConfig):
     patch_len, stride, n_patches: P, the patch stride and ``N = (L - P) // stride + 2`` (required).
     d_model:      patch-embedding width (Internal: the LM's width).
     eps:          RevIN epsilon, ``std = sqrt(var + eps)`` (1e-5).
+    linear_skip:  the model adds a fitted Linear(L -> H) on the normalized context (``--linear-skip``; False).
     """
 
     patch_len: int
@@ -94,18 +95,14 @@ class PatchConfig(RuntimeConfig):
     n_patches: int
     d_model: int | None = None
     eps: float = 1e-5
+    linear_skip: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
 class InternalRuntimeConfig(PatchConfig):
-    """Internal (GPT4TS / LLM4TS) bundles; the fields of :class:`PatchConfig` and:
-
-    linear_skip:  the core adds a fitted Linear(L -> H) on the normalized context (False).
-    """
+    """Internal (GPT4TS / LLM4TS) bundles: the fields of :class:`PatchConfig`."""
 
     paradigm: ClassVar[str] = "internal"
-
-    linear_skip: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

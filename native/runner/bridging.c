@@ -2,7 +2,8 @@
  * variant: raw [S, L] -> training scaler -> float32 -> RevIN + patching -> the adapter (adapter.npz: circular
  * Conv1d patch embedding, then cross-attention onto the precomputed prototype keys/values, out to the LM width)
  * -> [prompt prefix rows of the word-embedding table ; adapter output] -> frozen backbone (llama.cpp, input
- * embeddings) -> last N hidden states, first d_ff features -> head (head.npz) -> instance denorm -> float32 ->
+ * embeddings) -> last N hidden states, first d_ff features -> head (head.npz; + skip_w @ z + skip_b with
+ * config.linear_skip, z the normalized context read back from the patches) -> instance denorm -> float32 ->
  * training scaler inverse. The backbone bundle is found by the sha256 of its manifest (backbone_store.py). */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
@@ -29,7 +30,8 @@ typedef struct {
     size_t N, HE;
     double eps;
     npz_file ad, head;
-    const npz_array *pw, *qw, *qb, *ow, *ob, *hw, *hb;
+    const npz_array *pw, *qw, *qb, *ow, *ob, *hw, *hb, *sw, *sb; /* sw, sb: the linear skip, or NULL */
+    int linear_skip;
     float *keys, *values; /* [K, HE]: the reprogramming keys / values of the (constant) prototypes */
     int32_t *const_ids, pad_id;
     size_t n_const;
@@ -270,7 +272,8 @@ static int bridging_open(alignts *h) {
         cfg_int(cfg, "config", "d_keys", 128, &st->d_keys) || cfg_int(cfg, "config", "n_prototypes", 1000, &st->K) ||
         cfg_int(cfg, "config", "d_ff", -1, &st->d_ff) || cfg_int(cfg, "config", "d_llm", -1, &st->d_llm) ||
         cfg_int(cfg, "config", "prompt_len", -1, &st->T) || cfg_int(cfg, "config", "top_k", 5, &st->top_k) ||
-        cfg_int(cfg, "config", "decimals", 3, &st->decimals) || cfg_number(cfg, "config", "eps", 1e-5, &st->eps))
+        cfg_int(cfg, "config", "decimals", 3, &st->decimals) || cfg_number(cfg, "config", "eps", 1e-5, &st->eps) ||
+        cfg_bool(cfg, "config", "linear_skip", 0, &st->linear_skip))
         return -1;
     if (st->L < 2 || st->H < 1 || st->C < 1 || st->P < 1 || st->P > 4096 || st->stride < 1 || st->D < 1 ||
         st->n_heads < 1 || st->d_keys < 1 || st->K < 1 || st->d_ff < 1 || st->d_llm < st->d_ff || st->T < 1 ||
@@ -337,6 +340,17 @@ static int bridging_open(alignts *h) {
         rt_fail("%s: weight [%zu, %zu], bias [%zu] do not fit horizon %ld and n_patches x d_ff = %zu; re-export the "
                 "bundle.", path, st->hw->shape[0], st->hw->shape[1], st->hb->shape[0], st->H, st->N * (size_t)st->d_ff);
         goto done;
+    }
+    if (st->linear_skip) { /* fit bridging --linear-skip: skip_w [H, L], skip_b [H] */
+        if (!(st->sw = npz_get(&st->head, "skip_w", 2, path)) || !(st->sb = npz_get(&st->head, "skip_b", 1, path)))
+            goto done;
+        if (st->sw->shape[0] != st->hw->shape[0] || st->sw->shape[1] != (size_t)st->L ||
+            st->sb->shape[0] != st->sw->shape[0] || st->stride > st->P) {
+            rt_fail("%s: skip_w [%zu, %zu], skip_b [%zu] do not fit context_len=%ld, horizon=%zu (stride %ld <= "
+                    "patch_len %ld); re-export the bundle.", path, st->sw->shape[0], st->sw->shape[1],
+                    st->sb->shape[0], st->L, st->hw->shape[0], st->stride, st->P);
+            goto done;
+        }
     }
     if (open_backbone(h, st)) goto done;
     rc = 0;
@@ -498,6 +512,17 @@ static int bridging_forecast(alignts *h, const double *xin, size_t B, size_t C, 
             for (n = 0; n < N; n++)
                 for (i = 0; i < dff; i++) acc += (double)hr[n * dl + i] * (double)w[n * dff + i];
             y = (double)(float)(acc + (double)st->hb->data[k]); /* head output, float32 */
+            if (st->sw) { /* + skip_w @ z + skip_b, z = the normalized context read back from the float32 patches */
+                const double *pc = st->patches + s * N * P;
+                const float *wsk = st->sw->data + k * (size_t)st->L;
+                size_t stride = (size_t)st->stride;
+                double a2 = 0.0;
+                for (i = 0; i < (size_t)st->L; i++) {
+                    size_t n_ = i / stride < N - 1 ? i / stride : N - 1;
+                    a2 += (double)(float)pc[n_ * P + (i - n_ * stride)] * (double)wsk[i];
+                }
+                y = (double)(float)(y + (double)(float)(a2 + (double)st->sb->data[k]));
+            }
             y = (double)(float)(y * st->std[s] + st->mean[s]);  /* instance denorm, float32 forecast */
             out[s * Hp + k] = smean ? y * sstd[c] + smean[c] : y;
         }

@@ -4,7 +4,8 @@ x [B, C, L] -> S = B*C series -> kernels.norm_patchify -> patches [S, N, P] -> `
 embeddings [S, N, d]; prompt text per series (kernels.prompt_stats) -> ids (tokenizers, the backbone's
 tokenizer.json) -> rows of the backbone's word-embedding table -> prefix [S, T, d]; the shared frozen
 backbone on ``[prefix ; embeddings]`` -> last N hidden states -> head (``head.npz``: first d_ff features,
-flattened, Linear -> H) -> kernels.instance_denorm -> [B, C, H].
+flattened, Linear -> H; with ``config.linear_skip`` plus ``skip_w @ z + skip_b`` on the normalized context z read
+back from the patches) -> kernels.instance_denorm -> [B, C, H].
 
 The backbone is its own bundle, found by the sha256 of its manifest (:mod:`alignts.runtime.backbone_store`)
 and loaded once per process however many Bridging bundles use it. The LM-removed twin (``config.ablate_lm ==
@@ -25,7 +26,7 @@ import numpy as np
 
 from alignts.errors import ArtifactError
 from alignts.kernels.norm import instance_denorm
-from alignts.kernels.patch import norm_patchify
+from alignts.kernels.patch import context_from_patches, norm_patchify
 from alignts.runtime.backbone_store import find_backbone, open_backbone
 from alignts.runtime.configs import BridgingRuntimeConfig
 from alignts.runtime.forecaster import Forecaster, register_paradigm
@@ -96,9 +97,22 @@ class BridgingForecaster(Forecaster):
         self._adapter = OnnxSession(adapter, device=device, threads=threads, spin=self.ablated,
                                     **self.onnx_options())
         self._adapter_in = self._adapter.input_names[0]
-        h = load_npz(self.bundle_dir, self.manifest, extra.get("head_file", HEAD_NAME), required=("weight", "bias"))
+        c = self.cfg
+        skip = ("skip_w", "skip_b") if c.linear_skip else ()
+        name = extra.get("head_file", HEAD_NAME)
+        h = load_npz(self.bundle_dir, self.manifest, name, required=("weight", "bias") + skip)
         self._head_w = np.ascontiguousarray(h["weight"], dtype=np.float32)  # [H, N*d_ff]
         self._head_b = np.ascontiguousarray(h["bias"], dtype=np.float32)  # [H]
+        self._skip = None
+        if skip:  # the linear skip: [H, L], [H]
+            self._skip = (np.ascontiguousarray(h["skip_w"], dtype=np.float32),
+                          np.ascontiguousarray(h["skip_b"], dtype=np.float32))
+            if (self._skip[0].shape != (self._head_w.shape[0], c.context_len)
+                    or self._skip[1].shape != (self._head_w.shape[0],) or c.stride > c.patch_len):
+                raise ArtifactError(f"{self.bundle_dir / name}: skip_w {self._skip[0].shape}, skip_b "
+                                    f"{self._skip[1].shape} do not fit context_len={c.context_len}, horizon="
+                                    f"{self._head_w.shape[0]} (stride {c.stride} <= patch_len {c.patch_len}); "
+                                    "re-export the bundle.")
         return self._adapter.provider
 
     def _opened_settings(self) -> dict[str, Any]:
@@ -129,6 +143,9 @@ class BridgingForecaster(Forecaster):
         feats = np.ascontiguousarray(hidden[:, -n:, :d_ff]).reshape(b * ch, n * d_ff)
         with single_blas():  # one BLAS thread: OpenBLAS's workers spin after a backend call (runtime.threads)
             y = feats @ self._head_w.T + self._head_b  # [S, H]
+            if self._skip is not None:
+                z = context_from_patches(patches, c.stride, c.context_len)  # [S, L], float32 as the model's
+                y = y + (z @ self._skip[0].T + self._skip[1])
         y = instance_denorm(y.astype(np.float64), mean, std)
         return np.asarray(y, dtype=np.float32).reshape(b, ch, -1)
 

@@ -20,20 +20,13 @@ import numpy as np
 
 from alignts.errors import ArtifactError
 from alignts.kernels.norm import instance_denorm
-from alignts.kernels.patch import norm_patchify
+from alignts.kernels.patch import context_from_patches, norm_patchify
 from alignts.runtime.budget import embedding_geometry
 from alignts.runtime.forecaster import Forecaster, register_paradigm
 from alignts.runtime.manifest import Variant, bundle_file, load_npz
 from alignts.runtime.threads import plan_threads, single_blas
 
 log = logging.getLogger(__name__)
-
-
-def _context(patches: np.ndarray, stride: int, context_len: int) -> np.ndarray:
-    """The normalized context [S, L] back from replication-padded patches [S, N, P] (patch n starts at
-    n * stride: the first ``stride`` values of each patch but the last, then the whole last patch)."""
-    head = patches[:, :-1, :stride].reshape(patches.shape[0], -1)
-    return np.concatenate([head, patches[:, -1, :]], axis=-1)[:, :context_len]
 
 
 @register_paradigm("internal")
@@ -105,7 +98,7 @@ class InternalForecaster(Forecaster):
         with single_blas():
             y = h.reshape(h.shape[0], -1) @ self._head_w.T + self._head_b
             if self._skip is not None:
-                z = _context(patches, self.cfg.stride, self.cfg.context_len)
+                z = context_from_patches(patches, self.cfg.stride, self.cfg.context_len)
                 y = y + z @ self._skip[0].T + self._skip[1]
         return y
 
