@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from alignts.errors import ArtifactError  # noqa: E402
+from alignts.errors import ArtifactError, InputError  # noqa: E402
 from alignts.export.gguf_writer import (  # noqa: E402
     lora_tensors_from_peft,
     write_gguf,
@@ -150,6 +150,33 @@ def test_hidden_states_f32(llama_cpp, models, files, arch):
     print(f"{arch} f32 hidden states max abs diff {diff:.2e}")
     assert got.shape == ref.shape and diff <= TOL_F32
     assert np.abs(one - got).max() <= 1e-4
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "bert", "llama"])
+@pytest.mark.parametrize("dtype", ["f32", "q8_0"])
+def test_embeddings_only_stub_vocabulary(llama_cpp, models, files, tmp_path, arch, dtype):
+    """write_gguf(embeddings_only=True) (Internal's LM, Bridging's backbone): the token table and LM head keep
+    STUB_VOCAB rows, llama.cpp loads the file, and the hidden states from input embeddings are the full file's."""
+    from alignts.export.gguf_writer import STUB_VOCAB
+    from alignts.runtime.gguf_check import Keys, check_gguf
+
+    stub = write_gguf(models[arch], tmp_path / f"{arch}-stub.gguf", dtype=dtype, embeddings_only=True)
+    info = check_gguf(stub, expect_arch=arch)
+    assert info.n_vocab == STUB_VOCAB and info.metadata[Keys.EMBEDDINGS_ONLY] == 1
+    assert tuple(info.tensors["token_embd.weight"][0]) == (STUB_VOCAB, D)
+    if "output.weight" in info.tensors:
+        assert tuple(info.tensors["output.weight"][0]) == (STUB_VOCAB, D)
+    full = files[(arch, dtype)]
+    assert stub.stat().st_size < full.stat().st_size - (VOCAB - STUB_VOCAB) * D  # at least a byte a cut weight
+    x = np.random.default_rng(2).standard_normal((3, 20, D)).astype(np.float32)
+    with _llama(stub, n_ctx=64, n_seq_max=4) as m:
+        assert m.n_vocab == STUB_VOCAB
+        got = m.hidden_states(x)
+    with _llama(full, n_ctx=64, n_seq_max=4) as m:
+        want = m.hidden_states(x)
+    assert float(np.abs(got - want).max()) <= 1e-5
+    with pytest.raises(InputError, match="stub vocabulary"):
+        write_gguf(models[arch], tmp_path / "bad.gguf", tokens=["a", "b"], embeddings_only=True)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

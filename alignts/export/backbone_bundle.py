@@ -43,8 +43,8 @@ GGUF_QUANTIZED = ("bf16", "q8_0", "q4_0")
 GGUF_REL_TOL = 5e-3
 TABLE_NAME = "word_embeddings.npy"
 TOKENIZER_NAME = "tokenizer.json"
-KEY_VERSION = 4  # bump when the export itself changes, so stores do not reuse stale bundles (3: quantized variants,
-# 4: gguf-bf16 and flash attention on the reduced-precision encoder variants)
+KEY_VERSION = 5  # bump when the export itself changes, so stores do not reuse stale bundles (3: quantized variants,
+# 4: gguf-bf16 and flash attention on the reduced-precision encoder variants, 5: GGUFs with a stub vocabulary)
 
 _TINY_WORDS = ("dataset description task forecast the next steps given previous information input statistics "
                "min max median value trend of is upward downward top lags are a an time series data hourly "
@@ -112,8 +112,8 @@ def _export_gguf(backbone, module, tmp: Path, shapes, gen, max_pos: int | None):
     from alignts.export.bundle import validation_record, variant_record
     from alignts.export.gguf_writer import write_gguf
 
-    write_gguf(backbone.model, tmp / GGUF_NAME, dtype="f32", metadata={"paradigm": "backbone",
-                                                                       "source_sha256": backbone.source_sha256})
+    write_gguf(backbone.model, tmp / GGUF_NAME, dtype="f32", embeddings_only=True,  # the prefix rows come from
+               metadata={"paradigm": "backbone", "source_sha256": backbone.source_sha256})  # word_embeddings.npy
     kw = gguf_runtime_kwargs(max_pos)
     worst, rel, top = _gguf_diff(tmp / GGUF_NAME, module, shapes, gen, int(backbone.d_model), kw)
     if not np.isfinite(rel) or rel > GGUF_REL_TOL:

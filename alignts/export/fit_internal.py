@@ -312,7 +312,7 @@ def _export_gguf(core, backbone, cfg, tmp: Path, make_inputs) -> list:
     n = cfg.model.n_patches
     for dtype in cfg.gguf_dtypes:
         name = f"lm.{dtype}.gguf"
-        write_gguf(core.lm, tmp / name, dtype=dtype, metadata={"alignts.paradigm": "internal"})
+        write_gguf(core.lm, tmp / name, dtype=dtype, metadata={"alignts.paradigm": "internal"}, embeddings_only=True)
         worst, n_in = _gguf_core_diff(tmp / name, core, make_inputs, n), 2
         tol = GGUF_TOL.get(dtype, 1e-1)
         if not np.isfinite(worst) or worst > tol:
@@ -361,7 +361,8 @@ def _export_gguf_lora(core, unfused_core, backbone, cfg, tmp: Path, make_inputs)
     peft_model = unfused_core._peft
     tensors = lora_tensors_from_peft(peft_model)
     base = peft_model.unload()  # drop the LoRA layers without merging them
-    write_gguf(base, tmp / "lm.base.f32.gguf", dtype="f32", metadata={"alignts.paradigm": "internal"})
+    write_gguf(base, tmp / "lm.base.f32.gguf", dtype="f32", metadata={"alignts.paradigm": "internal"},
+               embeddings_only=True)
     write_lora_adapter_gguf(tensors, None, tmp / "lora.gguf", base_sha256=sha256_file(tmp / "lm.base.f32.gguf"))
     worst = _gguf_core_diff(tmp / "lm.base.f32.gguf", core, make_inputs, cfg.model.n_patches,
                             loras=[(str(tmp / "lora.gguf"), 1.0)])

@@ -35,6 +35,9 @@ from alignts.runtime.gguf_check import ALIGNTS_GGUF_FORMAT_VERSION, Keys
 logger = logging.getLogger(__name__)
 
 DTYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
+# Vocabulary rows kept by ``write_gguf(embeddings_only=True)``: models only ever fed input embeddings (Internal's LM,
+# Bridging's backbone) need no token table, and llama.cpp reserves n_vocab logits per output row of a decode.
+STUB_VOCAB = 16
 KNOWN_ARCHS = ("bert", "gpt2", "llama")
 
 __all__ = ["Keys", "DTYPES", "KNOWN_ARCHS", "LoraTensors", "write_gguf", "vocab_from_hf_tokenizer",
@@ -163,7 +166,7 @@ def _llama_tensors(model, cfg) -> Iterator[tuple[str, np.ndarray]]:
         yield _gguf_name(tm, "lm_head.weight"), _np(head)
 
 
-def _gpt2_hparams(w, cfg) -> None:
+def _gpt2_hparams(w, cfg, n_vocab: int) -> None:
     w.add_context_length(cfg.n_positions)
     w.add_embedding_length(cfg.n_embd)
     w.add_feed_forward_length(cfg.n_inner or 4 * cfg.n_embd)
@@ -172,7 +175,7 @@ def _gpt2_hparams(w, cfg) -> None:
     w.add_layer_norm_eps(cfg.layer_norm_epsilon)
 
 
-def _bert_hparams(w, cfg) -> None:
+def _bert_hparams(w, cfg, n_vocab: int) -> None:
     gguf = _gguf()
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
@@ -185,14 +188,14 @@ def _bert_hparams(w, cfg) -> None:
     w.add_token_type_count(cfg.type_vocab_size)
 
 
-def _llama_hparams(w, cfg) -> None:
+def _llama_hparams(w, cfg, n_vocab: int) -> None:
     rs = getattr(cfg, "rope_scaling", None) or {}
     rtype = rs.get("rope_type", rs.get("type", "default"))
     if rtype not in ("default", "linear"):
         raise NotImplementedError(f"LLaMA rope_scaling type {rtype!r} is not supported by the GGUF writer; "
                                   "supported: none/default, linear.")
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    w.add_vocab_size(cfg.vocab_size)
+    w.add_vocab_size(n_vocab)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(cfg.hidden_size)
     w.add_feed_forward_length(cfg.intermediate_size)
@@ -452,7 +455,7 @@ def write_gguf(model, path: str | os.PathLike, *, dtype: str = "f32", tokens: Se
                token_types: Sequence[int] | None = None, merges: Sequence[str] | None = None,
                tokenizer_model: str | None = None, metadata: Mapping[str, Any] | None = None,
                scores: Sequence[float] | None = None, special_ids: Mapping[str, int] | None = None,
-               tokenizer_pre: str | None = None, name: str | None = None) -> Path:
+               tokenizer_pre: str | None = None, name: str | None = None, embeddings_only: bool = False) -> Path:
     """Write a Hugging Face BERT / GPT-2 / LLaMA model (bare or with its task head) as one GGUF file.
 
     dtype: ``f32`` | ``f16`` | ``bf16`` | ``q8_0`` | ``q4_0`` for 2-D weight matrices (norms, biases, position and
@@ -462,6 +465,9 @@ def write_gguf(model, path: str | os.PathLike, *, dtype: str = "f32", tokens: Se
         model's size is written (``alignts.synthetic_vocab = 1``): BERT WordPiece-style ("bert"), else
         byte-level ("gpt2") with one merge. Tokens shorter than the embedding are padded with unused tokens.
     special_ids: {"bos"|"eos"|"unk"|"sep"|"pad"|"mask"|"cls": id}.
+    embeddings_only: the model is only ever fed input embeddings (Internal's LM, Bridging's backbone): the token
+        embedding and any LM head keep their first ``STUB_VOCAB`` rows under a synthetic vocabulary of that size
+        (``alignts.embeddings_only = 1``), which halves a MiniLM file and llama.cpp's per-row logits buffer.
     metadata: flat str/int/float/bool values written as ``alignts.<key>`` (e.g. paradigm, source_sha256).
     Returns the path. Written atomically (temporary file renamed on success).
     """
@@ -475,6 +481,12 @@ def write_gguf(model, path: str | os.PathLike, *, dtype: str = "f32", tokens: Se
     tensors = list(spec.tensors(model, cfg))
     n_vocab = tensors[0][1].shape[0]
     assert tensors[0][0] == "token_embd.weight"
+    if embeddings_only:
+        if tokens is not None:
+            raise InputError("write_gguf(embeddings_only=True) writes its own stub vocabulary; pass no tokens.")
+        n_vocab = min(n_vocab, STUB_VOCAB)
+        vocab_rows = ("token_embd.weight", gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.OUTPUT] + ".weight")
+        tensors = [(n, a[:n_vocab] if n in vocab_rows else a) for n, a in tensors]
 
     synthetic = tokens is None
     if synthetic:
@@ -506,13 +518,13 @@ def write_gguf(model, path: str | os.PathLike, *, dtype: str = "f32", tokens: Se
         w = gguf.GGUFWriter(tmp, arch)
         w.add_type("model")
         w.add_name(name or getattr(cfg, "_name_or_path", "") or f"alignts-{arch}")
-        spec.hparams(w, cfg)
+        spec.hparams(w, cfg, n_vocab)
         w.add_file_type(_ftype(dtype))
         _add_vocab(w, **vocab)
         hf_arch = (getattr(cfg, "architectures", None) or [type(model).__name__])[0]
         _add_metadata(w, {Keys.FORMAT_VERSION: ALIGNTS_GGUF_FORMAT_VERSION, Keys.ROLE: "model",
                           Keys.DTYPE: dtype, Keys.HF_ARCHITECTURE: hf_arch,
-                          Keys.SYNTHETIC_VOCAB: int(synthetic)})
+                          Keys.SYNTHETIC_VOCAB: int(synthetic), Keys.EMBEDDINGS_ONLY: int(embeddings_only)})
         _add_metadata(w, metadata)
         written: dict[str, int] = {}
         for tname, arr in tensors:

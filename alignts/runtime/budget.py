@@ -100,8 +100,9 @@ ACT_FACTOR = {"fast": 3.0, "lean": 1.5}
 # Internal and Bridging bundles (results/hardening/concurrency_budget.md)
 GGUF_ACT_FACTOR = 1.5
 # llama.cpp's output buffer holds n_vocab logits per output row even when only hidden states are read
-# (llama_context::output_reserve): 62 MiB for 512 rows of BERT's 30522 tokens. A vocabulary the manifest does
-# not tell is taken as GPT-2's, the largest of the registry's backbones.
+# (llama_context::output_reserve): 62 MiB for 512 rows of BERT's 30522 tokens, so the GGUFs fed input embeddings
+# only (Internal, Bridging backbones) carry a stub vocabulary (gguf_writer.STUB_VOCAB); the GGUF header says which.
+# A vocabulary neither the manifest nor a GGUF tells is taken as GPT-2's, the largest of the registry's backbones.
 DEFAULT_N_VOCAB = 50257
 LLAMA_N_BATCH = 512  # llama.cpp's default n_batch: its compute graph is reserved for this many tokens
 # Tokens per llama_decode of a BERT encoder's hidden states. llama.cpp encodes a decode's tokens in one shot with
@@ -340,13 +341,16 @@ def _shape(manifest: Manifest, batch_size: int, context_len: int | None, horizon
 
 
 def _backbone_vocab(manifest: Manifest, bundle_dir: str | Path | None) -> int | None:
-    """A Bridging backbone's vocabulary size, from the backbone manifest at the adapter's path hint (if there)."""
+    """A Bridging backbone's vocabulary size as llama.cpp sees it (its GGUF's header: a stub for new backbone
+    bundles), else the backbone manifest's, from the backbone at the adapter's path hint (if there)."""
     hint = dict(manifest.backbone).get("path")
     if bundle_dir is None or not isinstance(hint, str) or not (Path(bundle_dir) / hint / "manifest.json").is_file():
         return None
     from alignts.runtime.manifest import read_manifest
 
-    return BackboneRuntimeConfig.from_manifest(read_manifest(Path(bundle_dir) / hint, verify=False)).vocab_size
+    folder = Path(bundle_dir) / hint
+    bm = read_manifest(folder, verify=False)
+    return _first(_gguf_facts(bm, folder).get("n_vocab"), BackboneRuntimeConfig.from_manifest(bm).vocab_size)
 
 
 def _weight_parts(manifest: Manifest, v: Variant) -> list[tuple[int, str]]:

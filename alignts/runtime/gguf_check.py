@@ -46,6 +46,7 @@ class Keys:
     HF_ARCHITECTURE = "alignts.hf_architecture"  # e.g. "GPT2LMHeadModel"
     DTYPE = "alignts.dtype"                    # f32 | f16 | q8_0 | q4_0
     SYNTHETIC_VOCAB = "alignts.synthetic_vocab"  # 1 when no tokenizer was given and the vocab is made up
+    EMBEDDINGS_ONLY = "alignts.embeddings_only"  # 1: fed input embeddings only, token table cut to a stub
     # llama.cpp's own keys (general.*, adapter.*, tokenizer.ggml.*) are gguf-py's gguf.Keys
 
 
