@@ -77,6 +77,19 @@ class BridgingConfig:
     def n_patches(self) -> int:
         return (self.context_len - self.patch_len) // self.stride + 2
 
+    def check(self) -> None:
+        """Raise InputError on settings no model can be built with (before any data or LM is loaded)."""
+        if self.ablate_lm not in ("none", "identity"):
+            raise InputError(f"ablate_lm={self.ablate_lm!r}: expected 'none' or 'identity'. Fix: --ablate-lm identity "
+                             "for the LM-removed twin, or leave it out.")
+        if self.context_len < self.patch_len:
+            raise InputError(f"context_len={self.context_len} is shorter than patch_len={self.patch_len}; "
+                             "pass a longer --context.")
+        if self.linear_skip and self.stride > self.patch_len:
+            raise InputError(f"linear_skip with stride={self.stride} > patch_len={self.patch_len}: the patches skip "
+                             "points, so the runtimes cannot read the context back from them. Fix: --stride <= "
+                             "--patch-len, or leave out --linear-skip.")
+
     def prompt(self) -> PromptConfig:
         return PromptConfig(description=self.description, context_len=self.context_len, horizon=self.horizon,
                             top_k=self.top_k, eps=self.eps)
@@ -150,16 +163,7 @@ class BridgingModel(nn.Module):
         d_llm = int(backbone.d_model)
         if not 1 <= cfg.d_ff <= d_llm:
             raise InputError(f"d_ff={cfg.d_ff}: expected 1..{d_llm} (the backbone width). Fix: pass a smaller --d-ff.")
-        if cfg.ablate_lm not in ("none", "identity"):
-            raise InputError(f"ablate_lm={cfg.ablate_lm!r}: expected 'none' or 'identity'. Fix: --ablate-lm identity "
-                             "for the LM-removed twin, or leave it out.")
-        if cfg.context_len < cfg.patch_len:
-            raise InputError(f"context_len={cfg.context_len} is shorter than patch_len={cfg.patch_len}; "
-                             "pass a longer --context.")
-        if cfg.linear_skip and cfg.stride > cfg.patch_len:
-            raise InputError(f"linear_skip with stride={cfg.stride} > patch_len={cfg.patch_len}: the patches skip "
-                             "points, so the runtimes cannot read the context back from them. Fix: --stride <= "
-                             "--patch-len, or leave out --linear-skip.")
+        cfg.check()
         self.cfg = cfg
         self.backbone_ref = backbone  # dataclass; its model is registered below so .to()/eval() reach it
         self.lm = backbone.model

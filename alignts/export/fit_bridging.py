@@ -262,6 +262,7 @@ def fit_bridging(opts: FitBridgingOptions, cfg=None, tcfg=None, progress: bool =
     from alignts.runtime.tokenize import PromptTokenizer
 
     cfg = cfg or BridgingConfig()
+    cfg.check()  # before the data and the LM load
     tcfg = tcfg or TrainConfig()
     ablated = cfg.ablate_lm != "none"
     resolve_device(tcfg.device)  # a missing GPU fails before the data and the LM load

@@ -467,7 +467,8 @@ def write_gguf(model, path: str | os.PathLike, *, dtype: str = "f32", tokens: Se
     special_ids: {"bos"|"eos"|"unk"|"sep"|"pad"|"mask"|"cls": id}.
     embeddings_only: the model is only ever fed input embeddings (Internal's LM, Bridging's backbone): the token
         embedding and any LM head keep their first ``STUB_VOCAB`` rows under a synthetic vocabulary of that size
-        (``alignts.embeddings_only = 1``), which halves a MiniLM file and llama.cpp's per-row logits buffer.
+        (``alignts.embeddings_only = 1``): a MiniLM file halves and llama.cpp's logits buffer (n_vocab floats per
+        decoded row) all but goes.
     metadata: flat str/int/float/bool values written as ``alignts.<key>`` (e.g. paradigm, source_sha256).
     Returns the path. Written atomically (temporary file renamed on success).
     """
