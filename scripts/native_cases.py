@@ -61,12 +61,12 @@ def internal(csv: Path, out: Path, linear_skip: bool = False) -> Path:
     return out
 
 
-def bridging(csv: Path, out: Path) -> Path:
+def bridging(csv: Path, out: Path, linear_skip: bool = False) -> Path:
     from alignts.export.bridging import BridgingConfig
     from alignts.export.fit_bridging import FitBridgingOptions, fit_bridging
 
     cfg = BridgingConfig(context_len=L, horizon=H, patch_len=16, stride=8, d_model=16, n_heads=4, d_keys=8,
-                         n_prototypes=16, d_ff=16, description="native test series.")
+                         n_prototypes=16, d_ff=16, description="native test series.", linear_skip=linear_skip)
     fit_bridging(FitBridgingOptions(data=str(csv), out=str(out), backbone="tiny-bert", n_check=2), cfg, _train(),
                  progress=False)
     return out
@@ -222,10 +222,12 @@ def main(argv: list[str]) -> int:
     bundles = {"internal": internal(csv, root / "bundles" / "internal"),
                "internal_skip": internal(csv, root / "bundles" / "internal_skip", linear_skip=True),
                "bridging": bridging(csv, root / "bundles" / "bridging"),
+               "bridging_skip": bridging(csv, root / "bundles" / "bridging_skip", linear_skip=True),
                "injective": injective(root / "bundles" / "injective")}
     lines = [forecast_case("internal_b2", bundles["internal"], root, csv, 2, 1e-4),
              forecast_case("internal_skip_b1", bundles["internal_skip"], root, csv, 1, 1e-4),
              forecast_case("bridging_b2", bundles["bridging"], root, csv, 2, 1e-4),
+             forecast_case("bridging_skip_b1", bundles["bridging_skip"], root, csv, 1, 1e-4),
              forecast_case("injective_b2", bundles["injective"], root, csv, 2, 1e-12)]
     lines += damaged_cases(root, {k: bundles[k] for k in ("internal", "bridging", "injective")})
     (root / "cases.txt").write_text("".join(lines))
