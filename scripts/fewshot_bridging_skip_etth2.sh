@@ -3,12 +3,7 @@
 # "Bridging with the linear skip"), scored beside the Internal bundles of scripts/fewshot_linear_skip.sh (run that
 # first, with the same OUT_DIR) and the baselines.
 #   bash scripts/fewshot_bridging_skip_etth2.sh [DATA_DIR] [OUT_DIR]     (about 25 min on 2 idle cores)
-set -euo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-data=${1:-$here/../shared/data}/ETT/ETTh2.csv
-out=${2:-/tmp/runs/fid}
-py=${ALIGNTS_VENV:-${ALIGNTS_CACHE:-$HOME/.cache/alignts}/venv}/bin/python
-export PYTHONPATH=$here
+source "$(dirname "${BASH_SOURCE[0]}")/fewshot_env.sh" ETTh2 "$@"
 bridging=(--data "$data" --backbone minilm --layers 3 --context 336 --horizon 96 --stride 16 --train-percent 10
           --epochs 10 --batch-size 32 --lr 1e-4 --patience 3 --max-val-windows 1024 --threads 2 --seed 0 --no-gguf
           --overwrite --linear-skip --backbone-dir "$out/backbones")

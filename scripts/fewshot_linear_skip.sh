@@ -3,12 +3,7 @@
 # linear skip"): the Internal fit, the skip alone (--lr 0: the fitted ridge on the RevIN-normalized context with the
 # LM's head at 0) and the LM-removed twin with the skip, then all three scored on the test split beside the baselines.
 #   bash scripts/fewshot_linear_skip.sh [DATA_DIR] [OUT_DIR]     (about 7 min on 2 idle cores)
-set -euo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-data=${1:-$here/../shared/data}/ETT/ETTh2.csv
-out=${2:-/tmp/runs/fid}
-py=${ALIGNTS_VENV:-${ALIGNTS_CACHE:-$HOME/.cache/alignts}/venv}/bin/python
-export PYTHONPATH=$here
+source "$(dirname "${BASH_SOURCE[0]}")/fewshot_env.sh" ETTh2 "$@"
 common=(--data "$data" --backbone minilm --context 336 --horizon 96 --stride 16 --train-percent 10 --batch-size 16
         --patience 3 --max-val-windows 512 --time-budget 1200 --threads 2 --seed 0 --no-int8 --no-gguf --overwrite
         --linear-skip)

@@ -1,15 +1,10 @@
 #!/usr/bin/env bash
-# Few-shot 10 % ETTh1, L=336, H=96, with --linear-skip (results/fewshot_etth1.md, "The linear skip"): Internal, the
-# skip alone (--lr 0: the ridge on the RevIN-normalized context, the head at 0), Internal's LM-removed twin,
-# Bridging and its LM-removed twin, all with the skip; then everything scored on the test split beside the
-# baselines.
+# Few-shot 10 % ETTh1, L=336, H=96, with --linear-skip (results/fewshot_etth1.md, "Session 7: the linear skip for
+# both paradigms"): Internal, the skip alone (--lr 0: the ridge on the RevIN-normalized context, the head at 0),
+# Internal's LM-removed twin, Bridging and its LM-removed twin, all with the skip; then everything scored on the
+# test split beside the baselines.
 #   bash scripts/fewshot_skip_etth1.sh [DATA_DIR] [OUT_DIR]     (about 30 min on 2 idle cores)
-set -euo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-data=${1:-$here/../shared/data}/ETT/ETTh1.csv
-out=${2:-/tmp/runs/fid}
-py=${ALIGNTS_VENV:-${ALIGNTS_CACHE:-$HOME/.cache/alignts}/venv}/bin/python
-export PYTHONPATH=$here
+source "$(dirname "${BASH_SOURCE[0]}")/fewshot_env.sh" ETTh1 "$@"
 common=(--data "$data" --backbone minilm --context 336 --horizon 96 --stride 16 --train-percent 10 --patience 3
         --threads 2 --seed 0 --overwrite --linear-skip)
 internal=("${common[@]}" --batch-size 16 --max-val-windows 512 --time-budget 1200 --no-int8 --no-gguf)

@@ -267,19 +267,10 @@ def test_linear_skip_runtime_matches_torch(built, skipped, name):
         assert float(np.max(np.abs(g.forecast_scaled(x) - ref))) <= 1e-3
 
 
-def test_fit_cli_linear_skip(tmp_path, capsys):
+def test_fit_cli_linear_skip(csv, tmp_path, capsys):
     """`fit bridging --linear-skip` fits the ridge before training, records it, and ships skip_w / skip_b."""
     from alignts.cli import main
 
-    rng = np.random.default_rng(1)
-    t = np.arange(500)
-    csv = tmp_path / "syn.csv"
-    with open(csv, "w") as fh:
-        fh.write("date,a,b\n")
-        for i in range(500):
-            ts = np.datetime64("2020-01-01T00", "h") + i
-            fh.write(f"{ts},{np.sin(2 * np.pi * t[i] / 12) + 0.1 * rng.normal():.5f},"
-                     f"{np.cos(2 * np.pi * t[i] / 24) + 0.1 * rng.normal():.5f}\n")
     out = tmp_path / "twin"
     rc = main(["fit", "bridging", "--data", str(csv), "--out", str(out), "--backbone", "tiny-bert",
                "--ablate-lm", "identity", "--linear-skip", "--context", str(L), "--horizon", str(H),

@@ -118,6 +118,28 @@ int lib_read_scaler(alignts *h, size_t C) {
     return 0;
 }
 
+int lib_read_skip(const npz_file *f, const char *path, size_t H, size_t L, size_t stride, size_t P,
+                  const npz_array **w, const npz_array **b) {
+    if (!(*w = npz_get(f, "skip_w", 2, path)) || !(*b = npz_get(f, "skip_b", 1, path))) return -1;
+    if ((*w)->shape[0] != H || (*w)->shape[1] != L || (*b)->shape[0] != H || stride > P)
+        return rt_fail("%s: skip_w [%zu, %zu], skip_b [%zu] do not fit context_len=%zu, horizon=%zu (stride %zu <= "
+                       "patch_len %zu); re-export the bundle.", path, (*w)->shape[0], (*w)->shape[1], (*b)->shape[0],
+                       L, H, stride, P);
+    return 0;
+}
+
+double lib_skip_row(const npz_array *w, const npz_array *b, size_t k, const double *pc, size_t N, size_t P,
+                    size_t stride) {
+    size_t L = w->shape[1], i;
+    const float *wk = w->data + k * L;
+    double acc = 0.0;
+    for (i = 0; i < L; i++) {
+        size_t n = i / stride < N - 1 ? i / stride : N - 1;
+        acc += (double)(float)pc[n * P + (i - n * stride)] * (double)wk[i];
+    }
+    return (double)(float)(acc + (double)b->data[k]);
+}
+
 int lib_verify_extra(const alignts *h, const char *rel) {
     size_t i;
     for (i = 0; i < h->v->n_files; i++)

@@ -341,17 +341,10 @@ static int bridging_open(alignts *h) {
                 "bundle.", path, st->hw->shape[0], st->hw->shape[1], st->hb->shape[0], st->H, st->N * (size_t)st->d_ff);
         goto done;
     }
-    if (st->linear_skip) { /* fit bridging --linear-skip: skip_w [H, L], skip_b [H] */
-        if (!(st->sw = npz_get(&st->head, "skip_w", 2, path)) || !(st->sb = npz_get(&st->head, "skip_b", 1, path)))
-            goto done;
-        if (st->sw->shape[0] != st->hw->shape[0] || st->sw->shape[1] != (size_t)st->L ||
-            st->sb->shape[0] != st->sw->shape[0] || st->stride > st->P) {
-            rt_fail("%s: skip_w [%zu, %zu], skip_b [%zu] do not fit context_len=%ld, horizon=%zu (stride %ld <= "
-                    "patch_len %ld); re-export the bundle.", path, st->sw->shape[0], st->sw->shape[1],
-                    st->sb->shape[0], st->L, st->hw->shape[0], st->stride, st->P);
-            goto done;
-        }
-    }
+    if (st->linear_skip && /* fit bridging --linear-skip */
+        lib_read_skip(&st->head, path, st->hw->shape[0], (size_t)st->L, (size_t)st->stride, (size_t)st->P, &st->sw,
+                      &st->sb))
+        goto done;
     if (open_backbone(h, st)) goto done;
     rc = 0;
 done:
@@ -512,17 +505,9 @@ static int bridging_forecast(alignts *h, const double *xin, size_t B, size_t C, 
             for (n = 0; n < N; n++)
                 for (i = 0; i < dff; i++) acc += (double)hr[n * dl + i] * (double)w[n * dff + i];
             y = (double)(float)(acc + (double)st->hb->data[k]); /* head output, float32 */
-            if (st->sw) { /* + skip_w @ z + skip_b, z = the normalized context read back from the float32 patches */
-                const double *pc = st->patches + s * N * P;
-                const float *wsk = st->sw->data + k * (size_t)st->L;
-                size_t stride = (size_t)st->stride;
-                double a2 = 0.0;
-                for (i = 0; i < (size_t)st->L; i++) {
-                    size_t n_ = i / stride < N - 1 ? i / stride : N - 1;
-                    a2 += (double)(float)pc[n_ * P + (i - n_ * stride)] * (double)wsk[i];
-                }
-                y = (double)(float)(y + (double)(float)(a2 + (double)st->sb->data[k]));
-            }
+            if (st->sw) /* + the linear skip on the normalized context */
+                y = (double)(float)(y + lib_skip_row(st->sw, st->sb, k, st->patches + s * N * P, N, P,
+                                                     (size_t)st->stride));
             y = (double)(float)(y * st->std[s] + st->mean[s]);  /* instance denorm, float32 forecast */
             out[s * Hp + k] = smean ? y * sstd[c] + smean[c] : y;
         }

@@ -90,18 +90,11 @@ static int internal_open(alignts *h) {
                 st->pb->shape[0], st->hw->shape[0], st->hw->shape[1], st->hb->shape[0], st->P, st->N, st->H);
         goto done;
     }
-    for (i = 0; i < st->io.n; i++) /* optional linear skip (fit internal --linear-skip): skip_w [H, L], skip_b [H] */
-        if (strcmp(st->io.arrays[i].name, "skip_w") == 0) {
-            if (!(st->sw = npz_get(&st->io, "skip_w", 2, path)) || !(st->sb = npz_get(&st->io, "skip_b", 1, path)))
-                goto done;
-            if (st->sw->shape[0] != st->hw->shape[0] || st->sw->shape[1] != (size_t)st->L ||
-                st->sb->shape[0] != st->sw->shape[0] || st->stride > st->P) {
-                rt_fail("%s: skip_w [%zu, %zu], skip_b [%zu] do not fit context_len=%ld, horizon=%zu (stride %ld <= "
-                        "patch_len %ld); re-export the bundle.", path, st->sw->shape[0], st->sw->shape[1],
-                        st->sb->shape[0], st->L, st->hw->shape[0], st->stride, st->P);
-                goto done;
-            }
-        }
+    for (i = 0; i < st->io.n; i++) /* optional linear skip (fit internal --linear-skip) */
+        if (strcmp(st->io.arrays[i].name, "skip_w") == 0 &&
+            lib_read_skip(&st->io, path, st->hw->shape[0], (size_t)st->L, (size_t)st->stride, (size_t)st->P, &st->sw,
+                          &st->sb))
+            goto done;
     if (d_model > 0 && (size_t)d_model != st->d) {
         rt_fail("%s: patch_w has width %zu, config.d_model is %ld; re-export the bundle.", path, st->d, d_model);
         goto done;
@@ -218,16 +211,9 @@ static int internal_forecast(alignts *h, const double *xin, size_t B, size_t C, 
             double acc = 0.0, y;
             for (i = 0; i < N * d; i++) acc += (double)hr[i] * (double)w[i];
             y = (double)(float)(acc + (double)st->hb->data[k]); /* head output, float32 */
-            if (st->sw) { /* + skip_w @ z + skip_b, z = the normalized context read back from the float32 patches */
-                const double *pc = st->patches + s * N * P;
-                const float *ws_ = st->sw->data + k * L;
-                double a2 = 0.0;
-                for (i = 0; i < L; i++) {
-                    size_t n_ = i / (size_t)st->stride < N - 1 ? i / (size_t)st->stride : N - 1;
-                    a2 += (double)(float)pc[n_ * P + (i - n_ * (size_t)st->stride)] * (double)ws_[i];
-                }
-                y = (double)(float)(y + (double)(float)(a2 + (double)st->sb->data[k]));
-            }
+            if (st->sw) /* + the linear skip on the normalized context */
+                y = (double)(float)(y + lib_skip_row(st->sw, st->sb, k, st->patches + s * N * P, N, P,
+                                                     (size_t)st->stride));
             y = (double)(float)(y * st->std[s] + st->mean[s]); /* instance denorm, float32 forecast */
             out[s * Hp + k] = smean ? y * sstd[c] + smean[c] : y;
         }

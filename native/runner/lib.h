@@ -7,6 +7,7 @@
 
 #include "alignts.h"
 #include "bundle.h"
+#include "npz.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -80,6 +81,14 @@ int lib_scale_patchify(const alignts *h, const double *xin, size_t S, size_t C, 
 int lib_read_scaler(alignts *h, size_t C);
 /* Verify a file a variant reads even when the variant's file list forgot it. */
 int lib_verify_extra(const alignts *h, const char *rel);
+/* The linear skip (fit internal|bridging --linear-skip) of npz f: skip_w [H, L], skip_b [H], checked against the
+   head's H rows, L, and stride <= P (the runtimes read the context back from the patches). 0, or -1 (rt_fail). */
+int lib_read_skip(const npz_file *f, const char *path, size_t H, size_t L, size_t stride, size_t P,
+                  const npz_array **w, const npz_array **b);
+/* Row k of the skip on one series: float32(skip_w[k] @ z + skip_b[k]), z the normalized context read back from
+   the series' float32 patches pc [N, P]. */
+double lib_skip_row(const npz_array *w, const npz_array *b, size_t k, const double *pc, size_t N, size_t P,
+                    size_t stride);
 
 #ifdef __cplusplus
 }
