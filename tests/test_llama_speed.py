@@ -53,8 +53,8 @@ def test_grouped_hidden_states_equal_one_series_at_a_time(ggufs, arch):
 
 def test_geometry_encoder_groups_by_tokens_causal_fills_the_batch():
     # BERT: about ENCODER_DECODE_TOKENS tokens a decode, never more series than there are
-    assert embedding_geometry(22, 56, encoder=True) == (3, 66)
-    assert embedding_geometry(42, 56, encoder=True) == (2, 84)
+    assert embedding_geometry(22, 56, encoder=True) == (7, 154)
+    assert embedding_geometry(42, 56, encoder=True) == (4, 168)
     assert embedding_geometry(22, 2, encoder=True) == (2, 44)
     assert embedding_geometry(500, 8, encoder=True) == (1, 500)
     # causal: as many series as fit LLAMA_N_BATCH tokens; a longer series alone
@@ -86,12 +86,12 @@ class _DecodeCounter:
 
 
 def test_encoder_groups_follow_the_rule_and_flash_attention_stays_close(ggufs):
-    """An encoder opened with room for every series still decodes them in the rule's groups: ~64 tokens, ~256
+    """An encoder opened with room for every series still decodes them in the rule's groups: ~160 tokens, ~256
     with flash attention; flash attention (K/V cast to f16 by llama.cpp) stays close to the exact path."""
     N, S = 30, 11
     x = np.random.default_rng(2).standard_normal((S, N, D)).astype(np.float32)
     got = {}
-    for flash, decodes in ((False, 6), (True, 2)):  # round(64 / 30) = 2 series a decode, round(256 / 30) = 9
+    for flash, decodes in ((False, 3), (True, 2)):  # round(160 / 30) = 5 series a decode, round(256 / 30) = 9
         with _model(ggufs["bert"], n_ctx=N, n_batch=S * N, n_seq_max=S, flash_attn=flash) as m:
             m._L = spy = _DecodeCounter(m._L)
             got[flash] = m.hidden_states(x)
@@ -129,7 +129,7 @@ def test_planner_carries_the_geometry_and_counts_its_memory():
     from alignts.runtime.budget import estimate_peak
 
     bert = estimate_peak(_manifest("bert"), "gguf-f32", batch_size=8)  # 8 x 7 series of 42 tokens
-    assert (bert.detail["settings"]["n_seq_max"], bert.detail["settings"]["n_batch"]) == (2, 84)
+    assert (bert.detail["settings"]["n_seq_max"], bert.detail["settings"]["n_batch"]) == (4, 168)
     small = estimate_peak(_manifest("bert"), "gguf-f32", batch_size=1)
     big = estimate_peak(_manifest("bert"), "gguf-f32", batch_size=64)
     # the compute graph is one group's at any batch size: only the numpy inputs and outputs grow

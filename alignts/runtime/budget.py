@@ -107,11 +107,12 @@ DEFAULT_N_VOCAB = 50257
 LLAMA_N_BATCH = 512  # llama.cpp's default n_batch: its compute graph is reserved for this many tokens
 # Tokens per llama_decode of a BERT encoder's hidden states. llama.cpp encodes a decode's tokens in one shot with
 # a [tokens, tokens] mask between the series, so attention and softmax grow with the square of the series per
-# decode while the weight products need a few dozen rows to run at full speed. Measured on the MiniLM Internal
-# bundle (N=22 tokens a series, 1 thread, AMD EPYC 2 cores, llama.cpp CPU seconds): 56 series in groups of
-# 23 / 7 / 5 / 4 / 3 / 2 / 1 took 684 / 443 / 437 / 388 / 362 / 390 / 442 ms; 7 series in groups of 7 / 4 / 3 / 2
-# / 1 took 55 / 49 / 47 / 50 / 56 ms (the sweep in results/speed_llama.md).
-ENCODER_DECODE_TOKENS = 64
+# decode while the weight products run faster on more rows. With alignts' packed f32 GEMM in ggml
+# (scripts/patch_llama.py) the products gain up to ~150 rows: MiniLM Internal bundle, N=22 tokens a series, 1
+# thread, AMD EPYC (Zen 5), wall ms of hidden_states: 7 series in groups of 1 / 2 / 3 / 4 / 7 took 33.6 / 26.4 /
+# 21.5 / 22.3 / 19.9 (f32 weights); 56 series in groups of 3 / 7 / 8 / 14 / 23: 183 / 173 / 171 / 198 / 247
+# (results/speed_llama.md, section 8). With llama.cpp's own kernels the best group was ~64 tokens (section 3).
+ENCODER_DECODE_TOKENS = 160
 # The same with flash attention (the reduced-precision GGUF variants, ``Variant.extra["flash_attn"]``): ggml's
 # flash-attention kernel skips the masked cells, so the group is limited by the weight products' cache use only.
 # Measured the same way (wall ms, 1 thread, quiet machine): 56 series of 22 tokens in groups of 3 / 7 / 14 / 23

@@ -1,0 +1,338 @@
+// alignts: a packed f32 GEMM for ggml's CPU backend (x86-64: AVX-512 or AVX2+FMA).
+//
+// scripts/patch_llama.py copies this file next to llamafile/sgemm.cpp, includes it at the end of that file
+// and calls alignts_sgemm_f32() first in ggml_compute_forward_mul_mat, so every CPU variant of ggml compiles
+// it with its own flags; variants without AVX2+FMA (and other architectures) compile the stub that declines.
+//
+// Why: ggml multiplies f32 weights by f32 activations with llamafile's tinyBLAS, a dot-product kernel that
+// ends every 4x6 output tile with 24 horizontal sums (a third of its vector work when k = 384) and needs
+// k % 16 == 0 and contiguous activations; attention's products (permuted views, k = head size) fall back to
+// one dot product per output. Here the activations of up to TJ tokens are packed k-major once
+// (Bp[l][j] = B[j][l]) and every weight row is broadcast against them: an outer-product tile of RM weight
+// rows x TJ tokens in registers, no horizontal sums, any k, any row strides. Measured on an AMD EPYC (Zen 5,
+// 1 thread; results/speed_llama.md section 8): ~160-240 GFLOP/s on MiniLM's products against ~80 for tinyBLAS.
+//
+// C[j*ldc + i] = sum_l A[i*lda + l] * B[j*ldb + l] for weight rows i < m and tokens j < n (ggml's layout:
+// A = src0 rows, B = src1 rows, C = dst rows). The sums run in order over l, one fused multiply-add a step.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#define ALIGNTS_SGEMM_F32 1
+#if defined(__GNUC__) && !defined(__clang__)
+// gcc 12's AVX-512 intrinsics start from _mm512_undefined_ps() and warn of it under -Wall
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace alignts_f32 {
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+#if defined(__AVX512F__)
+using vec = __m512;
+constexpr int VL = 16;  // floats a vector
+constexpr int RM = 12;  // weight rows a tile: 12 x 2 accumulators + 2 token vectors + 1 broadcast <= 32 registers
+static inline vec vload(const float * p) { return _mm512_load_ps(p); }
+static inline vec vloadu(const float * p) { return _mm512_loadu_ps(p); }
+static inline void vstore(float * p, vec v) { _mm512_store_ps(p, v); }
+static inline vec vset1(float x) { return _mm512_set1_ps(x); }
+static inline vec vzero() { return _mm512_setzero_ps(); }
+static inline vec vfma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+// r[c] = column c of the 16 x 16 block whose rows are r[0..15]
+static inline void transpose(vec r[16]) {
+    vec s[16];
+    for (int g = 0; g < 4; ++g) {  // within each 128-bit lane: 4 rows -> 4 columns of 4
+        const vec t0 = _mm512_unpacklo_ps(r[4 * g], r[4 * g + 1]), t1 = _mm512_unpackhi_ps(r[4 * g], r[4 * g + 1]);
+        const vec t2 = _mm512_unpacklo_ps(r[4 * g + 2], r[4 * g + 3]), t3 = _mm512_unpackhi_ps(r[4 * g + 2], r[4 * g + 3]);
+        s[4 * g + 0] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+        s[4 * g + 1] = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+        s[4 * g + 2] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+        s[4 * g + 3] = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; ++i) {  // lane q of group g's column i -> lane g of column 4q + i
+        const vec x0 = _mm512_shuffle_f32x4(s[i], s[4 + i], 0x44), x1 = _mm512_shuffle_f32x4(s[i], s[4 + i], 0xEE);
+        const vec y0 = _mm512_shuffle_f32x4(s[8 + i], s[12 + i], 0x44);
+        const vec y1 = _mm512_shuffle_f32x4(s[8 + i], s[12 + i], 0xEE);
+        r[i] = _mm512_shuffle_f32x4(x0, y0, 0x88);
+        r[4 + i] = _mm512_shuffle_f32x4(x0, y0, 0xDD);
+        r[8 + i] = _mm512_shuffle_f32x4(x1, y1, 0x88);
+        r[12 + i] = _mm512_shuffle_f32x4(x1, y1, 0xDD);
+    }
+}
+static inline float vsum(vec v) { return _mm512_reduce_add_ps(v); }
+#else
+using vec = __m256;
+constexpr int VL = 8;
+constexpr int RM = 6;   // 6 x 2 accumulators + 2 + 1 <= 16 registers
+static inline vec vload(const float * p) { return _mm256_load_ps(p); }
+static inline vec vloadu(const float * p) { return _mm256_loadu_ps(p); }
+static inline void vstore(float * p, vec v) { _mm256_store_ps(p, v); }
+static inline vec vset1(float x) { return _mm256_set1_ps(x); }
+static inline vec vzero() { return _mm256_setzero_ps(); }
+static inline vec vfma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
+static inline float vsum(vec v) { return hsum8(v); }
+// r[c] = column c of the 8 x 8 block whose rows are r[0..7]
+static inline void transpose(vec r[8]) {
+    const vec t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const vec t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const vec t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const vec t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const vec s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    const vec s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    const vec s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    const vec s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20); r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20); r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31); r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+#endif
+
+constexpr int NV = 2;        // token vectors a tile
+constexpr int TJ = NV * VL;  // tokens a packed block
+constexpr int DOT_MAX = VL / 2 - 1;  // a block of this few tokens runs as dot products (less than half the lanes)
+constexpr int RD = 4;                // weight rows a dot-product tile
+
+// Bp[l*TJ + j] = B[(j0 + j)*ldb + l] for j < nj, in blocks of VL x VL transposed in registers; the lanes
+// nj <= j < ceil(nj / VL)*VL hold zeros (computed, never stored), the vectors past them are not written
+static inline void pack_tokens(const float * B, int64_t ldb, int64_t k, int64_t j0, int64_t nj, float * Bp) {
+    const int64_t kv = k - k % VL;
+    for (int64_t g = 0; g * VL < nj; ++g) {
+        const int64_t rows = std::min<int64_t>(VL, nj - g * VL);
+        const float * b = B + (j0 + g * VL) * ldb;
+        float * out = Bp + g * VL;
+        for (int64_t l = 0; l < kv; l += VL) {
+            vec r[VL];
+            for (int i = 0; i < VL; ++i) {
+                r[i] = i < rows ? vloadu(b + i * ldb + l) : vzero();
+            }
+            transpose(r);
+            for (int c = 0; c < VL; ++c) {
+                vstore(out + (l + c) * TJ, r[c]);
+            }
+        }
+        for (int64_t l = kv; l < k; ++l) {
+            for (int i = 0; i < VL; ++i) {
+                out[l * TJ + i] = i < rows ? b[i * ldb + l] : 0.0f;
+            }
+        }
+    }
+}
+
+// rows i0 .. i0+R-1 of C for the nj tokens of one packed block starting at token j0; NV2 token vectors
+template <int R, int NV2>
+static inline void tile(const float * A, int64_t lda, const float * Bp, int64_t k,
+                        float * C, int64_t ldc, int64_t i0, int64_t j0, int64_t nj) {
+    vec acc[R][NV2];
+    for (int r = 0; r < R; ++r) {
+        for (int v = 0; v < NV2; ++v) {
+            acc[r][v] = vzero();
+        }
+    }
+    const float * a = A + i0 * lda;
+    for (int64_t l = 0; l < k; ++l) {
+        vec b[NV2];
+        for (int v = 0; v < NV2; ++v) {
+            b[v] = vload(Bp + l * TJ + v * VL);
+        }
+        for (int r = 0; r < R; ++r) {
+            const vec w = vset1(a[r * lda + l]);
+            for (int v = 0; v < NV2; ++v) {
+                acc[r][v] = vfma(w, b[v], acc[r][v]);
+            }
+        }
+    }
+    alignas(64) float t[R][TJ];
+    for (int r = 0; r < R; ++r) {
+        for (int v = 0; v < NV2; ++v) {
+            vstore(t[r] + v * VL, acc[r][v]);
+        }
+    }
+    for (int64_t j = 0; j < nj; ++j) {
+        float * c = C + (j0 + j) * ldc + i0;
+        for (int r = 0; r < R; ++r) {
+            c[r] = t[r][j];
+        }
+    }
+}
+
+// a tile of `rows` <= R weight rows
+template <int R, int NV2>
+static inline void tile_rows(int64_t rows, const float * A, int64_t lda, const float * Bp, int64_t k,
+                             float * C, int64_t ldc, int64_t i0, int64_t j0, int64_t nj) {
+    if constexpr (R > 1) {
+        if (rows < R) {
+            return tile_rows<R - 1, NV2>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+        }
+    }
+    tile<R, NV2>(A, lda, Bp, k, C, ldc, i0, j0, nj);
+}
+
+// a block of NJ <= DOT_MAX tokens: packed lanes would mostly multiply zeros, so take dot products along k
+// (R weight rows x NJ tokens, one horizontal sum an output)
+template <int R, int NJ>
+static inline void dot_tile(const float * A, int64_t lda, const float * B, int64_t ldb, int64_t k,
+                            float * C, int64_t ldc, int64_t i0, int64_t j0) {
+    vec acc[R][NJ];
+    for (int r = 0; r < R; ++r) {
+        for (int j = 0; j < NJ; ++j) {
+            acc[r][j] = vzero();
+        }
+    }
+    const float * a = A + i0 * lda;
+    const float * b = B + j0 * ldb;
+    const int64_t kv = k - k % VL;
+    for (int64_t l = 0; l < kv; l += VL) {
+        vec bv[NJ];
+        for (int j = 0; j < NJ; ++j) {
+            bv[j] = vloadu(b + j * ldb + l);
+        }
+        for (int r = 0; r < R; ++r) {
+            const vec av = vloadu(a + r * lda + l);
+            for (int j = 0; j < NJ; ++j) {
+                acc[r][j] = vfma(av, bv[j], acc[r][j]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        for (int j = 0; j < NJ; ++j) {
+            float sum = vsum(acc[r][j]);
+            for (int64_t l = kv; l < k; ++l) {
+                sum += a[r * lda + l] * b[j * ldb + l];
+            }
+            C[(j0 + j) * ldc + i0 + r] = sum;
+        }
+    }
+}
+
+template <int NJ>
+static inline void dot_rows(int64_t i_begin, int64_t i_end, int64_t k, const float * A, int64_t lda,
+                            const float * B, int64_t ldb, float * C, int64_t ldc, int64_t j0) {
+    int64_t i0 = i_begin;
+    for (; i0 + RD <= i_end; i0 += RD) {
+        dot_tile<RD, NJ>(A, lda, B, ldb, k, C, ldc, i0, j0);
+    }
+    for (; i0 < i_end; ++i0) {
+        dot_tile<1, NJ>(A, lda, B, ldb, k, C, ldc, i0, j0);
+    }
+}
+
+// dot_rows for nj <= J tokens
+template <int J>
+static inline void dot_block(int64_t nj, int64_t i_begin, int64_t i_end, int64_t k, const float * A, int64_t lda,
+                             const float * B, int64_t ldb, float * C, int64_t ldc, int64_t j0) {
+    if constexpr (J > 1) {
+        if (nj < J) {
+            return dot_block<J - 1>(nj, i_begin, i_end, k, A, lda, B, ldb, C, ldc, j0);
+        }
+    }
+    dot_rows<J>(i_begin, i_end, k, A, lda, B, ldb, C, ldc, j0);
+}
+
+// weight rows [i_begin, i_end) of C for all n tokens; Bp holds k*TJ floats, 64-byte aligned (nullptr: no memory
+// for it, so every block runs as dot products)
+static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t k,
+                             const float * A, int64_t lda, const float * B, int64_t ldb,
+                             float * C, int64_t ldc, float * Bp) {
+    for (int64_t j0 = 0; j0 < n; j0 += Bp ? TJ : DOT_MAX) {
+        const int64_t nj = std::min<int64_t>(Bp ? TJ : DOT_MAX, n - j0);
+        if (nj <= DOT_MAX) {
+            dot_block<DOT_MAX>(nj, i_begin, i_end, k, A, lda, B, ldb, C, ldc, j0);
+            continue;
+        }
+        pack_tokens(B, ldb, k, j0, nj, Bp);
+        for (int64_t i0 = i_begin; i0 < i_end; i0 += RM) {
+            const int64_t rows = std::min<int64_t>(RM, i_end - i0);
+            if (nj <= VL) {
+                tile_rows<RM, 1>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+            } else {
+                tile_rows<RM, NV>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+            }
+        }
+    }
+}
+
+// the packing buffer of this thread (k*TJ floats, grown on demand, freed when the thread exits); nullptr when
+// out of memory
+struct scratch_buffer {
+    float * data = nullptr;
+    int64_t size = 0;
+    ~scratch_buffer() { std::free(data); }
+};
+
+static inline float * scratch(int64_t k) {
+    thread_local scratch_buffer buf;
+    const int64_t need = k * TJ;
+    if (need > buf.size) {
+        std::free(buf.data);
+        const size_t bytes = ((size_t) need * sizeof(float) + 63) / 64 * 64;
+        buf.data = static_cast<float *>(std::aligned_alloc(64, bytes));
+        buf.size = buf.data ? need : 0;
+    }
+    return buf.data;
+}
+
+}  // namespace alignts_f32
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+#ifdef ALIGNTS_GGML_GLUE  // compiled inside ggml's CPU backend (llamafile/sgemm.cpp)
+// true when dst = src0 x src1 was computed here (every thread of the node calls it with its ith / nth and gets
+// the same answer); false leaves the product to ggml
+extern "C" bool alignts_sgemm_f32(const struct ggml_compute_params * params, const struct ggml_tensor * src0,
+                                  const struct ggml_tensor * src1, struct ggml_tensor * dst) {
+#if defined(ALIGNTS_SGEMM_F32)
+    if (params->use_ref || src0->type != GGML_TYPE_F32 || src1->type != GGML_TYPE_F32
+        || dst->type != GGML_TYPE_F32) {
+        return false;
+    }
+    GGML_TENSOR_BINARY_OP_LOCALS
+    // rows contiguous, strides whole floats; fewer tokens than a vector's lanes: leave it to the dot products
+    if (nb00 != sizeof(float) || nb10 != sizeof(float) || nb0 != sizeof(float)
+        || nb01 % sizeof(float) || nb11 % sizeof(float) || nb1 % sizeof(float)
+        || ne11 < alignts_f32::VL || ne12 % ne02 || ne13 % ne03) {
+        return false;
+    }
+    // the thread's packing buffer; without one (out of memory) it still computes its share, as dot products:
+    // every thread of the node must answer the same, or ggml's path would wait at a barrier for the others
+    float * Bp = alignts_f32::scratch(ne00);
+    const int64_t r2 = ne12 / ne02, r3 = ne13 / ne03;
+    const int64_t slices = ne12 * ne13;
+    const int64_t tiles = (ne01 + alignts_f32::RM - 1) / alignts_f32::RM;
+    // jobs: a slice's row tiles cut into parts so that every thread has work when there are few slices
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(tiles, (params->nth + slices - 1) / slices));
+    const int64_t jobs = slices * parts;
+    for (int64_t job = params->ith; job < jobs; job += params->nth) {
+        const int64_t s = job / parts, p = job % parts;
+        const int64_t i12 = s % ne12, i13 = s / ne12;
+        const int64_t t0 = tiles * p / parts, t1 = tiles * (p + 1) / parts;
+        const int64_t i_begin = t0 * alignts_f32::RM, i_end = std::min<int64_t>(ne01, t1 * alignts_f32::RM);
+        if (i_begin >= i_end) {
+            continue;
+        }
+        const float * A = (const float *) ((const char *) src0->data + i12 / r2 * nb02 + i13 / r3 * nb03);
+        const float * B = (const float *) ((const char *) src1->data + i12 * nb12 + i13 * nb13);
+        float * C = (float *) ((char *) dst->data + i12 * nb2 + i13 * nb3);
+        alignts_f32::gemm_rows(i_begin, i_end, ne11, ne00, A, nb01 / sizeof(float), B, nb11 / sizeof(float),
+                               C, nb1 / sizeof(float), Bp);
+    }
+    return true;
+#else
+    (void) params; (void) src0; (void) src1; (void) dst;
+    return false;
+#endif
+}
+#endif

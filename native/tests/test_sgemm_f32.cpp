@@ -1,0 +1,74 @@
+// native/ggml/alignts_sgemm_f32.h (the packed f32 GEMM scripts/patch_llama.py puts into ggml's CPU backend)
+// against a double-precision reference: shapes with every kind of remainder (tokens < a vector, a few tokens past
+// a block, k not a multiple of the vector width), row strides wider than the rows (ggml's permuted views), the
+// columns past m untouched, and the path without a packing buffer. Built once with AVX2+FMA and once with
+// AVX-512 flags; a build whose instructions this CPU lacks exits 77 (ctest: skipped).
+#include "../ggml/alignts_sgemm_f32.h"
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+int main() {
+#if !defined(ALIGNTS_SGEMM_F32)
+    std::printf("built without AVX2+FMA / AVX-512: nothing to test\n");
+    return 77;
+#else
+#if defined(__AVX512F__)
+    if (!__builtin_cpu_supports("avx512f")) {
+        std::printf("SKIP: this CPU has no AVX-512\n");
+        return 77;
+    }
+#else
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+        std::printf("SKIP: this CPU has no AVX2+FMA\n");
+        return 77;
+    }
+#endif
+    const int64_t shapes[][3] = {  // m (weight rows), n (tokens), k
+        {384, 66, 384}, {1536, 22, 384}, {384, 154, 1536}, {66, 66, 32}, {32, 66, 66}, {7, 17, 5},
+        {13, 33, 19},   {25, 16, 3},     {21, 3, 19},       {40, 50, 17}, {9, 100, 8}, {1, 1, 1},
+        {12, 32, 16},   {5, 47, 100},    {100, 9, 7}};
+    std::mt19937 gen(0);
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    int failures = 0;
+    for (const auto & s : shapes) {
+        const int64_t m = s[0], n = s[1], k = s[2];
+        const int64_t lda = k + 3, ldb = k + 5, ldc = m + 7;  // strided rows, as ggml's views
+        std::vector<float> A(m * lda), B(n * ldb);
+        for (auto & x : A) x = uni(gen);
+        for (auto & x : B) x = uni(gen);
+        float * Bp = alignts_f32::scratch(k);
+        for (int buffered = 0; buffered < 2; ++buffered) {
+            std::vector<float> C(n * ldc, -7.0f);
+            // two row ranges, as two threads split them
+            const int64_t half = (m / 2 + alignts_f32::RM - 1) / alignts_f32::RM * alignts_f32::RM;
+            const int64_t cut = half < m ? half : m;
+            alignts_f32::gemm_rows(0, cut, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc, buffered ? Bp : nullptr);
+            alignts_f32::gemm_rows(cut, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc, buffered ? Bp : nullptr);
+            double worst = 0.0;
+            bool untouched = true;
+            for (int64_t j = 0; j < n; ++j) {
+                for (int64_t i = 0; i < m; ++i) {
+                    double ref = 0.0, mag = 0.0;
+                    for (int64_t l = 0; l < k; ++l) {
+                        ref += (double) A[i * lda + l] * B[j * ldb + l];
+                        mag += std::fabs((double) A[i * lda + l] * B[j * ldb + l]);
+                    }
+                    // f32 accumulation over k terms: k * eps * sum |a b|, with room
+                    const double err = std::fabs(ref - C[j * ldc + i]) / (1e-30 + mag * 1.2e-7 * (double) k);
+                    worst = std::fmax(worst, err);
+                }
+                for (int64_t i = m; i < ldc; ++i) untouched = untouched && C[j * ldc + i] == -7.0f;
+            }
+            const bool ok = worst <= 1.0 && untouched;
+            failures += !ok;
+            std::printf("%s m=%ld n=%ld k=%ld %s: error %.3f of the f32 bound, padding %s\n", ok ? "ok  " : "FAIL",
+                        (long) m, (long) n, (long) k, buffered ? "packed" : "dot products", worst,
+                        untouched ? "untouched" : "WRITTEN");
+        }
+    }
+    return failures ? 1 : 0;
+#endif
+}
