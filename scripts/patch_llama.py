@@ -2,14 +2,17 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Two changes, both refused loudly when the code they anchor to has moved (update this script then):
+Three changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
    folder holding libggml itself, so the Python package and alignts-run find the CPU variants installed beside it.
-2. native/ggml/alignts_sgemm_f32.h, a packed f32 GEMM, computes ggml's f32 x f32 matrix products on x86-64 CPUs
-   with AVX2+FMA or AVX-512 (ggml's other CPU variants and architectures keep llamafile's tinyBLAS): copied next
-   to llamafile/sgemm.cpp, included at its end, and called first in ggml_compute_forward_mul_mat.
+2. native/ggml/: packed GEMMs for ggml's f32 x f32 products (x86-64 with AVX2+FMA or AVX-512) and q8_0 x f32
+   products (AVX-512 VNNI); ggml's other CPU variants and architectures keep llamafile's tinyBLAS. Copied next to
+   llamafile/sgemm.cpp, alignts_gemm.h included at its end, alignts_mul_mat() called first in
+   ggml_compute_forward_mul_mat.
+3. ggml's f32 GELU (an f16 table, one value at a time) computed in f32, 16 / 8 values at a time (AVX-512 /
+   AVX2+FMA; other CPUs keep the table).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
-KERNEL = HERE / "native" / "ggml" / "alignts_sgemm_f32.h"
+KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
 
 
@@ -49,22 +52,22 @@ def main(sdist: Path) -> None:
            "#endif\n")
 
     cpu = ggml / "ggml-cpu"
-    shutil.copyfile(KERNEL, cpu / "llamafile" / KERNEL.name)
+    for header in sorted(KERNELS.glob("*.h")):
+        shutil.copyfile(header, cpu / "llamafile" / header.name)
     sgemm = cpu / "llamafile" / "sgemm.cpp"
     src = sgemm.read_text()
     if MARK not in src:
-        sgemm.write_text(src + f"\n// alignts: the packed f32 GEMM (scripts/patch_llama.py)\n"
-                               f"#define ALIGNTS_GGML_GLUE 1\n#include \"{KERNEL.name}\"\n")
+        sgemm.write_text(src + "\n// alignts: packed GEMMs (scripts/patch_llama.py)\n#include \"alignts_gemm.h\"\n")
     insert(cpu / "llamafile" / "sgemm.h", "#ifdef __cplusplus\n}\n#endif",
-           "// alignts: true when it computed dst = src0 x src1 (f32 x f32 on AVX2+FMA / AVX-512)\n"
+           "// alignts: true when it computed dst = src0 x src1 (native/ggml/alignts_gemm.h)\n"
            "struct ggml_tensor;\n"
-           "bool alignts_sgemm_f32(const struct ggml_compute_params * params, const struct ggml_tensor * src0,\n"
-           "                       const struct ggml_tensor * src1, struct ggml_tensor * dst);\n\n")
+           "bool alignts_mul_mat(const struct ggml_compute_params * params, const struct ggml_tensor * src0,\n"
+           "                     const struct ggml_tensor * src1, struct ggml_tensor * dst);\n\n")
     insert(cpu / "ggml-cpu.c",
            "    if (ggml_compute_forward_mul_mat_tiled(params, dst)) {\n        return;\n    }\n",
            "\n#if GGML_USE_LLAMAFILE\n"
-           "    // alignts: the packed f32 GEMM (scripts/patch_llama.py)\n"
-           "    if (alignts_sgemm_f32(params, src0, src1, dst)) {\n        return;\n    }\n"
+           "    // alignts: packed GEMMs (scripts/patch_llama.py)\n"
+           "    if (alignts_mul_mat(params, src0, src1, dst)) {\n        return;\n    }\n"
            "#endif\n", before=False)
     ops = cpu / "ops.cpp"
     insert(ops, "// ggml_compute_forward_gelu\n\nstatic void ggml_compute_forward_gelu_f32(",

@@ -1,8 +1,8 @@
 // alignts: a packed f32 GEMM for ggml's CPU backend (x86-64: AVX-512 or AVX2+FMA).
 //
-// scripts/patch_llama.py copies this file next to llamafile/sgemm.cpp, includes it at the end of that file
-// and calls alignts_sgemm_f32() first in ggml_compute_forward_mul_mat, so every CPU variant of ggml compiles
-// it with its own flags; variants without AVX2+FMA (and other architectures) compile the stub that declines.
+// scripts/patch_llama.py copies this file (and alignts_gemm.h, its entry point in ggml) next to
+// llamafile/sgemm.cpp, so every CPU variant of ggml compiles it with its own flags; variants without AVX2+FMA
+// (and other architectures) leave the products to ggml.
 //
 // Why: ggml multiplies f32 weights by f32 activations with llamafile's tinyBLAS, a dot-product kernel that
 // ends every 4x6 output tile with 24 horizontal sums (a third of its vector work when k = 384) and needs
@@ -262,77 +262,9 @@ static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t 
     }
 }
 
-// the packing buffer of this thread (k*TJ floats, grown on demand, freed when the thread exits); nullptr when
-// out of memory
-struct scratch_buffer {
-    float * data = nullptr;
-    int64_t size = 0;
-    ~scratch_buffer() { std::free(data); }
-};
-
-static inline float * scratch(int64_t k) {
-    thread_local scratch_buffer buf;
-    const int64_t need = k * TJ;
-    if (need > buf.size) {
-        std::free(buf.data);
-        const size_t bytes = ((size_t) need * sizeof(float) + 63) / 64 * 64;
-        buf.data = static_cast<float *>(std::aligned_alloc(64, bytes));
-        buf.size = buf.data ? need : 0;
-    }
-    return buf.data;
-}
-
 }  // namespace alignts_f32
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
-#endif
-
-#ifdef ALIGNTS_GGML_GLUE  // compiled inside ggml's CPU backend (llamafile/sgemm.cpp)
-// true when dst = src0 x src1 was computed here (every thread of the node calls it with its ith / nth and gets
-// the same answer); false leaves the product to ggml
-extern "C" bool alignts_sgemm_f32(const struct ggml_compute_params * params, const struct ggml_tensor * src0,
-                                  const struct ggml_tensor * src1, struct ggml_tensor * dst) {
-#if defined(ALIGNTS_SGEMM_F32)
-    if (params->use_ref || src0->type != GGML_TYPE_F32 || src1->type != GGML_TYPE_F32
-        || dst->type != GGML_TYPE_F32) {
-        return false;
-    }
-    GGML_TENSOR_BINARY_OP_LOCALS
-    // rows contiguous, strides whole floats; fewer tokens than a vector's lanes: leave it to the dot products
-    if (nb00 != sizeof(float) || nb10 != sizeof(float) || nb0 != sizeof(float)
-        || nb01 % sizeof(float) || nb11 % sizeof(float) || nb1 % sizeof(float)
-        || ne11 < alignts_f32::VL || ne12 % ne02 || ne13 % ne03) {
-        return false;
-    }
-    // the thread's packing buffer; without one (out of memory) it still computes its share, as dot products:
-    // every thread of the node must answer the same, or ggml's path would wait at a barrier for the others
-    float * Bp = alignts_f32::scratch(ne00);
-    const int64_t r2 = ne12 / ne02, r3 = ne13 / ne03;
-    const int64_t slices = ne12 * ne13;
-    const int64_t tiles = (ne01 + alignts_f32::RM - 1) / alignts_f32::RM;
-    // jobs: a slice's row tiles cut into parts so that every thread has work when there are few slices
-    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(tiles, (params->nth + slices - 1) / slices));
-    const int64_t jobs = slices * parts;
-    for (int64_t job = params->ith; job < jobs; job += params->nth) {
-        const int64_t s = job / parts, p = job % parts;
-        const int64_t i12 = s % ne12, i13 = s / ne12;
-        const int64_t t0 = tiles * p / parts, t1 = tiles * (p + 1) / parts;
-        const int64_t i_begin = t0 * alignts_f32::RM, i_end = std::min<int64_t>(ne01, t1 * alignts_f32::RM);
-        if (i_begin >= i_end) {
-            continue;
-        }
-        const float * A = (const float *) ((const char *) src0->data + i12 / r2 * nb02 + i13 / r3 * nb03);
-        const float * B = (const float *) ((const char *) src1->data + i12 * nb12 + i13 * nb13);
-        float * C = (float *) ((char *) dst->data + i12 * nb2 + i13 * nb3);
-        alignts_f32::gemm_rows(i_begin, i_end, ne11, ne00, A, nb01 / sizeof(float), B, nb11 / sizeof(float),
-                               C, nb1 / sizeof(float), Bp);
-    }
-    return true;
-#else
-    (void) params; (void) src0; (void) src1; (void) dst;
-    return false;
-#endif
-}
 #endif

@@ -6,6 +6,7 @@
 #include "../ggml/alignts_sgemm_f32.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -39,7 +40,7 @@ int main() {
         std::vector<float> A(m * lda), B(n * ldb);
         for (auto & x : A) x = uni(gen);
         for (auto & x : B) x = uni(gen);
-        float * Bp = alignts_f32::scratch(k);
+        float * Bp = static_cast<float *>(std::aligned_alloc(64, (sizeof(float) * k * alignts_f32::TJ + 63) / 64 * 64));
         for (int buffered = 0; buffered < 2; ++buffered) {
             std::vector<float> C(n * ldc, -7.0f);
             // two row ranges, as two threads split them
@@ -68,6 +69,7 @@ int main() {
                         (long) m, (long) n, (long) k, buffered ? "packed" : "dot products", worst,
                         untouched ? "untouched" : "WRITTEN");
         }
+        std::free(Bp);
     }
     return failures ? 1 : 0;
 #endif

@@ -1,12 +1,16 @@
 // The packed f32 GEMM (native/ggml/alignts_sgemm_f32.h) against a dot-product kernel with tinyBLAS's tiling (4 weight
 // rows x 6 tokens of 16-float accumulators, one horizontal sum per output; llamafile/sgemm.cpp's f32 AVX-512
-// path), one thread, on MiniLM's shapes. Prints GFLOP/s (best of 7 x 20 calls) and the max abs difference.
-//   g++ -O3 -std=c++17 -mavx512f -mavx2 -mfma -o sgemm_bench results/speed_llama/sgemm_bench.cpp && ./sgemm_bench
+// path), and the packed q8_0 GEMM (alignts_gemm_q8_0.h), one thread, on MiniLM's shapes. Prints GFLOP/s (GOP/s
+// for q8_0; best of 7 x 20 calls) and the f32 kernels' max abs difference.
+//   g++ -O3 -std=c++17 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mf16c -mavx2 -mfma \
+//       -o sgemm_bench results/speed_llama/sgemm_bench.cpp && ./sgemm_bench
+#include "../../native/ggml/alignts_gemm_q8_0.h"
 #include "../../native/ggml/alignts_sgemm_f32.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -40,14 +44,15 @@ int main() {
                                  {384, 154, 1536}, {64, 66, 32}, {32, 66, 64}};  // m (rows, a multiple of 4), n (tokens), k
     std::mt19937 gen(0);
     std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-    std::printf("| m (weight rows) | n (tokens) | k | tinyBLAS-style dot tiles GFLOP/s | packed GFLOP/s | max abs diff |\n");
-    std::printf("|--:|--:|--:|--:|--:|--:|\n");
+    std::printf("| m (weight rows) | n (tokens) | k | tinyBLAS-style dot tiles GFLOP/s | packed f32 GFLOP/s | max abs diff "
+                "| packed q8_0 GOP/s |\n");
+    std::printf("|--:|--:|--:|--:|--:|--:|--:|\n");
     for (const auto & s : shapes) {
         const int64_t m = s[0], n = s[1], k = s[2];
         std::vector<float> A(m * k), B(n * k), C1(n * m), C2(n * m);
         for (auto & x : A) x = uni(gen);
         for (auto & x : B) x = uni(gen);
-        float * Bp = alignts_f32::scratch(k);
+        float * Bp = static_cast<float *>(std::aligned_alloc(64, (sizeof(float) * k * alignts_f32::TJ + 63) / 64 * 64));
         auto best = [&](auto f) {
             double t = 1e9;
             for (int rep = 0; rep < 7; ++rep) {
@@ -62,7 +67,17 @@ int main() {
         float diff = 0.0f;
         for (int64_t i = 0; i < n * m; ++i) diff = std::max(diff, std::fabs(C1[i] - C2[i]));
         const double flop = 2.0 * m * n * k;
-        std::printf("| %ld | %ld | %ld | %.0f | %.0f | %.1e |\n", (long) m, (long) n, (long) k, flop / td / 1e9,
-                    flop / tp / 1e9, diff);
+        // q8_0 weights of the same shape (k a multiple of 32)
+        const int64_t nb = k / alignts_q8::QK;
+        std::vector<uint8_t> Aq(m * nb * alignts_q8::BLOCK_BYTES);
+        for (size_t i = 0; i < Aq.size(); ++i) Aq[i] = (uint8_t) (gen() & 0x3f);  // scales ~1e-6..4e-3, small ints
+        int32_t * P = static_cast<int32_t *>(std::aligned_alloc(64, (sizeof(int32_t) * alignts_q8::pack_ints(k) + 63) / 64 * 64));
+        const double tq = best([&] {
+            alignts_q8::gemm_rows(0, m, n, k, Aq.data(), nb * alignts_q8::BLOCK_BYTES, B.data(), k, C2.data(), m, P);
+        });
+        std::free(P);
+        std::printf("| %ld | %ld | %ld | %.0f | %.0f | %.1e | %.0f |\n", (long) m, (long) n, (long) k, flop / td / 1e9,
+                    flop / tp / 1e9, diff, flop / tq / 1e9);
+        std::free(Bp);
     }
 }

@@ -1,0 +1,112 @@
+// alignts: the entry point of alignts' matrix products in ggml's CPU backend. scripts/patch_llama.py copies the
+// native/ggml headers next to llamafile/sgemm.cpp, includes this one at the end of that file (inside ggml, where
+// ggml_compute_params and the tensor macros are known) and calls alignts_mul_mat() first in
+// ggml_compute_forward_mul_mat. Every CPU variant of ggml compiles it with its own flags:
+//   f32 x f32   alignts_sgemm_f32.h (AVX2+FMA or AVX-512)
+//   q8_0 x f32  alignts_gemm_q8_0.h (AVX-512 VNNI)
+// and leaves every other product (types, CPUs, a few tokens) to ggml.
+#pragma once
+
+#include "alignts_gemm_q8_0.h"
+#include "alignts_sgemm_f32.h"
+
+#include <cstdlib>
+
+namespace alignts_ggml {
+
+// this thread's packing buffer (grown on demand, 64-byte aligned, freed when the thread exits); nullptr when out of
+// memory
+struct scratch_buffer {
+    void * data = nullptr;
+    size_t size = 0;
+    ~scratch_buffer() { std::free(data); }
+};
+
+static inline void * scratch(size_t bytes) {
+    thread_local scratch_buffer buf;
+    if (bytes > buf.size) {
+        std::free(buf.data);
+        buf.data = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+        buf.size = buf.data ? bytes : 0;
+    }
+    return buf.data;
+}
+
+// the jobs of a product with `slices` 2-D slices of `tiles` row tiles each: a slice's tiles cut into parts so
+// that every thread has work when there are few slices; static, so no barrier or shared counter is needed
+struct jobs {
+    int64_t parts, count;
+    jobs(int64_t slices, int64_t tiles, int nth)
+        : parts(std::max<int64_t>(1, std::min<int64_t>(tiles, (nth + slices - 1) / slices))), count(slices * parts) {}
+};
+
+}  // namespace alignts_ggml
+
+// true when dst = src0 x src1 was computed here. Every thread of the node calls it with its ith / nth and must get
+// the same answer: had one thread declined, ggml's path would wait at a barrier for the others. So the decision
+// depends on the tensors only, and a thread without memory for its pack computes its share without one.
+extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const struct ggml_tensor * src0,
+                                const struct ggml_tensor * src1, struct ggml_tensor * dst) {
+    if (params->use_ref || src1->type != GGML_TYPE_F32 || dst->type != GGML_TYPE_F32) {
+        return false;
+    }
+    GGML_TENSOR_BINARY_OP_LOCALS
+    // activation and output rows contiguous, strides whole floats, no broadcast remainder
+    if (nb10 != sizeof(float) || nb0 != sizeof(float) || nb11 % sizeof(float) || nb1 % sizeof(float)
+        || ne12 % ne02 || ne13 % ne03) {
+        return false;
+    }
+    const int64_t r2 = ne12 / ne02, r3 = ne13 / ne03, slices = ne12 * ne13;
+#if defined(ALIGNTS_SGEMM_F32)
+    // fewer tokens than a vector's lanes: ggml's dot products
+    if (src0->type == GGML_TYPE_F32 && nb00 == sizeof(float) && nb01 % sizeof(float) == 0
+        && ne11 >= alignts_f32::VL) {
+        using namespace alignts_f32;
+        float * Bp = static_cast<float *>(alignts_ggml::scratch(sizeof(float) * ne00 * TJ));
+        const int64_t tiles = (ne01 + RM - 1) / RM;
+        const alignts_ggml::jobs jb(slices, tiles, params->nth);
+        for (int64_t job = params->ith; job < jb.count; job += params->nth) {
+            const int64_t s = job / jb.parts, p = job % jb.parts, i12 = s % ne12, i13 = s / ne12;
+            const int64_t i_begin = tiles * p / jb.parts * RM;
+            const int64_t i_end = std::min<int64_t>(ne01, tiles * (p + 1) / jb.parts * RM);
+            if (i_begin < i_end) {
+                gemm_rows(i_begin, i_end, ne11, ne00,
+                          (const float *) ((const char *) src0->data + i12 / r2 * nb02 + i13 / r3 * nb03),
+                          nb01 / sizeof(float), (const float *) ((const char *) src1->data + i12 * nb12 + i13 * nb13),
+                          nb11 / sizeof(float), (float *) ((char *) dst->data + i12 * nb2 + i13 * nb3),
+                          nb1 / sizeof(float), Bp);  // Bp == nullptr: dot products
+            }
+        }
+        return true;
+    }
+#endif
+#if defined(ALIGNTS_GEMM_Q8_0)
+    if (src0->type == GGML_TYPE_Q8_0 && nb00 == (size_t) alignts_q8::BLOCK_BYTES && ne00 % alignts_q8::QK == 0
+        && ne11 >= alignts_q8::VL) {
+        using namespace alignts_q8;
+        int32_t * P = static_cast<int32_t *>(alignts_ggml::scratch(sizeof(int32_t) * pack_ints(ne00)));
+        const int64_t tiles = (ne01 + RM - 1) / RM;
+        const alignts_ggml::jobs jb(slices, tiles, params->nth);
+        for (int64_t job = params->ith; job < jb.count; job += params->nth) {
+            const int64_t s = job / jb.parts, p = job % jb.parts, i12 = s % ne12, i13 = s / ne12;
+            const int64_t i_begin = tiles * p / jb.parts * RM;
+            const int64_t i_end = std::min<int64_t>(ne01, tiles * (p + 1) / jb.parts * RM);
+            if (i_begin >= i_end) {
+                continue;
+            }
+            const uint8_t * A = (const uint8_t *) src0->data + i12 / r2 * nb02 + i13 / r3 * nb03;
+            const float * B = (const float *) ((const char *) src1->data + i12 * nb12 + i13 * nb13);
+            float * C = (float *) ((char *) dst->data + i12 * nb2 + i13 * nb3);
+            if (P) {
+                gemm_rows(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C, nb1 / sizeof(float), P);
+            } else {
+                gemm_rows_unpacked(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C,
+                                   nb1 / sizeof(float));
+            }
+        }
+        return true;
+    }
+#endif
+    (void) r2; (void) r3; (void) slices;
+    return false;
+}

@@ -1,0 +1,212 @@
+// alignts: a packed q8_0 x f32 GEMM for ggml's CPU backend (x86-64 with AVX-512 VNNI), the integer twin of
+// alignts_sgemm_f32.h (same layout, same tiling idea; scripts/patch_llama.py puts both into ggml).
+//
+// ggml multiplies q8_0 weights by activations it first quantizes to q8_0 (blocks of 32 values, one f16 scale
+// each) with llamafile's tinyBLAS: 256-bit dot products, a horizontal sum per output. Here a block of TJ tokens
+// is quantized the same way (ggml's quantize_row_q8_0: d = max|x| / 127, q = round(x / d), d kept as f16) into a
+// k-major pack, 4 bytes of a token per 32-bit lane, and every weight row's 4 bytes are broadcast against it:
+// vpdpbusd sums 4 byte products a lane. vpdpbusd multiplies unsigned by signed bytes, so the weights go in
+// shifted by 128 (w + 128) and 128 * sum(q) of the token's block comes off again, exactly. After a block's 32
+// values the integer sums are scaled by both blocks' scales into f32 accumulators: the products are ggml's
+// integer dot products of the same quantized values; only the order of the f32 sums over blocks can differ.
+//
+// C[j*ldc + i] = sum over blocks of d_w(i,b) d_x(j,b) sum_l q_w(i,b,l) q_x(j,b,l); A holds rows of k/32
+// block_q8_0 (34 bytes: f16 d, 32 int8), lda_bytes apart; B is f32, ldb floats a row.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__F16C__)
+#include <immintrin.h>
+#define ALIGNTS_GEMM_Q8_0 1
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace alignts_q8 {
+
+constexpr int QK = 32;              // values a block
+constexpr int BLOCK_BYTES = 2 + QK; // block_q8_0: f16 scale + 32 int8
+constexpr int VL = 16;              // 32-bit lanes a vector: tokens a vector
+constexpr int NV = 2;               // token vectors a tile
+constexpr int TJ = NV * VL;         // tokens a packed block
+constexpr int RM = 5;               // weight rows a tile: 5 x 2 integer + 5 x 2 float accumulators (4-7
+                                    // measured: 5 fastest)
+// the pack of one k-block for TJ tokens: 8 x TJ int32 (4 quantized bytes a token), TJ f32 scales, TJ int32
+// corrections (128 * the sum of the token's 32 quantized values)
+constexpr int PACK_INTS = QK / 4 * TJ + TJ + TJ;
+
+static inline float f16_to_f32(const uint8_t * p) {
+    uint16_t h;
+    std::memcpy(&h, p, sizeof h);
+    return _cvtsh_ss(h);
+}
+
+// quantize tokens j0 .. j0+nj-1 of B (k values each) into the pack; tokens nj .. TJ-1 are zeros
+static inline void pack_tokens(const float * B, int64_t ldb, int64_t k, int64_t j0, int64_t nj, int32_t * P) {
+    const int64_t nb = k / QK;
+    std::memset(P, 0, sizeof(int32_t) * PACK_INTS * nb);
+    for (int64_t j = 0; j < nj; ++j) {
+        const float * x = B + (j0 + j) * ldb;
+        for (int64_t b = 0; b < nb; ++b) {
+            const __m512 x0 = _mm512_loadu_ps(x + b * QK), x1 = _mm512_loadu_ps(x + b * QK + VL);
+            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+            const float d = amax / 127.0f;
+            const float id = d != 0.0f ? 1.0f / d : 0.0f;
+            const __m512 s = _mm512_set1_ps(id);
+            // round to nearest (ties to even; ggml's reference rounds ties away from zero: a tie needs x / d to
+            // land exactly on .5)
+            const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, s)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, s));
+            alignas(64) int8_t q[QK];
+            _mm_store_si128(reinterpret_cast<__m128i *>(q), _mm512_cvtsepi32_epi8(q0));
+            _mm_store_si128(reinterpret_cast<__m128i *>(q + VL), _mm512_cvtsepi32_epi8(q1));
+            int32_t * pb = P + b * PACK_INTS;
+            int32_t sum = 0;
+            for (int g = 0; g < QK / 4; ++g) {
+                int32_t word;
+                std::memcpy(&word, q + 4 * g, sizeof word);
+                pb[g * TJ + j] = word;
+                sum += q[4 * g] + q[4 * g + 1] + q[4 * g + 2] + q[4 * g + 3];
+            }
+            const float dh = _cvtsh_ss(_cvtss_sh(d, 0));  // the f16 scale ggml keeps
+            std::memcpy(pb + QK / 4 * TJ + j, &dh, sizeof dh);
+            pb[QK / 4 * TJ + TJ + j] = 128 * sum;
+        }
+    }
+}
+
+template <int R, int NV2>
+static inline void tile(const uint8_t * A, int64_t lda_bytes, const int32_t * P, int64_t nb,
+                        float * C, int64_t ldc, int64_t i0, int64_t j0, int64_t nj) {
+    __m512 acc[R][NV2];
+    for (int r = 0; r < R; ++r) {
+        for (int v = 0; v < NV2; ++v) {
+            acc[r][v] = _mm512_setzero_ps();
+        }
+    }
+    const __m512i shift = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
+    const uint8_t * a = A + i0 * lda_bytes;
+    for (int64_t b = 0; b < nb; ++b) {
+        const int32_t * pb = P + b * PACK_INTS;
+        __m512i iacc[R][NV2];
+        for (int r = 0; r < R; ++r) {
+            for (int v = 0; v < NV2; ++v) {
+                iacc[r][v] = _mm512_setzero_si512();
+            }
+        }
+        for (int g = 0; g < QK / 4; ++g) {
+            __m512i t[NV2];
+            for (int v = 0; v < NV2; ++v) {
+                t[v] = _mm512_load_si512(pb + g * TJ + v * VL);
+            }
+            for (int r = 0; r < R; ++r) {
+                int32_t word;
+                std::memcpy(&word, a + r * lda_bytes + b * BLOCK_BYTES + 2 + 4 * g, sizeof word);
+                const __m512i w = _mm512_xor_si512(_mm512_set1_epi32(word), shift);  // w + 128, unsigned
+                for (int v = 0; v < NV2; ++v) {
+                    iacc[r][v] = _mm512_dpbusd_epi32(iacc[r][v], w, t[v]);
+                }
+            }
+        }
+        for (int v = 0; v < NV2; ++v) {
+            const __m512 dx = _mm512_load_ps(reinterpret_cast<const float *>(pb + QK / 4 * TJ) + v * VL);
+            const __m512i corr = _mm512_load_si512(pb + QK / 4 * TJ + TJ + v * VL);
+            for (int r = 0; r < R; ++r) {
+                const __m512 dw = _mm512_set1_ps(f16_to_f32(a + r * lda_bytes + b * BLOCK_BYTES));
+                const __m512 sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[r][v], corr));
+                acc[r][v] = _mm512_fmadd_ps(sum, _mm512_mul_ps(dw, dx), acc[r][v]);
+            }
+        }
+    }
+    alignas(64) float out[R][TJ];
+    for (int r = 0; r < R; ++r) {
+        for (int v = 0; v < NV2; ++v) {
+            _mm512_store_ps(out[r] + v * VL, acc[r][v]);
+        }
+    }
+    for (int64_t j = 0; j < nj; ++j) {
+        float * c = C + (j0 + j) * ldc + i0;
+        for (int r = 0; r < R; ++r) {
+            c[r] = out[r][j];
+        }
+    }
+}
+
+template <int R, int NV2>
+static inline void tile_rows(int64_t rows, const uint8_t * A, int64_t lda_bytes, const int32_t * P, int64_t nb,
+                             float * C, int64_t ldc, int64_t i0, int64_t j0, int64_t nj) {
+    if constexpr (R > 1) {
+        if (rows < R) {
+            return tile_rows<R - 1, NV2>(rows, A, lda_bytes, P, nb, C, ldc, i0, j0, nj);
+        }
+    }
+    tile<R, NV2>(A, lda_bytes, P, nb, C, ldc, i0, j0, nj);
+}
+
+// weight rows [i_begin, i_end) of C for all n tokens; P holds pack_ints(k) int32, 64-byte aligned
+static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t k, const uint8_t * A,
+                             int64_t lda_bytes, const float * B, int64_t ldb, float * C, int64_t ldc, int32_t * P) {
+    const int64_t nb = k / QK;
+    for (int64_t j0 = 0; j0 < n; j0 += TJ) {
+        const int64_t nj = std::min<int64_t>(TJ, n - j0);
+        pack_tokens(B, ldb, k, j0, nj, P);
+        for (int64_t i0 = i_begin; i0 < i_end; i0 += RM) {
+            const int64_t rows = std::min<int64_t>(RM, i_end - i0);
+            if (nj <= VL) {
+                tile_rows<RM, 1>(rows, A, lda_bytes, P, nb, C, ldc, i0, j0, nj);
+            } else {
+                tile_rows<RM, NV>(rows, A, lda_bytes, P, nb, C, ldc, i0, j0, nj);
+            }
+        }
+    }
+}
+
+static inline int64_t pack_ints(int64_t k) { return k / QK * PACK_INTS; }
+
+// the same products without a pack (no memory for one): token by token, block by block, C as the accumulator
+static inline void gemm_rows_unpacked(int64_t i_begin, int64_t i_end, int64_t n, int64_t k, const uint8_t * A,
+                                      int64_t lda_bytes, const float * B, int64_t ldb, float * C, int64_t ldc) {
+    const int64_t nb = k / QK;
+    for (int64_t j = 0; j < n; ++j) {
+        float * c = C + j * ldc;
+        for (int64_t i = i_begin; i < i_end; ++i) {
+            c[i] = 0.0f;
+        }
+        for (int64_t b = 0; b < nb; ++b) {
+            const float * x = B + j * ldb + b * QK;
+            float amax = 0.0f;
+            for (int l = 0; l < QK; ++l) {
+                amax = std::max(amax, std::fabs(x[l]));
+            }
+            const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+            const float dh = _cvtsh_ss(_cvtss_sh(d, 0));
+            int8_t q[QK];
+            for (int l = 0; l < QK; ++l) {
+                q[l] = static_cast<int8_t>(std::nearbyint(x[l] * id));
+            }
+            for (int64_t i = i_begin; i < i_end; ++i) {
+                const uint8_t * w = A + i * lda_bytes + b * BLOCK_BYTES;
+                // in f32, exact (|sum| <= 32 * 127 * 127 < 2^24): gcc 12 vectorizes an int8 x int8 -> int32 sum
+                // with vpdpbusd, which reads the weights as unsigned
+                float dot = 0.0f;
+                for (int l = 0; l < QK; ++l) {
+                    dot += static_cast<float>(static_cast<int8_t>(w[2 + l])) * static_cast<float>(q[l]);
+                }
+                c[i] += f16_to_f32(w) * dh * dot;
+            }
+        }
+    }
+}
+
+}  // namespace alignts_q8
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
