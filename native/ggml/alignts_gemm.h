@@ -32,13 +32,26 @@ static inline void * scratch(size_t bytes) {
     return buf.data;
 }
 
-// the jobs of a product with `slices` 2-D slices of `tiles` row tiles each: a slice's tiles cut into parts so
-// that every thread has work when there are few slices; static, so no barrier or shared counter is needed
-struct jobs {
-    int64_t parts, count;
-    jobs(int64_t slices, int64_t tiles, int nth)
-        : parts(std::max<int64_t>(1, std::min<int64_t>(tiles, (nth + slices - 1) / slices))), count(slices * parts) {}
-};
+// calls f(i_begin, i_end, A, B, C) for this thread's jobs: each 2-D slice's row tiles of rm rows (A: the slice's
+// src0 bytes, B and C: its src1 and dst floats), a slice cut into parts so that every thread has work when there
+// are few slices (attention has one a head); static, so no barrier or shared counter is needed
+template <typename F>
+static inline void for_each_job(const struct ggml_compute_params * params, const struct ggml_tensor * src0,
+                                const struct ggml_tensor * src1, struct ggml_tensor * dst, int64_t rm, F && f) {
+    GGML_TENSOR_BINARY_OP_LOCALS
+    const int64_t r2 = ne12 / ne02, r3 = ne13 / ne03, slices = ne12 * ne13;
+    const int64_t tiles = (ne01 + rm - 1) / rm;
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(tiles, (params->nth + slices - 1) / slices));
+    for (int64_t job = params->ith; job < slices * parts; job += params->nth) {
+        const int64_t s = job / parts, p = job % parts, i12 = s % ne12, i13 = s / ne12;
+        const int64_t i_begin = tiles * p / parts * rm, i_end = std::min<int64_t>(ne01, tiles * (p + 1) / parts * rm);
+        if (i_begin < i_end) {
+            f(i_begin, i_end, (const uint8_t *) src0->data + i12 / r2 * nb02 + i13 / r3 * nb03,
+              (const float *) ((const char *) src1->data + i12 * nb12 + i13 * nb13),
+              (float *) ((char *) dst->data + i12 * nb2 + i13 * nb3));
+        }
+    }
+}
 
 }  // namespace alignts_ggml
 
@@ -56,57 +69,36 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
         || ne12 % ne02 || ne13 % ne03) {
         return false;
     }
-    const int64_t r2 = ne12 / ne02, r3 = ne13 / ne03, slices = ne12 * ne13;
 #if defined(ALIGNTS_SGEMM_F32)
     // fewer tokens than a vector's lanes: ggml's dot products
     if (src0->type == GGML_TYPE_F32 && nb00 == sizeof(float) && nb01 % sizeof(float) == 0
         && ne11 >= alignts_f32::VL) {
-        using namespace alignts_f32;
-        float * Bp = static_cast<float *>(alignts_ggml::scratch(sizeof(float) * ne00 * TJ));
-        const int64_t tiles = (ne01 + RM - 1) / RM;
-        const alignts_ggml::jobs jb(slices, tiles, params->nth);
-        for (int64_t job = params->ith; job < jb.count; job += params->nth) {
-            const int64_t s = job / jb.parts, p = job % jb.parts, i12 = s % ne12, i13 = s / ne12;
-            const int64_t i_begin = tiles * p / jb.parts * RM;
-            const int64_t i_end = std::min<int64_t>(ne01, tiles * (p + 1) / jb.parts * RM);
-            if (i_begin < i_end) {
-                gemm_rows(i_begin, i_end, ne11, ne00,
-                          (const float *) ((const char *) src0->data + i12 / r2 * nb02 + i13 / r3 * nb03),
-                          nb01 / sizeof(float), (const float *) ((const char *) src1->data + i12 * nb12 + i13 * nb13),
-                          nb11 / sizeof(float), (float *) ((char *) dst->data + i12 * nb2 + i13 * nb3),
-                          nb1 / sizeof(float), Bp);  // Bp == nullptr: dot products
-            }
-        }
+        float * Bp = static_cast<float *>(alignts_ggml::scratch(sizeof(float) * ne00 * alignts_f32::TJ));
+        alignts_ggml::for_each_job(params, src0, src1, dst, alignts_f32::RM,
+            [&](int64_t i_begin, int64_t i_end, const uint8_t * A, const float * B, float * C) {
+                alignts_f32::gemm_rows(i_begin, i_end, ne11, ne00, reinterpret_cast<const float *>(A),
+                                       nb01 / sizeof(float), B, nb11 / sizeof(float), C, nb1 / sizeof(float),
+                                       Bp);  // Bp == nullptr: dot products
+            });
         return true;
     }
 #endif
 #if defined(ALIGNTS_GEMM_Q8_0)
     if (src0->type == GGML_TYPE_Q8_0 && nb00 == (size_t) alignts_q8::BLOCK_BYTES && ne00 % alignts_q8::QK == 0
         && ne11 >= alignts_q8::VL) {
-        using namespace alignts_q8;
-        int32_t * P = static_cast<int32_t *>(alignts_ggml::scratch(sizeof(int32_t) * pack_ints(ne00)));
-        const int64_t tiles = (ne01 + RM - 1) / RM;
-        const alignts_ggml::jobs jb(slices, tiles, params->nth);
-        for (int64_t job = params->ith; job < jb.count; job += params->nth) {
-            const int64_t s = job / jb.parts, p = job % jb.parts, i12 = s % ne12, i13 = s / ne12;
-            const int64_t i_begin = tiles * p / jb.parts * RM;
-            const int64_t i_end = std::min<int64_t>(ne01, tiles * (p + 1) / jb.parts * RM);
-            if (i_begin >= i_end) {
-                continue;
-            }
-            const uint8_t * A = (const uint8_t *) src0->data + i12 / r2 * nb02 + i13 / r3 * nb03;
-            const float * B = (const float *) ((const char *) src1->data + i12 * nb12 + i13 * nb13);
-            float * C = (float *) ((char *) dst->data + i12 * nb2 + i13 * nb3);
-            if (P) {
-                gemm_rows(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C, nb1 / sizeof(float), P);
-            } else {
-                gemm_rows_unpacked(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C,
-                                   nb1 / sizeof(float));
-            }
-        }
+        int32_t * P = static_cast<int32_t *>(alignts_ggml::scratch(sizeof(int32_t) * alignts_q8::pack_ints(ne00)));
+        alignts_ggml::for_each_job(params, src0, src1, dst, alignts_q8::RM,
+            [&](int64_t i_begin, int64_t i_end, const uint8_t * A, const float * B, float * C) {
+                if (P) {
+                    alignts_q8::gemm_rows(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C,
+                                          nb1 / sizeof(float), P);
+                } else {
+                    alignts_q8::gemm_rows_unpacked(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C,
+                                                   nb1 / sizeof(float));
+                }
+            });
         return true;
     }
 #endif
-    (void) r2; (void) r3; (void) slices;
     return false;
 }
