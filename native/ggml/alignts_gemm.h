@@ -3,10 +3,12 @@
 // ggml_compute_params and the tensor macros are known) and calls alignts_mul_mat() first in
 // ggml_compute_forward_mul_mat. Every CPU variant of ggml compiles it with its own flags:
 //   f32 x f32   alignts_sgemm_f32.h (AVX2+FMA or AVX-512)
+//   bf16 x f32  alignts_gemm_bf16.h (AVX-512 BF16)
 //   q8_0 x f32  alignts_gemm_q8_0.h (AVX-512 VNNI)
 // and leaves every other product (types, CPUs, a few tokens) to ggml.
 #pragma once
 
+#include "alignts_gemm_bf16.h"
 #include "alignts_gemm_q8_0.h"
 #include "alignts_sgemm_f32.h"
 
@@ -79,6 +81,24 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
                 alignts_f32::gemm_rows(i_begin, i_end, ne11, ne00, reinterpret_cast<const float *>(A),
                                        nb01 / sizeof(float), B, nb11 / sizeof(float), C, nb1 / sizeof(float),
                                        Bp);  // Bp == nullptr: dot products
+            });
+        return true;
+    }
+#endif
+#if defined(ALIGNTS_GEMM_BF16)
+    if (src0->type == GGML_TYPE_BF16 && nb00 == sizeof(uint16_t) && nb01 % sizeof(uint16_t) == 0
+        && ne00 % alignts_bf16::KB == 0 && ne11 >= alignts_bf16::VL) {
+        uint32_t * Bp = static_cast<uint32_t *>(alignts_ggml::scratch(sizeof(uint32_t) * alignts_bf16::pack_words(ne00)));
+        alignts_ggml::for_each_job(params, src0, src1, dst, alignts_bf16::RM,
+            [&](int64_t i_begin, int64_t i_end, const uint8_t * A, const float * B, float * C) {
+                const uint16_t * W = reinterpret_cast<const uint16_t *>(A);
+                if (Bp) {
+                    alignts_bf16::gemm_rows(i_begin, i_end, ne11, ne00, W, nb01 / sizeof(uint16_t), B,
+                                            nb11 / sizeof(float), C, nb1 / sizeof(float), Bp);
+                } else {
+                    alignts_bf16::gemm_rows_unpacked(i_begin, i_end, ne11, ne00, W, nb01 / sizeof(uint16_t), B,
+                                                     nb11 / sizeof(float), C, nb1 / sizeof(float));
+                }
             });
         return true;
     }

@@ -1,0 +1,78 @@
+// native/ggml/alignts_gemm_bf16.h (the packed bf16 x f32 GEMM scripts/patch_llama.py puts into ggml's CPU backend)
+// against a double-precision reference of the bf16-rounded operands (round to nearest even, as ggml rounds the
+// activations): token remainders, strided rows, the columns past m untouched, the packed path and the one without
+// a pack. Exits 77 (ctest: skipped) on a CPU
+// without AVX-512 BF16.
+#include "../ggml/alignts_gemm_bf16.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+static uint16_t to_bf16(float f) {  // round to nearest even (finite values)
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static double from_bf16(uint16_t h) {
+    const uint32_t u = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+int main() {
+#if !defined(ALIGNTS_GEMM_BF16)
+    std::printf("built without AVX-512 BF16: nothing to test\n");
+    return 77;
+#else
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bf16")) {
+        std::printf("SKIP: this CPU has no AVX-512 BF16\n");
+        return 77;
+    }
+    using namespace alignts_bf16;
+    const int64_t shapes[][3] = {{384, 66, 384}, {1536, 22, 384}, {384, 154, 1536}, {7, 17, 32}, {13, 33, 64},
+                                 {25, 16, 96},   {5, 40, 32},     {1, 1, 32},        {11, 3, 64}};  // m, n, k
+    std::mt19937 gen(0);
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    int failures = 0;
+    for (const auto & s : shapes) {
+        const int64_t m = s[0], n = s[1], k = s[2];
+        const int64_t lda = k + 6, ldb = k + 5, ldc = m + 7;
+        std::vector<uint16_t> A(m * lda);
+        std::vector<float> B(n * ldb);
+        for (auto & w : A) w = to_bf16(uni(gen));
+        for (auto & x : B) x = uni(gen);
+        uint32_t * Bp = static_cast<uint32_t *>(std::aligned_alloc(64, (sizeof(uint32_t) * pack_words(k) + 63) / 64 * 64));
+        for (int packed = 0; packed < 2; ++packed) {
+            std::vector<float> C(n * ldc, -7.0f);
+            if (packed) gemm_rows(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc, Bp);
+            else gemm_rows_unpacked(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc);
+            double worst = 0.0;
+            bool untouched = true;
+            for (int64_t j = 0; j < n; ++j) {
+                for (int64_t i = 0; i < m; ++i) {
+                    double ref = 0.0, mag = 0.0;
+                    for (int64_t l = 0; l < k; ++l) {
+                        const double p = from_bf16(A[i * lda + l]) * from_bf16(to_bf16(B[j * ldb + l]));
+                        ref += p;
+                        mag += std::fabs(p);
+                    }
+                    worst = std::fmax(worst, std::fabs(ref - C[j * ldc + i]) / (1e-30 + mag * 1.2e-7 * (double) k));
+                }
+                for (int64_t i = m; i < ldc; ++i) untouched = untouched && C[j * ldc + i] == -7.0f;
+            }
+            const bool ok = worst <= 1.0 && untouched;
+            failures += !ok;
+            std::printf("%s m=%ld n=%ld k=%ld %s: error %.3f of the f32 bound, padding %s\n", ok ? "ok  " : "FAIL",
+                        (long) m, (long) n, (long) k, packed ? "packed" : "unpacked", worst,
+                        untouched ? "untouched" : "WRITTEN");
+        }
+        std::free(Bp);
+    }
+    return failures ? 1 : 0;
+#endif
+}
