@@ -1,9 +1,10 @@
 // The packed f32 GEMM (native/ggml/alignts_sgemm_f32.h) against a dot-product kernel with tinyBLAS's tiling (4 weight
 // rows x 6 tokens of 16-float accumulators, one horizontal sum per output; llamafile/sgemm.cpp's f32 AVX-512
-// path), and the packed q8_0 GEMM (alignts_gemm_q8_0.h), one thread, on MiniLM's shapes. Prints GFLOP/s (GOP/s
-// for q8_0; best of 7 x 20 calls) and the f32 kernels' max abs difference.
-//   g++ -O3 -std=c++17 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mf16c -mavx2 -mfma \
+// path), and the packed bf16 and q8_0 GEMMs (alignts_gemm_bf16.h, alignts_gemm_q8_0.h), one thread, on MiniLM's
+// shapes. Prints GFLOP/s (GOP/s for q8_0; best of 7 x 20 calls) and the f32 kernels' max abs difference.
+//   g++ -O3 -std=c++17 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512bf16 -mf16c -mavx2 -mfma \
 //       -o sgemm_bench results/speed_llama/sgemm_bench.cpp && ./sgemm_bench
+#include "../../native/ggml/alignts_gemm_bf16.h"
 #include "../../native/ggml/alignts_gemm_q8_0.h"
 #include "../../native/ggml/alignts_sgemm_f32.h"
 
@@ -45,8 +46,8 @@ int main() {
     std::mt19937 gen(0);
     std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
     std::printf("| m (weight rows) | n (tokens) | k | tinyBLAS-style dot tiles GFLOP/s | packed f32 GFLOP/s | max abs diff "
-                "| packed q8_0 GOP/s |\n");
-    std::printf("|--:|--:|--:|--:|--:|--:|--:|\n");
+                "| packed bf16 GFLOP/s | packed q8_0 GOP/s |\n");
+    std::printf("|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for (const auto & s : shapes) {
         const int64_t m = s[0], n = s[1], k = s[2];
         std::vector<float> A(m * k), B(n * k), C1(n * m), C2(n * m);
@@ -76,8 +77,14 @@ int main() {
             alignts_q8::gemm_rows(0, m, n, k, Aq.data(), nb * alignts_q8::BLOCK_BYTES, B.data(), k, C2.data(), m, P);
         });
         std::free(P);
-        std::printf("| %ld | %ld | %ld | %.0f | %.0f | %.1e | %.0f |\n", (long) m, (long) n, (long) k, flop / td / 1e9,
-                    flop / tp / 1e9, diff, flop / tq / 1e9);
+        // bf16 weights of the same shape (k a multiple of 32)
+        std::vector<uint16_t> Ab(m * k);
+        for (auto & w : Ab) w = (uint16_t) (0x3c00 + (gen() & 0x3ff));  // ~0.008..0.03
+        uint32_t * Pb = static_cast<uint32_t *>(std::aligned_alloc(64, (sizeof(uint32_t) * alignts_bf16::pack_words(k) + 63) / 64 * 64));
+        const double tb = best([&] { alignts_bf16::gemm_rows(0, m, n, k, Ab.data(), k, B.data(), k, C2.data(), m, Pb); });
+        std::free(Pb);
+        std::printf("| %ld | %ld | %ld | %.0f | %.0f | %.1e | %.0f | %.0f |\n", (long) m, (long) n, (long) k,
+                    flop / td / 1e9, flop / tp / 1e9, diff, flop / tb / 1e9, flop / tq / 1e9);
         std::free(Bp);
     }
 }
