@@ -15,8 +15,6 @@
 #include <cstdint>
 #include <cstring>
 
-#include "alignts_tile.h"
-
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
 #include <immintrin.h>
 #define ALIGNTS_GEMM_BF16 1
@@ -117,7 +115,23 @@ static inline void tile(const uint16_t * A, int64_t lda, const uint32_t * Bp, in
             _mm512_store_ps(out[r] + v * VL, acc[r][v]);
         }
     }
-    alignts_tile::store(out, C, ldc, i0, j0, nj);
+    for (int64_t j = 0; j < nj; ++j) {
+        float * c = C + (j0 + j) * ldc + i0;
+        for (int r = 0; r < R; ++r) {
+            c[r] = out[r][j];
+        }
+    }
+}
+
+template <int R, int NV2>
+static inline void tile_rows(int64_t rows, const uint16_t * A, int64_t lda, const uint32_t * Bp, int64_t k,
+                             float * C, int64_t ldc, int64_t i0, int64_t j0, int64_t nj) {
+    if constexpr (R > 1) {
+        if (rows < R) {
+            return tile_rows<R - 1, NV2>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+        }
+    }
+    tile<R, NV2>(A, lda, Bp, k, C, ldc, i0, j0, nj);
 }
 
 // weight rows [i_begin, i_end) of C for all n tokens; Bp holds k/2*TJ uint32, 64-byte aligned
@@ -128,13 +142,11 @@ static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t 
         pack_tokens(B, ldb, k, j0, nj, Bp);
         for (int64_t i0 = i_begin; i0 < i_end; i0 += RM) {
             const int64_t rows = std::min<int64_t>(RM, i_end - i0);
-            alignts_tile::with_rows<RM>(rows, [&](auto R) {
-                if (nj <= VL) {
-                    tile<decltype(R)::value, 1>(A, lda, Bp, k, C, ldc, i0, j0, nj);
-                } else {
-                    tile<decltype(R)::value, NV>(A, lda, Bp, k, C, ldc, i0, j0, nj);
-                }
-            });
+            if (nj <= VL) {
+                tile_rows<RM, 1>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+            } else {
+                tile_rows<RM, NV>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+            }
         }
     }
 }

@@ -20,8 +20,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "alignts_tile.h"
-
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__F16C__)
 #include <immintrin.h>
 #define ALIGNTS_GEMM_Q8_0 1
@@ -132,7 +130,23 @@ static inline void tile(const uint8_t * A, int64_t lda_bytes, const int32_t * P,
             _mm512_store_ps(out[r] + v * VL, acc[r][v]);
         }
     }
-    alignts_tile::store(out, C, ldc, i0, j0, nj);
+    for (int64_t j = 0; j < nj; ++j) {
+        float * c = C + (j0 + j) * ldc + i0;
+        for (int r = 0; r < R; ++r) {
+            c[r] = out[r][j];
+        }
+    }
+}
+
+template <int R, int NV2>
+static inline void tile_rows(int64_t rows, const uint8_t * A, int64_t lda_bytes, const int32_t * P, int64_t nb,
+                             float * C, int64_t ldc, int64_t i0, int64_t j0, int64_t nj) {
+    if constexpr (R > 1) {
+        if (rows < R) {
+            return tile_rows<R - 1, NV2>(rows, A, lda_bytes, P, nb, C, ldc, i0, j0, nj);
+        }
+    }
+    tile<R, NV2>(A, lda_bytes, P, nb, C, ldc, i0, j0, nj);
 }
 
 // weight rows [i_begin, i_end) of C for all n tokens; P holds pack_ints(k) int32, 64-byte aligned
@@ -144,13 +158,11 @@ static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t 
         pack_tokens(B, ldb, k, j0, nj, P);
         for (int64_t i0 = i_begin; i0 < i_end; i0 += RM) {
             const int64_t rows = std::min<int64_t>(RM, i_end - i0);
-            alignts_tile::with_rows<RM>(rows, [&](auto R) {
-                if (nj <= VL) {
-                    tile<decltype(R)::value, 1>(A, lda_bytes, P, nb, C, ldc, i0, j0, nj);
-                } else {
-                    tile<decltype(R)::value, NV>(A, lda_bytes, P, nb, C, ldc, i0, j0, nj);
-                }
-            });
+            if (nj <= VL) {
+                tile_rows<RM, 1>(rows, A, lda_bytes, P, nb, C, ldc, i0, j0, nj);
+            } else {
+                tile_rows<RM, NV>(rows, A, lda_bytes, P, nb, C, ldc, i0, j0, nj);
+            }
         }
     }
 }

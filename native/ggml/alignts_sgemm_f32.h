@@ -20,8 +20,6 @@
 #include <cstdint>
 #include <cstdlib>
 
-#include "alignts_tile.h"
-
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #define ALIGNTS_SGEMM_F32 1
@@ -160,7 +158,24 @@ static inline void tile(const float * A, int64_t lda, const float * Bp, int64_t 
             vstore(t[r] + v * VL, acc[r][v]);
         }
     }
-    alignts_tile::store(t, C, ldc, i0, j0, nj);
+    for (int64_t j = 0; j < nj; ++j) {
+        float * c = C + (j0 + j) * ldc + i0;
+        for (int r = 0; r < R; ++r) {
+            c[r] = t[r][j];
+        }
+    }
+}
+
+// a tile of `rows` <= R weight rows
+template <int R, int NV2>
+static inline void tile_rows(int64_t rows, const float * A, int64_t lda, const float * Bp, int64_t k,
+                             float * C, int64_t ldc, int64_t i0, int64_t j0, int64_t nj) {
+    if constexpr (R > 1) {
+        if (rows < R) {
+            return tile_rows<R - 1, NV2>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+        }
+    }
+    tile<R, NV2>(A, lda, Bp, k, C, ldc, i0, j0, nj);
 }
 
 // a block of NJ <= DOT_MAX tokens: packed lanes would mostly multiply zeros, so take dot products along k
@@ -238,13 +253,11 @@ static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t 
         pack_tokens(B, ldb, k, j0, nj, Bp);
         for (int64_t i0 = i_begin; i0 < i_end; i0 += RM) {
             const int64_t rows = std::min<int64_t>(RM, i_end - i0);
-            alignts_tile::with_rows<RM>(rows, [&](auto R) {
-                if (nj <= VL) {
-                    tile<decltype(R)::value, 1>(A, lda, Bp, k, C, ldc, i0, j0, nj);
-                } else {
-                    tile<decltype(R)::value, NV>(A, lda, Bp, k, C, ldc, i0, j0, nj);
-                }
-            });
+            if (nj <= VL) {
+                tile_rows<RM, 1>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+            } else {
+                tile_rows<RM, NV>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+            }
         }
     }
 }
