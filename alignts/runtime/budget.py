@@ -109,8 +109,8 @@ LLAMA_N_BATCH = 512  # llama.cpp's default n_batch: its compute graph is reserve
 # a [tokens, tokens] mask between the series, so attention and softmax grow with the square of the series per
 # decode while the weight products run faster on more rows. With alignts' packed f32 GEMM in ggml
 # (scripts/patch_llama.py) the products gain up to ~150 rows: MiniLM Internal bundle, N=22 tokens a series, 1
-# thread, AMD EPYC (Zen 5), wall ms of hidden_states: 7 series in groups of 1 / 2 / 3 / 4 / 7 took 33.6 / 26.4 /
-# 21.5 / 22.3 / 19.9 (f32 weights); 56 series in groups of 3 / 7 / 8 / 14 / 23: 183 / 173 / 171 / 198 / 247
+# thread, AMD EPYC (Zen 5), wall ms of hidden_states: 7 series in groups of 1 / 2 / 3 / 4 / 7 / 8 took 31.4 / 25.4
+# / 22.6 / 21.2 / 21.2 / 21.1 (f32 weights); 56 series in groups of 3 / 7 / 8 / 14 / 23: 168 / 163 / 161 / 188 / 217
 # (results/speed_llama.md, section 8). With llama.cpp's own kernels the best group was ~64 tokens (section 3).
 ENCODER_DECODE_TOKENS = 160
 # The same with flash attention (the reduced-precision GGUF variants, ``Variant.extra["flash_attn"]``): ggml's

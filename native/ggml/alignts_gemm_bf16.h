@@ -3,9 +3,9 @@
 //
 // ggml multiplies bf16 weights by activations it first rounds to bf16 with llamafile's tinyBLAS (vdpbf16ps dot
 // products, a horizontal sum per output). Here a block of TJ tokens is rounded the same way (round to nearest
-// even) and packed k-major in pairs, two consecutive bf16 values of a token per 32-bit lane (a 16 x 16 transpose of
-// 32-bit lanes after the rounding), and each weight row's pair is broadcast against them: vdpbf16ps adds both
-// products of a lane, 2 x 16 multiply-adds an instruction, into a 12 x 32 tile of f32 accumulators.
+// even) and packed k-major in pairs, two consecutive bf16 values of a token per 32-bit lane (after the rounding,
+// alignts_f32::transpose moves the 32-bit lanes), and each weight row's pair is broadcast against them: vdpbf16ps
+// adds both products of a lane, 2 x 16 multiply-adds an instruction, into a 12 x 32 tile of f32 accumulators.
 //
 // C[j*ldc + i] = sum_l bf16(A[i, l]) * bf16(B[j, l]); A holds bf16 rows lda values apart, B f32 rows ldb apart;
 // k must be a multiple of 32 (gemm_rows' caller checks).
@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+
+#include "alignts_sgemm_f32.h"  // transpose
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
 #include <immintrin.h>
@@ -32,30 +34,6 @@ constexpr int TJ = NV * VL;  // tokens a packed block
 constexpr int RM = 12;       // weight rows a tile
 constexpr int KB = 32;       // k a step of the pack (16 pairs)
 
-// r[c] = column c of the 16 x 16 block of 32-bit lanes whose rows are r[0..15]
-static inline void transpose(__m512i r[16]) {
-    __m512i s[16];
-    for (int g = 0; g < 4; ++g) {
-        const __m512i t0 = _mm512_unpacklo_epi32(r[4 * g], r[4 * g + 1]);
-        const __m512i t1 = _mm512_unpackhi_epi32(r[4 * g], r[4 * g + 1]);
-        const __m512i t2 = _mm512_unpacklo_epi32(r[4 * g + 2], r[4 * g + 3]);
-        const __m512i t3 = _mm512_unpackhi_epi32(r[4 * g + 2], r[4 * g + 3]);
-        s[4 * g + 0] = _mm512_unpacklo_epi64(t0, t2);
-        s[4 * g + 1] = _mm512_unpackhi_epi64(t0, t2);
-        s[4 * g + 2] = _mm512_unpacklo_epi64(t1, t3);
-        s[4 * g + 3] = _mm512_unpackhi_epi64(t1, t3);
-    }
-    for (int i = 0; i < 4; ++i) {
-        const __m512i x0 = _mm512_shuffle_i32x4(s[i], s[4 + i], 0x44), x1 = _mm512_shuffle_i32x4(s[i], s[4 + i], 0xEE);
-        const __m512i y0 = _mm512_shuffle_i32x4(s[8 + i], s[12 + i], 0x44);
-        const __m512i y1 = _mm512_shuffle_i32x4(s[8 + i], s[12 + i], 0xEE);
-        r[i] = _mm512_shuffle_i32x4(x0, y0, 0x88);
-        r[4 + i] = _mm512_shuffle_i32x4(x0, y0, 0xDD);
-        r[8 + i] = _mm512_shuffle_i32x4(x1, y1, 0x88);
-        r[12 + i] = _mm512_shuffle_i32x4(x1, y1, 0xDD);
-    }
-}
-
 // Bp[(l/2)*TJ + j] = the bf16 pair (B[j0+j, l], B[j0+j, l+1]) for j < nj, zeros for the other lanes of the
 // vectors holding tokens; k a multiple of 32
 static inline void pack_tokens(const float * B, int64_t ldb, int64_t k, int64_t j0, int64_t nj, uint32_t * Bp) {
@@ -64,19 +42,19 @@ static inline void pack_tokens(const float * B, int64_t ldb, int64_t k, int64_t 
         const float * b = B + (j0 + g * VL) * ldb;
         uint32_t * out = Bp + g * VL;
         for (int64_t l = 0; l < k; l += KB) {
-            __m512i r[VL];
+            __m512 r[VL];  // the bf16 pairs as 32-bit lanes; the f32 transpose only moves bits
             for (int i = 0; i < VL; ++i) {
                 if (i < rows) {
                     const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + i * ldb + l + 16),
                                                            _mm512_loadu_ps(b + i * ldb + l));
                     std::memcpy(&r[i], &h, sizeof h);
                 } else {
-                    r[i] = _mm512_setzero_si512();
+                    r[i] = _mm512_setzero_ps();
                 }
             }
-            transpose(r);
+            alignts_f32::transpose(r);
             for (int c = 0; c < VL; ++c) {
-                _mm512_store_si512(out + (l / 2 + c) * TJ, r[c]);
+                _mm512_store_ps(reinterpret_cast<float *>(out + (l / 2 + c) * TJ), r[c]);
             }
         }
     }

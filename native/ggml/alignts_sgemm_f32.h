@@ -32,12 +32,6 @@
 
 namespace alignts_f32 {
 
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-
 #if defined(__AVX512F__)
 using vec = __m512;
 constexpr int VL = 16;  // floats a vector
@@ -80,7 +74,11 @@ static inline void vstore(float * p, vec v) { _mm256_store_ps(p, v); }
 static inline vec vset1(float x) { return _mm256_set1_ps(x); }
 static inline vec vzero() { return _mm256_setzero_ps(); }
 static inline vec vfma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
-static inline float vsum(vec v) { return hsum8(v); }
+static inline float vsum(vec v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
 // r[c] = column c of the 8 x 8 block whose rows are r[0..7]
 static inline void transpose(vec r[8]) {
     const vec t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
