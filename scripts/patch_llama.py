@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Three changes, each refused loudly when the code they anchor to has moved (update this script then):
+Five changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -13,6 +13,11 @@ Three changes, each refused loudly when the code they anchor to has moved (updat
    ggml_compute_forward_mul_mat.
 3. ggml's f32 GELU (an f16 table, one value at a time) computed in f32, 16 / 8 values at a time (AVX-512 /
    AVX2+FMA; other CPUs keep the table).
+4. BERT's attention per sequence: a ubatch of S sequences of T tokens each (alignts' encoder batches) attends in
+   S streams of [T x T] instead of one [S*T x S*T] product masked down to its diagonal blocks; the same values,
+   1/S of the attention products and softmax. llama.cpp leaves this as a TODO at [TAG_NO_CACHE_PAD].
+5. The row maximum of ggml's f32 softmax (ggml_vec_max_f32: a scalar loop, one dependent max an element) taken
+   16 / 8 lanes at a time (AVX-512 / AVX); the same value.
 """
 from __future__ import annotations
 
@@ -33,6 +38,63 @@ def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:
         sys.exit(f"[patch_llama] cannot patch {path}: the code around {anchor.strip()!r} changed; "
                  f"update scripts/patch_llama.py")
     path.write_text(src.replace(anchor, text + anchor if before else anchor + text))
+
+
+def replace(path: Path, old: str, new: str) -> None:
+    src = path.read_text()
+    if new in src:
+        return
+    if src.count(old) != 1:
+        sys.exit(f"[patch_llama] cannot patch {path}: the code {old.strip().splitlines()[0]!r} changed; "
+                 f"update scripts/patch_llama.py")
+    path.write_text(src.replace(old, new))
+
+
+def attention_streams(llama: Path) -> None:
+    """Change 4: llm_graph_input_attn_no_cache learns n_stream; its mask becomes one sequence's [T x T]."""
+    header, graph = llama / "src" / "llama-graph.h", llama / "src" / "llama-graph.cpp"
+    insert(header, "    ~llm_graph_input_attn_no_cache() = default;\n",
+           "\n    // alignts: the ubatch attends as n_stream sequences of n_tokens/n_stream tokens; the mask is one of them\n"
+           "    int64_t n_stream = 1;\n", before=False)
+    replace(graph,
+            "void llm_graph_input_attn_no_cache::set_input(const llama_ubatch * ubatch) {\n"
+            "    const int64_t n_kv     = ubatch->n_tokens;\n"
+            "    const int64_t n_tokens = ubatch->n_tokens;\n",
+            "// alignts: S when a ubatch holds S >= 2 sequences of equal length T, each contiguous, one sequence a token,\n"
+            "// all at the positions of the first: every sequence's mask is then the first one's, so attention can run\n"
+            "// in S streams of [T x T]. 1 otherwise (and for the reservation ubatch, whose tokens have no sequence).\n"
+            "static int64_t alignts_attn_streams(const llama_ubatch & ub) {\n"
+            "    const uint32_t S = ub.n_seqs_unq;\n"
+            "    if (S < 2 || ub.n_tokens % S != 0 || ub.n_pos != 1) {\n"
+            "        return 1;\n"
+            "    }\n"
+            "    const uint32_t T = ub.n_tokens / S;\n"
+            "    for (uint32_t i = 0; i < ub.n_tokens; ++i) {\n"
+            "        if (ub.n_seq_id[i] != 1 || ub.seq_id[i][0] != ub.seq_id[i - i % T][0] || ub.pos[i] != ub.pos[i % T]) {\n"
+            "            return 1;\n"
+            "        }\n"
+            "    }\n"
+            "    return S;  // S blocks of one sequence each and S distinct sequences: no two blocks share one\n"
+            "}\n\n"
+            "void llm_graph_input_attn_no_cache::set_input(const llama_ubatch * ubatch) {\n"
+            "    // alignts: with n_stream streams the mask is the first sequence's [T x T] (alignts_attn_streams)\n"
+            "    const int64_t n_kv     = ubatch->n_tokens / n_stream;\n"
+            "    const int64_t n_tokens = ubatch->n_tokens / n_stream;\n")
+    insert(graph, "    auto inp = std::make_unique<llm_graph_input_attn_no_cache>(hparams, cparams);\n",
+           "\n    // alignts: BERT (no KV bias, no cache) attends per sequence when the ubatch allows it; the mask below\n"
+           "    // is then one stream's (this n_tokens shadows the member for the rest of the function). Not under flash\n"
+           "    // attention: its CPU kernel skips masked cells itself and runs ~2x slower on streams (measured)\n"
+           "    inp->n_stream = arch == LLM_ARCH_BERT && !cparams.flash_attn ? alignts_attn_streams(ubatch) : 1;\n"
+           "    const int64_t n_tokens = this->n_tokens / inp->n_stream;\n", before=False)
+    insert(graph,
+           "    //assert(!ubatch.equal_seqs() || (k_cur->ne[3] == 1 && k_cur->ne[3] == ubatch.n_seqs_unq));\n\n"
+           "    ggml_tensor * q = q_cur;\n    ggml_tensor * k = k_cur;\n    ggml_tensor * v = v_cur;\n",
+           "\n    if (inp->n_stream > 1) {  // alignts: one stream a sequence; build_attn_mha splits q to match k\n"
+           "        GGML_ASSERT(kq_b == nullptr && k->ne[3] == 1 && v->ne[3] == 1);\n"
+           "        const int64_t S = inp->n_stream;\n"
+           "        k = ggml_view_4d(ctx0, k, k->ne[0], k->ne[1], k->ne[2]/S, S, k->nb[1], k->nb[2], k->nb[2]*(k->ne[2]/S), 0);\n"
+           "        v = ggml_view_4d(ctx0, v, v->ne[0], v->ne[1], v->ne[2]/S, S, v->nb[1], v->nb[2], v->nb[2]*(v->ne[2]/S), 0);\n"
+           "    }\n", before=False)
 
 
 def main(sdist: Path) -> None:
@@ -107,7 +169,42 @@ def main(sdist: Path) -> None:
         if body.count("ggml_vec_gelu_f32(nc,") != 1:
             sys.exit(f"[patch_llama] cannot patch {ops}: ggml_compute_forward_gelu_f32 changed; update this script")
         ops.write_text(src.replace(body, body.replace("ggml_vec_gelu_f32(nc,", "alignts_vec_gelu_f32(nc,")))
-    print(f"[patch_llama] patched {ggml}")
+    insert(ops, "static void ggml_compute_forward_soft_max_f32(",
+           "// alignts: the row maximum of ggml_compute_forward_soft_max_f32 a vector at a time (ggml_vec_max_f32 is a\n"
+           "// scalar loop: one dependent max an element); max is exact, so the value is ggml's\n"
+           "static float alignts_vec_max_f32(const int n, const float * x) {\n"
+           "    int i = 0;\n"
+           "    float max = -INFINITY;\n"
+           "#if defined(__AVX512F__)\n"
+           "    __m512 m = _mm512_set1_ps(-INFINITY);\n"
+           "    for (; i + 16 <= n; i += 16) {\n"
+           "        m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));\n"
+           "    }\n"
+           "    max = _mm512_reduce_max_ps(m);\n"
+           "#elif defined(__AVX__)\n"
+           "    __m256 m = _mm256_set1_ps(-INFINITY);\n"
+           "    for (; i + 8 <= n; i += 8) {\n"
+           "        m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));\n"
+           "    }\n"
+           "    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));\n"
+           "    h = _mm_max_ps(h, _mm_movehl_ps(h, h));\n"
+           "    max = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));\n"
+           "#endif\n"
+           "    for (; i < n; ++i) {\n"
+           "        max = MAX(max, x[i]);\n"
+           "    }\n"
+           "    return max;\n"
+           "}\n\n")
+    src = ops.read_text()
+    body = src[src.index("static void ggml_compute_forward_soft_max_f32("):]
+    body = body[:body.index("\n}\n")]
+    if "alignts_vec_max_f32(ne00, wp)" not in body:
+        if body.count("ggml_vec_max_f32(ne00, &max, wp);") != 1:
+            sys.exit(f"[patch_llama] cannot patch {ops}: ggml_compute_forward_soft_max_f32 changed; update this script")
+        ops.write_text(src.replace(body, body.replace("ggml_vec_max_f32(ne00, &max, wp);",
+                                                      "max = alignts_vec_max_f32(ne00, wp);  // alignts")))
+    attention_streams(sdist / "vendor" / "llama.cpp")
+    print(f"[patch_llama] patched {ggml.parent.parent}")
 
 
 if __name__ == "__main__":

@@ -274,8 +274,8 @@ def test_bridging_fit_judges_the_quantized_backbone_variants(tmp_path):
     assert bb_names[:1] == ["onnx-fp32"] and "onnx-int8" in bb_names
     if "gguf" in available_backends():
         assert {"gguf-f32", "gguf-bf16", "gguf-q8_0", "gguf-q4_0"} <= set(bb_names)
-        # tiny-bert is an encoder: its reduced-precision GGUF forms run (and were validated) with flash attention
-        assert {v.name for v in bb if v.extra.get("flash_attn")} == {"gguf-bf16", "gguf-q8_0", "gguf-q4_0"}
+        # tiny-bert is an encoder: its GGUF forms all run with exact attention (FLASH_ATTN_DTYPES is empty)
+        assert not [v.name for v in bb if v.extra.get("flash_attn")]
     kept = [v.name for v in m.variants]
     rejected = m.training.get("gate_rejected", {})
     assert set(kept) | set(rejected) == set(bb_names) and not set(kept) & set(rejected)

@@ -8,7 +8,7 @@
    data with :data:`FIT_INTERNAL` / :data:`FIT_BRIDGING` when they are not there yet (CPU minutes; the speed
    does not depend on how well they are trained).
 2. ``alignts quantize`` of the Internal bundle into ``BUNDLES/internal_minilm_q`` (int8: dynamic and static
-   QDQ, the better kept; gguf bf16, q8_0 and q4_0, run with flash attention), rebuilt every run, so that every
+   QDQ, the better kept; gguf bf16, q8_0 and q4_0), rebuilt every run, so that every
    variant carries a gate record (validation MSE change vs onnx-fp32) and a timing from this machine. The
    Bridging bundle's variants are those of its shared backbone bundle (fp32, dynamic int8, gguf f32 / bf16 / q8_0
    / q4_0), judged by the same gate at ``fit bridging`` (a manifest without records is judged here, read-only).

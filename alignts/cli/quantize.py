@@ -11,7 +11,7 @@ def add_arguments(p):
     p.add_argument("bundle", type=Path, help="bundle folder (manifest.json)")
     p.add_argument("--to", default="int8,bf16,q8_0,q4_0",
                    help="comma-separated dtypes: int8 (ONNX, from onnx-fp32; Internal: dynamic and static QDQ, "
-                        "the better kept), f16, bf16, q8_0, q4_0 (GGUF, from gguf-f32; Internal: run with flash attention), ort (an ORT-format twin of every "
+                        "the better kept), f16, bf16, q8_0, q4_0 (GGUF, from gguf-f32), ort (an ORT-format twin of every "
                         "ONNX variant, with its required-operators config, for reduced onnxruntime builds; Internal "
                         "bundles); default int8,bf16,q8_0,q4_0")
     p.add_argument("--data", default=None,

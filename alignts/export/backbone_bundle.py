@@ -7,8 +7,8 @@ Bundle contents:
 - ``tokenizer.json``: the backbone's own tokenizer (tiny test presets, which have none, get a small
   word-level tokenizer over the prompt vocabulary, see :func:`tiny_tokenizer_json`);
 - quantized forms of the same weights: ``backbone.int8.onnx`` (dynamic int8, ``onnx-int8``) and, beside
-  ``backbone-f32.gguf``, ``backbone-bf16.gguf`` / ``backbone-q8_0.gguf`` / ``backbone-q4_0.gguf`` (an encoder's
-  run with flash attention, ``extra.flash_attn``: see ``alignts.export.quantize.FLASH_ATTN_DTYPES``); their max
+  ``backbone-f32.gguf``, ``backbone-bf16.gguf`` / ``backbone-q8_0.gguf`` / ``backbone-q4_0.gguf`` (exact attention;
+  older exports recorded flash attention for an encoder's: ``alignts.export.quantize.FLASH_ATTN_DTYPES``); their max
   abs diff vs torch is recorded, not enforced: each adapter bundle judges them on its own validation windows (the
   accuracy gate, ``alignts.export.gate``) and lists only those within it. Static int8 needs data, and a backbone
   is shared by adapters of any data: it is not built here.
@@ -151,9 +151,9 @@ def _gguf_diff(path: Path, module, shapes, gen, d: int, kw: dict) -> tuple[float
 
 
 def _quantized(tmp: Path, variants: list, module, shapes, gen, d: int, encoder: bool) -> list:
-    """onnx-int8 (dynamic) and, where gguf-f32 exists, gguf-bf16 / q8_0 / q4_0 of the same weights (with flash
-    attention on an encoder), each with its max abs diff vs torch recorded (finite outputs required; the accuracy
-    gate of each adapter decides)."""
+    """onnx-int8 (dynamic) and, where gguf-f32 exists, gguf-bf16 / q8_0 / q4_0 of the same weights (flash
+    attention on an encoder for the dtypes of FLASH_ATTN_DTYPES, now none), each with its max abs diff vs torch
+    recorded (finite outputs required; the accuracy gate of each adapter decides)."""
     import torch
 
     from alignts.errors import ValidationError

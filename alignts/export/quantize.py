@@ -4,9 +4,9 @@
   bundle's fp32 ONNX variant (``onnxruntime.quantization``, through ``alignts.export.onnx_export.quantize_int8``).
 - GGUF ``f16`` / ``bf16`` / ``q8_0`` / ``q4_0``: the f32 GGUF re-written tensor by tensor with gguf-py (2-D weights
   quantized, norms, biases and position embeddings kept f32, rows not a multiple of the block size written f16:
-  the same rules as ``alignts.export.gguf_writer.write_gguf``); every metadata key is copied. The GGUF variants
-  of an Internal bundle on an encoder (BERT) run with llama.cpp's flash attention (``extra.flash_attn``, see
-  :data:`FLASH_ATTN_DTYPES`); the gate below judges them with it on.
+  the same rules as ``alignts.export.gguf_writer.write_gguf``); every metadata key is copied. They run with
+  exact attention, as gguf-f32 does (older bundles' encoder variants record flash attention, ``extra.flash_attn``,
+  which the runtimes still honor: see :data:`FLASH_ATTN_DTYPES`).
 
 - ONNX ``int8`` of an Internal bundle is built twice: dynamic (above) and static (``quantize_int8_static``:
   QDQ, per-channel weights, activation ranges calibrated on normalized patches of training windows); the
@@ -42,13 +42,12 @@ log = logging.getLogger(__name__)
 
 ONNX_DTYPES = ("int8",)
 GGUF_DTYPES = ("f16", "bf16", "q8_0", "q4_0")
-# The bf16 / q8_0 / q4_0 GGUF encoders (BERT) run with flash attention on CPU (``Variant.extra["flash_attn"]``): llama.cpp
-# casts K/V to f16 there (max abs diff of MiniLM hidden states vs f32 ~1e-2, below what the weights' own rounding
-# costs) and skips the masked blocks between the series of one decode, so a decode can hold ~256 tokens instead of
-# ~64 (results/speed_llama.md, section 6). gguf-f32 stays exact, and so does gguf-f16, which `fit internal` writes
-# and validates against torch with exact attention: the flash-attention variants are the ones only this module and
-# the backbone export write, each judged by the accuracy gate.
-FLASH_ATTN_DTYPES = ("bf16", "q8_0", "q4_0")
+# GGUF dtypes whose encoder (BERT) variants record flash attention (``Variant.extra["flash_attn"]``; the runtimes
+# honor the record). Sessions 6-8 wrote it for bf16 / q8_0 / q4_0: ggml's flash attention skipped the masked blocks
+# between the series of one decode (results/speed_llama.md, section 6). alignts' llama.cpp now attends per series
+# without a mask (scripts/patch_llama.py, change 4), and exact attention is the faster one: MiniLM hidden states of
+# 7 series, 1 thread, exact / flash: f32 18.4 / 21.0 ms, bf16 10.8 / 13.6, q8_0 11.4 / 13.8 (section 9). So none.
+FLASH_ATTN_DTYPES: tuple[str, ...] = ()
 DTYPES = ONNX_DTYPES + GGUF_DTYPES
 STATIC = "int8-static"  # the staged static int8 candidate (judged beside dynamic int8; one of them is kept)
 _FLOAT_SOURCES = {"onnx": ("fp32",), "gguf": ("f32", "f16")}

@@ -112,9 +112,13 @@ LLAMA_N_BATCH = 512  # llama.cpp's default n_batch: its compute graph is reserve
 # thread, AMD EPYC (Zen 5), wall ms of hidden_states: 7 series in groups of 1 / 2 / 3 / 4 / 7 / 8 took 31.4 / 25.4
 # / 22.6 / 21.2 / 21.2 / 21.1 (f32 weights); 56 series in groups of 3 / 7 / 8 / 14 / 23: 168 / 163 / 161 / 188 / 217
 # (results/speed_llama.md, section 8). With llama.cpp's own kernels the best group was ~64 tokens (section 3).
+# alignts' llama.cpp also attends per series (scripts/patch_llama.py, change 4: S equal series a decode run as S
+# [N x N] attention streams), so the square is gone there: 56 series in groups of 7 / 8 / 14 / 28 / 56 took 148.5 /
+# 148.9 / 145.0 / 144.0 / 144.1 ms (section 9). ~160 tokens stays: no slower there, and right for a stock llama.cpp.
 ENCODER_DECODE_TOKENS = 160
-# The same with flash attention (the reduced-precision GGUF variants, ``Variant.extra["flash_attn"]``): ggml's
-# flash-attention kernel skips the masked cells, so the group is limited by the weight products' cache use only.
+# The same with flash attention (what older bundles' reduced-precision GGUF variants record in
+# ``Variant.extra["flash_attn"]``; alignts.export.quantize no longer does): ggml's flash-attention kernel skips the
+# masked cells, so the group is limited by the weight products' cache use only.
 # Measured the same way (wall ms, 1 thread, quiet machine): 56 series of 22 tokens in groups of 3 / 7 / 14 / 23
 # took 279 / 263 / 240 / 260 ms (f32 weights), 193 / 169 / 164 / 175 ms (bf16); 7 Bridging series of 119 tokens in
 # groups of 1 / 2 / 4 / 7: 62 / 60 / 61 / 64 ms (results/speed_llama.md, section 4).
@@ -369,8 +373,8 @@ def embedding_geometry(tokens: int, series: int, encoder: bool, flash: bool = Fa
     """(n_seq_max, n_batch) of llama.cpp hidden states for ``series`` sequences of ``tokens`` each: the series
     per llama_decode and the tokens of one decode (n_ubatch = n_batch, every series whole in one decode).
 
-    A BERT encoder takes about ``ENCODER_DECODE_TOKENS`` tokens a decode (its mask makes attention quadratic in
-    the group), ``FLASH_DECODE_TOKENS`` with flash attention (``flash``); a causal LM keeps a KV stream per
+    A BERT encoder takes about ``ENCODER_DECODE_TOKENS`` tokens a decode (a stock llama.cpp's mask makes attention
+    quadratic in the group), ``FLASH_DECODE_TOKENS`` with flash attention (``flash``); a causal LM keeps a KV stream per
     sequence and takes as many series as fit ``LLAMA_N_BATCH`` tokens (its output buffer holds n_vocab logits per
     token of a decode). A series longer than that: alone.
     """

@@ -5,7 +5,7 @@
 //   f32 x f32   alignts_sgemm_f32.h (AVX2+FMA or AVX-512)
 //   bf16 x f32  alignts_gemm_bf16.h (AVX-512 BF16)
 //   q8_0 x f32  alignts_gemm_q8_0.h (AVX-512 VNNI)
-// and leaves every other product (types, CPUs, a few tokens) to ggml.
+// and leaves every other product (types, CPUs, bf16 / q8_0 with fewer tokens than a vector's lanes) to ggml.
 #pragma once
 
 #include "alignts_gemm_bf16.h"
@@ -72,9 +72,9 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
         return false;
     }
 #if defined(ALIGNTS_SGEMM_F32)
-    // fewer tokens than a vector's lanes: ggml's dot products
-    if (src0->type == GGML_TYPE_F32 && nb00 == sizeof(float) && nb01 % sizeof(float) == 0
-        && ne11 >= alignts_f32::VL) {
+    // any number of tokens: a decode step's attention (one token a sequence against its KV cache) runs as dot
+    // products of 4 rows at a time (gemm_rows), where ggml pays a call and a reduction an output
+    if (src0->type == GGML_TYPE_F32 && nb00 == sizeof(float) && nb01 % sizeof(float) == 0) {
         float * Bp = static_cast<float *>(alignts_ggml::scratch(sizeof(float) * ne00 * alignts_f32::TJ));
         alignts_ggml::for_each_job(params, src0, src1, dst, alignts_f32::RM,
             [&](int64_t i_begin, int64_t i_end, const uint8_t * A, const float * B, float * C) {

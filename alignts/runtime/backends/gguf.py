@@ -453,9 +453,10 @@ class LlamaCppModel:
         as transformers does for ``inputs_embeds``). Each series is its own sequence; up to
         min(n_seq_max, n_batch // N) series go in one llama_decode, and for a BERT encoder on CPU no more than
         :func:`alignts.runtime.budget.embedding_geometry` gives for N (the rule the memory planner sizes
-        n_seq_max with): an encoder attends over every token of a decode with a mask between series, a cost that
-        grows with the square of the group unless flash attention skips the masked cells, while a causal LM keeps
-        one KV stream per sequence (llama.cpp's kv_unified off) and takes all series at once.
+        n_seq_max with): a stock llama.cpp encoder attends over every token of a decode with a mask between series,
+        a cost that grows with the square of the group unless flash attention skips the masked cells (alignts'
+        build attends per series: scripts/patch_llama.py), while a causal LM keeps one KV stream per sequence
+        (llama.cpp's kv_unified off) and takes all series at once.
         The decode reads the embeddings in place (no copy into a batch buffer); the KV cache (causal LMs only:
         an encoder has none) is cleared before each group.
         """
