@@ -43,8 +43,9 @@ GGUF_QUANTIZED = ("bf16", "q8_0", "q4_0")
 GGUF_REL_TOL = 5e-3
 TABLE_NAME = "word_embeddings.npy"
 TOKENIZER_NAME = "tokenizer.json"
-KEY_VERSION = 5  # bump when the export itself changes, so stores do not reuse stale bundles (3: quantized variants,
-# 4: gguf-bf16 and flash attention on the reduced-precision encoder variants, 5: GGUFs with a stub vocabulary)
+KEY_VERSION = 6  # bump when the export itself changes, so stores do not reuse stale bundles (3: quantized variants,
+# 4: gguf-bf16 and flash attention on the reduced-precision encoder variants, 5: GGUFs with a stub vocabulary,
+# 6: exact attention on every variant again)
 
 _TINY_WORDS = ("dataset description task forecast the next steps given previous information input statistics "
                "min max median value trend of is upward downward top lags are a an time series data hourly "
