@@ -50,6 +50,19 @@ def replace(path: Path, old: str, new: str) -> None:
     path.write_text(src.replace(old, new))
 
 
+def replace_in_function(path: Path, function: str, old: str, new: str) -> None:
+    """Replace the one ``old`` in the body of ``function`` (from its signature to the first line that is "}")."""
+    src = path.read_text()
+    start = src.find(function)
+    end = src.find("\n}\n", start)
+    body = src[start:end]
+    if start >= 0 and new in body:
+        return
+    if start < 0 or end < 0 or body.count(old) != 1:
+        sys.exit(f"[patch_llama] cannot patch {path}: {function.strip('(')} changed; update scripts/patch_llama.py")
+    path.write_text(src[:start] + body.replace(old, new) + src[end:])
+
+
 def attention_streams(llama: Path) -> None:
     """Change 4: llm_graph_input_attn_no_cache learns n_stream; its mask becomes one sequence's [T x T]."""
     header, graph = llama / "src" / "llama-graph.h", llama / "src" / "llama-graph.cpp"
@@ -162,13 +175,8 @@ def main(sdist: Path) -> None:
            "#endif\n"
            "}\n\n",
            before=True)
-    src = ops.read_text()
-    body = src[src.index("static void ggml_compute_forward_gelu_f32("):]
-    body = body[:body.index("\n}\n")]
-    if "alignts_vec_gelu_f32(nc," not in body:
-        if body.count("ggml_vec_gelu_f32(nc,") != 1:
-            sys.exit(f"[patch_llama] cannot patch {ops}: ggml_compute_forward_gelu_f32 changed; update this script")
-        ops.write_text(src.replace(body, body.replace("ggml_vec_gelu_f32(nc,", "alignts_vec_gelu_f32(nc,")))
+    replace_in_function(ops, "static void ggml_compute_forward_gelu_f32(", "ggml_vec_gelu_f32(nc,",
+                        "alignts_vec_gelu_f32(nc,")
     insert(ops, "static void ggml_compute_forward_soft_max_f32(",
            "// alignts: the row maximum of ggml_compute_forward_soft_max_f32 a vector at a time (ggml_vec_max_f32 is a\n"
            "// scalar loop: one dependent max an element); max is exact, so the value is ggml's\n"
@@ -195,14 +203,8 @@ def main(sdist: Path) -> None:
            "    }\n"
            "    return max;\n"
            "}\n\n")
-    src = ops.read_text()
-    body = src[src.index("static void ggml_compute_forward_soft_max_f32("):]
-    body = body[:body.index("\n}\n")]
-    if "alignts_vec_max_f32(ne00, wp)" not in body:
-        if body.count("ggml_vec_max_f32(ne00, &max, wp);") != 1:
-            sys.exit(f"[patch_llama] cannot patch {ops}: ggml_compute_forward_soft_max_f32 changed; update this script")
-        ops.write_text(src.replace(body, body.replace("ggml_vec_max_f32(ne00, &max, wp);",
-                                                      "max = alignts_vec_max_f32(ne00, wp);  // alignts")))
+    replace_in_function(ops, "static void ggml_compute_forward_soft_max_f32(", "ggml_vec_max_f32(ne00, &max, wp);",
+                        "max = alignts_vec_max_f32(ne00, wp);  // alignts")
     attention_streams(sdist / "vendor" / "llama.cpp")
     print(f"[patch_llama] patched {ggml.parent.parent}")
 
