@@ -3,6 +3,7 @@
 // and sums the exact integer block products in double: shapes with token remainders, strided rows (the columns past
 // m untouched), the packed path and the one without a pack. Exits 77 (ctest: skipped) on a CPU without AVX-512 VNNI.
 #include "../ggml/alignts_gemm_q8_0.h"
+#include "gemm_check.h"
 
 #include <cmath>
 #include <cstdio>
@@ -46,37 +47,30 @@ int main() {
             std::vector<float> C(n * ldc, -7.0f);
             if (packed) gemm_rows(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc, P);
             else gemm_rows_unpacked(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc);
-            double worst = 0.0;
-            bool untouched = true;
-            for (int64_t j = 0; j < n; ++j) {
-                std::vector<int8_t> q(k);
-                std::vector<double> dx(nb);
-                for (int64_t b = 0; b < nb; ++b) {
-                    float amax = 0.0f;
-                    for (int l = 0; l < QK; ++l) amax = std::fmax(amax, std::fabs(B[j * ldb + b * QK + l]));
-                    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-                    dx[b] = _cvtsh_ss(_cvtss_sh(d, 0));
-                    for (int l = 0; l < QK; ++l) q[b * QK + l] = (int8_t) std::nearbyint(B[j * ldb + b * QK + l] * id);
-                }
-                for (int64_t i = 0; i < m; ++i) {
-                    double ref = 0.0, mag = 0.0;
+            // f32 sums over nb blocks of f32 products: a few rounding steps per block, with room
+            failures += !check_gemm(m, n, k, C.data(), ldc, 4.0 * (double) nb, packed ? "packed" : "unpacked",
+                [&](int64_t j, double * ref, double * mag) {
+                    std::vector<int8_t> q(k);
+                    std::vector<double> dx(nb);
                     for (int64_t b = 0; b < nb; ++b) {
-                        uint16_t h;
-                        std::memcpy(&h, &A[i * lda + b * BLOCK_BYTES], sizeof h);
-                        long dot = 0;
-                        for (int l = 0; l < QK; ++l) dot += (long) (int8_t) A[i * lda + b * BLOCK_BYTES + 2 + l] * q[b * QK + l];
-                        ref += _cvtsh_ss(h) * dx[b] * (double) dot;
-                        mag += std::fabs(_cvtsh_ss(h) * dx[b] * (double) dot);
+                        float amax = 0.0f;
+                        for (int l = 0; l < QK; ++l) amax = std::fmax(amax, std::fabs(B[j * ldb + b * QK + l]));
+                        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+                        dx[b] = _cvtsh_ss(_cvtss_sh(d, 0));
+                        for (int l = 0; l < QK; ++l) q[b * QK + l] = (int8_t) std::nearbyint(B[j * ldb + b * QK + l] * id);
                     }
-                    // f32 sums over nb blocks of f32 products: a few eps per block, with room
-                    worst = std::fmax(worst, std::fabs(ref - C[j * ldc + i]) / (1e-30 + mag * 1.2e-7 * 4.0 * (double) nb));
-                }
-                for (int64_t i = m; i < ldc; ++i) untouched = untouched && C[j * ldc + i] == -7.0f;
-            }
-            const bool ok = worst <= 1.0 && untouched;
-            failures += !ok;
-            std::printf("%s m=%ld n=%ld k=%ld %s: error %.3f of the bound, padding %s\n", ok ? "ok  " : "FAIL", (long) m,
-                        (long) n, (long) k, packed ? "packed" : "unpacked", worst, untouched ? "untouched" : "WRITTEN");
+                    for (int64_t i = 0; i < m; ++i) {
+                        ref[i] = mag[i] = 0.0;
+                        for (int64_t b = 0; b < nb; ++b) {
+                            uint16_t h;
+                            std::memcpy(&h, &A[i * lda + b * BLOCK_BYTES], sizeof h);
+                            long dot = 0;
+                            for (int l = 0; l < QK; ++l) dot += (long) (int8_t) A[i * lda + b * BLOCK_BYTES + 2 + l] * q[b * QK + l];
+                            ref[i] += _cvtsh_ss(h) * dx[b] * (double) dot;
+                            mag[i] += std::fabs(_cvtsh_ss(h) * dx[b] * (double) dot);
+                        }
+                    }
+                });
         }
         std::free(P);
     }
