@@ -179,14 +179,18 @@ def test_embeddings_only_stub_vocabulary(llama_cpp, models, files, tmp_path, arc
         write_gguf(models[arch], tmp_path / "bad.gguf", tokens=["a", "b"], embeddings_only=True)
 
 
+@pytest.mark.parametrize("kv_unified", [False, True], ids=["streams", "shared"])
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_generation_logits_f32(llama_cpp, models, files, arch):
+def test_generation_logits_f32(llama_cpp, models, files, arch, kv_unified):
+    # a KV stream per sequence (the prompt copied into each) or one shared cache (the prompt's cells shared, each
+    # sequence masked from the others' tokens): the same logits as torch either way
     rng = np.random.default_rng(2)
     prompt = rng.integers(0, VOCAB, 12)
     steps = rng.integers(0, VOCAB, (4, 3))  # 4 steps x 3 parallel sequences, different tokens per sequence
     model = models[arch]
-    with _llama(files[(arch, "f32")], n_ctx=64, n_seq_max=3) as m:
+    with _llama(files[(arch, "f32")], n_ctx=64, n_seq_max=3, kv_unified=kv_unified) as m:
         assert m.n_vocab == VOCAB and m.n_embd == D
+        assert m.kv_unified is kv_unified and m.settings["kv_unified"] is kv_unified
         first = m.prefill(prompt, 3)
         ref0 = torch_logits(model, prompt[None])[0, -1]
         assert first.shape == (3, VOCAB) and np.abs(first - ref0).max() <= TOL_F32
@@ -200,7 +204,7 @@ def test_generation_logits_f32(llama_cpp, models, files, arch):
         got = m.step(steps[0, :2], seq_ids=[2, 0])
         ref = torch_logits(model, np.concatenate([prompt, steps[:, 2], steps[:1, 0]])[None])[0, -1]
         worst = max(worst, float(np.abs(got[0] - ref).max()))
-    print(f"{arch} f32 generation logits max abs diff {worst:.2e}")
+    print(f"{arch} f32 generation logits max abs diff {worst:.2e} ({'shared' if kv_unified else 'streams'})")
     assert worst <= TOL_F32
 
 

@@ -70,6 +70,22 @@ def test_samples_quantiles_and_every_sample_parses(bundle):
     np.testing.assert_allclose(q[0.5], f.forecast_scaled(x))  # the point forecast is the median; seeded
 
 
+def test_samples_share_the_prompt_kv_unless_the_horizon_is_long(bundle, monkeypatch):
+    import alignts.runtime.paradigms.injective as inj
+
+    f = rt.load(bundle)
+    f.plan(variant="gguf-f32", horizon=5, threads=1)  # ~100 prompt tokens, 4 samples of ~20: shared
+    assert f.backend.kv_unified and f.backend.settings["kv_unified"]
+    x = _series(2, 60, seed=3)
+    shared = f.forecast_samples(x)
+    monkeypatch.setattr(inj, "shared_prompt_kv", lambda *a: False)  # a KV stream a sample
+    f = rt.load(bundle)
+    f.plan(variant="gguf-f32", horizon=5, threads=1)
+    assert not f.backend.kv_unified
+    # the same seeded samples: f32 logits differ in the last bits only (summation order)
+    np.testing.assert_allclose(f.forecast_samples(x), shared, rtol=1e-6, atol=1e-6)
+
+
 def test_every_sample_parses_100_random_series_llama_cpp(bundle):
     """100 random series through the tiny random model: each of the n samples gives exactly H values."""
     from alignts.kernels.digits import decode_digits
@@ -156,6 +172,10 @@ def test_bench_generation_reports_loop_and_raw_throughput(bundle):
     r = bench_generation(bundle / "model-f32.gguf", n_samples=4, horizon=6, context_len=32, n_threads=1, repeats=1)
     assert r["loop_tokens_per_s"] > 0 and r["raw_tokens_per_s"] > 0 and r["tokens"] > 0
     assert r["overhead"] == pytest.approx(1 - r["loop_tokens_per_s"] / r["raw_tokens_per_s"])
+    assert r["kv_unified"]  # a short horizon: the runtime's choice
+    r = bench_generation(bundle / "model-f32.gguf", n_samples=4, horizon=6, context_len=32, n_threads=1, repeats=1,
+                         kv_unified=False)
+    assert not r["kv_unified"] and r["raw_tokens_per_s"] > 0
 
 
 @pytest.mark.slow

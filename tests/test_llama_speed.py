@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from alignts.runtime import threads as thr
-from alignts.runtime.budget import ENCODER_DECODE_TOKENS, FLASH_DECODE_TOKENS, LLAMA_N_BATCH, embedding_geometry
+from alignts.runtime.budget import (ENCODER_DECODE_TOKENS, FLASH_DECODE_TOKENS, LLAMA_N_BATCH, SHARED_KV_PROMPTS,
+                                    embedding_geometry, shared_prompt_kv)
 
 pytest.importorskip("llama_cpp")
 torch = pytest.importorskip("torch")
@@ -69,6 +70,25 @@ def test_geometry_encoder_groups_by_tokens_causal_fills_the_batch():
     assert embedding_geometry(22, 56, encoder=True, flash=True) == (12, 264)
     assert embedding_geometry(22, 7, encoder=True, flash=True) == (7, 154)
     assert embedding_geometry(22, 56, encoder=False, flash=True) == embedding_geometry(22, 56, encoder=False)
+
+
+def test_shared_prompt_kv_while_generated_tokens_are_few_beside_the_prompt():
+    # LLMTime's defaults (96 values, 24 forecast, 20 samples): ~300 prompt tokens, ~100 generated a sample
+    assert shared_prompt_kv(20, 300, 116)
+    assert not shared_prompt_kv(20, 48, 461)  # a long horizon: the samples' own cells dominate
+    assert shared_prompt_kv(20, 100, 100 * SHARED_KV_PROMPTS // 20)
+    assert not shared_prompt_kv(20, 100, 100 * SHARED_KV_PROMPTS // 20 + 1)
+    assert not shared_prompt_kv(1, 300, 10)  # one sample: nothing to share
+    assert not shared_prompt_kv(4, 0, 10)
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_shared_kv_is_for_generation_only(ggufs, arch):
+    # an encoder has no KV cache, one sequence has nobody to share with: the flag is dropped, and said so
+    with _model(ggufs[arch], n_ctx=8, n_seq_max=1, kv_unified=True) as m:
+        assert not m.kv_unified and m.settings["kv_unified"] is False
+    with _model(ggufs[arch], n_ctx=8, n_seq_max=4, kv_unified=True) as m:
+        assert m.kv_unified is (arch == "gpt2") and m.context_params.kv_unified is m.kv_unified
 
 
 class _DecodeCounter:

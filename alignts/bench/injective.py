@@ -43,15 +43,19 @@ class _Timed:
 
 def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int = 24, context_len: int = 96,
                      precision: int = 2, n_threads: int | None = None, repeats: int = 3, seed: int = 0,
-                     n_ctx: int = 512) -> dict:
+                     n_ctx: int = 512, kv_unified: bool | None = None) -> dict:
     """Tokens/s of the runtime's sampling loop vs raw llama.cpp decoding of the same tokens.
 
+    kv_unified: the samples in one shared KV cache (True) or a stream each (False); None = what the Injective
+    runtime picks for this prompt and horizon (:func:`alignts.runtime.budget.shared_prompt_kv`).
     Returns {"loop_tokens_per_s", "raw_tokens_per_s", "overhead", "tokens", "n_samples", "horizon",
-    "prompt_tokens", "loop_s", "raw_s", "model"}; overhead is a fraction (0.1 = 10 % slower than raw).
+    "prompt_tokens", "kv_unified", "loop_s", "raw_s", "model"}; overhead is a fraction (0.1 = 10 % slower than raw).
     """
     from alignts.kernels.digits import encode_digits
     from alignts.kernels.scaler import llmtime_scale, llmtime_scaler
     from alignts.runtime.backends.gguf import LlamaCppModel
+    from alignts.runtime.budget import shared_prompt_kv
+    from alignts.runtime.paradigms.injective import GEN_TOKEN_MARGIN, value_tokens
 
     from alignts.runtime.gguf_check import check_gguf
 
@@ -67,7 +71,6 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
         room = n_ctx - 2 - horizon * (precision + 5)  # prompt tokens that leave room for H values of any size
         if room < 8:  # long horizons: the runtime's estimate (LLMTime's); samples stop at the window's end
             from alignts.errors import ShapeError
-            from alignts.runtime.paradigms.injective import GEN_TOKEN_MARGIN, value_tokens
 
             per = value_tokens(table, precision + 1, minus=False)  # the default scaler keeps values < 4.34
             room = n_ctx - 2 - int(np.ceil(horizon * per * GEN_TOKEN_MARGIN))
@@ -75,6 +78,12 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
                 raise ShapeError(f"horizon={horizon} leaves no prompt room in n_ctx={n_ctx} tokens; expected a "
                                  "horizon whose values fit the window. Fix: a shorter horizon.")
         prompt = np.r_[model.eos_id, ids[0, : n[0]][-room:]]
+        if kv_unified is None:
+            kv_unified = shared_prompt_kv(n_samples, prompt.size, horizon * value_tokens(table, precision + 1, False))
+        if (bool(kv_unified) and n_samples > 1) != model.kv_unified:  # a context is made for one: open again
+            model.close()
+            model = LlamaCppModel(model_path, n_ctx=n_ctx, n_seq_max=n_samples, n_threads=n_threads,
+                                  kv_unified=kv_unified)
         # keep_finished: every step decodes all n sequences, exactly the token matrix raw decoding gets
         sampler = ConstrainedSampler(table, model.n_vocab, SamplerConfig(n_samples=n_samples, max_digits=precision + 3,
                                                                          seed=seed, keep_finished=True))
@@ -100,6 +109,7 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
                      live, raw_tps)
         loop_tps, raw_tps = 1.0 / best_loop, 1.0 / best_raw
         return {"model": str(model_path), "n_samples": n_samples, "horizon": horizon, "prompt_tokens": int(prompt.size),
+                "kv_unified": model.kv_unified,
                 "tokens": tokens, "loop_tokens_per_s": loop_tps, "raw_tokens_per_s": raw_tps,
                 "overhead": 1.0 - loop_tps / raw_tps, "threads": n_threads}
     finally:

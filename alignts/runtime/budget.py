@@ -127,6 +127,14 @@ FLASH_DECODE_TOKENS = 256
 # caches when a whole batch goes in one run. MiniLM Bridging (119 tokens a series, 56 series at batch 8, quiet
 # machine): batch 8 cost 9.8x / 9.3x batch 1 in one run (1 / 2 threads), 7.7x / 7.5x in runs of 8 series.
 ONNX_RUN_TOKENS = 1024
+# Injective's parallel samples in one llama.cpp KV cache (LlamaCppModel(kv_unified=True)) instead of a stream each:
+# the prompt's cells are shared (a stream each holds and reads its own copy of them), but every sample's token
+# attends over every sample's generated cells (masked). Shared wins while the samples' generated tokens are few
+# beside the prompt. 20 samples, a 294-token prompt, 1 thread, AMD EPYC (Zen 5), raw llama.cpp tokens/s, streams ->
+# shared: the shipped numeric LM (q8_0) 1939 -> 5554 at 2200 generated tokens (2 threads 2893 -> 9820), 1495 ->
+# 1624 at 6600; a 12 x 768 GPT-2 (q8_0, weights from DRAM) 359 -> 478 at 2200, 311 -> 320 at 5500, 269 -> 221 at
+# 10640 (results/speed_llama.md, section 10). Shared while all samples' generated tokens <= this many prompts.
+SHARED_KV_PROMPTS = 16
 
 # the backend settings a plan carries (Choice.settings, Plan.settings), per backend
 SETTINGS_KEYS = {"onnx": ("arena", "enable_mem_pattern", "disable_prepacking"),
@@ -385,6 +393,12 @@ def embedding_geometry(tokens: int, series: int, encoder: bool, flash: bool = Fa
         per = max(1, LLAMA_N_BATCH // tokens)
     per = min(per, series)
     return per, per * tokens
+
+
+def shared_prompt_kv(samples: int, prompt_tokens: int, generated_tokens: int) -> bool:
+    """Whether ``samples`` parallel generations of ``generated_tokens`` each after one ``prompt_tokens`` prompt
+    run in one shared llama.cpp KV cache (``LlamaCppModel(kv_unified=True)``): see ``SHARED_KV_PROMPTS``."""
+    return samples > 1 and samples * max(0, int(generated_tokens)) <= SHARED_KV_PROMPTS * max(1, int(prompt_tokens))
 
 
 def _mode_settings(v: Variant, mode: str, sh: _Shape) -> dict[str, Any]:

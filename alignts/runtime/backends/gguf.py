@@ -227,6 +227,12 @@ class LlamaCppModel:
         expect_arch: raise ArtifactError unless the file's architecture is this.
         use_mmap: map the file (True), read it into memory (False), or None = llama.cpp's default (maps it on
             CPU).
+        kv_unified: one KV cache for all sequences (llama.cpp's kv_unified) instead of one stream each. With it,
+            :meth:`prefill`'s prompt cells are shared by every sample (no copies) and a step reads them once for
+            all samples, but each token attends over every sample's cells (masked): a win while the samples'
+            generated tokens stay few beside the prompt (:func:`alignts.runtime.budget.shared_prompt_kv`
+            decides for Injective). Ignored for an encoder or a single sequence; hidden states of several series
+            leave it off (each series then attends within its own stream, not over all of them masked).
 
     n_ctx, n_seq_max, n_batch, kv_type and use_mmap are the keys of a memory plan's ``settings``
     (:func:`alignts.runtime.budget.choose`).
@@ -240,7 +246,7 @@ class LlamaCppModel:
                  embeddings: bool = False, kv_type: str = "f32", n_threads: int | None = None,
                  n_gpu_layers: int = 0, loras: Sequence[tuple[str | os.PathLike, float]] = (),
                  device: str = "cpu", flash_attn: bool | None = False, expect_arch: str | None = None,
-                 use_mmap: bool | None = None, adapt_threads: bool | None = None):
+                 use_mmap: bool | None = None, adapt_threads: bool | None = None, kv_unified: bool = False):
         self.lock = threading.RLock()
         self._model = None
         self._ctx = None
@@ -312,9 +318,12 @@ class LlamaCppModel:
         cp.type_k = cp.type_v = int(gguf.GGMLQuantizationType[kv_type.upper()])
         cp.embeddings = bool(embeddings or self._is_encoder)
         cp.no_perf = True
+        self.kv_unified = bool(kv_unified) and not self._is_encoder and self.n_seq_max > 1
+        cp.kv_unified = self.kv_unified
         self.context_params = cp
         self.settings = {"n_ctx": self.n_ctx, "n_seq_max": self.n_seq_max, "n_batch": self.n_batch,
-                         "kv_type": kv_type, "use_mmap": _mmap_on(L, mp), "flash_attn": flash_attn}
+                         "kv_type": kv_type, "use_mmap": _mmap_on(L, mp), "flash_attn": flash_attn,
+                         "kv_unified": self.kv_unified}
         ctx = L.llama_init_from_model(model, cp)
         if not ctx:
             self.close()

@@ -29,6 +29,7 @@ import numpy as np
 from alignts.errors import CodecError, InputError, ShapeError
 from alignts.kernels.digits import CodecTable, encode_digits
 from alignts.kernels.scaler import llmtime_scale, llmtime_scaler, llmtime_unscale
+from alignts.runtime.budget import shared_prompt_kv
 from alignts.runtime.codec_table import (CodecSettings, Vocab, build_codec_table, gguf_token_list, hf_vocab,
                                          llama_vocab, precheck_token_list, table_from_dict, table_to_dict)
 from alignts.runtime.forecaster import Forecaster, register_paradigm
@@ -260,9 +261,15 @@ class InjectiveForecaster(Forecaster):
             loras = [(bundle_file(self.bundle_dir, self.manifest, lora), float(variant.extra.get("lora_scale", 1.0)))] \
                 if lora else []
             n_ctx = self._planned_n_ctx()
+            # the samples share the prompt's KV cells while their generated tokens are few beside it
+            est = DigitPrompter(stored, self.settings, n_ctx)
+            shared = shared_prompt_kv(self.sampling.n_samples,
+                                      est.fit_context(self.context_len, self.horizon) * est.context_value_tokens,
+                                      est.forecast_tokens(self.horizon))
             self.backend = LlamaCppModel(path, n_ctx=n_ctx, n_batch=min(512, n_ctx),
                                          n_seq_max=self.sampling.n_samples, n_threads=threads, device=device,
-                                         loras=loras, **self.llama_options())  # adapters: check_lora_adapter first
+                                         loras=loras, kv_unified=shared,
+                                         **self.llama_options())  # adapters: check_lora_adapter first
             vocab = llama_vocab(self.backend)
             provider = f"llama.cpp-{device}"
         else:
