@@ -4,8 +4,8 @@
 // ggml_compute_forward_mul_mat. Every CPU variant of ggml compiles it with its own flags:
 //   f32 x f32   alignts_sgemm_f32.h (AVX2+FMA or AVX-512)
 //   bf16 x f32  alignts_gemm_bf16.h (AVX-512 BF16)
-//   q8_0 x f32  alignts_gemm_q8_0.h (AVX-512 VNNI)
-// and leaves every other product (types, CPUs, bf16 / q8_0 with fewer tokens than a vector's lanes) to ggml.
+//   q8_0 x f32  alignts_gemm_q8_0.h (AVX-512 VNNI; a decode step's few tokens too)
+// and leaves every other product (types, CPUs, bf16 with fewer tokens than a vector's lanes) to ggml.
 #pragma once
 
 #include "alignts_gemm_bf16.h"
@@ -104,6 +104,22 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
     }
 #endif
 #if defined(ALIGNTS_GEMM_Q8_0)
+    // a few tokens (a decode step): one pass over each weight row for all of them, the rows in address order
+    if (src0->type == GGML_TYPE_Q8_0 && nb00 == (size_t) alignts_q8::BLOCK_BYTES && ne00 % alignts_q8::QK == 0
+        && ne11 <= alignts_q8::FEW_MAX) {
+        uint8_t * P = static_cast<uint8_t *>(alignts_ggml::scratch(alignts_q8::few_pack_bytes(ne00, ne11)));
+        alignts_ggml::for_each_job(params, src0, src1, dst, 1,
+            [&](int64_t i_begin, int64_t i_end, const uint8_t * A, const float * B, float * C) {
+                if (P) {
+                    alignts_q8::few_rows(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C,
+                                         nb1 / sizeof(float), P);
+                } else {
+                    alignts_q8::gemm_rows_unpacked(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C,
+                                                   nb1 / sizeof(float));
+                }
+            });
+        return true;
+    }
     if (src0->type == GGML_TYPE_Q8_0 && nb00 == (size_t) alignts_q8::BLOCK_BYTES && ne00 % alignts_q8::QK == 0
         && ne11 >= alignts_q8::VL) {
         int32_t * P = static_cast<int32_t *>(alignts_ggml::scratch(sizeof(int32_t) * alignts_q8::pack_ints(ne00)));

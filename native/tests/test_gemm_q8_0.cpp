@@ -1,7 +1,8 @@
 // native/ggml/alignts_gemm_q8_0.h (the packed q8_0 x f32 GEMM scripts/patch_llama.py puts into ggml's CPU backend)
 // against a reference that quantizes the activations as ggml does (d = max|x| / 127 kept as f16, q = round(x / d))
 // and sums the exact integer block products in double: shapes with token remainders, strided rows (the columns past
-// m untouched), the packed path and the one without a pack. Exits 77 (ctest: skipped) on a CPU without AVX-512 VNNI.
+// m untouched), the packed path, the one without a pack and the few-token one (n < 16; odd block counts too).
+// Exits 77 (ctest: skipped) on a CPU without AVX-512 VNNI.
 #include "../ggml/alignts_gemm_q8_0.h"
 #include "gemm_check.h"
 
@@ -23,7 +24,8 @@ int main() {
     }
     using namespace alignts_q8;
     const int64_t shapes[][3] = {{384, 66, 384}, {1536, 22, 384}, {384, 154, 1536}, {7, 17, 32}, {13, 33, 64},
-                                 {25, 16, 96},   {5, 40, 32},     {1, 1, 32},        {11, 3, 64}};  // m, n, k
+                                 {25, 16, 96},   {5, 40, 32},     {1, 1, 32},        {11, 3, 64},
+                                 {387, 1, 768},  {64, 15, 96},    {9, 7, 1536},      {6, 2, 160}};  // m, n, k
     std::mt19937 gen(0);
     std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
     std::uniform_int_distribution<int> qi(-127, 127);
@@ -43,12 +45,15 @@ int main() {
         for (auto & x : B) x = uni(gen);
         for (int j = 0; j < 5; ++j) B[j] = 0.0f;  // a block of zeros: scale 0
         int32_t * P = static_cast<int32_t *>(std::aligned_alloc(64, (sizeof(int32_t) * pack_ints(k) + 63) / 64 * 64));
-        for (int packed = 0; packed < 2; ++packed) {
+        uint8_t * F = static_cast<uint8_t *>(std::aligned_alloc(64, few_pack_bytes(k, FEW_MAX)));
+        const char * paths[] = {"unpacked", "packed", "few tokens"};
+        for (int path = 0; path < (n <= FEW_MAX ? 3 : 2); ++path) {
             std::vector<float> C(n * ldc, -7.0f);
-            if (packed) gemm_rows(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc, P);
-            else gemm_rows_unpacked(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc);
+            if (path == 0) gemm_rows_unpacked(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc);
+            if (path == 1) gemm_rows(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc, P);
+            if (path == 2) few_rows(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc, F);
             // f32 sums over nb blocks of f32 products: a few rounding steps per block, with room
-            failures += !check_gemm(m, n, k, C.data(), ldc, 4.0 * (double) nb, packed ? "packed" : "unpacked",
+            failures += !check_gemm(m, n, k, C.data(), ldc, 4.0 * (double) nb, paths[path],
                 [&](int64_t j, double * ref, double * mag) {
                     std::vector<int8_t> q(k);
                     std::vector<double> dx(nb);
@@ -73,6 +78,7 @@ int main() {
                 });
         }
         std::free(P);
+        std::free(F);
     }
     return failures ? 1 : 0;
 #endif
