@@ -23,6 +23,8 @@ Six changes, each refused loudly when the code they anchor to has moved (update 
    and V. A 1-sample decode of a 12 x 768 GPT-2 after a 294-token prompt: n_kv 512 -> 320, 6.1 -> 5.6 ms a step.
    The graph is rebuilt every 32 tokens instead. (ggml-cuda's flash-attention vector kernel wants multiples of 256;
    alignts runs flash attention on the CPU only.)
+libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
+tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
+PATCH_LEVEL = 6  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:
@@ -215,6 +218,9 @@ def main(sdist: Path) -> None:
             "    const uint32_t n_pad_cur = std::max(n_pad, 256u);\n",
             "    // alignts: 32, not 256: fewer masked cells read a step, the graph rebuilt every 32 tokens\n"
             "    const uint32_t n_pad_cur = std::max(n_pad, 32u);\n")
+    insert(sdist / "vendor" / "llama.cpp" / "src" / "llama.cpp", "bool llama_supports_mmap(void) {\n",
+           "// alignts: how many of scripts/patch_llama.py's changes this build carries (0 or missing: a stock build)\n"
+           f"extern \"C\" LLAMA_API int alignts_llama_patch_level(void) {{ return {PATCH_LEVEL}; }}\n\n")
     print(f"[patch_llama] patched {ggml.parent.parent}")
 
 

@@ -223,6 +223,26 @@ def test_quantized_variants(llama_cpp, models, files, arch, dtype):
         assert diff <= TOL[dtype]
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_q8_0_generation_steps(llama_cpp, models, files, arch):
+    # a decode step's q8_0 products have 1-15 tokens (alignts' few-token kernel where the CPU has AVX-512 VNNI,
+    # ggml's dot products elsewhere); the prompt's have 20 (the packed tiles): both against torch
+    rng = np.random.default_rng(4)
+    prompt = rng.integers(0, VOCAB, 20)
+    steps = rng.integers(0, VOCAB, (3, 5))
+    worst = 0.0
+    with _llama(files[(arch, "q8_0")], n_ctx=64, n_seq_max=5) as m:
+        first = m.prefill(prompt, 5)
+        worst = float(np.abs(first[0] - torch_logits(models[arch], prompt[None])[0, -1]).max())
+        for t in range(steps.shape[0]):
+            got = m.step(steps[t])
+            for s in range(5):
+                ref = torch_logits(models[arch], np.concatenate([prompt, steps[: t + 1, s]])[None])[0, -1]
+                worst = max(worst, float(np.abs(got[s] - ref).max()))
+    print(f"{arch} q8_0 generation logits max abs diff {worst:.2e}")
+    assert np.isfinite(worst) and worst <= TOL["q8_0"]
+
+
 def test_f32_kv_without_flash_attention_is_the_accurate_setting(llama_cpp, models, files):
     """Measured on the tiny LLaMA: f32 KV 7e-7; f16 KV 2e-4; flash attention (f32 or f16 KV) 3e-4."""
     x = np.random.default_rng(4).standard_normal((2, 24, D)).astype(np.float32)

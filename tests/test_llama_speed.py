@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from alignts.runtime import threads as thr
-from alignts.runtime.budget import (ENCODER_DECODE_TOKENS, FLASH_DECODE_TOKENS, LLAMA_N_BATCH, SHARED_KV_PROMPTS,
-                                    embedding_geometry, shared_prompt_kv)
+from alignts.runtime.budget import (ENCODER_DECODE_TOKENS, ENCODER_STREAMS_DECODE_TOKENS, FLASH_DECODE_TOKENS,
+                                    LLAMA_N_BATCH, SHARED_KV_PROMPTS, embedding_geometry, shared_prompt_kv)
 
 pytest.importorskip("llama_cpp")
 torch = pytest.importorskip("torch")
@@ -53,23 +53,40 @@ def test_grouped_hidden_states_equal_one_series_at_a_time(ggufs, arch):
 
 
 def test_geometry_encoder_groups_by_tokens_causal_fills_the_batch():
-    # BERT: about ENCODER_DECODE_TOKENS tokens a decode, never more series than there are
-    assert embedding_geometry(22, 56, encoder=True) == (7, 154)
-    assert embedding_geometry(42, 56, encoder=True) == (4, 168)
-    assert embedding_geometry(22, 2, encoder=True) == (2, 44)
-    assert embedding_geometry(500, 8, encoder=True) == (1, 500)
+    # BERT on a stock llama.cpp: about ENCODER_DECODE_TOKENS tokens a decode, never more series than there are
+    assert embedding_geometry(22, 56, encoder=True, streams=False) == (7, 154)
+    assert embedding_geometry(42, 56, encoder=True, streams=False) == (4, 168)
+    assert embedding_geometry(22, 2, encoder=True, streams=False) == (2, 44)
+    assert embedding_geometry(500, 8, encoder=True, streams=False) == (1, 500)
+    # alignts' build attends per series: ENCODER_STREAMS_DECODE_TOKENS (the default: plans size for it)
+    assert embedding_geometry(119, 7, encoder=True) == (4, 476)
+    assert embedding_geometry(22, 56, encoder=True) == (22, 484)
+    assert embedding_geometry(22, 7, encoder=True) == (7, 154)
     # causal: as many series as fit LLAMA_N_BATCH tokens; a longer series alone
     assert embedding_geometry(22, 56, encoder=False) == (LLAMA_N_BATCH // 22, LLAMA_N_BATCH // 22 * 22)
     assert embedding_geometry(22, 7, encoder=False) == (7, 154)
     assert embedding_geometry(600, 4, encoder=False) == (1, 600)
     for n in (1, 5, 22, 42, 96, 200):
-        g, b = embedding_geometry(n, 1000, encoder=True)
+        g, b = embedding_geometry(n, 1000, encoder=True, streams=False)
         assert b == g * n and abs(b - ENCODER_DECODE_TOKENS) <= n
+        g, b = embedding_geometry(n, 1000, encoder=True)
+        assert b == g * n and abs(b - ENCODER_STREAMS_DECODE_TOKENS) <= n
         g, b = embedding_geometry(n, 1000, encoder=True, flash=True)  # flash attention skips the masked cells
         assert b == g * n and abs(b - FLASH_DECODE_TOKENS) <= n
     assert embedding_geometry(22, 56, encoder=True, flash=True) == (12, 264)
     assert embedding_geometry(22, 7, encoder=True, flash=True) == (7, 154)
     assert embedding_geometry(22, 56, encoder=False, flash=True) == embedding_geometry(22, 56, encoder=False)
+
+
+def test_the_installed_llama_cpp_is_alignts_build():
+    # scripts/setup builds llama-cpp-python with every change of scripts/patch_llama.py; the planners rely on them
+    import re
+    from pathlib import Path
+
+    from alignts.runtime.backends.gguf import llama_patch_level
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "patch_llama.py").read_text()
+    assert llama_patch_level() == int(re.search(r"^PATCH_LEVEL = (\d+)", script, re.M).group(1))
 
 
 def test_shared_prompt_kv_while_generated_tokens_are_few_beside_the_prompt():

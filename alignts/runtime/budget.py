@@ -114,8 +114,13 @@ LLAMA_N_BATCH = 512  # llama.cpp's default n_batch: its compute graph is reserve
 # (results/speed_llama.md, section 8). With llama.cpp's own kernels the best group was ~64 tokens (section 3).
 # alignts' llama.cpp also attends per series (scripts/patch_llama.py, change 4: S equal series a decode run as S
 # [N x N] attention streams), so the square is gone there: 56 series in groups of 7 / 8 / 14 / 28 / 56 took 148.5 /
-# 148.9 / 145.0 / 144.0 / 144.1 ms (section 9). ~160 tokens stays: no slower there, and right for a stock llama.cpp.
+# 148.9 / 145.0 / 144.0 / 144.1 ms (section 9). ~160 tokens stays for a stock llama.cpp (no streams there).
 ENCODER_DECODE_TOKENS = 160
+# The same with alignts' llama.cpp (streams): larger groups pay where series are long. The Bridging MiniLM backbone
+# (119 tokens a series), gguf-f32 forecast of one ETTh1 window (7 series), wall ms: 1 / 2 / 4 series a decode took
+# 43.4 / 42.0 / 40.4 at 1 thread, 30.2 / - / 27.8 at 2 threads, 331 / - / 309 at batch 8 (results/speed_llama.md,
+# section 10); 22-token Internal series in groups of 14-28: 144-145 ms against 148.5 in groups of 7 (section 9).
+ENCODER_STREAMS_DECODE_TOKENS = 480
 # The same with flash attention (what older bundles' reduced-precision GGUF variants record in
 # ``Variant.extra["flash_attn"]``; alignts.export.quantize no longer does): ggml's flash-attention kernel skips the
 # masked cells, so the group is limited by the weight products' cache use only.
@@ -377,18 +382,21 @@ def _weight_parts(manifest: Manifest, v: Variant) -> list[tuple[int, str]]:
     return [(own, "onnx"), (backbone, v.backend)]
 
 
-def embedding_geometry(tokens: int, series: int, encoder: bool, flash: bool = False) -> tuple[int, int]:
+def embedding_geometry(tokens: int, series: int, encoder: bool, flash: bool = False,
+                       streams: bool = True) -> tuple[int, int]:
     """(n_seq_max, n_batch) of llama.cpp hidden states for ``series`` sequences of ``tokens`` each: the series
     per llama_decode and the tokens of one decode (n_ubatch = n_batch, every series whole in one decode).
 
-    A BERT encoder takes about ``ENCODER_DECODE_TOKENS`` tokens a decode (a stock llama.cpp's mask makes attention
-    quadratic in the group), ``FLASH_DECODE_TOKENS`` with flash attention (``flash``); a causal LM keeps a KV stream per
-    sequence and takes as many series as fit ``LLAMA_N_BATCH`` tokens (its output buffer holds n_vocab logits per
-    token of a decode). A series longer than that: alone.
+    A BERT encoder takes about ``ENCODER_STREAMS_DECODE_TOKENS`` tokens a decode on alignts' llama.cpp, which attends
+    per series (``streams``; the larger group, so plans and memory estimates use it), ``ENCODER_DECODE_TOKENS`` on a
+    stock one (its mask makes attention quadratic in the group), ``FLASH_DECODE_TOKENS`` with flash attention
+    (``flash``); a causal LM keeps a KV stream per sequence and takes as many series as fit ``LLAMA_N_BATCH`` tokens
+    (its output buffer holds n_vocab logits per token of a decode). A series longer than that: alone.
     """
     tokens, series = max(1, int(tokens)), max(1, int(series))
     if encoder:
-        per = max(1, round((FLASH_DECODE_TOKENS if flash else ENCODER_DECODE_TOKENS) / tokens))
+        group = FLASH_DECODE_TOKENS if flash else ENCODER_STREAMS_DECODE_TOKENS if streams else ENCODER_DECODE_TOKENS
+        per = max(1, round(group / tokens))
     else:
         per = max(1, LLAMA_N_BATCH // tokens)
     per = min(per, series)

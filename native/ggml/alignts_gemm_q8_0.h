@@ -240,7 +240,8 @@ static inline void few_pack(const float * B, int64_t ldb, int64_t k, int64_t n, 
                 }
             }
             const __m512i xq = _mm512_load_si512(q);
-            const __m512i sum128 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(static_cast<char>(0x80)), xq);
+            const __m512i sum128 = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                       _mm512_set1_epi8(static_cast<char>(0x80)), xq);
             uint8_t * pp = pj + p * 3 * 64;
             _mm512_store_si512(pp, xq);
             _mm512_store_si512(pp + 64, _mm512_sub_epi32(_mm512_setzero_si512(), sum128));
@@ -257,8 +258,9 @@ static inline void load_pair(const uint8_t * blk, bool two, __m512i & w, __m512 
                            : _mm256_set1_epi8(static_cast<char>(0x80));  // 0 after the shift
     w = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
                          _mm512_set1_epi8(static_cast<char>(0x80)));
-    dw = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(f16_to_f32(blk))),
-                            two ? _mm256_set1_ps(f16_to_f32(blk + BLOCK_BYTES)) : _mm256_setzero_ps(), 1);
+    const __m256 dlo = _mm256_set1_ps(f16_to_f32(blk));
+    const __m256 dhi = two ? _mm256_set1_ps(f16_to_f32(blk + BLOCK_BYTES)) : _mm256_setzero_ps();
+    dw = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(dlo)), _mm256_castps_pd(dhi), 1));
 }
 
 // row i of C for the NJ tokens of the pack: each pair of weight blocks is loaded once for all of them. One row at a

@@ -62,6 +62,15 @@ static long forecast_tokens(const injective_cfg *g, long horizon) {
     return (long)ceil((double)horizon * (double)context_value_tokens(g) * 1.2);
 }
 
+/* Whether the samples share one KV cache (the prompt's cells once) rather than a stream each: while all samples'
+ * generated tokens are at most SHARED_KV_PROMPTS prompts' worth (alignts/runtime/budget.py shared_prompt_kv, where
+ * the measurements are). */
+#define SHARED_KV_PROMPTS 16
+static int shared_prompt_kv(long samples, long prompt_tokens, long generated_tokens) {
+    return samples > 1 && (double)samples * (double)generated_tokens <=
+                              (double)SHARED_KV_PROMPTS * (double)(prompt_tokens > 1 ? prompt_tokens : 1);
+}
+
 static int read_table(const bundle *b, injective_cfg *g) {
     const json_value *tab = json_get(b->codec, "table");
     int64_t *digits = NULL;
@@ -180,6 +189,7 @@ typedef struct {
     double lora_scale;
     llm *lm;
     long lm_samples;     /* n_seq_max of the open context */
+    int lm_shared;       /* its samples share one KV cache */
     int32_t *prefix;     /* BOS + description ids (plan) */
     size_t prefix_n;
     /* the plan */
@@ -342,13 +352,17 @@ static int injective_open(alignts *h) {
     return 0;
 }
 
-/* (Re)open llama.cpp with n_seq_max = samples, and the prompt prefix (BOS or EOS, then the description). */
-static int open_lm(alignts *h, injective_state *st, long samples) {
+/* (Re)open llama.cpp with n_seq_max = samples, and the prompt prefix (BOS or EOS, then the description). L and H:
+ * the plan's context and horizon (whether the samples share the prompt's KV cells: the prompt estimated as the
+ * Python runtime does, without the prefix). */
+static int open_lm(alignts *h, injective_state *st, long samples, long L, long H) {
     const json_value *cfg = h->b.config;
     llm_params lp;
     char *path, *lora_path = NULL;
-    long n_embd;
-    if (st->lm && st->lm_samples == samples) return 0;
+    long n_embd, fit = (st->n_ctx - 1 - forecast_tokens(&st->g, H)) / st->per_value;
+    int shared = shared_prompt_kv(samples, (fit < L ? (fit > 0 ? fit : 0) : L) * st->per_value,
+                                  forecast_tokens(&st->g, H));
+    if (st->lm && st->lm_samples == samples && st->lm_shared == shared) return 0;
     llm_close(st->lm);
     st->lm = NULL;
     free(st->prefix);
@@ -359,6 +373,7 @@ static int open_lm(alignts *h, injective_state *st, long samples) {
     lp.n_ctx = (int)st->n_ctx;
     lp.n_batch = st->n_ctx < 512 ? (int)st->n_ctx : 512;
     lp.n_seq_max = (int)samples;
+    lp.kv_unified = shared;
     lp.n_threads = h->opt.n_threads;
     if (cfg_int(cfg, "config", "n_embd", 0, &n_embd)) goto fail;
     if (!h->opt.n_threads && n_embd > 0 && n_embd <= 256)
@@ -373,6 +388,7 @@ static int open_lm(alignts *h, injective_state *st, long samples) {
     lora_path = NULL;
     if (!st->lm) goto fail;
     st->lm_samples = samples;
+    st->lm_shared = shared;
     if (llm_n_ctx_train(st->lm) > 0 && llm_n_ctx_train(st->lm) < st->n_ctx) {
         rt_fail("bundle %s: n_ctx=%ld exceeds the model's trained context %d; expected n_ctx <= %d. Fix: re-export "
                 "with --n-ctx %d.", h->b.dir, st->n_ctx, llm_n_ctx_train(st->lm), llm_n_ctx_train(st->lm),
@@ -434,7 +450,7 @@ static int injective_plan(alignts *h, alignts_plan_params *p, alignts_plan_info 
     if (!greedy && !(g->temperature > 0))
         return rt_fail("temperature=%g: expected > 0 (or --greedy).", g->temperature);
     if (!(g->top_p > 0 && g->top_p <= 1)) return rt_fail("top_p=%g: expected in (0, 1].", g->top_p);
-    if (open_lm(h, st, samples)) return -1;
+    if (open_lm(h, st, samples, L, H)) return -1;
     g->n_samples = samples;
     g->greedy = greedy;
     st->seed0 = p->have_seed ? p->seed : (uint64_t)st->seed;

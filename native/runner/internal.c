@@ -122,12 +122,13 @@ static int internal_plan(alignts *h, alignts_plan_params *p, alignts_plan_info *
         if (!path) return -1;
         memset(&lp, 0, sizeof lp);
         /* as the Python runtime (alignts/runtime/budget.py embedding_geometry): n_ctx per sequence; n_seq_max
-           series per llama_decode: ~160 tokens for a BERT encoder (its mask makes attention quadratic in the
-           group; ENCODER_DECODE_TOKENS there), ~256 with flash attention (which skips the masked cells), as many
-           as fit 512 tokens for a causal LM (one KV stream per sequence) */
+           series per llama_decode: ~480 tokens for a BERT encoder on alignts' llama.cpp, which attends per series
+           (ENCODER_STREAMS_DECODE_TOKENS), ~160 on a stock one (its mask makes attention quadratic in the group;
+           ENCODER_DECODE_TOKENS), ~256 with flash attention (which skips the masked cells), as many as fit 512
+           tokens for a causal LM (one KV stream per sequence) */
         lp.n_ctx = (int)st->N;
         if (h->b.architecture && strcmp(h->b.architecture, "bert") == 0) {
-            long tokens = st->flash_attn ? 256 : 160;
+            long tokens = st->flash_attn ? 256 : llm_patch_level() >= 4 ? 480 : 160;
             lp.n_seq_max = (int)((tokens + (long)st->N / 2) / (long)st->N);
         } else
             lp.n_seq_max = (int)(512 / st->N);

@@ -547,6 +547,7 @@ llm *llm_open(const char *path, const llm_params *p) {
     cp.type_k = p->kv_f16 ? GGML_TYPE_F16 : GGML_TYPE_F32; /* f16 costs accuracy (DESIGN.md) */
     cp.type_v = cp.type_k;
     cp.embeddings = p->embeddings || m->is_encoder;
+    cp.kv_unified = p->kv_unified && !m->is_encoder && p->n_seq_max > 1;
     cp.no_perf = 1;
     m->ctx = llama_init_from_model(m->model, cp);
     if (!m->ctx) {
@@ -623,6 +624,12 @@ size_t llm_kv_bytes(const llm *m) {
 
 int llm_n_embd(const llm *m) { return m->n_embd; }
 int llm_n_vocab(const llm *m) { return m->n_vocab; }
+int llm_patch_level(void) {
+    int (*level)(void);
+    *(void **)&level = dlsym(RTLD_DEFAULT, "alignts_llama_patch_level"); /* only alignts' build exports it */
+    return level ? level() : 0;
+}
+
 int llm_n_ctx_train(const llm *m) { return llama_model_n_ctx_train(m->model); }
 const char *llm_arch(const llm *m) { return m->arch; }
 

@@ -21,9 +21,15 @@ typedef struct {
     int n_threads;    /* 0 = the cores this process may use */
     int kv_f16;       /* KV cache in f16 instead of f32 (the bundle's variant.extra.kv_type) */
     int flash_attn;   /* llama.cpp's flash attention (the bundle's variant.extra.flash_attn; off = exact) */
+    int kv_unified;   /* one KV cache for all sequences (llama.cpp's kv_unified): the samples share the prompt's
+                         cells; ignored for an encoder or one sequence */
     const char *lora_path; /* optional LoRA adapter (GGUF), NULL for none */
     float lora_scale;
 } llm_params;
+
+/* How many of scripts/patch_llama.py's changes the linked libllama carries (its alignts_llama_patch_level()), 0 for
+ * a stock build (the aarch64 cross-build's, say). */
+int llm_patch_level(void);
 
 /* Check the GGUF header, load the model, create the context. NULL after rt_fail. */
 llm *llm_open(const char *path, const llm_params *p);

@@ -1,4 +1,5 @@
-"""Injective loop vs raw llama.cpp for each MODEL (comma-separated), 1 and 20 samples, 1 and 2 threads: python inj_ab.py MODELS TAG"""
+"""Injective loop vs raw llama.cpp for each MODEL (comma-separated), 1 and 20 samples, 1 and 2 threads: python inj_ab.py MODELS TAG
+(inj_ab.txt: TAG before / after = sessions 8 / 9, s10 = session 10: shared prompt KV, q8_0 few-token products, KV padding 32)"""
 import sys
 from alignts.bench.injective import bench_generation
 for path in sys.argv[1].split(","):

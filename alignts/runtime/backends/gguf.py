@@ -205,6 +205,17 @@ def free_threadpool(L, tp) -> None:
         _threadpool_api(L)[1](tp)
 
 
+def llama_patch_level() -> int:
+    """How many of scripts/patch_llama.py's changes the installed llama.cpp carries: its libllama's
+    ``alignts_llama_patch_level()``, 0 for a stock build (no such symbol). 4 and up: an encoder attends per series."""
+    if _state.get("patch_level") is None:
+        fn = getattr(_lib()._lib, "alignts_llama_patch_level", None)
+        if fn is not None:
+            fn.restype, fn.argtypes = ctypes.c_int, []
+        _state["patch_level"] = int(fn()) if fn is not None else 0
+    return _state["patch_level"]
+
+
 class LlamaCppModel:
     """A GGUF model loaded in llama.cpp (CPU, or CUDA with every layer offloaded).
 
@@ -461,11 +472,11 @@ class LlamaCppModel:
         the last layer's output for BERT (positions 0..N-1 and, for BERT, token type 0 are added by the model,
         as transformers does for ``inputs_embeds``). Each series is its own sequence; up to
         min(n_seq_max, n_batch // N) series go in one llama_decode, and for a BERT encoder on CPU no more than
-        :func:`alignts.runtime.budget.embedding_geometry` gives for N (the rule the memory planner sizes
-        n_seq_max with): a stock llama.cpp encoder attends over every token of a decode with a mask between series,
-        a cost that grows with the square of the group unless flash attention skips the masked cells (alignts'
-        build attends per series: scripts/patch_llama.py), while a causal LM keeps one KV stream per sequence
-        (llama.cpp's kv_unified off) and takes all series at once.
+        :func:`alignts.runtime.budget.embedding_geometry` gives for N and this build (:func:`llama_patch_level`):
+        a stock llama.cpp encoder attends over every token of a decode with a mask between series, a cost that
+        grows with the square of the group unless flash attention skips the masked cells, while alignts' build
+        attends per series (scripts/patch_llama.py, change 4) and takes larger groups; a causal LM keeps one KV
+        stream per sequence (llama.cpp's kv_unified off) and takes all series at once.
         The decode reads the embeddings in place (no copy into a batch buffer); the KV cache (causal LMs only:
         an encoder has none) is cleared before each group.
         """
@@ -488,7 +499,8 @@ class LlamaCppModel:
             return out
         per = max(1, min(self.n_seq_max, self.n_batch // N))
         if self._is_encoder and self.device == "cpu":  # the rule was measured on CPUs (a GPU: unmeasured)
-            per = min(per, embedding_geometry(N, S, encoder=True, flash=bool(self.flash_attn))[0])
+            per = min(per, embedding_geometry(N, S, encoder=True, flash=bool(self.flash_attn),
+                                              streams=llama_patch_level() >= 4)[0])
         self._out[:] = 1
         self._nseq[:] = 1
         if N <= self.n_batch:
