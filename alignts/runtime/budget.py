@@ -135,10 +135,12 @@ ONNX_RUN_TOKENS = 1024
 # Injective's parallel samples in one llama.cpp KV cache (LlamaCppModel(kv_unified=True)) instead of a stream each:
 # the prompt's cells are shared (a stream each holds and reads its own copy of them), but every sample's token
 # attends over every sample's generated cells (masked). Shared wins while the samples' generated tokens are few
-# beside the prompt. 20 samples, a 294-token prompt, 1 thread, AMD EPYC (Zen 5), raw llama.cpp tokens/s, streams ->
-# shared: the shipped numeric LM (q8_0) 1939 -> 5554 at 2200 generated tokens (2 threads 2893 -> 9820), 1495 ->
-# 1624 at 6600; a 12 x 768 GPT-2 (q8_0, weights from DRAM) 359 -> 478 at 2200, 311 -> 320 at 5500, 269 -> 221 at
-# 10640 (results/speed_llama.md, section 10). Shared while all samples' generated tokens <= this many prompts.
+# beside the prompt. 20 samples after a 294-token prompt, AMD EPYC (Zen 5), raw llama.cpp tokens/s, streams ->
+# shared, 1 thread (results/speed_llama/kv_shared.py, section 10 of results/speed_llama.md): the shipped numeric LM
+# (q8_0) 2096 -> 4322 at 1580 generated tokens (5.4 prompts' worth), 1992 -> 2913 at 3220 (11), 1708 -> 1688 at 6600
+# (22); a 12 x 768 GPT-2 (q8_0, weights from DRAM) 367 -> 490 at 2700 (9.2), 334 -> 356 at 5500 (19), 286 -> 241 at
+# 10700 (36). 2 threads: the same order, shared ahead up to 22 prompts (3049 -> 3216), behind at 36 (488 -> 412).
+# Shared while all samples' generated tokens are at most this many prompts' worth:
 SHARED_KV_PROMPTS = 16
 
 # the backend settings a plan carries (Choice.settings, Plan.settings), per backend
