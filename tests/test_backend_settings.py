@@ -136,7 +136,7 @@ def test_llama_params_follow_the_settings(numeric_bundle):
         assert L.llama_n_ctx(lm._ctx) >= 128  # llama.cpp rounds the cell count up
         assert lm.context_params.type_k == lm.context_params.type_v == Q.F16
         assert lm.settings == {"n_ctx": 64, "n_seq_max": 2, "n_batch": 32, "kv_type": "f16", "use_mmap": False,
-                               "flash_attn": False}
+                               "flash_attn": False, "kv_unified": False}
         assert lm.context_params.flash_attn_type == 0  # off unless asked: exact
         if hasattr(lm.model_params, "load_mode"):
             assert lm.model_params.load_mode == L.LLAMA_LOAD_MODE_NONE
