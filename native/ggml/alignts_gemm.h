@@ -104,33 +104,23 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
     }
 #endif
 #if defined(ALIGNTS_GEMM_Q8_0)
-    // a few tokens (a decode step): one pass over each weight row for all of them, the rows in address order
-    if (src0->type == GGML_TYPE_Q8_0 && nb00 == (size_t) alignts_q8::BLOCK_BYTES && ne00 % alignts_q8::QK == 0
-        && ne11 <= alignts_q8::FEW_MAX) {
-        uint8_t * P = static_cast<uint8_t *>(alignts_ggml::scratch(alignts_q8::few_pack_bytes(ne00, ne11)));
-        alignts_ggml::for_each_job(params, src0, src1, dst, 1,
+    // a decode step's few tokens (1 .. FEW_MAX) read each weight row once for all of them, the rows in address order
+    // (few_rows); VL and more run on the packed tiles
+    if (src0->type == GGML_TYPE_Q8_0 && nb00 == (size_t) alignts_q8::BLOCK_BYTES && ne00 % alignts_q8::QK == 0) {
+        const bool few = ne11 <= alignts_q8::FEW_MAX;
+        void * P = alignts_ggml::scratch(few ? alignts_q8::few_pack_bytes(ne00, ne11)
+                                             : sizeof(int32_t) * alignts_q8::pack_ints(ne00));
+        alignts_ggml::for_each_job(params, src0, src1, dst, few ? 1 : alignts_q8::RM,
             [&](int64_t i_begin, int64_t i_end, const uint8_t * A, const float * B, float * C) {
-                if (P) {
-                    alignts_q8::few_rows(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C,
-                                         nb1 / sizeof(float), P);
+                const int64_t ldb = nb11 / sizeof(float), ldc = nb1 / sizeof(float);
+                if (!P) {
+                    alignts_q8::gemm_rows_unpacked(i_begin, i_end, ne11, ne00, A, nb01, B, ldb, C, ldc);
+                } else if (few) {
+                    alignts_q8::few_rows(i_begin, i_end, ne11, ne00, A, nb01, B, ldb, C, ldc,
+                                         static_cast<uint8_t *>(P));
                 } else {
-                    alignts_q8::gemm_rows_unpacked(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C,
-                                                   nb1 / sizeof(float));
-                }
-            });
-        return true;
-    }
-    if (src0->type == GGML_TYPE_Q8_0 && nb00 == (size_t) alignts_q8::BLOCK_BYTES && ne00 % alignts_q8::QK == 0
-        && ne11 >= alignts_q8::VL) {
-        int32_t * P = static_cast<int32_t *>(alignts_ggml::scratch(sizeof(int32_t) * alignts_q8::pack_ints(ne00)));
-        alignts_ggml::for_each_job(params, src0, src1, dst, alignts_q8::RM,
-            [&](int64_t i_begin, int64_t i_end, const uint8_t * A, const float * B, float * C) {
-                if (P) {
-                    alignts_q8::gemm_rows(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C,
-                                          nb1 / sizeof(float), P);
-                } else {
-                    alignts_q8::gemm_rows_unpacked(i_begin, i_end, ne11, ne00, A, nb01, B, nb11 / sizeof(float), C,
-                                                   nb1 / sizeof(float));
+                    alignts_q8::gemm_rows(i_begin, i_end, ne11, ne00, A, nb01, B, ldb, C, ldc,
+                                          static_cast<int32_t *>(P));
                 }
             });
         return true;
