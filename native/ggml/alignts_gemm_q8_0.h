@@ -48,6 +48,20 @@ static inline float f16_to_f32(const uint8_t * p) {
     return _cvtsh_ss(h);
 }
 
+// one block of QK values as ggml's quantize_row_q8_0 quantizes it: d = max|x| / 127, q = round(x / d) (to nearest,
+// ties to even; ggml's reference rounds ties away from zero: a tie needs x / d to land exactly on .5); returns d
+// rounded to the f16 ggml keeps
+static inline float quantize_block(const float * x, int8_t * q) {
+    const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + VL);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    const __m512 s = _mm512_set1_ps(id);
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(q), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(x0, s))));
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(q + VL),
+                     _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(x1, s))));
+    return _cvtsh_ss(_cvtss_sh(d, 0));
+}
+
 // quantize tokens j0 .. j0+nj-1 of B (k values each) into the pack; tokens nj .. TJ-1 are zeros
 static inline void pack_tokens(const float * B, int64_t ldb, int64_t k, int64_t j0, int64_t nj, int32_t * P) {
     const int64_t nb = k / QK;
@@ -55,17 +69,8 @@ static inline void pack_tokens(const float * B, int64_t ldb, int64_t k, int64_t 
     for (int64_t j = 0; j < nj; ++j) {
         const float * x = B + (j0 + j) * ldb;
         for (int64_t b = 0; b < nb; ++b) {
-            const __m512 x0 = _mm512_loadu_ps(x + b * QK), x1 = _mm512_loadu_ps(x + b * QK + VL);
-            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
-            const float d = amax / 127.0f;
-            const float id = d != 0.0f ? 1.0f / d : 0.0f;
-            const __m512 s = _mm512_set1_ps(id);
-            // round to nearest (ties to even; ggml's reference rounds ties away from zero: a tie needs x / d to
-            // land exactly on .5)
-            const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, s)), q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, s));
             alignas(64) int8_t q[QK];
-            _mm_store_si128(reinterpret_cast<__m128i *>(q), _mm512_cvtsepi32_epi8(q0));
-            _mm_store_si128(reinterpret_cast<__m128i *>(q + VL), _mm512_cvtsepi32_epi8(q1));
+            const float dh = quantize_block(x + b * QK, q);
             int32_t * pb = P + b * PACK_INTS;
             int32_t sum = 0;
             for (int g = 0; g < QK / 4; ++g) {
@@ -74,7 +79,6 @@ static inline void pack_tokens(const float * B, int64_t ldb, int64_t k, int64_t 
                 pb[g * TJ + j] = word;
                 sum += q[4 * g] + q[4 * g + 1] + q[4 * g + 2] + q[4 * g + 3];
             }
-            const float dh = _cvtsh_ss(_cvtss_sh(d, 0));  // the f16 scale ggml keeps
             std::memcpy(pb + QK / 4 * TJ + j, &dh, sizeof dh);
             pb[QK / 4 * TJ + TJ + j] = 128 * sum;
         }
@@ -225,16 +229,7 @@ static inline void few_pack(const float * B, int64_t ldb, int64_t k, int64_t n, 
             alignas(64) int8_t q[2 * QK] = {};
             alignas(64) float ds[2 * 8] = {};
             for (int h = 0; h < 2 && 2 * p + h < nb; ++h) {
-                const float * xb = x + (2 * p + h) * QK;
-                const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + VL);
-                const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
-                const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-                const __m512 sc = _mm512_set1_ps(id);
-                _mm_store_si128(reinterpret_cast<__m128i *>(q + h * QK),
-                                _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(x0, sc))));
-                _mm_store_si128(reinterpret_cast<__m128i *>(q + h * QK + VL),
-                                _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(x1, sc))));
-                const float dh = _cvtsh_ss(_cvtss_sh(d, 0));  // the f16 scale ggml keeps
+                const float dh = quantize_block(x + (2 * p + h) * QK, q + h * QK);
                 for (int l = 0; l < 8; ++l) {
                     ds[h * 8 + l] = dh;
                 }

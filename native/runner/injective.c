@@ -352,6 +352,13 @@ static int injective_open(alignts *h) {
     return 0;
 }
 
+/* The last context values of L that fit the LM's window beside the prefix and H values (LLMTime's truncation; may
+ * be < 2), as paradigms/injective.py's fit_context. */
+static long context_fit(const injective_state *st, long L, long H, long prefix_n) {
+    long room = st->n_ctx - 1 - prefix_n - forecast_tokens(&st->g, H), fit = (room > 0 ? room : 0) / st->per_value;
+    return fit < L ? fit : L;
+}
+
 /* (Re)open llama.cpp with n_seq_max = samples, and the prompt prefix (BOS or EOS, then the description). L and H:
  * the plan's context and horizon (whether the samples share the prompt's KV cells: the prompt estimated as the
  * Python runtime does, without the prefix). */
@@ -359,9 +366,8 @@ static int open_lm(alignts *h, injective_state *st, long samples, long L, long H
     const json_value *cfg = h->b.config;
     llm_params lp;
     char *path, *lora_path = NULL;
-    long n_embd, fit = (st->n_ctx - 1 - forecast_tokens(&st->g, H)) / st->per_value;
-    int shared = shared_prompt_kv(samples, (fit < L ? (fit > 0 ? fit : 0) : L) * st->per_value,
-                                  forecast_tokens(&st->g, H));
+    long n_embd;
+    int shared = shared_prompt_kv(samples, context_fit(st, L, H, 0) * st->per_value, forecast_tokens(&st->g, H));
     if (st->lm && st->lm_samples == samples && st->lm_shared == shared) return 0;
     llm_close(st->lm);
     st->lm = NULL;
@@ -456,8 +462,7 @@ static int injective_plan(alignts *h, alignts_plan_params *p, alignts_plan_info 
     st->seed0 = p->have_seed ? p->seed : (uint64_t)st->seed;
     /* L' = the last context values that fit next to H values (LLMTime's truncation), at least 2 */
     st->budget = st->n_ctx - 1 - (long)st->prefix_n - forecast_tokens(g, H);
-    st->used = (st->budget > 0 ? st->budget : 0) / st->per_value;
-    if (st->used > L) st->used = L;
+    st->used = context_fit(st, L, H, (long)st->prefix_n);
     if (st->used < 2) {
         long room = st->n_ctx - 1 - (long)st->prefix_n - 2 * st->per_value;
         long most = room > 0 ? (long)floor((double)room / ((double)st->per_value * 1.2)) : 0;
