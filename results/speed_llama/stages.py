@@ -12,7 +12,6 @@ orig = L.llama_decode
 times = []
 def timed(ctx, batch):
     s = time.perf_counter(); r = orig(ctx, batch); times.append(time.perf_counter() - s); return r
-import alignts.runtime.backends.gguf as G
 lm._L = type("X", (), {})()
 for k in dir(L):
     if k.startswith("llama_"):
