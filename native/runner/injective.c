@@ -352,10 +352,15 @@ static int injective_open(alignts *h) {
     return 0;
 }
 
-/* The last context values of L that fit the LM's window beside the prefix and H values (LLMTime's truncation; may
- * be < 2), as paradigms/injective.py's fit_context. */
+/* The tokens a prompt's context may take beside the prefix and H values (may be <= 0). */
+static long context_room(const injective_state *st, long H, long prefix_n) {
+    return st->n_ctx - 1 - prefix_n - forecast_tokens(&st->g, H);
+}
+
+/* The last context values of L that fit that room (LLMTime's truncation; may be < 2), as paradigms/injective.py's
+ * fit_context. */
 static long context_fit(const injective_state *st, long L, long H, long prefix_n) {
-    long room = st->n_ctx - 1 - prefix_n - forecast_tokens(&st->g, H), fit = (room > 0 ? room : 0) / st->per_value;
+    long room = context_room(st, H, prefix_n), fit = (room > 0 ? room : 0) / st->per_value;
     return fit < L ? fit : L;
 }
 
@@ -461,7 +466,7 @@ static int injective_plan(alignts *h, alignts_plan_params *p, alignts_plan_info 
     g->greedy = greedy;
     st->seed0 = p->have_seed ? p->seed : (uint64_t)st->seed;
     /* L' = the last context values that fit next to H values (LLMTime's truncation), at least 2 */
-    st->budget = st->n_ctx - 1 - (long)st->prefix_n - forecast_tokens(g, H);
+    st->budget = context_room(st, H, (long)st->prefix_n);
     st->used = context_fit(st, L, H, (long)st->prefix_n);
     if (st->used < 2) {
         long room = st->n_ctx - 1 - (long)st->prefix_n - 2 * st->per_value;
