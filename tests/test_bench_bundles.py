@@ -113,6 +113,49 @@ def test_torch_reference_gives_a_speedup_column(tiny_bundle):
     assert rows[0]["speedup_vs_torch"] == pytest.approx(rows[0]["torch_p50_ms"] / rows[0]["latency_p50_ms"])
 
 
+def test_round_robin_rotates_the_order_and_idles_before_each_call():
+    """every call once a round, `repeats` rounds, each round starting one call later; the settle gap is idle time
+    before each timed call, outside the timings"""
+    import time
+
+    from alignts.bench.bundles import _round_robin
+
+    order: list[int] = []
+    calls = [lambda i=i: order.append(i) for i in range(3)]
+    t = _round_robin(calls, repeats=4, warmup=1, settle=0.0)
+    assert t.shape == (3, 4) and (t >= 0).all()
+    assert order[:3] == [0, 1, 2]  # the warm-up round
+    assert order[3:] == [0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2]
+    slow = [lambda: time.sleep(0.002)]
+    s = time.perf_counter()
+    t = _round_robin(slow, repeats=3, warmup=0, settle=0.02)
+    assert time.perf_counter() - s >= 3 * 0.022
+    assert t.max() < 0.02  # the gap is not in the timing
+
+
+def test_rows_of_one_batch_share_the_torch_timing(tiny_bundle):
+    """torch is timed once a round beside every variant and batch size: one p50 per batch size for every row"""
+    import torch
+
+    from alignts.export.reference import load_torch
+
+    module = load_torch(tiny_bundle)
+
+    def forward(x):
+        with torch.inference_mode():
+            return module(torch.from_numpy(x))
+
+    rows = bench_bundle(tiny_bundle, BenchConfig(batch_sizes=(1, 2), variants=("onnx-fp32", "onnx-int8"), repeats=3,
+                                                 warmup=1, child=False, settle=0.0), torch_forward=forward)
+    assert [(r["variant"], r["batch_size"]) for r in rows] == [("onnx-fp32", 1), ("onnx-fp32", 2),
+                                                               ("onnx-int8", 1), ("onnx-int8", 2)]
+    for b in (1, 2):
+        assert len({r["torch_p50_ms"] for r in rows if r["batch_size"] == b}) == 1
+    assert all(r["torch_max_abs_diff"] < 1e-3 for r in rows if r["variant"] == "onnx-fp32")
+    with pytest.raises(InputError, match="settle"):
+        BenchConfig(settle=-1).check()
+
+
 def test_bench_rejects_a_folder_that_is_not_a_bundle(tmp_path):
     with pytest.raises(InputError, match="not a bundle"):
         run_bundles(_args([str(tmp_path)]))

@@ -17,11 +17,19 @@ Per bundle x variant x batch size (llama-bench style, one row each):
   bandwidth;
 - the torch eager forward of the same model as the reference (Internal, Bridging): the model rebuilt from the
   bundle by ``alignts.export.reference.load_torch`` (base backbone + ``torch_trained.safetensors``, LoRA fused,
-  fp32, eval + ``inference_mode``), timed in the same run on the same input, its calls interleaved with the
-  runtime's so that load changes hit both; ``speedup_vs_torch`` = p50(torch) / p50(runtime), and
+  fp32, eval + ``inference_mode``), timed in the same run on the same input; ``speedup_vs_torch`` =
+  p50(torch) / p50(runtime), and
   ``torch_max_abs_diff`` shows it is the same model. Runtime and torch get the same thread count
   (``--threads``, default: the cores this process may use; ``torch.set_num_threads``). Without torch, the
   ``[export]`` extra or the trained-tensor file, the row's note says why.
+
+Timing (:func:`_round_robin`): every row of a bundle (each variant x batch size, with a forecaster of its own) and
+torch at each batch size get one call a round, ``repeats`` rounds, the order rotated each round, so a slow minute
+of the machine lands on all of them and the ratios between rows (speed-up, batch-8 cost, one variant against
+another) compare calls at most one round apart. Before each timed call the process idles
+``settle`` seconds: onnxruntime's intra-op workers spin ~35 ms after a run and torch's OpenMP workers ~10 ms
+(measured with ``time.process_time`` across a sleep), and a spinning pool of one row would otherwise take a core
+from the next row's call (at 2 threads torch timed right after an onnxruntime call ran 40-50 % slower).
 
 Outputs: a markdown table (stdout / ``--md``), JSON (machine, versions, bundle manifest hashes, rows:
 ``--json``) and CSV (``--csv``). ``--report DIR`` adds the trade-off report (``alignts.bench.report``).
@@ -77,6 +85,7 @@ class BenchConfig:
     eval_batch_size: windows per call while scoring.
     roofline:    measure the machine's ceilings once per run and add the roofline columns.
     quick_ceilings: small ceiling measurements (seconds; for tests, not for numbers).
+    settle:      idle seconds before each timed call (longer than the other rows' pools spin; module docstring).
     """
 
     batch_sizes: tuple[int, ...] = (1, 8)
@@ -92,12 +101,15 @@ class BenchConfig:
     eval_batch_size: int = 64
     roofline: bool = True
     quick_ceilings: bool = False
+    settle: float = 0.05
 
     def check(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise InputError(f"batch sizes {self.batch_sizes}: expected positive integers, e.g. --batch-sizes 1,8")
         if self.repeats < 1 or self.warmup < 0:
             raise InputError(f"repeats={self.repeats}, warmup={self.warmup}: expected repeats >= 1, warmup >= 0.")
+        if not 0 <= self.settle <= 10:
+            raise InputError(f"settle={self.settle} s: expected 0-10 s (--settle-ms 0-10000).")
         if self.max_windows is not None and self.max_windows < 1:
             raise InputError(f"--max-windows {self.max_windows}: expected >= 1.")
 
@@ -145,31 +157,25 @@ def _numpy(a) -> np.ndarray:
     return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
 
 
-def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> np.ndarray:
+def _round_robin(calls: Sequence[Callable[[], Any]], repeats: int, warmup: int, settle: float) -> np.ndarray:
+    """Seconds of each call, [len(calls), repeats]: one call of each a round, the order rotated each round.
+
+    ``warmup`` untimed rounds first; ``settle`` seconds of idle before every timed call (module docstring).
+    """
+    n = len(calls)
     for _ in range(warmup):
-        fn()
-    t = np.empty(repeats)
-    for i in range(repeats):
-        s = time.perf_counter()
-        fn()
-        t[i] = time.perf_counter() - s
+        for fn in calls:
+            fn()
+    t = np.empty((n, repeats))
+    for r in range(repeats):
+        for k in range(n):
+            i = (k + r) % n
+            if settle:
+                time.sleep(settle)
+            s = time.perf_counter()
+            calls[i]()
+            t[i, r] = time.perf_counter() - s
     return t
-
-
-def _interleaved(fn: Callable[[], Any], ref: Callable[[], Any], repeats: int, warmup: int):
-    """Time ``fn`` and ``ref`` alternately (fn, ref, fn, ref, ...): the same machine load for both."""
-    for _ in range(warmup):
-        fn()
-        ref()
-    t, tr = np.empty(repeats), np.empty(repeats)
-    for i in range(repeats):
-        s = time.perf_counter()
-        fn()
-        t[i] = time.perf_counter() - s
-        s = time.perf_counter()
-        ref()
-        tr[i] = time.perf_counter() - s
-    return t, tr
 
 
 def torch_reference(bundle: str | os.PathLike, paradigm: str | None = None) -> tuple[TorchForward | None, str]:
@@ -285,72 +291,86 @@ def bench_bundle(bundle: str | os.PathLike, cfg: BenchConfig = BenchConfig(),
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
     try:
-        return _bench_rows(bundle, f, m, variants, cfg, threads, torch_forward, torch_note, ceilings)
+        return _bench_rows(bundle, m, variants, cfg, threads, torch_forward, torch_note, ceilings)
     finally:
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
 
 
-def _bench_rows(bundle: Path, f, m, variants, cfg: BenchConfig, threads: int, torch_forward: TorchForward | None,
+def _bench_rows(bundle: Path, m, variants, cfg: BenchConfig, threads: int, torch_forward: TorchForward | None,
                 torch_note: str, ceilings: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    import alignts.runtime as rt
     from alignts.bench.memory import measure_peak
     from alignts.bench.roofline import model_flops, roofline_fields
     from alignts.runtime.budget import estimate_peak
 
     rng = np.random.default_rng(0)
-    rows: list[dict[str, Any]] = []
+    batches = sorted(set(cfg.batch_sizes))
+    # one forecaster per row (variant x batch size), all open at once for the round-robin timing
+    cases: list[tuple[Any, int, Any, Any, np.ndarray]] = []  # (variant, batch, forecaster, plan, x)
+    inputs: dict[int, np.ndarray] = {}
     for v in variants:
-        acc: dict[str, Any] = {}
-        gen_tps, gen_sd, gen_note = _generation(bundle, v, m, cfg)
-        for b in sorted(set(cfg.batch_sizes)):
-            plan = f.plan(variant=v.name, batch_size=b, device=cfg.device, threads=threads)
-            C = plan.n_channels or f.cfg.n_channels or 1
-            x = _random_input(rng, b, C, plan.context_len)
-            torch_row: dict[str, Any] = {}
-            if torch_forward is not None:
-                y = np.asarray(f.forecast_scaled(x))
-                y_ref = _numpy(torch_forward(x))[..., :y.shape[-1]]
-                t, tt = _interleaved(lambda: f.forecast_scaled(x), lambda: torch_forward(x), cfg.repeats, cfg.warmup)
-                t50 = float(np.percentile(tt, 50))
-                torch_row = dict(torch_p50_ms=t50 * 1e3, speedup_vs_torch=t50 / float(np.percentile(t, 50)),
-                                 torch_max_abs_diff=float(np.abs(y - y_ref).max()))
-            else:
-                t = _timed(lambda: f.forecast_scaled(x), cfg.repeats, cfg.warmup)
-            p50, p90, p99 = (float(np.percentile(t, q)) for q in (50, 90, 99))
-            row: dict[str, Any] = {k: None for k in COLUMNS}
-            row.update(bundle=str(bundle), paradigm=m.paradigm, variant=v.name, backend=v.backend, dtype=v.dtype,
-                       provider=plan.provider, batch_size=b, n_channels=C, context_len=plan.context_len,
-                       horizon=plan.horizon, weight_bytes=int(v.weight_bytes),
-                       latency_p50_ms=p50 * 1e3, latency_p90_ms=p90 * 1e3, latency_p99_ms=p99 * 1e3,
-                       throughput_series_s=b * C / p50, gen_tokens_s=gen_tps, gen_tokens_s_sd=gen_sd,
-                       threads=threads, **torch_row,
-                       validation_max_abs_diff=v.validation.get("end_to_end_max_abs_diff",
-                                                                 v.validation.get("max_abs_diff")),
-                       val_mse_change=v.accuracy.get("rel_mse_change"), gate_passed=v.accuracy.get("passed"))
-            flops = model_flops(m, b, bundle_dir=bundle)
-            row.update(roofline_fields(row, ceilings, flops, n_parallel=getattr(f.cfg, "samples", None)))
-            if flops is not None and row.get("torch_p50_ms"):
-                row["torch_gflops"] = flops / (row["torch_p50_ms"] / 1e3) / 1e9
-            notes = [n for n in (gen_note,) if n]
+        for b in batches:
+            fc = rt.load(bundle)
+            plan = fc.plan(variant=v.name, batch_size=b, device=cfg.device, threads=threads)
+            C = plan.n_channels or fc.cfg.n_channels or 1
+            if b not in inputs:
+                inputs[b] = _random_input(rng, b, C, plan.context_len)
+            cases.append((v, b, fc, plan, inputs[b]))
+    calls: list[Callable[[], Any]] = [lambda fc=fc, x=x: fc.forecast_scaled(x) for _, _, fc, _, x in cases]
+    if torch_forward is not None:
+        calls += [lambda x=inputs[b]: torch_forward(x) for b in batches]
+    t_all = _round_robin(calls, cfg.repeats, cfg.warmup, cfg.settle)
+    torch_p50 = {b: float(np.percentile(t_all[len(cases) + i], 50)) for i, b in enumerate(batches)
+                 if torch_forward is not None}
+
+    rows: list[dict[str, Any]] = []
+    acc: dict[str, dict[str, Any]] = {}
+    gens = {v.name: _generation(bundle, v, m, cfg) for v in variants}
+    for (v, b, fc, plan, x), t in zip(cases, t_all):
+        torch_row: dict[str, Any] = {}
+        if torch_forward is not None:
+            y = np.asarray(fc.forecast_scaled(x))
+            y_ref = _numpy(torch_forward(x))[..., :y.shape[-1]]
+            torch_row = dict(torch_p50_ms=torch_p50[b] * 1e3,
+                             speedup_vs_torch=torch_p50[b] / float(np.percentile(t, 50)),
+                             torch_max_abs_diff=float(np.abs(y - y_ref).max()))
+        gen_tps, gen_sd, gen_note = gens[v.name]
+        p50, p90, p99 = (float(np.percentile(t, q)) for q in (50, 90, 99))
+        row: dict[str, Any] = {k: None for k in COLUMNS}
+        row.update(bundle=str(bundle), paradigm=m.paradigm, variant=v.name, backend=v.backend, dtype=v.dtype,
+                   provider=plan.provider, batch_size=b, n_channels=x.shape[1], context_len=plan.context_len,
+                   horizon=plan.horizon, weight_bytes=int(v.weight_bytes),
+                   latency_p50_ms=p50 * 1e3, latency_p90_ms=p90 * 1e3, latency_p99_ms=p99 * 1e3,
+                   throughput_series_s=b * x.shape[1] / p50, gen_tokens_s=gen_tps, gen_tokens_s_sd=gen_sd,
+                   threads=threads, **torch_row,
+                   validation_max_abs_diff=v.validation.get("end_to_end_max_abs_diff",
+                                                             v.validation.get("max_abs_diff")),
+                   val_mse_change=v.accuracy.get("rel_mse_change"), gate_passed=v.accuracy.get("passed"))
+        flops = model_flops(m, b, bundle_dir=bundle)
+        row.update(roofline_fields(row, ceilings, flops, n_parallel=getattr(fc.cfg, "samples", None)))
+        if flops is not None and row.get("torch_p50_ms"):
+            row["torch_gflops"] = flops / (row["torch_p50_ms"] / 1e3) / 1e9
+        notes = [n for n in (gen_note,) if n]
+        try:
+            row["est_peak_bytes"] = estimate_peak(m, v, b, bundle_dir=bundle).total
+        except AlignTSError as e:
+            notes.append(f"no estimate: {e}")
+        if cfg.child:
             try:
-                row["est_peak_bytes"] = estimate_peak(m, v, b, bundle_dir=bundle).total
+                r = measure_peak(bundle, v.name, b, n_forecasts=1, threads=threads, device=cfg.device)
+                row.update(cold_start_s=r["cold_start_s"], peak_rss_bytes=r["peak_rss_bytes"])
             except AlignTSError as e:
-                notes.append(f"no estimate: {e}")
-            if cfg.child:
-                try:
-                    r = measure_peak(bundle, v.name, b, n_forecasts=1, threads=threads, device=cfg.device)
-                    row.update(cold_start_s=r["cold_start_s"], peak_rss_bytes=r["peak_rss_bytes"])
-                except AlignTSError as e:
-                    notes.append(f"child failed: {e}")
-            if torch_forward is None and torch_note:
-                notes.append(f"torch reference: {torch_note}")
-            if cfg.data is not None:
-                if not acc:  # the same for every batch size: scored once per variant
-                    acc = _accuracy(f, m, cfg, max(cfg.eval_batch_size, b))
-                row.update(mse=acc["mse"], mae=acc["mae"], n_windows=acc["n_windows"])
-            row["note"] = "; ".join(notes)
-            log.info("%s %s b=%d: p50 %.2f ms", bundle.name, v.name, b, p50 * 1e3)
-            rows.append(row)
+                notes.append(f"child failed: {e}")
+        if torch_forward is None and torch_note:
+            notes.append(f"torch reference: {torch_note}")
+        if cfg.data is not None:
+            if v.name not in acc:  # the same for every batch size: scored once per variant
+                acc[v.name] = _accuracy(fc, m, cfg, max(cfg.eval_batch_size, b))
+            row.update(mse=acc[v.name]["mse"], mae=acc[v.name]["mae"], n_windows=acc[v.name]["n_windows"])
+        row["note"] = "; ".join(notes)
+        log.info("%s %s b=%d: p50 %.2f ms", bundle.name, v.name, b, p50 * 1e3)
+        rows.append(row)
     return rows
 
 
@@ -411,7 +431,7 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     if threads:
         lines.append(f"threads: {', '.join(map(str, threads))} for the runtime and for torch "
                      "(torch.set_num_threads); torch ms: the torch eager forward of the same model (fp32, eval, "
-                     "inference_mode), its calls interleaved with the runtime's on the same input; "
+                     "inference_mode), on the same input, its calls round-robin with every row's (an idle gap before each); "
                      "speedup = torch p50 / runtime p50; val MSE change: the accuracy gate's relative change vs "
                      "fp32 on validation windows (manifest)."
                      + (" Environment: " + ", ".join(f"{k}={v}" for k, v in mach["thread_env"].items())

@@ -89,7 +89,9 @@ def add_bundle_arguments(p) -> None:
                    help="write the trade-off report (table + frontier and forecast plots) to DIR; needs --data")
     p.add_argument("--threads", type=int, default=None, help="backend and torch threads")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default 3)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds before timing (default 3)")
+    p.add_argument("--settle-ms", type=float, default=50.0,
+                   help="idle ms before each timed call, so no other row's thread pool still spins (default 50)")
     p.add_argument("--no-child", action="store_true", help="skip cold start / peak RSS (child processes)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch eager reference")
 
@@ -123,7 +125,7 @@ def run_bundles(args) -> int:
                       repeats=int(getattr(args, "repeats", 20)), warmup=int(getattr(args, "warmup", 3)), data=data,
                       max_windows=getattr(args, "max_windows", None), child=not getattr(args, "no_child", False),
                       torch=not getattr(args, "no_torch", False), threads=getattr(args, "threads", None),
-                      device=getattr(args, "device", "cpu"))
+                      device=getattr(args, "device", "cpu"), settle=float(getattr(args, "settle_ms", 50.0)) / 1e3)
     cfg.check()
     from alignts.bench.bundles import run_bench, to_markdown, write_csv
 
@@ -286,7 +288,8 @@ def _run_speed(args) -> int:
         raise InputError("`bench speed` needs --data (the data the bundles are fitted on and judged with), e.g. "
                          "--data /work/shared/data/ETT/ETTh1.csv")
     result = run_speed(args.bundles, args.data, _ints(args.thread_counts, "--thread-counts"),
-                       _ints(args.batch_sizes, "--batch-sizes"), repeats=args.repeats, warmup=args.warmup)
+                       _ints(args.batch_sizes, "--batch-sizes"), repeats=args.repeats, warmup=args.warmup,
+                       settle=args.settle_ms / 1e3)
     result["command"] = command_line()
     js, md = write_outputs(result, args.out)
     print(md.read_text())
