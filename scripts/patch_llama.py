@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Six changes, each refused loudly when the code they anchor to has moved (update this script then):
+Seven changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -23,6 +23,12 @@ Six changes, each refused loudly when the code they anchor to has moved (update 
    and V. A 1-sample decode of a 12 x 768 GPT-2 after a 294-token prompt: n_kv 512 -> 320, 6.1 -> 5.6 ms a step.
    The graph is rebuilt every 32 tokens instead. (ggml-cuda's flash-attention vector kernel wants multiples of 256;
    alignts runs flash attention on the CPU only.)
+7. (in change 2's headers) an f16 KV cache's decode products: a step's few query tokens a head against K, and the
+   attention weights against V's transposed rows, as f32 dot products with the halves widened in registers
+   (native/ggml/alignts_sgemm_f32.h ``dot_rows_f16``, x86-64 with F16C); ggml rounds the query to f16 and takes one
+   dot product an output. With it the Injective runtime and alignts-run keep a decode's cache in f16 where the
+   weights are no finer (alignts.runtime.budget.decode_kv_type). No code of its own in libllama: the level says the
+   kernels are there.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -35,7 +41,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 6  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 7  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:

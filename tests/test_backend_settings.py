@@ -148,10 +148,13 @@ def test_llama_params_follow_the_settings(numeric_bundle):
         assert lm.context_params.flash_attn_type == 1 and lm.settings["flash_attn"] is True
 
 
-def test_injective_plan_passes_kv_type_and_mmap_to_llama_cpp(numeric_bundle):
+def test_injective_plan_passes_kv_type_and_mmap_to_llama_cpp(numeric_bundle, monkeypatch):
     import alignts.runtime as rt
+    import alignts.runtime.backends.gguf as gguf_backend
     from gguf import GGMLQuantizationType as Q
 
+    # a llama.cpp without alignts' f16 decode kernels: an f32 cache unless the budget asks for less
+    monkeypatch.setattr(gguf_backend, "f16_decode_kernels", lambda: False)
     f = rt.load(numeric_bundle)
     plan = f.plan(variant="gguf-f16", threads=1)
     assert plan.memory_mode == "fast" and plan.settings["kv_type"] == "f32"
@@ -168,3 +171,29 @@ def test_injective_plan_passes_kv_type_and_mmap_to_llama_cpp(numeric_bundle):
     assert f.backend.n_ctx == 256 and f.prompter.n_ctx == 256
     y = f.forecast_scaled(np.sin(np.arange(60) / 3.0)[None, None])
     assert y.shape == (1, 1, 6) and np.isfinite(y).all()
+
+
+def test_injective_plan_keeps_an_f16_cache_beside_16_bit_weights(numeric_bundle, monkeypatch):
+    """with alignts' f16 decode kernels (patch level 7, x86-64) a generating LM whose weights are no finer than f16
+    keeps its KV cache in f16 by default: half the cache's bytes a step and in memory"""
+    import alignts.runtime as rt
+    import alignts.runtime.backends.gguf as gguf_backend
+    from gguf import GGMLQuantizationType as Q
+
+    from alignts.runtime.budget import decode_kv_type
+
+    monkeypatch.setattr(gguf_backend, "f16_decode_kernels", lambda: True)
+    assert [decode_kv_type(d) for d in ("f32", "fp32", "f16", "bf16", "q8_0", "q4_0", "none")] == \
+        ["f32", "f32", "f16", "f16", "f16", "f16", "f32"]
+    m = read_manifest(numeric_bundle)
+    with_kernels = estimate_peak(m, "gguf-f16", 1, bundle_dir=numeric_bundle)
+    f = rt.load(numeric_bundle)
+    plan = f.plan(variant="gguf-f16", threads=1)
+    assert plan.memory_mode == "fast" and plan.settings["kv_type"] == "f16"
+    assert f.backend.context_params.type_k == f.backend.context_params.type_v == Q.F16
+    y = f.forecast_scaled(np.sin(np.arange(60) / 3.0)[None, None])
+    assert y.shape == (1, 1, 6) and np.isfinite(y).all()
+    monkeypatch.setattr(gguf_backend, "f16_decode_kernels", lambda: False)
+    assert decode_kv_type("q8_0") == "f32"
+    without = estimate_peak(m, "gguf-f16", 1, bundle_dir=numeric_bundle)
+    assert with_kernels.kv_cache * 2 == without.kv_cache and with_kernels.detail["settings"]["kv_type"] == "f16"

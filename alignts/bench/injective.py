@@ -43,25 +43,29 @@ class _Timed:
 
 def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int = 24, context_len: int = 96,
                      precision: int = 2, n_threads: int | None = None, repeats: int = 3, seed: int = 0,
-                     n_ctx: int = 512, kv_unified: bool | None = None) -> dict:
+                     n_ctx: int = 512, kv_unified: bool | None = None, kv_type: str | None = None) -> dict:
     """Tokens/s of the runtime's sampling loop vs raw llama.cpp decoding of the same tokens.
 
     kv_unified: the samples in one shared KV cache (True) or a stream each (False); None = what the Injective
     runtime picks for this prompt and horizon (:func:`alignts.runtime.budget.shared_prompt_kv`).
+    kv_type: the KV cache's type; None = what the Injective runtime plans for these weights
+    (:func:`alignts.runtime.budget.decode_kv_type`).
     Returns {"loop_tokens_per_s", "raw_tokens_per_s", "overhead", "tokens", "n_samples", "horizon",
-    "prompt_tokens", "kv_unified", "loop_s", "raw_s", "model"}; overhead is a fraction (0.1 = 10 % slower than raw).
+    "prompt_tokens", "kv_unified", "kv_type", "loop_s", "raw_s", "model"}; overhead is a fraction (0.1 = 10 % slower than raw).
     """
     from alignts.kernels.digits import encode_digits
     from alignts.kernels.scaler import llmtime_scale, llmtime_scaler
     from alignts.runtime.backends.gguf import LlamaCppModel
-    from alignts.runtime.budget import shared_prompt_kv
+    from alignts.runtime.budget import decode_kv_type, shared_prompt_kv
     from alignts.runtime.paradigms.injective import GEN_TOKEN_MARGIN, value_tokens
 
     from alignts.runtime.gguf_check import check_gguf
 
-    n_train = check_gguf(model_path).n_ctx_train
+    info = check_gguf(model_path)
+    n_train = info.n_ctx_train
     n_ctx = min(n_ctx, n_train) if n_train > 0 else n_ctx  # GPT-2 positions past training abort llama.cpp
-    model = LlamaCppModel(model_path, n_ctx=n_ctx, n_seq_max=n_samples, n_threads=n_threads)
+    kv_type = kv_type or decode_kv_type(info.file_type_name)
+    model = LlamaCppModel(model_path, n_ctx=n_ctx, n_seq_max=n_samples, n_threads=n_threads, kv_type=kv_type)
     try:
         table, _, _ = build_codec_table(llama_vocab(model))
         t = np.arange(context_len)
@@ -83,7 +87,7 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
         if (bool(kv_unified) and n_samples > 1) != model.kv_unified:  # a context is made for one: open again
             model.close()
             model = LlamaCppModel(model_path, n_ctx=n_ctx, n_seq_max=n_samples, n_threads=n_threads,
-                                  kv_unified=kv_unified)
+                                  kv_unified=kv_unified, kv_type=kv_type)
         # keep_finished: every step decodes all n sequences, exactly the token matrix raw decoding gets
         sampler = ConstrainedSampler(table, model.n_vocab, SamplerConfig(n_samples=n_samples, max_digits=precision + 3,
                                                                          seed=seed, keep_finished=True))
@@ -109,7 +113,7 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
                      live, raw_tps)
         loop_tps, raw_tps = 1.0 / best_loop, 1.0 / best_raw
         return {"model": str(model_path), "n_samples": n_samples, "horizon": horizon, "prompt_tokens": int(prompt.size),
-                "kv_unified": model.kv_unified,
+                "kv_unified": model.kv_unified, "kv_type": kv_type,
                 "tokens": tokens, "loop_tokens_per_s": loop_tps, "raw_tokens_per_s": raw_tps,
                 "overhead": 1.0 - loop_tps / raw_tps, "threads": n_threads}
     finally:

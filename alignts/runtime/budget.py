@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from alignts.errors import ArtifactError, BudgetExceededError, InputError, ManifestError
+from alignts.errors import AlignTSError, ArtifactError, BudgetExceededError, InputError, ManifestError
 from alignts.runtime.configs import BackboneRuntimeConfig, BridgingRuntimeConfig, InjectiveRuntimeConfig, runtime_config
 from alignts.runtime.manifest import Manifest, Variant
 
@@ -411,11 +411,30 @@ def shared_prompt_kv(samples: int, prompt_tokens: int, generated_tokens: int) ->
     return samples > 1 and samples * max(0, int(generated_tokens)) <= SHARED_KV_PROMPTS * max(1, int(prompt_tokens))
 
 
+def decode_kv_type(weight_dtype: str) -> str:
+    """The KV cache type of a llama.cpp LM that generates (Injective) when the variant names none: f16 where the
+    weights are no finer (f16, bf16, q8_0, q4_0) and this llama.cpp's CPU kernels take an f16 cache's decode
+    products in f32 (:func:`alignts.runtime.backends.gguf.f16_decode_kernels`), else f32. A decode step reads the
+    whole cache: f16 halves those bytes and the cache's memory (12 x 768 GPT-2, q8_0, one sample after 294 tokens,
+    1 thread: +20 % tokens/s). On the shipped numeric LM the next-token distributions move by a KL of 1e-5 (f16
+    weights) and, with q8_0 weights, by as much as the q8_0 rounding itself moves them from the f16 model's
+    (results/speed_llama.md section 12). f32 weights, and types this module does not rank, keep an f32 cache."""
+    if DTYPE_RANK.get(str(weight_dtype).lower(), 0) < 1:
+        return "f32"
+    try:
+        from alignts.runtime.backends.gguf import f16_decode_kernels
+
+        return "f16" if f16_decode_kernels() else "f32"
+    except (ImportError, AlignTSError, OSError):  # no llama.cpp here: the plan is only an estimate
+        return "f32"
+
+
 def _mode_settings(v: Variant, mode: str, sh: _Shape) -> dict[str, Any]:
     if v.backend == "onnx":
         lean = mode == "lean"
         return {"arena": not lean, "enable_mem_pattern": not lean, "disable_prepacking": lean}
-    kv = "f16" if mode == "lean" else str(v.extra.get("kv_type", "f32"))
+    default_kv = decode_kv_type(v.dtype) if sh.generation else "f32"
+    kv = "f16" if mode == "lean" else str(v.extra.get("kv_type", default_kv))
     if sh.generation:  # one llama.cpp sequence per sample, each holding ``tokens`` cells
         return {"n_ctx": sh.tokens, "n_seq_max": sh.series, "n_batch": max(1, min(LLAMA_N_BATCH, sh.tokens)),
                 "kv_type": kv, "use_mmap": True}

@@ -55,6 +55,10 @@ static inline void for_each_job(const struct ggml_compute_params * params, const
     }
 }
 
+// the most tokens a slice that f16 rows multiply as dot products here: a decode step's (20 parallel samples in one
+// shared cache are 20 a head); a prompt's products stay ggml's
+constexpr int64_t F16_DOT_TOKENS = 32;
+
 }  // namespace alignts_ggml
 
 // true when dst = src0 x src1 was computed here. Every thread of the node calls it with its ith / nth and must get
@@ -81,6 +85,19 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
                 alignts_f32::gemm_rows(i_begin, i_end, ne11, ne00, reinterpret_cast<const float *>(A),
                                        nb01 / sizeof(float), B, nb11 / sizeof(float), C, nb1 / sizeof(float),
                                        Bp);  // Bp == nullptr: dot products
+            });
+        return true;
+    }
+#endif
+#if defined(ALIGNTS_DOT_F16)
+    // f16 rows against a decode step's few tokens: an f16 KV cache's attention (K, and V's transposed rows) and
+    // f16 weights' products, the halves widened in registers (ggml would round the tokens to f16)
+    if (src0->type == GGML_TYPE_F16 && nb00 == sizeof(uint16_t) && nb01 % sizeof(uint16_t) == 0
+        && ne11 <= alignts_ggml::F16_DOT_TOKENS) {
+        alignts_ggml::for_each_job(params, src0, src1, dst, alignts_f32::RD,
+            [&](int64_t i_begin, int64_t i_end, const uint8_t * A, const float * B, float * C) {
+                alignts_f32::dot_rows_f16(i_begin, i_end, ne11, ne00, reinterpret_cast<const uint16_t *>(A),
+                                          nb01 / sizeof(uint16_t), B, nb11 / sizeof(float), C, nb1 / sizeof(float));
             });
         return true;
     }

@@ -96,6 +96,20 @@ static inline void transpose(vec r[8]) {
 }
 #endif
 
+static inline float to_float(float x) { return x; }
+#if defined(__F16C__)
+#define ALIGNTS_DOT_F16 1
+// IEEE half rows (ggml_fp16_t: an f16 KV cache), widened to f32 in registers
+static inline vec vloadu(const uint16_t * p) {
+#if defined(__AVX512F__)
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+#else
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+#endif
+}
+static inline float to_float(uint16_t h) { return _cvtsh_ss(h); }
+#endif
+
 constexpr int NV = 2;        // token vectors a tile
 constexpr int TJ = NV * VL;  // tokens a packed block
 constexpr int DOT_MAX = VL / 2 - 1;  // a block of this few tokens runs as dot products (less than half the lanes)
@@ -184,8 +198,8 @@ static inline void tile_rows(int64_t rows, const float * A, int64_t lda, const f
 
 // a block of NJ <= DOT_MAX tokens: packed lanes would mostly multiply zeros, so take dot products along k
 // (R weight rows x NJ tokens, one horizontal sum an output)
-template <int R, int NJ>
-static inline void dot_tile(const float * A, int64_t lda, const float * B, int64_t ldb, int64_t k,
+template <int R, int NJ, typename TA>
+static inline void dot_tile(const TA * A, int64_t lda, const float * B, int64_t ldb, int64_t k,
                             float * C, int64_t ldc, int64_t i0, int64_t j0) {
     vec acc[R][NJ];
     for (int r = 0; r < R; ++r) {
@@ -193,7 +207,7 @@ static inline void dot_tile(const float * A, int64_t lda, const float * B, int64
             acc[r][j] = vzero();
         }
     }
-    const float * a = A + i0 * lda;
+    const TA * a = A + i0 * lda;
     const float * b = B + j0 * ldb;
     const int64_t kv = k - k % VL;
     for (int64_t l = 0; l < kv; l += VL) {
@@ -213,15 +227,15 @@ static inline void dot_tile(const float * A, int64_t lda, const float * B, int64
         for (int j = 0; j < NJ; ++j) {
             float sum = vsum(acc[r][j]);
             for (int64_t l = kv; l < k; ++l) {
-                sum += a[r * lda + l] * b[j * ldb + l];
+                sum += to_float(a[r * lda + l]) * b[j * ldb + l];
             }
             C[(j0 + j) * ldc + i0 + r] = sum;
         }
     }
 }
 
-template <int NJ>
-static inline void dot_rows(int64_t i_begin, int64_t i_end, int64_t k, const float * A, int64_t lda,
+template <int NJ, typename TA>
+static inline void dot_rows(int64_t i_begin, int64_t i_end, int64_t k, const TA * A, int64_t lda,
                             const float * B, int64_t ldb, float * C, int64_t ldc, int64_t j0) {
     int64_t i0 = i_begin;
     for (; i0 + RD <= i_end; i0 += RD) {
@@ -233,8 +247,8 @@ static inline void dot_rows(int64_t i_begin, int64_t i_end, int64_t k, const flo
 }
 
 // dot_rows for nj <= J tokens
-template <int J>
-static inline void dot_block(int64_t nj, int64_t i_begin, int64_t i_end, int64_t k, const float * A, int64_t lda,
+template <int J, typename TA>
+static inline void dot_block(int64_t nj, int64_t i_begin, int64_t i_end, int64_t k, const TA * A, int64_t lda,
                              const float * B, int64_t ldb, float * C, int64_t ldc, int64_t j0) {
     if constexpr (J > 1) {
         if (nj < J) {
@@ -266,6 +280,19 @@ static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t 
         }
     }
 }
+
+#if defined(ALIGNTS_DOT_F16)
+// f16 rows [i_begin, i_end) against n f32 tokens, DOT_MAX tokens at a time: an f16 KV cache's decode step (a few
+// query tokens a head against K, the attention weights against V's transposed rows) and f16 weights' products of a
+// few tokens. ggml would round the tokens to f16 and take one dot product an output; here the halves widen in
+// registers and the sums stay f32.
+static inline void dot_rows_f16(int64_t i_begin, int64_t i_end, int64_t n, int64_t k, const uint16_t * A,
+                                int64_t lda, const float * B, int64_t ldb, float * C, int64_t ldc) {
+    for (int64_t j0 = 0; j0 < n; j0 += DOT_MAX) {
+        dot_block<DOT_MAX>(std::min<int64_t>(DOT_MAX, n - j0), i_begin, i_end, k, A, lda, B, ldb, C, ldc, j0);
+    }
+}
+#endif
 
 }  // namespace alignts_f32
 

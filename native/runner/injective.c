@@ -364,6 +364,29 @@ static long context_fit(const injective_state *st, long L, long H, long prefix_n
     return fit < L ? fit : L;
 }
 
+/* The KV cache's type, as alignts/runtime/budget.py decode_kv_type: the variant's kv_type when it names one, else
+ * f16 where the weights are no finer (f16, bf16, q8_0, q4_0, q4_1) and this llama.cpp's CPU kernels take an f16
+ * cache's decode products in f32 (x86-64, patch level 7), else f32. 1: f16, 0: f32, -1: error (reported). */
+static int decode_kv_f16(const alignts *h) {
+    static const char *const half_or_less[] = {"f16", "bf16", "q8_0", "q4_0", "q4_1"};
+    const char *kv = NULL;
+    size_t i;
+    if (h->v->extra && cfg_string(h->v->extra, "variant.extra", "kv_type", &kv)) return -1;
+    if (kv) {
+        if (strcmp(kv, "f32") && strcmp(kv, "f16"))
+            return rt_fail("variant '%s': kv_type '%s' is not supported; expected f32 or f16.", h->v->name, kv);
+        return strcmp(kv, "f16") == 0;
+    }
+#if defined(__x86_64__)
+    for (i = 0; h->v->dtype && i < sizeof half_or_less / sizeof *half_or_less; i++)
+        if (strcmp(h->v->dtype, half_or_less[i]) == 0) return llm_patch_level() >= 7;
+#else
+    (void)i;
+    (void)half_or_less;
+#endif
+    return 0;
+}
+
 /* (Re)open llama.cpp with n_seq_max = samples, and the prompt prefix (BOS or EOS, then the description). L and H:
  * the plan's context and horizon (whether the samples share the prompt's KV cells: the prompt estimated as the
  * Python runtime does, without the prefix). */
@@ -385,6 +408,7 @@ static int open_lm(alignts *h, injective_state *st, long samples, long L, long H
     lp.n_batch = st->n_ctx < 512 ? (int)st->n_ctx : 512;
     lp.n_seq_max = (int)samples;
     lp.kv_unified = shared;
+    if ((lp.kv_f16 = decode_kv_f16(h)) < 0) goto fail;
     lp.n_threads = h->opt.n_threads;
     if (cfg_int(cfg, "config", "n_embd", 0, &n_embd)) goto fail;
     if (!h->opt.n_threads && n_embd > 0 && n_embd <= 256)

@@ -1,8 +1,9 @@
 // native/ggml/alignts_sgemm_f32.h (the packed f32 GEMM scripts/patch_llama.py puts into ggml's CPU backend)
 // against a double-precision reference: shapes with every kind of remainder (tokens < a vector, a few tokens past
 // a block, k not a multiple of the vector width), row strides wider than the rows (ggml's permuted views), the
-// columns past m untouched, and the path without a packing buffer. Built once with AVX2+FMA and once with
-// AVX-512 flags; a build whose instructions this CPU lacks exits 77 (ctest: skipped).
+// columns past m untouched, and the path without a packing buffer; and the f16 rows of an f16 KV cache's decode
+// products (dot_rows_f16). Built once with AVX2+FMA+F16C and once with AVX-512 flags; a build whose instructions
+// this CPU lacks exits 77 (ctest: skipped).
 #include "../ggml/alignts_sgemm_f32.h"
 #include "gemm_check.h"
 
@@ -23,8 +24,8 @@ int main() {
         return 77;
     }
 #else
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
-        std::printf("SKIP: this CPU has no AVX2+FMA\n");
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c")) {
+        std::printf("SKIP: this CPU has no AVX2+FMA+F16C\n");
         return 77;
     }
 #endif
@@ -64,6 +65,39 @@ int main() {
         }
         std::free(Bp);
     }
+#if defined(ALIGNTS_DOT_F16)
+    // f16 rows: a decode step's attention against an f16 KV cache (K: a few query tokens a head, k = head size; V
+    // transposed: k = cells), up to the 32 query tokens alignts_gemm.h sends here; the halves widen exactly, so the
+    // reference takes the widened values
+    const int64_t hshapes[][3] = {{420, 1, 64}, {64, 1, 420}, {320, 20, 64}, {64, 20, 320}, {7, 3, 5},
+                                  {33, 8, 17},  {12, 32, 100}, {5, 15, 16}, {1, 1, 1}};
+    for (const auto & s : hshapes) {
+        const int64_t m = s[0], n = s[1], k = s[2];
+        const int64_t lda = k + 3, ldb = k + 5, ldc = m + 7;
+        std::vector<uint16_t> Ah(m * lda);
+        std::vector<float> Aw(m * lda), B(n * ldb), C(n * ldc, -7.0f);
+        for (int64_t i = 0; i < m * lda; ++i) {
+            Ah[i] = _cvtss_sh(uni(gen), 0);
+            Aw[i] = _cvtsh_ss(Ah[i]);
+        }
+        for (auto & x : B) x = uni(gen);
+        const int64_t cut = m / 2;  // two threads' row ranges
+        alignts_f32::dot_rows_f16(0, cut, n, k, Ah.data(), lda, B.data(), ldb, C.data(), ldc);
+        alignts_f32::dot_rows_f16(cut, m, n, k, Ah.data(), lda, B.data(), ldb, C.data(), ldc);
+        failures += !check_gemm(m, n, k, C.data(), ldc, (double) k, "f16 rows",
+            [&](int64_t j, double * ref, double * mag) {
+                for (int64_t i = 0; i < m; ++i) {
+                    ref[i] = mag[i] = 0.0;
+                    for (int64_t l = 0; l < k; ++l) {
+                        ref[i] += (double) Aw[i * lda + l] * B[j * ldb + l];
+                        mag[i] += std::fabs((double) Aw[i * lda + l] * B[j * ldb + l]);
+                    }
+                }
+            });
+    }
+#else
+#error "the f16 rows are part of this test: build it with -mf16c"
+#endif
     return failures ? 1 : 0;
 #endif
 }

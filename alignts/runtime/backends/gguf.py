@@ -23,7 +23,10 @@ live in one ggml threadpool per model with polling level 0: between calls they s
 instead of spinning (llama.cpp's default pools poll at level 50).
 
 Accuracy defaults: f32 KV cache and flash attention off. Measured on a tiny LLaMA (hidden states, max abs diff vs
-transformers): f32 KV 7e-7, f16 KV 2e-4, flash attention (either KV type) 3e-4. GPT-2 and BERT sit at ~5e-4
+transformers): f32 KV 7e-7, f16 KV 2e-4, flash attention (either KV type) 3e-4. An Injective plan keeps its
+decode's cache in f16 beside weights no finer than that where alignts' f16 decode kernels are built in
+(:func:`f16_decode_kernels`, :func:`alignts.runtime.budget.decode_kv_type`; generation logits vs torch 1.6e-4 on
+the tiny GPT-2 with f32 weights). GPT-2 and BERT sit at ~5e-4
 whatever the setting: ggml's GELU is the tanh form read from an f16 table (BERT was trained with the erf
 GELU: 8.5e-3 on the real all-MiniLM-L6-v2).
 """
@@ -203,6 +206,16 @@ def attach_threadpool(L, ctx, n: int):
 def free_threadpool(L, tp) -> None:
     if tp:
         _threadpool_api(L)[1](tp)
+
+
+def f16_decode_kernels() -> bool:
+    """Whether this llama.cpp's CPU kernels take an f16 KV cache's decode products as f32 dot products
+    (scripts/patch_llama.py change 7, native/ggml/alignts_sgemm_f32.h ``dot_rows_f16``: x86-64 with F16C). Without
+    them ggml rounds each query to f16 and takes one dot product an output: the shipped numeric LM's one-sample step
+    ~2x slower than with an f32 cache (results/speed_llama.md section 12)."""
+    import platform
+
+    return platform.machine().lower() in ("x86_64", "amd64") and llama_patch_level() >= 7
 
 
 def llama_patch_level() -> int:
