@@ -200,6 +200,34 @@ def test_injective_sampling_is_seeded(runner, injective_bundle, csv, tmp_path):
     assert v.shape == (H_INJ, 2) and np.isfinite(v).all()
 
 
+def test_injective_kv_type_follows_the_plan(runner, csv, tmp_path):
+    """alignts-run keeps a decode's KV cache in f16 beside q8_0 weights exactly when the Python plan does
+    (budget.decode_kv_type: x86-64 with alignts' f16 decode kernels), and a variant's kv_type overrides it"""
+    import re
+
+    from alignts.export.fit_injective import InjectiveFitConfig, fit_injective
+    from alignts.runtime import load
+    from alignts.runtime.budget import decode_kv_type
+
+    bundle = tmp_path / "numeric"
+    fit_injective(bundle, InjectiveFitConfig(model=None, context_len=L_INJ, horizon=H_INJ, samples=2, greedy=True))
+    pinned = tmp_path / "pinned"
+    shutil.copytree(bundle, pinned)
+    m = json.loads((pinned / "manifest.json").read_text())
+    for v in m["variants"]:
+        v.setdefault("extra", {})["kv_type"] = "f32"
+    (pinned / "manifest.json").write_text(json.dumps(m))
+
+    def kv_bytes(b: Path) -> int:
+        r = run(runner, b, "--data", csv, "--variant", "gguf-q8_0", "--stats")
+        assert r.returncode == 0, r.stderr
+        return int(json.loads(re.search(r"\{.*forecast_ms.*\}", r.stderr).group(0))["kv_bytes"])
+
+    want = decode_kv_type("q8_0")
+    assert load(bundle).plan(variant="gguf-q8_0").settings["kv_type"] == want
+    assert kv_bytes(pinned) == kv_bytes(bundle) * (2 if want == "f16" else 1)
+
+
 # ---------------------------------------------------------------------------------------------- Internal
 
 def test_internal_linear_skip_within_1e4_of_python(runner, csv, tmp_path):
