@@ -136,7 +136,7 @@ def test_llama_params_follow_the_settings(numeric_bundle):
         assert L.llama_n_ctx(lm._ctx) >= 128  # llama.cpp rounds the cell count up
         assert lm.context_params.type_k == lm.context_params.type_v == Q.F16
         assert lm.settings == {"n_ctx": 64, "n_seq_max": 2, "n_batch": 32, "kv_type": "f16", "use_mmap": False,
-                               "flash_attn": False, "kv_unified": False}
+                               "flash_attn": False, "kv_unified": False, "kv_cells": 128}
         assert lm.context_params.flash_attn_type == 0  # off unless asked: exact
         if hasattr(lm.model_params, "load_mode"):
             assert lm.model_params.load_mode == L.LLAMA_LOAD_MODE_NONE
@@ -197,3 +197,31 @@ def test_injective_plan_keeps_an_f16_cache_beside_16_bit_weights(numeric_bundle,
     assert decode_kv_type("q8_0") == "f32"
     without = estimate_peak(m, "gguf-f16", 1, bundle_dir=numeric_bundle)
     assert with_kernels.kv_cache * 2 == without.kv_cache and with_kernels.detail["settings"]["kv_type"] == "f16"
+
+
+def test_injective_shared_cache_holds_one_window_and_the_samples_tokens(numeric_bundle, monkeypatch):
+    """when the samples share one KV cache (budget.shared_prompt_kv) it is sized to one window plus every other
+    sample's most generated tokens (budget.shared_kv_cells), not a window a sample; the forecast is the same"""
+    import alignts.runtime as rt
+    import alignts.runtime.paradigms.injective as injective
+    from alignts.runtime.budget import shared_kv_cells
+    from alignts.runtime.sampler import max_new_tokens
+
+    x = (10 + np.sin(np.arange(60) / 3.0))[None, None]
+    f = rt.load(numeric_bundle)
+    f.set_sampling(n_samples=8, greedy=False, seed=3)
+    f.plan(variant="gguf-q8_0", threads=1, context_len=24, horizon=4)
+    s = f.backend.settings
+    assert s["kv_unified"] and s["n_seq_max"] == 8
+    gen = max_new_tokens(f.prompter.table, 4, f.sampling.max_digits)
+    assert s["kv_cells"] == shared_kv_cells(s["n_ctx"], 8, gen) == s["n_ctx"] + 7 * gen < 8 * s["n_ctx"]
+    sized = f.forecast_samples(x)
+    monkeypatch.setattr(injective, "shared_kv_cells", lambda n_ctx, samples, gen: n_ctx * samples)
+    g = rt.load(numeric_bundle)
+    g.set_sampling(n_samples=8, greedy=False, seed=3)
+    g.plan(variant="gguf-q8_0", threads=1, context_len=24, horizon=4)
+    assert g.backend.settings["kv_cells"] == 8 * s["n_ctx"]
+    assert np.array_equal(sized, g.forecast_samples(x))
+    # more digits a value than the cache was sized for: plan again
+    f.set_sampling(max_digits=f.sampling.max_digits + 1)
+    assert f.backend is None

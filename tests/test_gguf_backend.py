@@ -234,6 +234,34 @@ def test_generation_logits_f16_kv(llama_cpp, models, files, arch, kv_unified):
     assert worst <= TOL_F16_KV
 
 
+def test_shared_cache_sized_to_its_cells(llama_cpp, models, files):
+    """a shared cache of kv_cells (one window plus the other samples' tokens) gives the same logits as one of
+    n_ctx x n_seq_max cells; a step past its cells fails with the fix in the message, nothing crashes"""
+    from alignts.errors import BackendUnavailableError
+
+    rng = np.random.default_rng(6)
+    prompt = rng.integers(0, VOCAB, 12)
+    steps = rng.integers(0, VOCAB, (4, 3))
+    logits = {}
+    for cells in (None, 64 + 2 * 4):
+        with _llama(files[("gpt2", "f32")], n_ctx=64, n_seq_max=3, kv_unified=True, kv_cells=cells) as m:
+            assert m.settings["kv_cells"] == (64 * 3 if cells is None else cells)
+            out = [m.prefill(prompt, 3)]
+            out += [m.step(steps[t]) for t in range(steps.shape[0])]
+            logits[cells] = np.stack(out)
+    assert np.array_equal(logits[None], logits[72])
+    # llama.cpp rounds a cache up to 256 cells: 8 samples after a 100-token prompt fill 256 at their 20th step
+    with _llama(files[("gpt2", "f32")], n_ctx=128, n_seq_max=8, kv_unified=True, kv_cells=256) as m:
+        m.prefill(rng.integers(0, VOCAB, 100), 8)
+        for t in range(19):
+            m.step(rng.integers(0, VOCAB, 8))  # 100 + 19 x 8 = 252 cells
+        with pytest.raises(BackendUnavailableError, match="KV cache is full"):
+            m.step(rng.integers(0, VOCAB, 8))
+        assert np.array_equal(m.prefill(prompt, 3)[0], logits[None][0, 0])  # the model still works
+    with pytest.raises(InputError, match="kv_cells"):
+        _llama(files[("gpt2", "f32")], n_ctx=64, n_seq_max=3, kv_unified=True, kv_cells=63)
+
+
 @pytest.mark.parametrize("dtype", ["f16", "q8_0", "q4_0"])
 @pytest.mark.parametrize("arch", ["gpt2", "bert", "llama"])
 def test_quantized_variants(llama_cpp, models, files, arch, dtype):

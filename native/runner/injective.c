@@ -71,6 +71,14 @@ static int shared_prompt_kv(long samples, long prompt_tokens, long generated_tok
                               (double)SHARED_KV_PROMPTS * (double)(prompt_tokens > 1 ? prompt_tokens : 1);
 }
 
+/* A shared cache's cells, as alignts/runtime/budget.py shared_kv_cells: one window (the prompt and the first sample's
+ * tokens, stopped at the window's end) plus every other sample's generated tokens, at most max_gen each (the
+ * grammar's bound); never more than a stream each. */
+static long shared_kv_cells(long n_ctx, long samples, long max_gen) {
+    long gen = max_gen < n_ctx ? max_gen : n_ctx, cells = n_ctx + (samples - 1) * gen;
+    return cells < n_ctx * samples ? cells : n_ctx * samples;
+}
+
 static int read_table(const bundle *b, injective_cfg *g) {
     const json_value *tab = json_get(b->codec, "table");
     int64_t *digits = NULL;
@@ -190,6 +198,7 @@ typedef struct {
     llm *lm;
     long lm_samples;     /* n_seq_max of the open context */
     int lm_shared;       /* its samples share one KV cache */
+    long lm_cells;       /* that shared cache's cells (0: a stream each) */
     int32_t *prefix;     /* BOS + description ids (plan) */
     size_t prefix_n;
     /* the plan */
@@ -396,7 +405,8 @@ static int open_lm(alignts *h, injective_state *st, long samples, long L, long H
     char *path, *lora_path = NULL;
     long n_embd;
     int shared = shared_prompt_kv(samples, context_fit(st, L, H, 0) * st->per_value, forecast_tokens(&st->g, H));
-    if (st->lm && st->lm_samples == samples && st->lm_shared == shared) return 0;
+    long cells = shared ? shared_kv_cells(st->n_ctx, samples, (long)max_new_tokens(&st->g, (size_t)H)) : 0;
+    if (st->lm && st->lm_samples == samples && st->lm_shared == shared && st->lm_cells >= cells) return 0;
     llm_close(st->lm);
     st->lm = NULL;
     free(st->prefix);
@@ -408,6 +418,7 @@ static int open_lm(alignts *h, injective_state *st, long samples, long L, long H
     lp.n_batch = st->n_ctx < 512 ? (int)st->n_ctx : 512;
     lp.n_seq_max = (int)samples;
     lp.kv_unified = shared;
+    lp.kv_cells = (int)cells;
     if ((lp.kv_f16 = decode_kv_f16(h)) < 0) goto fail;
     lp.n_threads = h->opt.n_threads;
     if (cfg_int(cfg, "config", "n_embd", 0, &n_embd)) goto fail;
@@ -424,6 +435,7 @@ static int open_lm(alignts *h, injective_state *st, long samples, long L, long H
     if (!st->lm) goto fail;
     st->lm_samples = samples;
     st->lm_shared = shared;
+    st->lm_cells = cells;
     if (llm_n_ctx_train(st->lm) > 0 && llm_n_ctx_train(st->lm) < st->n_ctx) {
         rt_fail("bundle %s: n_ctx=%ld exceeds the model's trained context %d; expected n_ctx <= %d. Fix: re-export "
                 "with --n-ctx %d.", h->b.dir, st->n_ctx, llm_n_ctx_train(st->lm), llm_n_ctx_train(st->lm),

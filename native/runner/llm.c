@@ -532,7 +532,16 @@ llm *llm_open(const char *path, const llm_params *p) {
     m->n_seq_max = p->n_seq_max;
     m->kv_f16 = p->kv_f16 != 0;
     cp = llama_context_default_params();
+    cp.kv_unified = p->kv_unified && !m->is_encoder && p->n_seq_max > 1;
     cp.n_ctx = (uint32_t)p->n_ctx * (uint32_t)p->n_seq_max;
+    if (cp.kv_unified && p->kv_cells > 0) {
+        if (p->kv_cells < p->n_ctx || (uint32_t)p->kv_cells > cp.n_ctx) {
+            rt_fail("kv_cells=%d: expected %d..%u (n_ctx .. n_ctx x n_seq_max)", p->kv_cells, p->n_ctx, cp.n_ctx);
+            llm_close(m);
+            return NULL;
+        }
+        cp.n_ctx = (uint32_t)p->kv_cells;
+    }
     cp.n_batch = (uint32_t)p->n_batch;
     cp.n_ubatch = (uint32_t)p->n_batch; /* encoders need the whole batch in one ubatch */
     cp.n_seq_max = (uint32_t)p->n_seq_max;
@@ -547,7 +556,6 @@ llm *llm_open(const char *path, const llm_params *p) {
     cp.type_k = p->kv_f16 ? GGML_TYPE_F16 : GGML_TYPE_F32; /* f16 costs accuracy (DESIGN.md) */
     cp.type_v = cp.type_k;
     cp.embeddings = p->embeddings || m->is_encoder;
-    cp.kv_unified = p->kv_unified && !m->is_encoder && p->n_seq_max > 1;
     cp.no_perf = 1;
     m->ctx = llama_init_from_model(m->model, cp);
     if (!m->ctx) {

@@ -23,6 +23,7 @@ typedef struct {
     int flash_attn;   /* llama.cpp's flash attention (the bundle's variant.extra.flash_attn; off = exact) */
     int kv_unified;   /* one KV cache for all sequences (llama.cpp's kv_unified): the samples share the prompt's
                          cells; ignored for an encoder or one sequence */
+    int kv_cells;     /* with kv_unified: the shared cache's cells (n_ctx..n_ctx x n_seq_max); 0 = n_ctx x n_seq_max */
     const char *lora_path; /* optional LoRA adapter (GGUF), NULL for none */
     float lora_scale;
 } llm_params;

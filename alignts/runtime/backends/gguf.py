@@ -257,6 +257,9 @@ class LlamaCppModel:
             generated tokens stay few beside the prompt (:func:`alignts.runtime.budget.shared_prompt_kv`
             decides for Injective). Ignored for an encoder or a single sequence; hidden states of several series
             leave it off (each series then attends within its own stream, not over all of them masked).
+        kv_cells: with kv_unified, the shared cache's cells (None = n_ctx * n_seq_max; n_ctx..n_ctx * n_seq_max):
+            Injective asks for one window plus every other sample's most generated tokens
+            (:func:`alignts.runtime.budget.shared_kv_cells`). A step past them fails (llama_decode: cache full).
 
     n_ctx, n_seq_max, n_batch, kv_type and use_mmap are the keys of a memory plan's ``settings``
     (:func:`alignts.runtime.budget.choose`).
@@ -270,7 +273,8 @@ class LlamaCppModel:
                  embeddings: bool = False, kv_type: str = "f32", n_threads: int | None = None,
                  n_gpu_layers: int = 0, loras: Sequence[tuple[str | os.PathLike, float]] = (),
                  device: str = "cpu", flash_attn: bool | None = False, expect_arch: str | None = None,
-                 use_mmap: bool | None = None, adapt_threads: bool | None = None, kv_unified: bool = False):
+                 use_mmap: bool | None = None, adapt_threads: bool | None = None, kv_unified: bool = False,
+                 kv_cells: int | None = None):
         self.lock = threading.RLock()
         self._model = None
         self._ctx = None
@@ -288,6 +292,9 @@ class LlamaCppModel:
             raise InputError(f"device {device!r} is not supported; expected 'cpu' or 'cuda'.")
         if n_ctx < 1 or n_batch < 1 or n_seq_max < 1:
             raise InputError(f"n_ctx, n_batch, n_seq_max must be >= 1, got {n_ctx}, {n_batch}, {n_seq_max}.")
+        if kv_cells is not None and not n_ctx <= int(kv_cells) <= n_ctx * n_seq_max:
+            raise InputError(f"kv_cells={kv_cells}: expected {n_ctx}..{n_ctx * n_seq_max} (n_ctx .. n_ctx x "
+                             "n_seq_max).")
         check_context(self.info, int(n_ctx), int(n_seq_max), kv_type)  # the model's context_length, the RAM
         if self.info.arch in ("gpt2", "bert") and 0 < self.info.n_ctx_train < n_ctx:
             # learned position embeddings: a position past the table aborts the process inside ggml
@@ -325,8 +332,9 @@ class LlamaCppModel:
         self._is_encoder = self.arch == "bert"  # no KV cache: llama_decode runs the encoder
         import gguf  # numpy-only core dependency: its enums give the ggml numbers
 
+        self.kv_unified = bool(kv_unified) and not self._is_encoder and self.n_seq_max > 1
         cp = L.llama_context_default_params()
-        cp.n_ctx = self.n_ctx * self.n_seq_max
+        cp.n_ctx = int(kv_cells) if self.kv_unified and kv_cells is not None else self.n_ctx * self.n_seq_max
         cp.n_batch = self.n_batch
         cp.n_ubatch = self.n_batch  # encoders need the whole batch in one ubatch
         cp.n_seq_max = self.n_seq_max
@@ -342,12 +350,11 @@ class LlamaCppModel:
         cp.type_k = cp.type_v = int(gguf.GGMLQuantizationType[kv_type.upper()])
         cp.embeddings = bool(embeddings or self._is_encoder)
         cp.no_perf = True
-        self.kv_unified = bool(kv_unified) and not self._is_encoder and self.n_seq_max > 1
         cp.kv_unified = self.kv_unified
         self.context_params = cp
         self.settings = {"n_ctx": self.n_ctx, "n_seq_max": self.n_seq_max, "n_batch": self.n_batch,
                          "kv_type": kv_type, "use_mmap": _mmap_on(L, mp), "flash_attn": flash_attn,
-                         "kv_unified": self.kv_unified}
+                         "kv_unified": self.kv_unified, "kv_cells": int(cp.n_ctx)}
         ctx = L.llama_init_from_model(model, cp)
         if not ctx:
             self.close()

@@ -29,12 +29,12 @@ import numpy as np
 from alignts.errors import CodecError, InputError, ShapeError
 from alignts.kernels.digits import CodecTable, encode_digits
 from alignts.kernels.scaler import llmtime_scale, llmtime_scaler, llmtime_unscale
-from alignts.runtime.budget import shared_prompt_kv
+from alignts.runtime.budget import shared_kv_cells, shared_prompt_kv
 from alignts.runtime.codec_table import (CodecSettings, Vocab, build_codec_table, gguf_token_list, hf_vocab,
                                          llama_vocab, precheck_token_list, table_from_dict, table_to_dict)
 from alignts.runtime.forecaster import Forecaster, register_paradigm
 from alignts.runtime.manifest import Variant, bundle_file
-from alignts.runtime.sampler import ConstrainedSampler, SamplerConfig
+from alignts.runtime.sampler import ConstrainedSampler, SamplerConfig, max_new_tokens
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,7 @@ class InjectiveForecaster(Forecaster):
         self.backend = None
         self.prompter: DigitPrompter | None = None
         self.sampler: ConstrainedSampler | None = None
+        self._kv_digits = 1 << 16  # the digits a value a shared KV cache was sized for (_open)
         self._lock = threading.RLock()
 
     # -- flexible shapes: an LLM reads any context length and writes any horizon that fits n_ctx
@@ -229,8 +230,10 @@ class InjectiveForecaster(Forecaster):
             self.sampling = replace(self.sampling, **changes)
             if self.sampler is not None:
                 self.sampler = ConstrainedSampler(self.sampler.table, self._n_vocab, self.sampling)
-                if getattr(self.backend, "n_seq_max", 1 << 16) < self.sampling.n_samples:
-                    self._plan = None  # forces a new plan: the backend holds fewer parallel sequences
+                # a backend with fewer parallel sequences, or a shared cache sized for fewer digits a value
+                if (getattr(self.backend, "n_seq_max", 1 << 16) < self.sampling.n_samples
+                        or self.sampling.max_digits > self._kv_digits):
+                    self._plan = None  # forces a new plan (and a new backend)
                     self.backend = None
 
     def _stored_table(self) -> CodecTable:
@@ -266,9 +269,13 @@ class InjectiveForecaster(Forecaster):
             shared = shared_prompt_kv(self.sampling.n_samples,
                                       est.fit_context(self.context_len, self.horizon) * est.context_value_tokens,
                                       est.forecast_tokens(self.horizon))
+            # a shared cache holds one window and the other samples' tokens, not a window a sample
+            cells = shared_kv_cells(n_ctx, self.sampling.n_samples,
+                                    max_new_tokens(stored, self.horizon, self.sampling.max_digits)) if shared else None
+            self._kv_digits = self.sampling.max_digits if shared else 1 << 16
             self.backend = LlamaCppModel(path, n_ctx=n_ctx, n_batch=min(512, n_ctx),
                                          n_seq_max=self.sampling.n_samples, n_threads=threads, device=device,
-                                         loras=loras, kv_unified=shared,
+                                         loras=loras, kv_unified=shared, kv_cells=cells,
                                          **self.llama_options())  # adapters: check_lora_adapter first
             vocab = llama_vocab(self.backend)
             provider = f"llama.cpp-{device}"
