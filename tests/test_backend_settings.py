@@ -216,6 +216,15 @@ def test_injective_shared_cache_holds_one_window_and_the_samples_tokens(numeric_
     gen = max_new_tokens(f.prompter.table, 4, f.sampling.max_digits)
     assert s["kv_cells"] == shared_kv_cells(s["n_ctx"], 8, gen) == s["n_ctx"] + 7 * gen < 8 * s["n_ctx"]
     sized = f.forecast_samples(x)
+    # the planner's estimate counts the cells the plan opens (llama.cpp pads a cache to 256 cells)
+    h = rt.load(numeric_bundle)
+    h.plan(variant="gguf-q8_0", threads=1, context_len=24, horizon=4)
+    cells, info = h.backend.settings["kv_cells"], h.backend.info
+    assert h.backend.settings["kv_unified"] and cells < 3 * h.backend.settings["n_ctx"]
+    est = estimate_peak(read_manifest(numeric_bundle), "gguf-q8_0", 1, context_len=24, horizon=4,
+                        bundle_dir=numeric_bundle)
+    per = 2 if h.backend.settings["kv_type"] == "f16" else 4
+    assert est.kv_cache == 2 * info.n_layer * -(-cells // 256) * 256 * info.n_embd * per
     monkeypatch.setattr(injective, "shared_kv_cells", lambda n_ctx, samples, gen: n_ctx * samples)
     g = rt.load(numeric_bundle)
     g.set_sampling(n_samples=8, greedy=False, seed=3)

@@ -237,6 +237,8 @@ class _Shape:
     n_vocab: int = 0
     generation: bool = False
     extra_act: int = 0  # paradigm-specific extra live bytes (Bridging's reprogramming scores)
+    context_len: int = 0  # Injective: the plan's L and H (the prompt that decides a shared KV cache)
+    horizon: int = 0
 
 
 def runtime_backends(manifest: Manifest, v: Variant) -> tuple[str, ...]:
@@ -344,7 +346,7 @@ def _shape(manifest: Manifest, batch_size: int, context_len: int | None, horizon
         return _Shape(tokens=n_ctx, series=samples, width=width, layers=layers, heads=heads, d_ff=d_ff,
                       causal=True, io_bytes=batch_size * C * (L * 8 * 3 + samples * H * 8 * 2),
                       n_vocab=_size(_first(g.get("n_vocab"), cfg.n_vocab, default=32), "the vocabulary size", 1),
-                      generation=True)
+                      generation=True, context_len=L, horizon=H)
     patch_len, n_patches = cfg.patch_len, cfg.n_patches
     S = batch_size * C
     tokens = n_patches
@@ -421,6 +423,25 @@ def shared_kv_cells(n_ctx: int, samples: int, generated_tokens: int) -> int:
     return min(n_ctx * samples, n_ctx + (samples - 1) * min(max(0, int(generated_tokens)), n_ctx))
 
 
+def _generation_cells(manifest: Manifest, n_ctx: int, samples: int, sh: _Shape) -> int:
+    """The KV cells an Injective plan on llama.cpp opens (``paradigms.injective``'s rule, from the manifest's codec):
+    :func:`shared_kv_cells` when its samples share one cache, else n_ctx x samples (also when the codec cannot say)."""
+    from alignts.runtime.codec_table import CodecSettings, table_from_dict
+    from alignts.runtime.paradigms.injective import DigitPrompter
+    from alignts.runtime.sampler import max_new_tokens
+
+    try:
+        table = table_from_dict(manifest.codec["table"])
+        settings = CodecSettings.from_dict(manifest.codec)
+        est = DigitPrompter(table, settings, int(n_ctx))
+        prompt = est.fit_context(sh.context_len, sh.horizon) * est.context_value_tokens
+        if not shared_prompt_kv(samples, prompt, est.forecast_tokens(sh.horizon)):
+            return int(n_ctx) * int(samples)
+        return shared_kv_cells(n_ctx, samples, max_new_tokens(table, sh.horizon, settings.max_digits))
+    except (KeyError, TypeError, ValueError, AlignTSError):
+        return int(n_ctx) * int(samples)
+
+
 def decode_kv_type(weight_dtype: str) -> str:
     """The KV cache type of a llama.cpp LM that generates (Injective) when the variant names none: f16 where the
     weights are no finer (f16, bf16, q8_0, q4_0) and this llama.cpp's CPU kernels take an f16 cache's decode
@@ -484,8 +505,9 @@ def estimate_peak(manifest: Manifest, variant: str | Variant, batch_size: int = 
         settings = _mode_settings(v, mode, sh)
     else:
         settings = _mode_settings(v, mode, sh)
-        # an upper bound for Injective: a shared cache holds fewer cells (shared_kv_cells), which the prompt decides
         n_ctx_total = settings["n_ctx"] * settings["n_seq_max"]
+        if sh.generation:
+            n_ctx_total = _generation_cells(manifest, settings["n_ctx"], settings["n_seq_max"], sh)
         n_kv = int(math.ceil(n_ctx_total / 256) * 256)  # llama.cpp pads the cache to 256 cells
         if sh.causal:
             kv = 2 * sh.layers * n_kv * d * KV_BYTES[settings["kv_type"]]
