@@ -173,6 +173,11 @@ def test_bench_generation_reports_loop_and_raw_throughput(bundle):
     assert r["loop_tokens_per_s"] > 0 and r["raw_tokens_per_s"] > 0 and r["tokens"] > 0
     assert r["overhead"] == pytest.approx(1 - r["loop_tokens_per_s"] / r["raw_tokens_per_s"])
     assert r["kv_unified"]  # a short horizon: the runtime's choice
+    from alignts.runtime.gguf_check import check_gguf
+
+    n_train = check_gguf(bundle / "model-f32.gguf").n_ctx_train
+    n_ctx = min(512, n_train) if n_train > 0 else 512
+    assert n_ctx <= r["kv_cells"] < 4 * n_ctx  # its shared cache sized as the runtime's: one window + the samples'
     r = bench_generation(bundle / "model-f32.gguf", n_samples=4, horizon=6, context_len=32, n_threads=1, repeats=1,
                          kv_unified=False)
     assert not r["kv_unified"] and r["raw_tokens_per_s"] > 0

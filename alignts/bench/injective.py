@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from alignts.runtime.codec_table import build_codec_table, llama_vocab
-from alignts.runtime.sampler import ConstrainedSampler, SamplerConfig
+from alignts.runtime.sampler import ConstrainedSampler, SamplerConfig, max_new_tokens
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,12 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
     kv_type: the KV cache's type; None = what the Injective runtime plans for these weights
     (:func:`alignts.runtime.budget.decode_kv_type`).
     Returns {"loop_tokens_per_s", "raw_tokens_per_s", "overhead", "tokens", "n_samples", "horizon",
-    "prompt_tokens", "kv_unified", "kv_type", "loop_s", "raw_s", "model"}; overhead is a fraction (0.1 = 10 % slower than raw).
+    "prompt_tokens", "kv_unified", "kv_type", "kv_cells", "loop_s", "raw_s", "model"}; overhead is a fraction (0.1 = 10 % slower than raw).
     """
     from alignts.kernels.digits import encode_digits
     from alignts.kernels.scaler import llmtime_scale, llmtime_scaler
     from alignts.runtime.backends.gguf import LlamaCppModel
-    from alignts.runtime.budget import decode_kv_type, shared_prompt_kv
+    from alignts.runtime.budget import decode_kv_type, shared_kv_cells, shared_prompt_kv
     from alignts.runtime.paradigms.injective import GEN_TOKEN_MARGIN, value_tokens
 
     from alignts.runtime.gguf_check import check_gguf
@@ -86,8 +86,11 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
             kv_unified = shared_prompt_kv(n_samples, prompt.size, horizon * value_tokens(table, precision + 1, False))
         if (bool(kv_unified) and n_samples > 1) != model.kv_unified:  # a context is made for one: open again
             model.close()
+            # a shared cache as the runtime sizes it: one window plus the other samples' most generated tokens
+            cells = shared_kv_cells(n_ctx, n_samples, max_new_tokens(table, horizon, precision + 3)) \
+                if kv_unified else None
             model = LlamaCppModel(model_path, n_ctx=n_ctx, n_seq_max=n_samples, n_threads=n_threads,
-                                  kv_unified=kv_unified, kv_type=kv_type)
+                                  kv_unified=kv_unified, kv_type=kv_type, kv_cells=cells)
         # keep_finished: every step decodes all n sequences, exactly the token matrix raw decoding gets
         sampler = ConstrainedSampler(table, model.n_vocab, SamplerConfig(n_samples=n_samples, max_digits=precision + 3,
                                                                          seed=seed, keep_finished=True))
@@ -113,7 +116,7 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
                      live, raw_tps)
         loop_tps, raw_tps = 1.0 / best_loop, 1.0 / best_raw
         return {"model": str(model_path), "n_samples": n_samples, "horizon": horizon, "prompt_tokens": int(prompt.size),
-                "kv_unified": model.kv_unified, "kv_type": kv_type,
+                "kv_unified": model.kv_unified, "kv_type": kv_type, "kv_cells": model.settings["kv_cells"],
                 "tokens": tokens, "loop_tokens_per_s": loop_tps, "raw_tokens_per_s": raw_tps,
                 "overhead": 1.0 - loop_tps / raw_tps, "threads": n_threads}
     finally:
