@@ -299,10 +299,10 @@ def bench_bundle(bundle: str | os.PathLike, cfg: BenchConfig = BenchConfig(),
 
 def _bench_rows(bundle: Path, m, variants, cfg: BenchConfig, threads: int, torch_forward: TorchForward | None,
                 torch_note: str, ceilings: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    import alignts.runtime as rt
     from alignts.bench.memory import measure_peak
     from alignts.bench.roofline import model_flops, roofline_fields
     from alignts.runtime.budget import estimate_peak
+    from alignts.runtime.forecaster import paradigm_class
 
     rng = np.random.default_rng(0)
     batches = sorted(set(cfg.batch_sizes))
@@ -311,7 +311,7 @@ def _bench_rows(bundle: Path, m, variants, cfg: BenchConfig, threads: int, torch
     inputs: dict[int, np.ndarray] = {}
     for v in variants:
         for b in batches:
-            fc = rt.load(bundle)
+            fc = paradigm_class(m.paradigm)(bundle, m)  # the manifest bench_bundle read and verified
             plan = fc.plan(variant=v.name, batch_size=b, device=cfg.device, threads=threads)
             C = plan.n_channels or fc.cfg.n_channels or 1
             if b not in inputs:
@@ -321,8 +321,10 @@ def _bench_rows(bundle: Path, m, variants, cfg: BenchConfig, threads: int, torch
     if torch_forward is not None:
         calls += [lambda x=inputs[b]: torch_forward(x) for b in batches]
     t_all = _round_robin(calls, cfg.repeats, cfg.warmup, cfg.settle)
-    torch_p50 = {b: float(np.percentile(t_all[len(cases) + i], 50)) for i, b in enumerate(batches)
-                 if torch_forward is not None}
+    torch_p50, y_ref = {}, {}
+    if torch_forward is not None:
+        torch_p50 = {b: float(np.percentile(t_all[len(cases) + i], 50)) for i, b in enumerate(batches)}
+        y_ref = {b: _numpy(torch_forward(x)) for b, x in inputs.items()}
 
     rows: list[dict[str, Any]] = []
     acc: dict[str, dict[str, Any]] = {}
@@ -331,10 +333,9 @@ def _bench_rows(bundle: Path, m, variants, cfg: BenchConfig, threads: int, torch
         torch_row: dict[str, Any] = {}
         if torch_forward is not None:
             y = np.asarray(fc.forecast_scaled(x))
-            y_ref = _numpy(torch_forward(x))[..., :y.shape[-1]]
             torch_row = dict(torch_p50_ms=torch_p50[b] * 1e3,
                              speedup_vs_torch=torch_p50[b] / float(np.percentile(t, 50)),
-                             torch_max_abs_diff=float(np.abs(y - y_ref).max()))
+                             torch_max_abs_diff=float(np.abs(y - y_ref[b][..., :y.shape[-1]]).max()))
         gen_tps, gen_sd, gen_note = gens[v.name]
         p50, p90, p99 = (float(np.percentile(t, q)) for q in (50, 90, 99))
         row: dict[str, Any] = {k: None for k in COLUMNS}

@@ -428,18 +428,14 @@ def _generation_cells(manifest: Manifest, n_ctx: int, samples: int, sh: _Shape) 
     :func:`shared_kv_cells` when its samples share one cache, else n_ctx x samples (also when the codec cannot say)."""
     from alignts.runtime.codec_table import CodecSettings, table_from_dict
     from alignts.runtime.paradigms.injective import DigitPrompter
-    from alignts.runtime.sampler import max_new_tokens
 
     try:
-        table = table_from_dict(manifest.codec["table"])
         settings = CodecSettings.from_dict(manifest.codec)
-        est = DigitPrompter(table, settings, int(n_ctx))
-        prompt = est.fit_context(sh.context_len, sh.horizon) * est.context_value_tokens
-        if not shared_prompt_kv(samples, prompt, est.forecast_tokens(sh.horizon)):
-            return int(n_ctx) * int(samples)
-        return shared_kv_cells(n_ctx, samples, max_new_tokens(table, sh.horizon, settings.max_digits))
+        cells = DigitPrompter(table_from_dict(manifest.codec["table"]), settings, int(n_ctx)).shared_cache_cells(
+            samples, sh.context_len, sh.horizon, settings.max_digits)
     except (KeyError, TypeError, ValueError, AlignTSError):
-        return int(n_ctx) * int(samples)
+        cells = None
+    return int(n_ctx) * int(samples) if cells is None else cells
 
 
 def decode_kv_type(weight_dtype: str) -> str:

@@ -377,9 +377,7 @@ static long context_fit(const injective_state *st, long L, long H, long prefix_n
  * f16 where the weights are no finer (f16, bf16, q8_0, q4_0, q4_1) and this llama.cpp's CPU kernels take an f16
  * cache's decode products in f32 (x86-64, patch level 7), else f32. 1: f16, 0: f32, -1: error (reported). */
 static int decode_kv_f16(const alignts *h) {
-    static const char *const half_or_less[] = {"f16", "bf16", "q8_0", "q4_0", "q4_1"};
     const char *kv = NULL;
-    size_t i;
     if (h->v->extra && cfg_string(h->v->extra, "variant.extra", "kv_type", &kv)) return -1;
     if (kv) {
         if (strcmp(kv, "f32") && strcmp(kv, "f16"))
@@ -387,11 +385,12 @@ static int decode_kv_f16(const alignts *h) {
         return strcmp(kv, "f16") == 0;
     }
 #if defined(__x86_64__)
-    for (i = 0; h->v->dtype && i < sizeof half_or_less / sizeof *half_or_less; i++)
-        if (strcmp(h->v->dtype, half_or_less[i]) == 0) return llm_patch_level() >= 7;
-#else
-    (void)i;
-    (void)half_or_less;
+    {
+        static const char *const half_or_less[] = {"f16", "bf16", "q8_0", "q4_0", "q4_1"};
+        size_t i;
+        for (i = 0; h->v->dtype && i < sizeof half_or_less / sizeof *half_or_less; i++)
+            if (strcmp(h->v->dtype, half_or_less[i]) == 0) return llm_patch_level() >= 7;
+    }
 #endif
     return 0;
 }

@@ -13,6 +13,18 @@
 #include <random>
 #include <vector>
 
+// the double-precision reference of token j: ref[i] = sum_l A[i][l] B[j][l] and mag[i] = the sum of the |terms|
+static void reference(int64_t m, int64_t k, const float * A, int64_t lda, const float * B, int64_t ldb, int64_t j,
+                      double * ref, double * mag) {
+    for (int64_t i = 0; i < m; ++i) {
+        ref[i] = mag[i] = 0.0;
+        for (int64_t l = 0; l < k; ++l) {
+            ref[i] += (double) A[i * lda + l] * B[j * ldb + l];
+            mag[i] += std::fabs((double) A[i * lda + l] * B[j * ldb + l]);
+        }
+    }
+}
+
 int main() {
 #if !defined(ALIGNTS_SGEMM_F32)
     std::printf("built without AVX2+FMA / AVX-512: nothing to test\n");
@@ -54,13 +66,7 @@ int main() {
             // f32 accumulation over k terms: k rounding steps of sum |a b|, with room
             failures += !check_gemm(m, n, k, C.data(), ldc, (double) k, buffered ? "packed" : "dot products",
                 [&](int64_t j, double * ref, double * mag) {
-                    for (int64_t i = 0; i < m; ++i) {
-                        ref[i] = mag[i] = 0.0;
-                        for (int64_t l = 0; l < k; ++l) {
-                            ref[i] += (double) A[i * lda + l] * B[j * ldb + l];
-                            mag[i] += std::fabs((double) A[i * lda + l] * B[j * ldb + l]);
-                        }
-                    }
+                    reference(m, k, A.data(), lda, B.data(), ldb, j, ref, mag);
                 });
         }
         std::free(Bp);
@@ -86,13 +92,7 @@ int main() {
         alignts_f32::dot_rows_f16(cut, m, n, k, Ah.data(), lda, B.data(), ldb, C.data(), ldc);
         failures += !check_gemm(m, n, k, C.data(), ldc, (double) k, "f16 rows",
             [&](int64_t j, double * ref, double * mag) {
-                for (int64_t i = 0; i < m; ++i) {
-                    ref[i] = mag[i] = 0.0;
-                    for (int64_t l = 0; l < k; ++l) {
-                        ref[i] += (double) Aw[i * lda + l] * B[j * ldb + l];
-                        mag[i] += std::fabs((double) Aw[i * lda + l] * B[j * ldb + l]);
-                    }
-                }
+                reference(m, k, Aw.data(), lda, B.data(), ldb, j, ref, mag);
             });
     }
 #else

@@ -88,6 +88,15 @@ class DigitPrompter:
         """Most context tokens a prompt may take so that H values still fit n_ctx."""
         return self.n_ctx - 1 - self.prefix.size - self.forecast_tokens(horizon)
 
+    def shared_cache_cells(self, samples: int, context_len: int, horizon: int, max_digits: int) -> int | None:
+        """The cells of the one KV cache ``samples`` parallel generations share (``budget.shared_kv_cells``) when
+        they share one (``budget.shared_prompt_kv``, the prompt estimated without a prefix), else None: a stream
+        each. The runtime opens its llama.cpp context with it; the planner's estimate counts it."""
+        prompt = self.fit_context(context_len, horizon) * self.context_value_tokens
+        if not shared_prompt_kv(samples, prompt, self.forecast_tokens(horizon)):
+            return None
+        return shared_kv_cells(self.n_ctx, samples, max_new_tokens(self.table, horizon, max_digits))
+
     def fit_context(self, context_len: int, horizon: int) -> int:
         """The most values of a ``context_len`` context (the last ones) that fit next to H values (may be < 2)."""
         return int(min(context_len, max(0, self.budget(horizon)) // self.context_value_tokens))
@@ -264,14 +273,11 @@ class InjectiveForecaster(Forecaster):
             loras = [(bundle_file(self.bundle_dir, self.manifest, lora), float(variant.extra.get("lora_scale", 1.0)))] \
                 if lora else []
             n_ctx = self._planned_n_ctx()
-            # the samples share the prompt's KV cells while their generated tokens are few beside it
-            est = DigitPrompter(stored, self.settings, n_ctx)
-            shared = shared_prompt_kv(self.sampling.n_samples,
-                                      est.fit_context(self.context_len, self.horizon) * est.context_value_tokens,
-                                      est.forecast_tokens(self.horizon))
-            # a shared cache holds one window and the other samples' tokens, not a window a sample
-            cells = shared_kv_cells(n_ctx, self.sampling.n_samples,
-                                    max_new_tokens(stored, self.horizon, self.sampling.max_digits)) if shared else None
+            # the samples share the prompt's KV cells while their generated tokens are few beside it: one cache of
+            # one window and the other samples' tokens, not a window a sample
+            cells = DigitPrompter(stored, self.settings, n_ctx).shared_cache_cells(
+                self.sampling.n_samples, self.context_len, self.horizon, self.sampling.max_digits)
+            shared = cells is not None
             self._kv_digits = self.sampling.max_digits if shared else 1 << 16
             self.backend = LlamaCppModel(path, n_ctx=n_ctx, n_batch=min(512, n_ctx),
                                          n_seq_max=self.sampling.n_samples, n_threads=threads, device=device,
