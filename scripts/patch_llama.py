@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Seven changes, each refused loudly when the code they anchor to has moved (update this script then):
+Eight changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -29,6 +29,13 @@ Seven changes, each refused loudly when the code they anchor to has moved (updat
    dot product an output. With it the Injective runtime and alignts-run keep a decode's cache in f16 where the
    weights are no finer (alignts.runtime.budget.decode_kv_type). No code of its own in libllama: the level says the
    kernels are there.
+8. ggml's AMX path left out: the CPU backend never registers its AMX buffer type, so on an AMX Xeon q8_0 / q4_x
+   weights stay where every other AVX-512 CPU keeps them and take the same kernels (change 2's VNNI q8_0 tiles
+   included), in the portable build (the sapphirerapids variant) and in a GGML_NATIVE one alike. Measured on an
+   Intel Xeon (family 6 model 207, AMX-INT8): with gcc 12, whose ``_tile_loadconfig`` builtin does not say it
+   reads its argument, the stores of ggml_tile_config_init are dropped and the first tileloadd of a q8_0 prompt
+   raises SIGILL (the process dies); with those stores kept, ggml's AMX q8_0 products are wrong at small widths
+   (tiny GPT-2 / BERT / LLaMA, n_embd 64: hidden states 2.2-2.5 off torch, where the VNNI path is within 0.06).
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -41,7 +48,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 7  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 8  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:
@@ -219,6 +226,11 @@ def main(sdist: Path) -> None:
            "}\n\n")
     replace_in_function(ops, "static void ggml_compute_forward_soft_max_f32(", "ggml_vec_max_f32(ne00, &max, wp);",
                         "max = alignts_vec_max_f32(ne00, wp);  // alignts")
+    replace_in_function(cpu / "ggml-cpu.cpp", "std::vector<ggml_backend_buffer_type_t> & "
+                        "ggml_backend_cpu_get_extra_buffer_types() {",
+                        "#if defined(__AMX_INT8__) && defined(__AVX512VNNI__)\n        if (ggml_backend_amx_buffer_type())",
+                        "#if 0  // alignts: ggml's AMX path left out (scripts/patch_llama.py change 8)\n"
+                        "        if (ggml_backend_amx_buffer_type())")
     attention_streams(sdist / "vendor" / "llama.cpp")
     replace(sdist / "vendor" / "llama.cpp" / "src" / "llama-kv-cache.cpp",
             "    const uint32_t n_pad_cur = std::max(n_pad, 256u);\n",
