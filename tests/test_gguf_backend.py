@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from alignts.errors import ArtifactError, InputError  # noqa: E402
+from alignts.errors import ArtifactError, InputError, ShapeError  # noqa: E402
 from alignts.export.gguf_writer import (  # noqa: E402
     lora_tensors_from_peft,
     write_gguf,
@@ -260,6 +260,50 @@ def test_shared_cache_sized_to_its_cells(llama_cpp, models, files):
         assert np.array_equal(m.prefill(prompt, 3)[0], logits[None][0, 0])  # the model still works
     with pytest.raises(InputError, match="kv_cells"):
         _llama(files[("gpt2", "f32")], n_ctx=64, n_seq_max=3, kv_unified=True, kv_cells=63)
+
+
+def test_step_refuses_bad_ids_and_loses_nothing(llama_cpp, files):
+    """step checks its ids in one compiled pass (_stage_step) before llama.cpp sees them: sequence ids outside the
+    live ones, more tokens than the batch holds, token ids outside the vocabulary, non-integer ids and a sequence
+    at n_ctx are refused with the fix in the message, and a refused (or failed) step moves no position: the next
+    good step gives the logits of a model that never saw the bad one"""
+    from alignts.errors import BackendUnavailableError
+
+    rng = np.random.default_rng(8)
+    prompt, good = rng.integers(0, VOCAB, 10), rng.integers(0, VOCAB, 3)
+    with _llama(files[("gpt2", "f32")], n_ctx=64, n_seq_max=3) as m:
+        m.prefill(prompt, 3)
+        want = m.step(good)
+    with _llama(files[("gpt2", "f32")], n_ctx=64, n_seq_max=3) as m:
+        m.prefill(prompt, 3)
+        for tokens, seq_ids, err, match in [
+                (good[:2], [0, 3], ShapeError, r"ids in \[0, 3\)"),
+                (good[:2], [-1, 0], ShapeError, r"ids in \[0, 3\)"),
+                (good, [0, 1], ShapeError, "one a token"),
+                (np.zeros(m._cap + 1, dtype=int), np.zeros(m._cap + 1, dtype=int), ShapeError, "ids in"),
+                ([0, VOCAB, 1], None, InputError, rf"token ids must be in \[0, {VOCAB}\)"),
+                ([0, -2, 1], None, InputError, "token ids"),
+                (good.astype(np.float32), None, InputError, "integers"),
+                (good[:2], None, ShapeError, "3 sequences are live")]:
+            with pytest.raises(err, match=match):
+                m.step(tokens, seq_ids)
+        pos = m._seq_pos.copy()
+        L = m._L
+        try:  # llama.cpp itself fails the step: positions roll back too
+            m._L = type("Failing", (), {"__getattr__": lambda self, k: getattr(L, k),
+                                        "llama_decode": staticmethod(lambda ctx, b: -1)})()
+            with pytest.raises(BackendUnavailableError, match="llama_decode failed"):
+                m.step(good)
+        finally:
+            m._L = L
+        assert np.array_equal(m._seq_pos, pos)
+        np.testing.assert_array_equal(m.step(good), want)
+    with _llama(files[("gpt2", "f32")], n_ctx=16, n_seq_max=1) as m:
+        m.prefill(prompt[:10], 1)
+        for t in range(6):
+            m.step(good[:1])
+        with pytest.raises(ShapeError, match="n_ctx=16"):
+            m.step(good[:1])
 
 
 @pytest.mark.parametrize("dtype", ["f16", "q8_0", "q4_0"])

@@ -44,8 +44,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from numba import njit
 
 from alignts.errors import ArtifactError, BackendUnavailableError, InputError, ShapeError, missing_extra
+from alignts.kernels.numba_cache import CACHE
 from alignts.runtime.budget import embedding_geometry
 from alignts.runtime.gguf_check import GGUFInfo, check_context, check_gguf, check_lora_adapter
 
@@ -106,6 +108,35 @@ def numpy_batch(L, cap: int):
     b.seq_id = seq_ptrs
     b.logits = out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
     return tok, pos, nseq, seq, out, seq_ptrs, b
+
+
+@njit(cache=CACHE)
+def _stage_step(tok, seq, seq_pos, n_live, n_ctx, n_vocab, tok_buf, pos_buf, seq_buf, nseq_buf, out_buf):
+    """Check one decode step's tokens and fill the batch: token i of sequence seq[i] at its next position, logits
+    out for every one; then advance seq_pos. Returns 0, or what was wrong (nothing written): 1 a sequence id
+    outside [0, n_live) or more tokens than the batch holds, 2 a sequence at n_ctx, 3 a token id outside
+    [0, n_vocab). One compiled call instead of a dozen numpy ones: a decode step of a small LM is ~0.2 ms, and
+    those cost ~10 us."""
+    n = tok.shape[0]
+    if n > tok_buf.shape[0]:
+        return 1
+    for i in range(n):
+        s = seq[i]
+        if s < 0 or s >= n_live:
+            return 1
+        if seq_pos[s] >= n_ctx:
+            return 2
+        if tok[i] < 0 or tok[i] >= n_vocab:
+            return 3
+    for i in range(n):
+        tok_buf[i] = tok[i]
+        pos_buf[i] = seq_pos[seq[i]]
+        seq_buf[i] = seq[i]
+        nseq_buf[i] = 1
+        out_buf[i] = 1
+    for i in range(n):
+        seq_pos[seq[i]] += 1
+    return 0
 
 
 def _last_log() -> str:
@@ -580,10 +611,10 @@ class LlamaCppModel:
 
     def _logits(self, n: int, copy: bool) -> np.ndarray:
         ptr = self._L.llama_get_logits(self._ctx)
-        addr = ctypes.cast(ptr, ctypes.c_void_p).value
-        if not addr:
+        if not ptr:
             raise BackendUnavailableError(f"{self.path}: llama.cpp returned no logits (a {self.arch} model has "
                                           "no LM head?); expected a causal LM.")
+        addr = ctypes.addressof(ptr.contents)  # ~0.2 us; ctypes.cast(ptr, c_void_p).value ~1.3 us
         view = self._logits_views.get((addr, n))
         if view is None:  # building a ctypes array type costs tens of microseconds: reuse views per buffer
             if len(self._logits_views) > 64:
@@ -643,7 +674,7 @@ class LlamaCppModel:
         call).
         """
         self._check_open()  # a close() from another thread may have come between prefill and this step
-        tok = np.asarray(tokens, dtype=np.int32).reshape(-1)
+        tok = np.asarray(tokens).reshape(-1)
         n = tok.shape[0]
         if seq_ids is None:
             if n != self._n_live:
@@ -651,19 +682,24 @@ class LlamaCppModel:
                                  "pass seq_ids to step a subset.")
             seq = self._arange[:n] if n <= len(self._arange) else np.arange(n, dtype=np.int32)
         else:
-            seq = np.asarray(seq_ids, dtype=np.int32).reshape(-1)
-            if seq.shape[0] != n or n == 0 or seq.min() < 0 or seq.max() >= self._n_live:
-                raise ShapeError(f"seq_ids must be {n} ids in [0, {self._n_live}); got {seq.tolist()}.")
-        pos = self._seq_pos[seq]
-        if pos.max() >= self.n_ctx:
+            seq = np.asarray(seq_ids).reshape(-1)
+            if seq.shape[0] != n or n == 0:
+                raise ShapeError(f"seq_ids must be {n} ids, one a token; got {seq.tolist()}.")
+        if tok.dtype.kind not in "iu" or seq.dtype.kind not in "iu":
+            raise InputError(f"token and sequence ids must be integers; got {tok.dtype} and {seq.dtype}.")
+        bad = _stage_step(tok, seq, self._seq_pos, self._n_live, self.n_ctx, self.n_vocab, self._tok, self._pos,
+                          self._seq, self._nseq, self._out)
+        if bad == 1:
+            raise ShapeError(f"seq_ids must be {n} ids in [0, {self._n_live}); got {seq.tolist()}.")
+        if bad == 2:
             raise ShapeError(f"a sequence reached n_ctx={self.n_ctx} tokens; create the model with a larger n_ctx.")
-        self._tok[:n] = tok
-        self._pos[:n] = pos
-        self._seq[:n] = seq
-        self._nseq[:n] = 1
-        self._out[:n] = 1
-        self._decode(n, use_embd=False)
-        self._seq_pos[seq] = pos + 1
+        if bad == 3:
+            raise InputError(f"token ids must be in [0, {self.n_vocab}); got {tok.tolist()}.")
+        try:
+            self._decode(n, use_embd=False)
+        except BackendUnavailableError:
+            self._seq_pos[seq] -= 1  # _stage_step advanced them: the step did not happen
+            raise
         return self._logits(n, copy)
 
     @property
