@@ -35,7 +35,7 @@ Eight changes, each refused loudly when the code they anchor to has moved (updat
    Intel Xeon (family 6 model 207, AMX-INT8): with gcc 12, whose ``_tile_loadconfig`` builtin does not say it
    reads its argument, the stores of ggml_tile_config_init are dropped and the first tileloadd of a q8_0 prompt
    raises SIGILL (the process dies); with those stores kept, ggml's AMX q8_0 products are wrong at small widths
-   (tiny GPT-2 / BERT / LLaMA, n_embd 64: hidden states 2.2-2.5 off torch, where the VNNI path is within 0.06).
+   (tiny GPT-2 / BERT / LLaMA, n_embd 64: hidden states 2.0-2.5 off torch, where the VNNI path is within 0.06).
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
