@@ -264,9 +264,9 @@ def test_shared_cache_sized_to_its_cells(llama_cpp, models, files):
 
 def test_step_refuses_bad_ids_and_loses_nothing(llama_cpp, files):
     """step checks its ids in one compiled pass (_stage_step) before llama.cpp sees them: sequence ids outside the
-    live ones, more tokens than the batch holds, token ids outside the vocabulary, non-integer ids and a sequence
-    at n_ctx are refused with the fix in the message, and a refused (or failed) step moves no position: the next
-    good step gives the logits of a model that never saw the bad one"""
+    live ones or repeated, more tokens than the batch holds, token ids outside the vocabulary, non-integer ids and a
+    sequence at n_ctx are refused with the fix in the message, and a refused (or failed) step moves no position: the
+    next good step gives the logits of a model that never saw the bad one"""
     from alignts.errors import BackendUnavailableError
 
     rng = np.random.default_rng(8)
@@ -279,6 +279,7 @@ def test_step_refuses_bad_ids_and_loses_nothing(llama_cpp, files):
         for tokens, seq_ids, err, match in [
                 (good[:2], [0, 3], ShapeError, r"ids in \[0, 3\)"),
                 (good[:2], [-1, 0], ShapeError, r"ids in \[0, 3\)"),
+                (good[:2], [1, 1], ShapeError, r"distinct ids in \[0, 3\)"),
                 (good, [0, 1], ShapeError, "one a token"),
                 (np.zeros(m._cap + 1, dtype=int), np.zeros(m._cap + 1, dtype=int), ShapeError, "ids in"),
                 ([0, VOCAB, 1], None, InputError, rf"token ids must be in \[0, {VOCAB}\)"),

@@ -114,16 +114,18 @@ def numpy_batch(L, cap: int):
 def _stage_step(tok, seq, seq_pos, n_live, n_ctx, n_vocab, tok_buf, pos_buf, seq_buf, nseq_buf, out_buf):
     """Check one decode step's tokens and fill the batch: token i of sequence seq[i] at its next position, logits
     out for every one; then advance seq_pos. Returns 0, or what was wrong (nothing written): 1 a sequence id
-    outside [0, n_live) or more tokens than the batch holds, 2 a sequence at n_ctx, 3 a token id outside
+    outside [0, n_live) or twice, or more tokens than the batch holds, 2 a sequence at n_ctx, 3 a token id outside
     [0, n_vocab). One compiled call instead of a dozen numpy ones: a decode step of a small LM is ~0.2 ms, and
     those cost ~10 us."""
     n = tok.shape[0]
     if n > tok_buf.shape[0]:
         return 1
+    seen = np.zeros(max(n_live, 1), dtype=np.bool_)
     for i in range(n):
         s = seq[i]
-        if s < 0 or s >= n_live:
+        if s < 0 or s >= n_live or seen[s]:
             return 1
+        seen[s] = True
         if seq_pos[s] >= n_ctx:
             return 2
         if tok[i] < 0 or tok[i] >= n_vocab:
@@ -690,7 +692,7 @@ class LlamaCppModel:
         bad = _stage_step(tok, seq, self._seq_pos, self._n_live, self.n_ctx, self.n_vocab, self._tok, self._pos,
                           self._seq, self._nseq, self._out)
         if bad == 1:
-            raise ShapeError(f"seq_ids must be {n} ids in [0, {self._n_live}); got {seq.tolist()}.")
+            raise ShapeError(f"seq_ids must be {n} distinct ids in [0, {self._n_live}); got {seq.tolist()}.")
         if bad == 2:
             raise ShapeError(f"a sequence reached n_ctx={self.n_ctx} tokens; create the model with a larger n_ctx.")
         if bad == 3:
