@@ -262,6 +262,29 @@ def test_shared_cache_sized_to_its_cells(llama_cpp, models, files):
         _llama(files[("gpt2", "f32")], n_ctx=64, n_seq_max=3, kv_unified=True, kv_cells=63)
 
 
+def test_stock_llama_on_an_amx_cpu_keeps_off_ggml_amx(llama_cpp, files, monkeypatch, caplog):
+    """a llama.cpp without patch_llama's change 8 on a CPU with AMX-INT8 would run ggml's AMX kernels (SIGILL under
+    gcc 12, wrong q8_0 products): the model turns extra buffer types off, warns once with the fix, and still runs;
+    alignts' own build (level 8) or a CPU without AMX keeps them"""
+    import alignts.runtime.backends.gguf as G
+
+    monkeypatch.setattr(G, "_cpu_flags", lambda: {"avx512f", "amx_tile", "amx_int8"})
+    x = np.random.default_rng(9).standard_normal((1, 8, D)).astype(np.float32)
+    with _llama(files[("gpt2", "q8_0")], n_ctx=32) as m:
+        assert m.model_params.use_extra_bufts  # this build carries change 8
+        want = m.hidden_states(x)
+    monkeypatch.setattr(G, "llama_patch_level", lambda: 7)
+    monkeypatch.setitem(G._state, "amx_warned", False)
+    with caplog.at_level("WARNING", logger=G.__name__):
+        with _llama(files[("gpt2", "q8_0")], n_ctx=32) as m:
+            assert not m.model_params.use_extra_bufts
+            np.testing.assert_allclose(m.hidden_states(x), want, atol=TOL["q8_0"])  # ggml may repack q8_0 otherwise
+    assert "bash scripts/setup" in caplog.text
+    monkeypatch.setattr(G, "_cpu_flags", lambda: {"avx512f"})
+    with _llama(files[("gpt2", "q8_0")], n_ctx=32) as m:
+        assert m.model_params.use_extra_bufts
+
+
 def test_step_refuses_bad_ids_and_loses_nothing(llama_cpp, files):
     """step checks its ids in one compiled pass (_stage_step) before llama.cpp sees them: sequence ids outside the
     live ones or repeated, more tokens than the batch holds, token ids outside the vocabulary, non-integer ids and a
