@@ -267,8 +267,9 @@ def test_stock_llama_on_an_amx_cpu_keeps_off_ggml_amx(llama_cpp, files, monkeypa
     gcc 12, wrong q8_0 products): the model turns extra buffer types off, warns once with the fix, and still runs;
     alignts' own build (level 8) or a CPU without AMX keeps them"""
     import alignts.runtime.backends.gguf as G
+    import alignts.runtime.threads as threads
 
-    monkeypatch.setattr(G, "_cpu_flags", lambda: {"avx512f", "amx_tile", "amx_int8"})
+    monkeypatch.setattr(threads, "cpu_model_and_flags", lambda: ("a Xeon", {"avx512f", "amx_tile", "amx_int8"}))
     x = np.random.default_rng(9).standard_normal((1, 8, D)).astype(np.float32)
     with _llama(files[("gpt2", "q8_0")], n_ctx=32) as m:
         assert m.model_params.use_extra_bufts  # this build carries change 8
@@ -280,7 +281,7 @@ def test_stock_llama_on_an_amx_cpu_keeps_off_ggml_amx(llama_cpp, files, monkeypa
             assert not m.model_params.use_extra_bufts
             np.testing.assert_allclose(m.hidden_states(x), want, atol=TOL["q8_0"])  # ggml may repack q8_0 otherwise
     assert "bash scripts/setup" in caplog.text
-    monkeypatch.setattr(G, "_cpu_flags", lambda: {"avx512f"})
+    monkeypatch.setattr(threads, "cpu_model_and_flags", lambda: ("a Xeon", {"avx512f"}))
     with _llama(files[("gpt2", "q8_0")], n_ctx=32) as m:
         assert m.model_params.use_extra_bufts
 

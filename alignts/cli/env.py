@@ -82,20 +82,9 @@ def _versions(names) -> dict[str, str | None]:
 
 
 def _cpu() -> dict[str, Any]:
-    model, flags = None, None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and model is None:
-                    model = value.strip()
-                elif key == "flags" and flags is None:
-                    flags = set(value.split())
-                if model is not None and flags is not None:
-                    break
-    except OSError:
-        pass
+    from alignts.runtime.threads import cpu_model_and_flags
+
+    model, flags = cpu_model_and_flags()
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

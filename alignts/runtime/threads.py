@@ -25,6 +25,25 @@ _lock = threading.Lock()
 _blas: dict[str, object] = {}
 
 
+def cpu_model_and_flags() -> tuple[str | None, set[str] | None]:
+    """This CPU's /proc/cpuinfo "model name" and "flags" (None where there is no such file or line)."""
+    model, flags = None, None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model is None:
+                    model = value.strip()
+                elif key == "flags" and flags is None:
+                    flags = set(value.split())
+                if model is not None and flags is not None:
+                    break
+    except OSError:
+        pass
+    return model, flags
+
+
 def usable_cpus() -> list[int]:
     """The logical CPUs this process may run on."""
     try:

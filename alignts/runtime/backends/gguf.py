@@ -241,27 +241,17 @@ def free_threadpool(L, tp) -> None:
         _threadpool_api(L)[1](tp)
 
 
-def _cpu_flags() -> set[str]:
-    """The CPU's /proc/cpuinfo flags (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return set()
-
-
 def amx_unsafe() -> bool:
     """Whether this llama.cpp would run ggml's AMX kernels: a build without scripts/patch_llama.py change 8 (patch
     level < 8, e.g. a stock llama-cpp-python) on an x86-64 CPU with AMX-INT8. Those kernels raised SIGILL when gcc
     12 built them and gave q8_0 products 2.0-2.5 off torch on small widths (results/speed_llama.md section 13)."""
     import platform
 
+    from alignts.runtime.threads import cpu_model_and_flags
+
     if platform.machine().lower() not in ("x86_64", "amd64") or llama_patch_level() >= 8:
         return False
-    return "amx_int8" in _cpu_flags()
+    return "amx_int8" in (cpu_model_and_flags()[1] or ())
 
 
 def f16_decode_kernels() -> bool:
@@ -380,10 +370,10 @@ class LlamaCppModel:
             mp.use_extra_bufts = False
             if not _state.get("amx_warned"):
                 _state["amx_warned"] = True
-                logger.warning("this llama.cpp is not alignts' build and this CPU has AMX: ggml's AMX kernels (SIGILL "
-                            "under gcc 12, wrong q8_0 products) are kept out by turning extra buffer types off, "
-                            "which also skips ggml's q4_0 repacking. Fix: install alignts' llama-cpp-python build "
-                            "(bash scripts/setup).")
+                logger.warning("this llama.cpp is not alignts' build and this CPU has AMX: ggml's AMX kernels "
+                               "(SIGILL under gcc 12, wrong q8_0 products) are kept out by turning extra buffer "
+                               "types off, which also skips ggml's q4_0 repacking. Fix: install alignts' "
+                               "llama-cpp-python build (bash scripts/setup).")
         if use_mmap is not None:
             _set_mmap(L, mp, bool(use_mmap))
         self.model_params = mp
