@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Eight changes, each refused loudly when the code they anchor to has moved (update this script then):
+Nine changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -36,6 +36,11 @@ Eight changes, each refused loudly when the code they anchor to has moved (updat
    reads its argument, the stores of ggml_tile_config_init are dropped and the first tileloadd of a q8_0 prompt
    raises SIGILL (the process dies); with those stores kept, ggml's AMX q8_0 products are wrong at small widths
    (tiny GPT-2 / BERT / LLaMA, n_embd 64: hidden states 2.0-2.5 off torch, where the VNNI path is within 0.06).
+9. ``int32_t alignts_llama_decode(struct llama_context *, const struct llama_batch *)``: llama_decode with the batch
+   passed by pointer. llama_decode takes its 56-byte batch by value, which ctypes can pass but numba cannot; with
+   this one the Injective sampler runs its whole decode loop (sample, stage the next tokens, decode, read the
+   logits) in one compiled call without the GIL (alignts.runtime.backends.gguf_loop), instead of ~50 us of Python
+   around every step. Nothing else in llama.cpp changes.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -48,7 +53,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 8  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 9  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:
@@ -238,7 +243,12 @@ def main(sdist: Path) -> None:
             "    const uint32_t n_pad_cur = std::max(n_pad, 32u);\n")
     insert(sdist / "vendor" / "llama.cpp" / "src" / "llama.cpp", "bool llama_supports_mmap(void) {\n",
            "// alignts: how many of scripts/patch_llama.py's changes this build carries (0 or missing: a stock build)\n"
-           f"extern \"C\" LLAMA_API int alignts_llama_patch_level(void) {{ return {PATCH_LEVEL}; }}\n\n")
+           f"extern \"C\" LLAMA_API int alignts_llama_patch_level(void) {{ return {PATCH_LEVEL}; }}\n\n"
+           "// alignts: llama_decode with the batch by pointer, callable from compiled code (change 9)\n"
+           "extern \"C\" LLAMA_API int32_t alignts_llama_decode(struct llama_context * ctx, "
+           "const struct llama_batch * batch) {\n"
+           "    return llama_decode(ctx, *batch);\n"
+           "}\n\n")
     print(f"[patch_llama] patched {ggml.parent.parent}")
 
 

@@ -123,14 +123,9 @@ def _cores() -> int:
 
 def machine_info() -> dict[str, Any]:
     """CPU, cores, OS, Python and load average of this machine (for the JSON)."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from alignts.runtime.threads import cpu_model_and_flags
+
+    cpu = cpu_model_and_flags()[0] or platform.processor() or ""
     try:
         load = [round(v, 2) for v in os.getloadavg()]
     except (AttributeError, OSError):

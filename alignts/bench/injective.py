@@ -3,8 +3,10 @@
 ``bench_generation(model_path)`` samples ``n_samples`` parallel continuations of a digit prompt with the
 constrained sampler (grammar, temperature, top-p, value counting: everything the runtime does per token; with
 ``keep_finished`` so that every step decodes all n sequences) and then feeds llama.cpp exactly the same token
-matrix with no sampling at all (``LlamaCppModel.raw_decode_benchmark``). Overhead = 1 - loop tokens/s / raw tokens/s (prefill excluded in
-both, best of ``repeats``). Every repeat draws the same tokens (one seed) and the two take turns going first.
+matrix with no sampling at all (``LlamaCppModel.raw_decode_benchmark``). Overhead = 1 - loop tokens/s / raw tokens/s
+(prefill excluded in both, best of ``repeats``). Every repeat draws the same tokens (one seed) and the two take turns
+going first. On alignts' llama.cpp build both loops are compiled (numba calling llama.cpp, no Python between
+decodes: ``loop`` / ``raw_loop`` "compiled"); on a stock build both step in Python.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ log = logging.getLogger(__name__)
 
 
 class _Timed:
-    """Backend proxy that counts decoded tokens and the time spent in prefill."""
+    """Backend proxy that times prefill (the loop's time excludes it); decoding goes to the model, compiled where
+    it offers ``native_step``, as the runtime's does."""
 
     def __init__(self, inner):
         self.inner = inner
         self.n_vocab = inner.n_vocab
+        self.lock = inner.lock
         self.prefill_s = 0.0
-        self.tokens = 0
 
     def prefill(self, prompt_ids, n_parallel=1):
         t = time.perf_counter()
@@ -36,8 +39,10 @@ class _Timed:
         self.prefill_s += time.perf_counter() - t
         return out
 
+    def native_step(self):
+        return self.inner.native_step()
+
     def step(self, tokens, seq_ids=None):
-        self.tokens += len(tokens)
         return self.inner.step(tokens, seq_ids)
 
 
@@ -51,7 +56,8 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
     kv_type: the KV cache's type; None = what the Injective runtime plans for these weights
     (:func:`alignts.runtime.budget.decode_kv_type`).
     Returns {"loop_tokens_per_s", "raw_tokens_per_s", "overhead", "tokens", "n_samples", "horizon",
-    "prompt_tokens", "kv_unified", "kv_type", "kv_cells", "loop_s", "raw_s", "model"}; overhead is a fraction (0.1 = 10 % slower than raw).
+    "prompt_tokens", "kv_unified", "kv_type", "kv_cells", "threads", "model", "loop", "raw_loop"}; overhead is a
+    fraction (0.1 = 10 % slower than raw); loop / raw_loop: "compiled" or "python".
     """
     from alignts.kernels.digits import encode_digits
     from alignts.kernels.scaler import llmtime_scale, llmtime_scaler
@@ -115,18 +121,19 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
             if not raw_first:
                 raw = model.raw_decode_benchmark(prompt, steps)
             raw_tps = steps.size / raw["decode_s"]
-            loop_tps = timed.tokens / loop_s
-            assert timed.tokens == steps.size, (timed.tokens, steps.shape)  # the same tokens, step for step
+            loop_tps = steps.size / loop_s
+            assert sampler.decoded_tokens == steps.size, (sampler.decoded_tokens, steps.shape)  # step for step
             best_loop = min(best_loop, loop_s / steps.size)  # seconds per token
             best_raw = min(best_raw, raw["decode_s"] / steps.size)
-            log.info("repeat %d: loop %.0f tok/s (%d tokens, %d live), raw %.0f tok/s%s", r, loop_tps, timed.tokens,
+            log.info("repeat %d: loop %.0f tok/s (%d tokens, %d live), raw %.0f tok/s%s", r, loop_tps, steps.size,
                      (gen[:, :-1] >= 0).sum(), raw_tps, " (raw first)" if raw_first else "")
         tokens = int(steps.size)
         loop_tps, raw_tps = 1.0 / best_loop, 1.0 / best_raw
         return {"model": str(model_path), "n_samples": n_samples, "horizon": horizon, "prompt_tokens": int(prompt.size),
                 "kv_unified": model.kv_unified, "kv_type": kv_type, "kv_cells": model.settings["kv_cells"],
                 "tokens": tokens, "loop_tokens_per_s": loop_tps, "raw_tokens_per_s": raw_tps,
-                "overhead": 1.0 - loop_tps / raw_tps, "threads": n_threads}
+                "overhead": 1.0 - loop_tps / raw_tps, "threads": n_threads,
+                "loop": "python" if model.native_step() is None else "compiled", "raw_loop": raw["loop"]}
     finally:
         model.close()
 

@@ -121,14 +121,11 @@ def machine_info() -> dict:
     }
     if hasattr(os, "getloadavg"):
         info["loadavg_1m"] = round(os.getloadavg()[0], 2)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from alignts.runtime.threads import cpu_model_and_flags
+
+    model = cpu_model_and_flags()[0]
+    if model is not None:
+        info["cpu_model"] = model
     return info
 
 

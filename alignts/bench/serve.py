@@ -299,14 +299,9 @@ def run_serve_bench(bundle: str, cfg: ServeBenchConfig) -> dict[str, Any]:
 
 
 def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    from alignts.runtime.threads import cpu_model_and_flags
+
+    return cpu_model_and_flags()[0] or platform.processor()
 
 
 def to_markdown(result: dict[str, Any]) -> str:

@@ -19,16 +19,18 @@ Sampling: temperature, top-p (nucleus) or greedy, from a seeded ``numpy.random.G
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
-from numba import njit
+from numba import carray, njit
 
 from alignts.errors import InputError
 from alignts.kernels.digits import CodecTable, decode_digits
 from alignts.kernels.numba_cache import CACHE
+from alignts.runtime.backends.gguf_native import CONTEXT_FULL, DECODE_FAILED
 from alignts.runtime.configs import InjectiveRuntimeConfig as _D
 
 log = logging.getLogger(__name__)
@@ -188,13 +190,72 @@ def _step_kernel(logits, live, cand, mask, kind, state, n_dig, n_val, vpos, dpos
     return n_keep_going
 
 
+@njit(cache=CACHE, nogil=True)
+def _native_loop(decode, get_logits, ctx, batch, n_tokens, tok_buf, pos_buf, seq_buf, seq_pos, n_ctx, n_vocab,
+                 logits, cand, mask, kind, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d, horizon, inv_temp,
+                 top_p, greedy, rng, out, length, limit, keep_finished, full):  # pragma: no cover - numba
+    """:meth:`ConstrainedSampler.generate`'s loop in one compiled call, llama.cpp's decode called from here
+    (:class:`alignts.runtime.backends.gguf_native.NativeStep`'s functions and buffers): the same tokens as the
+    Python loop for the same ``rng`` (``rng.random()`` r times draws what ``rng.random(r)`` does).
+    logits [n, V]: prefill's. Returns (status, llama_decode's code, tokens decoded); status 0 done,
+    DECODE_FAILED, CONTEXT_FULL."""
+    n = state.shape[0]
+    live = np.arange(n)
+    tok = np.empty(n, dtype=np.int64)
+    keep = np.empty(n, dtype=np.bool_)
+    u = np.zeros(n)
+    r = n
+    decoded = 0
+    while True:
+        if not greedy:
+            for j in range(r):
+                u[j] = rng.random()
+        n_keep = _step_kernel(logits, live[:r], cand, mask, kind, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d,
+                              horizon, inv_temp, top_p, greedy, u[:r], tok, keep, out, length, limit)
+        if n_keep == 0:
+            return 0, 0, decoded
+        if keep_finished:
+            for j in range(r):
+                full[live[j]] = tok[j]
+        k = 0
+        for j in range(r):
+            if keep[j]:
+                live[k] = live[j]
+                tok[k] = tok[j]
+                k += 1
+        r = k
+        m = n if keep_finished else r  # keep_finished: every sequence steps, the finished ones fed a separator
+        for i in range(m):
+            s = i if keep_finished else live[i]
+            if seq_pos[s] >= n_ctx:
+                return CONTEXT_FULL, 0, decoded
+            tok_buf[i] = full[s] if keep_finished else tok[i]
+            pos_buf[i] = seq_pos[s]
+            seq_buf[i] = s
+        n_tokens[0] = m
+        rc = decode(ctx, batch)
+        if rc != 0:
+            return DECODE_FAILED, rc, decoded
+        for i in range(m):
+            seq_pos[seq_buf[i]] += 1
+        decoded += m
+        rows = carray(get_logits(ctx), (m, n_vocab))
+        logits = rows[live[:r]] if keep_finished else rows
+
+
 class ConstrainedSampler:
-    """Draw H values per sample from a causal LM, with the codec table's grammar enforced."""
+    """Draw H values per sample from a causal LM, with the codec table's grammar enforced.
+
+    The loop runs compiled, llama.cpp's decode called from numba without the GIL, where the backend offers a
+    ``native_step()`` (LlamaCppModel on alignts' llama.cpp build); elsewhere one Python step a token. A generation
+    holds the backend's ``lock`` (when it has one) from prefill to its last step.
+    """
 
     def __init__(self, table: CodecTable, n_vocab: int, config: SamplerConfig = SamplerConfig()):
         self.table = table
         self.cfg = config
         self.n_short = 0  # samples stopped by max_tokens so far (padded with their last value)
+        self.decoded_tokens = 0  # tokens the last generate decoded after its prompt (benchmarks read it)
         ids = list(table.digit_ids) + list(table.value_sep) + list(table.digit_sep) + [table.minus_id]
         if max(ids) >= n_vocab:
             raise InputError(f"the codec table uses token id {max(ids)} but the model has {n_vocab} tokens; "
@@ -282,17 +343,37 @@ class ConstrainedSampler:
         n_val = np.zeros(n, dtype=np.int64)
         vpos = np.zeros(n, dtype=np.int64)  # > 0: next id of a multi-token value separator to force
         dpos = np.zeros(n, dtype=np.int64)  # > 0: likewise for the digit separator
-        live = np.arange(n)
-        logits = backend.prefill(np.asarray(prompt_ids, dtype=np.int64), n)  # [n, V]
         inv_temp = 1.0 / self.cfg.temperature if not self.cfg.greedy else 1.0
         limit = max_tokens if max_tokens is not None else cap + 1  # cap + 1: never reached
-        everyone = np.arange(n)
         full = np.full(n, table.value_sep[0], dtype=np.int64)  # keep_finished: finished samples repeat this
+        native = getattr(backend, "native_step", None)
+        with getattr(backend, "lock", None) or contextlib.nullcontext():
+            logits = backend.prefill(np.asarray(prompt_ids, dtype=np.int64), n)  # [n, V]
+            step = native() if native is not None else None
+            if step is not None:
+                status, code, self.decoded_tokens = _native_loop(
+                    step.decode, step.get_logits, step.ctx, step.batch, step.n_tokens, step.tok, step.pos, step.seq,
+                    step.seq_pos, step.n_ctx, step.n_vocab, np.ascontiguousarray(logits, dtype=np.float32),
+                    self._cand, self._mask, self._kind, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d, horizon,
+                    inv_temp, self.cfg.top_p, self.cfg.greedy, rng, out, length, limit, self.cfg.keep_finished, full)
+                step.check(status, code)
+            else:
+                self.decoded_tokens = self._python_loop(backend, logits, state, n_dig, n_val, vpos, dpos, vsep, dsep,
+                                                        max_d, horizon, inv_temp, rng, out, length, limit, full)
+        return out[:, : int(length.max())], length
+
+    def _python_loop(self, backend, logits, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d, horizon, inv_temp, rng,
+                     out, length, limit, full) -> int:
+        """generate's loop one Python step a token (backends without ``native_step``). Returns the tokens decoded."""
+        n = state.shape[0]
+        live = np.arange(n)
+        everyone = np.arange(n)
         # per step: one kernel call and one backend step, into buffers made here (a one-sample step of the shipped
         # numeric LM is ~0.2 ms of llama.cpp: every microsecond of Python around it shows)
         tok = np.empty(n, dtype=np.int64)
         keep = np.empty(n, dtype=np.bool_)
         no_noise = np.zeros(n)
+        decoded = 0
         while True:
             r = live.size
             u = rng.random(r) if not self.cfg.greedy else no_noise[:r]
@@ -300,18 +381,20 @@ class ConstrainedSampler:
                                   self._kind, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d, horizon,
                                   inv_temp, self.cfg.top_p, self.cfg.greedy, u, tok, keep, out, length, limit)
             if n_keep == 0:
-                break
+                return decoded
             if self.cfg.keep_finished:
                 full[live] = tok[:r]
                 live = live[keep[:r]]
                 logits = backend.step(full, everyone)[live]
+                decoded += n
             elif n_keep == r:
                 logits = backend.step(tok[:r], live)
+                decoded += r
             else:
                 kept = keep[:r]
                 live = live[kept]
                 logits = backend.step(tok[:r][kept], live)
-        return out[:, : int(length.max())], length
+                decoded += live.size
 
     def sample_values(self, backend: CausalBackend, prompt_ids, horizon: int, precision: int,
                       rng: np.random.Generator | None = None, max_digits: int | None = None,

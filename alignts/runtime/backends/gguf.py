@@ -146,6 +146,13 @@ def _last_log() -> str:
     return (" llama.cpp said: " + " | ".join(lines)) if lines else ""
 
 
+def decode_error(rc: int, what: str) -> BackendUnavailableError:
+    """The error for llama_decode's non-zero return ``rc`` on ``what`` (e.g. "12 tokens")."""
+    hint = ("the KV cache is full: raise n_ctx" if rc == 1 else "see the llama.cpp log (logger "
+            f"{_llama_log.name}, DEBUG)")
+    return BackendUnavailableError(f"llama_decode failed with code {rc} on {what}; {hint}.{_last_log()}")
+
+
 def _set_mmap(L, mp, on: bool) -> None:
     """Map the GGUF file or read it: ``load_mode`` in newer llama.cpp, ``use_mmap`` in older."""
     if hasattr(mp, "load_mode"):
@@ -273,6 +280,17 @@ def llama_patch_level() -> int:
             fn.restype, fn.argtypes = ctypes.c_int, []
         _state["patch_level"] = int(fn()) if fn is not None else 0
     return _state["patch_level"]
+
+
+def _native_functions():
+    """(decode, get_logits) for compiled loops (:mod:`alignts.runtime.backends.gguf_native`), None for a stock
+    llama.cpp (no ``alignts_llama_decode``, scripts/patch_llama.py change 9). Looked up once."""
+    if "native" not in _state:
+        from alignts.runtime.backends.gguf_native import native_functions
+
+        L = _lib()
+        _state["native"] = native_functions(L._lib, L.llama_get_logits)
+    return _state["native"]
 
 
 class LlamaCppModel:
@@ -521,9 +539,7 @@ class LlamaCppModel:
         b.embd = self._embd_ptr if use_embd else None
         rc = self._L.llama_decode(self._ctx, b)
         if rc != 0:
-            hint = ("the KV cache is full: raise n_ctx" if rc == 1 else "see the llama.cpp log (logger "
-                    f"{_llama_log.name}, DEBUG)")
-            raise BackendUnavailableError(f"llama_decode failed with code {rc} on {n} tokens; {hint}.{_last_log()}")
+            raise decode_error(rc, f"{n} tokens")
 
     def _set_embeddings(self, on: bool) -> None:
         if self._embeddings_on != on and not self._is_encoder:
@@ -725,6 +741,28 @@ class LlamaCppModel:
             raise
         return self._logits(n, copy)
 
+    def native_step(self):
+        """This model's decode step for a compiled loop (a :class:`~alignts.runtime.backends.gguf_native.NativeStep`),
+        valid until the next call of any other method; None for a stock llama.cpp (callers :meth:`step`). Call it
+        after :meth:`prefill`, holding ``lock`` until the loop is done (it points the batch at the token buffer and
+        sets every entry's sequence count and logits flag)."""
+        self._check_open()
+        fns = _native_functions()
+        if fns is None:
+            return None
+        from alignts.runtime.backends.gguf_native import NativeStep
+
+        b = self._batch
+        b.token = self._tok_ptr
+        b.embd = None
+        self._nseq[:] = 1
+        self._out[:] = 1
+        field = ctypes.addressof(b) + type(b).n_tokens.offset
+        n_tokens = np.ctypeslib.as_array((ctypes.c_int32 * 1).from_address(field))
+        return NativeStep(fns[0], fns[1], ctypes.cast(self._ctx, ctypes.c_void_p).value, ctypes.addressof(b),
+                          n_tokens, self._tok, self._pos, self._seq, self._seq_pos, self._n_live, self.n_ctx,
+                          self.n_vocab)
+
     @property
     def _arange(self) -> np.ndarray:
         a = getattr(self, "_arange_cache", None)
@@ -768,38 +806,52 @@ class LlamaCppModel:
 
     @_locked
     def raw_decode_benchmark(self, prompt_ids: Sequence[int] | np.ndarray, tokens: np.ndarray,
-                             n_parallel: int | None = None) -> dict[str, float]:
+                             n_parallel: int | None = None) -> dict[str, Any]:
         """Time plain llama.cpp decoding of fixed tokens: the floor an Injective sampling loop is compared to.
 
-        prompt_ids: [T]; tokens: [n_steps, n_parallel] ids fed one row per step (no sampling, no logits copy).
-        Returns {"prefill_s", "decode_s", "n_steps", "n_parallel", "tokens_per_s"}.
+        prompt_ids: [T]; tokens: [n_steps, n_parallel] ids fed one row per step (no sampling, no logits copy),
+        from a compiled loop where this llama.cpp has ``alignts_llama_decode`` (no Python between decodes; a
+        stock build: a Python loop).
+        Returns {"prefill_s", "decode_s", "n_steps", "n_parallel", "tokens_per_s", "loop"} ("loop": "compiled" or
+        "python").
         """
         tokens = np.asarray(tokens, dtype=np.int32)
         if tokens.ndim != 2:
             raise ShapeError(f"tokens must be [n_steps, n_parallel], got shape {list(tokens.shape)}.")
-        n_par = n_parallel or tokens.shape[1]
+        n = n_parallel or tokens.shape[1]
+        if n != tokens.shape[1]:
+            raise ShapeError(f"n_parallel={n} but tokens has {tokens.shape[1]} columns; expected one a sequence.")
         t0 = time.perf_counter()
-        self.prefill(prompt_ids, n_par, copy=False)
+        self.prefill(prompt_ids, n, copy=False)
+        native = self.native_step()
         t1 = time.perf_counter()
-        L, ctx, b = self._L, self._ctx, self._batch
-        n = n_par
-        self._seq[:n] = self._arange[:n]
-        self._nseq[:n] = 1
-        self._out[:n] = 1
-        pos = int(self._seq_pos[0])
-        b.n_tokens = n
-        b.token = self._tok_ptr
-        b.embd = None
-        for row in tokens:
-            self._tok[:n] = row
-            self._pos[:n] = pos
-            if L.llama_decode(ctx, b) != 0:
-                raise BackendUnavailableError(f"llama_decode failed in the benchmark at position {pos}.{_last_log()}")
-            L.llama_get_logits(ctx)
-            pos += 1
-        L.llama_synchronize(ctx)
+        if native is not None:
+            from alignts.runtime.backends.gguf_native import raw_decode_loop
+
+            status, code = raw_decode_loop(native.decode, native.get_logits, native.ctx, native.batch,
+                                           native.n_tokens, native.tok, native.pos, native.seq, native.seq_pos,
+                                           native.n_ctx, np.ascontiguousarray(tokens))
+            native.check(status, code)
+        else:
+            L, ctx, b = self._L, self._ctx, self._batch
+            self._seq[:n] = self._arange[:n]
+            self._nseq[:n] = 1
+            self._out[:n] = 1
+            pos = int(self._seq_pos[0])
+            b.n_tokens = n
+            b.token = self._tok_ptr
+            b.embd = None
+            for row in tokens:
+                self._tok[:n] = row
+                self._pos[:n] = pos
+                if L.llama_decode(ctx, b) != 0:
+                    raise BackendUnavailableError(f"llama_decode failed in the benchmark at position {pos}."
+                                                  f"{_last_log()}")
+                L.llama_get_logits(ctx)
+                pos += 1
+            self._seq_pos[:n] = pos
+        self._L.llama_synchronize(self._ctx)
         t2 = time.perf_counter()
-        self._seq_pos[:n] = pos
         steps = tokens.shape[0]
         return {"prefill_s": t1 - t0, "decode_s": t2 - t1, "n_steps": float(steps), "n_parallel": float(n),
-                "tokens_per_s": steps * n / max(t2 - t1, 1e-12)}
+                "tokens_per_s": steps * n / max(t2 - t1, 1e-12), "loop": "python" if native is None else "compiled"}

@@ -1,0 +1,99 @@
+"""llama.cpp decode steps from compiled code: the functions numba calls and what it needs to call them.
+
+A decode step of a small LM is a fraction of a millisecond of llama.cpp (the shipped numeric LM: ~0.2-0.6 ms on
+one core), and a Python step around it (stage the tokens, call llama_decode through ctypes, find the logits, run
+the sampler's kernel) cost ~50 us on an Intel Xeon where the same code in a warm microbenchmark costs ~10: between
+two decodes llama.cpp's weights push the interpreter's code and data out of the caches. A loop compiled by numba
+does the same work in a few microseconds and releases the GIL for the whole generation.
+
+llama_decode takes its batch by value (a 56-byte struct), which numba cannot pass; alignts' llama.cpp build
+exports ``alignts_llama_decode(ctx, const llama_batch *)`` (scripts/patch_llama.py change 9). A stock build
+lacks it: :func:`native_functions` returns None and callers step in Python.
+
+The functions are ctypes objects declared with integer addresses (``c_size_t``) so that numba calls them with
+plain integers; they reach the compiled code as arguments, so the compiled code keeps no address and stays in
+numba's on-disk cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any, NamedTuple
+
+import numpy as np
+from numba import njit
+
+from alignts.errors import BackendUnavailableError, ShapeError
+from alignts.kernels.numba_cache import CACHE
+
+_ADDR = ctypes.c_size_t  # a pointer as an integer (x86-64, aarch64: 64 bits)
+_DECODE = ctypes.CFUNCTYPE(ctypes.c_int32, _ADDR, _ADDR)  # int32 alignts_llama_decode(ctx, const llama_batch *)
+_LOGITS = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_float), _ADDR)  # float * llama_get_logits(ctx)
+
+# status codes of the compiled loops (0: done)
+DECODE_FAILED, CONTEXT_FULL = 1, 2
+
+
+class NativeStep(NamedTuple):
+    """One model's decode step for compiled code (:meth:`LlamaCppModel.native_step`): after ``prefill``, a
+    compiled loop writes token i of sequence ``seq[i]`` at ``pos[i]`` into the batch's buffers, sets ``n_tokens[0]``,
+    calls ``decode(ctx, batch)`` and reads ``[n, n_vocab]`` logits from ``get_logits(ctx)``; ``seq_pos`` holds each
+    sequence's next position (the loop advances it after a decode that succeeded)."""
+
+    decode: Any  # _DECODE
+    get_logits: Any  # _LOGITS
+    ctx: int
+    batch: int
+    n_tokens: np.ndarray  # [1] int32: the batch's n_tokens field, in place
+    tok: np.ndarray  # [cap] int32 batch buffers
+    pos: np.ndarray
+    seq: np.ndarray
+    seq_pos: np.ndarray  # [n_seq_max] int32
+    n_live: int  # sequences prefill started
+    n_ctx: int
+    n_vocab: int
+
+    def check(self, status: int, code: int) -> None:
+        """Raise what a compiled loop's status says went wrong (``code``: llama_decode's return value)."""
+        if status == DECODE_FAILED:
+            from alignts.runtime.backends.gguf import decode_error
+
+            raise decode_error(code, "a compiled decode step")
+        if status == CONTEXT_FULL:
+            raise ShapeError(f"a sequence reached n_ctx={self.n_ctx} tokens; create the model with a larger n_ctx.")
+        if status != 0:
+            raise BackendUnavailableError(f"a compiled decode loop returned status {status}.")
+
+
+def native_functions(lib: ctypes.CDLL, llama_get_logits) -> tuple[Any, Any] | None:
+    """(decode, get_logits) as numba-callable ctypes functions, or None when libllama has no
+    ``alignts_llama_decode`` (a stock llama.cpp)."""
+    fn = getattr(lib, "alignts_llama_decode", None)
+    if fn is None:
+        return None
+    addr = ctypes.cast(fn, ctypes.c_void_p).value
+    return _DECODE(addr), _LOGITS(ctypes.cast(llama_get_logits, ctypes.c_void_p).value)
+
+
+@njit(cache=CACHE, nogil=True)
+def raw_decode_loop(decode, get_logits, ctx, batch, n_tokens, tok_buf, pos_buf, seq_buf, seq_pos, n_ctx,
+                    tokens):  # pragma: no cover - numba
+    """Decode ``tokens [n_steps, n]`` one row a step, sequence i fed column i, and read the logits after each step
+    (no sampling): the floor a sampling loop is compared to. Returns (status, llama_decode's code)."""
+    n = tokens.shape[1]
+    for t in range(tokens.shape[0]):
+        for i in range(n):
+            if seq_pos[i] >= n_ctx:
+                return CONTEXT_FULL, 0
+            tok_buf[i] = tokens[t, i]
+            pos_buf[i] = seq_pos[i]
+            seq_buf[i] = i
+        n_tokens[0] = n
+        rc = decode(ctx, batch)
+        if rc != 0:
+            return DECODE_FAILED, rc
+        for i in range(n):
+            seq_pos[i] += 1
+        get_logits(ctx)
+    return 0, 0
+
