@@ -741,6 +741,7 @@ class LlamaCppModel:
             raise
         return self._logits(n, copy)
 
+    @_locked
     def native_step(self):
         """This model's decode step for a compiled loop (a :class:`~alignts.runtime.backends.gguf_native.NativeStep`),
         valid until the next call of any other method; None for a stock llama.cpp (callers :meth:`step`). Call it
@@ -760,8 +761,7 @@ class LlamaCppModel:
         field = ctypes.addressof(b) + type(b).n_tokens.offset
         n_tokens = np.ctypeslib.as_array((ctypes.c_int32 * 1).from_address(field))
         return NativeStep(fns[0], fns[1], ctypes.cast(self._ctx, ctypes.c_void_p).value, ctypes.addressof(b),
-                          n_tokens, self._tok, self._pos, self._seq, self._seq_pos, self._n_live, self.n_ctx,
-                          self.n_vocab)
+                          n_tokens, self._tok, self._pos, self._seq, self._seq_pos, self.n_ctx, self.n_vocab)
 
     @property
     def _arange(self) -> np.ndarray:

@@ -49,7 +49,6 @@ class NativeStep(NamedTuple):
     pos: np.ndarray
     seq: np.ndarray
     seq_pos: np.ndarray  # [n_seq_max] int32
-    n_live: int  # sequences prefill started
     n_ctx: int
     n_vocab: int
 
