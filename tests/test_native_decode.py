@@ -83,6 +83,21 @@ def test_compiled_loop_draws_what_the_python_loop_draws(model, table, n, kw, max
         assert len_c.max() == max_tokens
 
 
+def test_a_stock_llama_cpp_steps_in_python(model, table, monkeypatch):
+    """Without alignts_llama_decode (a stock llama-cpp-python) native_step is None and generation and the raw floor
+    step in Python, drawing the same tokens."""
+    from alignts.runtime.backends import gguf
+
+    s = ConstrainedSampler(table, model.n_vocab, SamplerConfig(n_samples=2, seed=0))
+    prompt = _prompt(table)
+    want = s.generate(model, prompt, 4, np.random.default_rng(1))
+    monkeypatch.setitem(gguf._state, "native", None)
+    assert model.native_step() is None
+    got = s.generate(model, prompt, 4, np.random.default_rng(1))
+    np.testing.assert_array_equal(got[0], want[0])
+    assert model.raw_decode_benchmark(prompt, np.ones((3, 2), dtype=np.int32))["loop"] == "python"
+
+
 def test_compiled_loop_errors_and_the_model_survives(model, table):
     prompt = _prompt(table, n_values=80)  # 241 tokens of n_ctx=256: the samples reach the window's end
     s = ConstrainedSampler(table, model.n_vocab, SamplerConfig(n_samples=2, seed=0))

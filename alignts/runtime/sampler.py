@@ -13,7 +13,8 @@ parses to exactly H values (a grammar over the codec table):
   :meth:`ConstrainedSampler.sample_values` pads it with its last value, as LLMTime pads short outputs.
 
 n samples run as n parallel sequences of one batch over a backend with ``prefill(prompt_ids, n_parallel) ->
-logits [n, V]`` and ``step(tokens [k], seq_ids [k]) -> logits [k, V]`` (LlamaCppModel, OrtCausalLM).
+logits [n, V]`` and ``step(tokens [k], seq_ids [k]) -> logits [k, V]`` (LlamaCppModel, OrtCausalLM); a backend that
+also offers ``native_step()`` (LlamaCppModel on alignts' llama.cpp build) is stepped by one compiled loop instead.
 Sampling: temperature, top-p (nucleus) or greedy, from a seeded ``numpy.random.Generator``.
 """
 

@@ -288,8 +288,7 @@ def _native_functions():
     if "native" not in _state:
         from alignts.runtime.backends.gguf_native import native_functions
 
-        L = _lib()
-        _state["native"] = native_functions(L._lib, L.llama_get_logits)
+        _state["native"] = native_functions(_lib()._lib)
     return _state["native"]
 
 

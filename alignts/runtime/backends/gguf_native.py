@@ -64,14 +64,14 @@ class NativeStep(NamedTuple):
             raise BackendUnavailableError(f"a compiled decode loop returned status {status}.")
 
 
-def native_functions(lib: ctypes.CDLL, llama_get_logits) -> tuple[Any, Any] | None:
-    """(decode, get_logits) as numba-callable ctypes functions, or None when libllama has no
+def native_functions(lib: ctypes.CDLL) -> tuple[Any, Any] | None:
+    """(decode, get_logits) of libllama ``lib`` as numba-callable ctypes functions, or None when it has no
     ``alignts_llama_decode`` (a stock llama.cpp)."""
-    fn = getattr(lib, "alignts_llama_decode", None)
-    if fn is None:
+    decode = getattr(lib, "alignts_llama_decode", None)
+    if decode is None:
         return None
-    addr = ctypes.cast(fn, ctypes.c_void_p).value
-    return _DECODE(addr), _LOGITS(ctypes.cast(llama_get_logits, ctypes.c_void_p).value)
+    return (_DECODE(ctypes.cast(decode, ctypes.c_void_p).value),
+            _LOGITS(ctypes.cast(lib.llama_get_logits, ctypes.c_void_p).value))
 
 
 @njit(cache=CACHE, nogil=True)
