@@ -5,7 +5,8 @@ writable (a system or container install, a read-only image) numba tries its user
 (``~/.cache/numba``) and, when that fails too, refuses to import a ``cache=True`` function at all ("cannot cache
 function ...: no locator available"). This module runs before the first kernel is decorated and decides:
 
-1. ``ALIGNTS_NUMBA_CACHE=0``: no cache (every process compiles the kernels again, about 0.7 s).
+1. ``ALIGNTS_NUMBA_CACHE=0``: no cache (every process compiles the kernels again, about 0.7 s, and an Injective
+   process its sampling loop, about 2.4 s on the Intel Xeon of results/speed_llama.md section 14).
 2. ``NUMBA_CACHE_DIR`` set and writable: numba's own setting, untouched.
 3. The package folder writable: numba's default, beside the source.
 4. Otherwise the first writable of ``$XDG_CACHE_HOME/alignts/numba`` (default ``~/.cache/alignts/numba``),
