@@ -67,3 +67,15 @@ def test_both_onnxruntimes_reported(monkeypatch):
     assert "pip uninstall -y onnxruntime onnxruntime-gpu" in ort["error"]
     text = env_cli.to_text({**env_cli.collect(llama=False), "onnxruntime": ort})
     assert "onnxruntime providers  unavailable: onnxruntime 1.0 and onnxruntime-gpu 1.0" in text
+
+
+def test_cpu_isa_names_the_extensions_the_kernels_use():
+    """Benchmark headers state the CPU's vector extensions (AVX2-only and AVX-512 EPYCs and AMX Xeons all occur)."""
+    from alignts.runtime.threads import cpu_isa, cpu_label
+
+    assert cpu_isa({"avx2", "fma"}) == "AVX2"
+    assert cpu_isa({"sse4_2"}) == "no AVX2"
+    assert cpu_isa({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}) == "AVX-512 (vnni, bf16)"
+    assert cpu_isa({"avx512f", "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"}) == "AVX-512 (vnni), AMX (int8, bf16)"
+    if sys.platform.startswith("linux"):
+        assert cpu_label().endswith(f"({cpu_isa()})") and cpu_isa() != "unknown"

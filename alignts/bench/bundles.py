@@ -122,10 +122,11 @@ def _cores() -> int:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU, cores, OS, Python and load average of this machine (for the JSON)."""
-    from alignts.runtime.threads import cpu_model_and_flags
+    """CPU (model and vector extensions), cores, OS, Python and load average of this machine (for the JSON)."""
+    from alignts.runtime.threads import cpu_isa, cpu_model_and_flags
 
-    cpu = cpu_model_and_flags()[0] or platform.processor() or ""
+    model, flags = cpu_model_and_flags()
+    cpu = model or platform.processor() or ""
     try:
         load = [round(v, 2) for v in os.getloadavg()]
     except (AttributeError, OSError):
@@ -133,7 +134,7 @@ def machine_info() -> dict[str, Any]:
     # thread settings that change the timings (torch's OpenMP spin-waits by default: with more threads than
     # idle cores it slows down many times; OMP_WAIT_POLICY=PASSIVE avoids that)
     env = {k: os.environ[k] for k in _THREAD_ENV if k in os.environ}
-    return {"cpu": cpu, "cores": _cores(), "machine": platform.machine(), "system": platform.platform(),
+    return {"cpu": cpu, "isa": cpu_isa(flags), "cores": _cores(), "machine": platform.machine(), "system": platform.platform(),
             "python": platform.python_version(), "loadavg": load, "thread_env": env}
 
 

@@ -121,11 +121,9 @@ def machine_info() -> dict:
     }
     if hasattr(os, "getloadavg"):
         info["loadavg_1m"] = round(os.getloadavg()[0], 2)
-    from alignts.runtime.threads import cpu_model_and_flags
+    from alignts.runtime.threads import cpu_label
 
-    model = cpu_model_and_flags()[0]
-    if model is not None:
-        info["cpu_model"] = model
+    info["cpu_model"] = cpu_label()
     return info
 
 

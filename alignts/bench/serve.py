@@ -299,9 +299,9 @@ def run_serve_bench(bundle: str, cfg: ServeBenchConfig) -> dict[str, Any]:
 
 
 def _cpu() -> str:
-    from alignts.runtime.threads import cpu_model_and_flags
+    from alignts.runtime.threads import cpu_label
 
-    return cpu_model_and_flags()[0] or platform.processor()
+    return cpu_label()
 
 
 def to_markdown(result: dict[str, Any]) -> str:

@@ -163,10 +163,9 @@ def bench_rss(bundle: str, points: int, threads: int | None = 1, chunk: int = 10
 def machine() -> dict[str, Any]:
     from alignts.runtime.manifest import package_versions
 
-    from alignts.runtime.threads import cpu_model_and_flags
+    from alignts.runtime.threads import cpu_label
 
-    cpu = cpu_model_and_flags()[0] or platform.processor() or platform.machine()
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_label(), "cores": os.cpu_count(), "python": platform.python_version(),
             "packages": package_versions(["numpy", "numba", "onnxruntime", "llama_cpp_python"])}
 
 

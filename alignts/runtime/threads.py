@@ -44,6 +44,31 @@ def cpu_model_and_flags() -> tuple[str | None, set[str] | None]:
     return model, flags
 
 
+def cpu_isa(flags: set[str] | None = None) -> str:
+    """The vector extensions that decide alignts' kernels, in a few words (for benchmark headers): e.g.
+    "AVX-512 (vnni, bf16), AMX (int8, bf16)", "AVX2", "no AVX2"; "unknown" without /proc/cpuinfo. ``flags``:
+    /proc/cpuinfo's (default: this CPU's)."""
+    flags = cpu_model_and_flags()[1] if flags is None else flags
+    if flags is None:
+        return "unknown"
+    if "avx512f" in flags:
+        ext = [name for flag, name in (("avx512_vnni", "vnni"), ("avx512_bf16", "bf16")) if flag in flags]
+        out = "AVX-512" + (f" ({', '.join(ext)})" if ext else "")
+    else:
+        out = "AVX2" if "avx2" in flags else "no AVX2"
+    amx = [name for flag, name in (("amx_int8", "int8"), ("amx_bf16", "bf16")) if flag in flags]
+    return out + (f", AMX ({', '.join(amx)})" if amx else "")
+
+
+def cpu_label() -> str:
+    """This CPU's model and vector extensions in one string, for benchmark reports: "Intel(R) Xeon(R) Processor
+    (AVX-512 (vnni, bf16), AMX (int8, bf16))"."""
+    import platform
+
+    model, flags = cpu_model_and_flags()
+    return f"{model or platform.processor() or platform.machine()} ({cpu_isa(flags)})"
+
+
 def usable_cpus() -> list[int]:
     """The logical CPUs this process may run on."""
     try:
