@@ -193,6 +193,33 @@ def test_planner_takes_the_fastest_variant_within_the_gate():
     assert [v.name for v in rank_variants(old, backends=both)] == ["onnx-fp32", "gguf-f32", "onnx-int8", "gguf-q4_0"]
 
 
+def test_the_planner_says_when_the_timings_come_from_another_cpu(fitted, caplog):
+    """The gate records where it timed the variants; a bundle timed on another CPU is ranked by those timings, and
+    planning it warns once with the fix."""
+    import logging
+
+    from alignts.runtime import forecaster
+    from alignts.runtime.budget import timed_elsewhere
+    from alignts.runtime.threads import cpu_label
+
+    m = read_manifest(fitted)
+    assert {v.accuracy["cpu"] for v in m.variants} == {cpu_label()} and timed_elsewhere(m) is None
+
+    def rec(ms, cpu):
+        return {"ms_per_series": ms, "passed": True, "rel_mse_change": 0.0, "cpu": cpu}
+
+    other = _planner_manifest({"onnx-fp32": rec(4.0, "AMD EPYC (AVX-512 (vnni, bf16))"),
+                               "onnx-int8": rec(2.0, "AMD EPYC (AVX-512 (vnni, bf16))")})
+    assert timed_elsewhere(other) == "AMD EPYC (AVX-512 (vnni, bf16))"
+    assert timed_elsewhere(_planner_manifest({"onnx-fp32": rec(4.0, cpu_label())})) is None
+    assert timed_elsewhere(_planner_manifest({"onnx-fp32": {"ms_per_series": 4.0, "passed": True}})) is None
+    with caplog.at_level(logging.WARNING, logger="alignts.runtime.forecaster"):
+        for _ in range(2):
+            forecaster._warn_timed_elsewhere(other, "/bundles/b1")
+    warned = [r.getMessage() for r in caplog.records if "timings measured on" in r.getMessage()]
+    assert len(warned) == 1 and "AMD EPYC" in warned[0] and cpu_label() in warned[0] and "Fix:" in warned[0]
+
+
 def test_bench_rows_carry_the_roofline(fitted):
     from alignts.bench.bundles import BenchConfig, run_bench, to_markdown
     from alignts.bench.roofline import model_flops

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from alignts.errors import InputError
+from alignts.runtime.threads import cpu_label
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def accuracy_record(score: Mapping[str, Any], reference: str, ref_score: Mapping
             "reference_mse": ref, "rel_mse_change": rel if math.isfinite(rel) else None,
             "max_rel_mse_change": float(max_rel_mse_change), "passed": passed,
             "ms_per_series": float(score["ms_per_series"]), "batch_size": int(batch_size),
-            "threads": None if threads is None else int(threads)}
+            "threads": None if threads is None else int(threads), "cpu": cpu_label()}
 
 
 def judge(folder: str | os.PathLike, names: Sequence[str], reference: str, windows: GateWindows,

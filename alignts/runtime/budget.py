@@ -29,7 +29,8 @@ The peak is modelled as ``weights + activations + kv_cache + runtime_overhead`` 
 
 :func:`choose` walks the variants in :func:`rank_variants` order: in a gated bundle (variants carrying the
 accuracy gate's record, ``Variant.accuracy``, see ``alignts.export.gate``) the fastest variant within the gate first
-(by the time each took on the gate's validation windows in one run, ``ms_per_series``), then variants without a
+(by the time each took on the gate's validation windows in one run, ``ms_per_series``, on the CPU the record names:
+planning on another one warns, :func:`timed_elsewhere`), then variants without a
 record, then those over the gate; in a bundle written before the gate, from the most accurate (fp32/f32, then f16,
 then int8/q8_0, then q4_0; ties broken by the export validation error). Each first with the fast backend settings
 and then with the lean ones
@@ -545,6 +546,19 @@ def _gate_key(i: int, v: Variant) -> tuple:
     if acc.get("passed") is True and isinstance(ms, (int, float)) and math.isfinite(ms):
         return (0, float(ms)) + _accuracy_key(i, v)
     return (2 if acc.get("passed") is False else 1, 0.0) + _accuracy_key(i, v)
+
+
+def timed_elsewhere(manifest: Manifest) -> str | None:
+    """The CPU a gated bundle's variants were timed on (``accuracy.cpu``) when it is not this one, else None:
+    :func:`rank_variants` orders them by those timings, and another CPU may order them otherwise (on the Intel
+    Xeon of results/speed_llama.md section 14 gguf-bf16 is slower than gguf-f32; on the EPYC of section 12 it is
+    1.6x faster)."""
+    from alignts.runtime.threads import cpu_label
+
+    cpus = {v.accuracy.get("cpu") for v in manifest.variants if v.accuracy.get("ms_per_series") is not None}
+    cpus.discard(None)
+    here = cpu_label()
+    return None if not cpus or cpus == {here} else " / ".join(sorted(cpus))
 
 
 def rank_variants(manifest: Manifest, names: Iterable[str] | None = None,

@@ -30,6 +30,24 @@ DEVICES = ("cpu", "cuda")
 _REGISTRY: dict[str, type] = {}
 
 
+_warned_timed_elsewhere: set[str] = set()
+
+
+def _warn_timed_elsewhere(manifest: Manifest, bundle_dir) -> None:
+    """Once per bundle: the planner ranks its variants by timings taken on another CPU."""
+    from alignts.runtime.budget import timed_elsewhere
+    from alignts.runtime.threads import cpu_label
+
+    where = timed_elsewhere(manifest)
+    if where is None or str(bundle_dir) in _warned_timed_elsewhere:
+        return
+    _warned_timed_elsewhere.add(str(bundle_dir))
+    log.warning("%s: the planner ranks the variants by timings measured on %s; this CPU is %s, where their order "
+                "may differ. Fix: time them here (alignts bench %s) and pass the fastest as --variant (plan(variant=...)), "
+                "or run alignts quantize here to judge and time them again.", bundle_dir, where, cpu_label(),
+                bundle_dir)
+
+
 def register_paradigm(name: str):
     """Class decorator: ``@register_paradigm("internal") class InternalForecaster(Forecaster)``."""
 
@@ -159,6 +177,8 @@ class Forecaster(ABC):
 
         if not self.manifest.variants:
             raise InputError(f"bundle {self.bundle_dir} has no variants; re-export it.")
+        if variant is None:
+            _warn_timed_elsewhere(self.manifest, self.bundle_dir)
         return choose(self.manifest, budget, batch_size, context_len=self.context_len, horizon=self.horizon,
                       n_channels=self.n_channels, variants=[variant] if variant else None, shrink_batch=False,
                       lean_settings=True, bundle_dir=self.bundle_dir)

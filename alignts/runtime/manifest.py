@@ -94,7 +94,8 @@ class Variant:
     accuracy:    the accuracy gate's record (``alignts.export.gate``): the forecast error the variant adds on
                  held-out validation windows, in the scaled space the model is trained in: {"mse",
                  "reference", "reference_mse", "rel_mse_change", "max_rel_mse_change", "passed", "n_windows",
-                 "n_series", "ms_per_series", ...}; {} for bundles written before the gate (format 1.0).
+                 "n_series", "ms_per_series", "cpu" (where it was timed: ``threads.cpu_label``), ...}; {} for
+                 bundles written before the gate (format 1.0).
     extra:       backend facts (e.g. the GGUF architecture, the kv cache type it was validated with); every
                  ``*_file`` key names a file listed in Manifest.files.
     """
@@ -279,7 +280,7 @@ _RULES: dict[str, dict[str, Any]] = {
                  "max_rel_mse_change": _Num(0.0, 1e300), "passed": _BOOL, "n_windows": _Int(0, 1 << 40),
                  "n_series": _Int(0, 1 << 40), "ms_per_series": _Num(0.0, 1e300), "reference": _STR,
                  "metric": _STR, "split": _STR, "space": _STR, "batch_size": _Int(1, 1 << 30),
-                 "threads": _Int(1, 1 << 16)},
+                 "threads": _Int(1, 1 << 16), "cpu": _STR},
 }
 # keys whose null means "none" to the runtime (no channel count, no scaler, no column names, no description)
 _NULLABLE = {"n_channels", "scaler", "columns", "description", "mse", "rel_mse_change", "threads"}
