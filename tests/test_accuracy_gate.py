@@ -220,6 +220,18 @@ def test_the_planner_says_when_the_timings_come_from_another_cpu(fitted, caplog)
     assert len(warned) == 1 and "AMD EPYC" in warned[0] and cpu_label() in warned[0] and "Fix:" in warned[0]
 
 
+def test_inspect_shows_the_gate_and_the_planner_order(fitted, capsys):
+    from alignts.cli import main
+    from alignts.runtime.threads import cpu_label
+
+    assert main(["inspect", str(fitted)]) == 0
+    out = capsys.readouterr().out
+    assert "gate: val MSE +0.00 %, within the gate" in out and f"ms/series on {cpu_label()}" in out
+    order = [v.name for v in rank_variants(read_manifest(fitted), backends=("onnx", "gguf"))]
+    assert f"planner order here: {' > '.join(order)} (the fastest within the accuracy gate first)" in out
+    assert "the order may differ here" not in out
+
+
 def test_bench_rows_carry_the_roofline(fitted):
     from alignts.bench.bundles import BenchConfig, run_bench, to_markdown
     from alignts.bench.roofline import model_flops

@@ -64,7 +64,8 @@ def run(args) -> int:
         from alignts.cli.output import write_table
 
         write_table([{"variant": v.name, "backend": v.backend, "dtype": v.dtype, "weight_bytes": v.weight_bytes,
-                      "files": list(v.files), "validation": dict(v.validation)} for v in m.variants], args.format)
+                      "files": list(v.files), "validation": dict(v.validation), "accuracy": dict(v.accuracy)}
+                     for v in m.variants], args.format)
         return 0
     total = sum(e.size for e in m.files.values())
     print(f"bundle {args.bundle}: paradigm {m.paradigm}, architecture {m.architecture}, "
@@ -74,7 +75,7 @@ def run(args) -> int:
     print(f"files ({len(m.files)}, {total / 1e6:.1f} MB):")
     for name, e in sorted(m.files.items()):
         print(f"  {name:28s} {e.size / 1e6:9.2f} MB  sha256 {e.sha256[:16]}")
-    print("variants (most accurate first):")
+    print("variants (as written):")
     for v in m.variants:
         val = dict(v.validation)
         parts = [f"max|diff| {val['max_abs_diff']:.2e}" if "max_abs_diff" in val else ""]
@@ -87,6 +88,9 @@ def run(args) -> int:
             parts.append(f"tol {tol:g}")
         print(f"  {v.name:14s} {v.backend:5s} {v.dtype:5s} {v.weight_bytes / 1e6:8.2f} MB  "
               f"{', '.join(p for p in parts if p)}  files: {', '.join(v.files)}")
+        if v.accuracy:
+            print(f"  {'':14s} gate: {_gate_line(v.accuracy)}")
+    _print_planner_order(m)
     print("quantiles: " + _quantiles_line(m))
     from alignts.runtime.stream.engines import stream_line
 
@@ -126,3 +130,29 @@ def _quantiles_line(m) -> str:
         return "none (not calibrated). Fix: alignts calibrate BUNDLE --data DATA"
     return (f"split-conformal on {c.get('n_windows')} {c.get('split')} windows, levels "
             f"{min(c['levels']):g}..{max(c['levels']):g}")
+
+
+def _gate_line(acc) -> str:
+    """The accuracy gate's record of one variant in a line: its validation MSE change, verdict and timing."""
+    rel = acc.get("rel_mse_change")
+    verdict = {True: "within the gate", False: "over the gate"}.get(acc.get("passed"), "not judged")
+    out = (f"val MSE {rel * 100:+.2f} %" if isinstance(rel, (int, float)) else "val MSE -") + f", {verdict}"
+    if isinstance(acc.get("ms_per_series"), (int, float)):
+        out += f", {acc['ms_per_series']:.3g} ms/series"
+        out += f" on {acc['cpu']}" if acc.get("cpu") else ""
+    return out
+
+
+def _print_planner_order(m) -> None:
+    """The order the planner tries the variants in (with this machine's backends), and whether it was timed here."""
+    from alignts.runtime.budget import available_backends, rank_variants, timed_elsewhere
+    from alignts.runtime.threads import cpu_label
+
+    order = [v.name for v in rank_variants(m, backends=available_backends())]
+    gated = any(v.accuracy.get("ms_per_series") is not None for v in m.variants)
+    print("planner order here: " + (" > ".join(order) or "none (no usable backend)")
+          + (" (the fastest within the accuracy gate first)" if gated else " (the most accurate first)"))
+    where = timed_elsewhere(m)
+    if where is not None:
+        print(f"  timed on {where}; this CPU is {cpu_label()}: the order may differ here")
+
