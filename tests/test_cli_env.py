@@ -32,6 +32,7 @@ def test_json_dump():
     if sys.platform.startswith("linux"):
         assert cpu["model"] and set(cpu["flags"]) == set(env_cli.CPU_FLAGS)
         assert all(isinstance(v, bool) for v in cpu["flags"].values()) and isinstance(cpu["amx"], bool)
+        assert cpu["isa"].startswith(("AVX-512", "AVX2", "no AVX2"))
         assert cpu["memory_total_bytes"] > 0
     assert info["numba_cache"]["enabled"] in (True, False) and info["numba_cache"]["where"]
     assert info["paths"]["backbone_store"].endswith("backbones")

@@ -82,7 +82,7 @@ def _versions(names) -> dict[str, str | None]:
 
 
 def _cpu() -> dict[str, Any]:
-    from alignts.runtime.threads import cpu_model_and_flags
+    from alignts.runtime.threads import cpu_isa, cpu_model_and_flags
 
     model, flags = cpu_model_and_flags()
     try:
@@ -93,6 +93,7 @@ def _cpu() -> dict[str, Any]:
         "model": model or platform.processor() or None,
         "flags": {f: f in flags for f in CPU_FLAGS} if flags is not None else None,
         "amx": any(f.startswith("amx") for f in flags) if flags is not None else None,
+        "isa": cpu_isa(flags),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
     }
@@ -174,7 +175,7 @@ def to_text(info: dict[str, Any]) -> str:
         ("alignts", f"{a['version']} ({a['package_dir']}{'' if a['package_writable'] else ', read-only'})"),
         ("python", f"{py['version']} {py['implementation']} ({py['executable']})"),
         ("platform", f"{pl['system']} {pl['release']} {pl['machine']}" + (f", {pl['libc']}" if pl["libc"] else "")),
-        ("cpu", str(cpu["model"])),
+        ("cpu", f"{cpu['model']} ({cpu['isa']})"),
         ("cpu flags", "unknown" if flags is None else
          " ".join(f"{f}={'yes' if on else 'no'}" for f, on in flags.items())),
         ("cores", f"{cpu['usable_cores']} usable of {cpu['logical_cores']}"),
