@@ -6,7 +6,7 @@ constrained sampler (grammar, temperature, top-p, value counting: everything the
 matrix with no sampling at all (``LlamaCppModel.raw_decode_benchmark``). Overhead = 1 - loop tokens/s / raw tokens/s
 (prefill excluded in both, best of ``repeats``). Every repeat draws the same tokens (one seed) and the two take turns
 going first. On alignts' llama.cpp build both loops are compiled (numba calling llama.cpp, no Python between
-decodes: ``loop`` / ``raw_loop`` "compiled"); on a stock build both step in Python.
+decodes: ``loop`` "compiled"); on a stock build both step in Python (``loop`` "python").
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
     kv_type: the KV cache's type; None = what the Injective runtime plans for these weights
     (:func:`alignts.runtime.budget.decode_kv_type`).
     Returns {"loop_tokens_per_s", "raw_tokens_per_s", "overhead", "tokens", "n_samples", "horizon",
-    "prompt_tokens", "kv_unified", "kv_type", "kv_cells", "threads", "model", "loop", "raw_loop"}; overhead is a
-    fraction (0.1 = 10 % slower than raw); loop / raw_loop: "compiled" or "python".
+    "prompt_tokens", "kv_unified", "kv_type", "kv_cells", "threads", "model", "loop"}; overhead is a fraction
+    (0.1 = 10 % slower than raw); loop: "compiled" or "python", how both loops ran.
     """
     from alignts.kernels.digits import encode_digits
     from alignts.kernels.scaler import llmtime_scale, llmtime_scaler
@@ -133,7 +133,7 @@ def bench_generation(model_path: str | Path, n_samples: int = 20, horizon: int =
                 "kv_unified": model.kv_unified, "kv_type": kv_type, "kv_cells": model.settings["kv_cells"],
                 "tokens": tokens, "loop_tokens_per_s": loop_tps, "raw_tokens_per_s": raw_tps,
                 "overhead": 1.0 - loop_tps / raw_tps, "threads": n_threads,
-                "loop": "python" if model.native_step() is None else "compiled", "raw_loop": raw["loop"]}
+                "loop": raw["loop"]}  # the sampler steps the way raw_decode_benchmark does: both see native_step
     finally:
         model.close()
 

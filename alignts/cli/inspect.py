@@ -145,13 +145,12 @@ def _gate_line(acc) -> str:
 
 def _print_planner_order(m) -> None:
     """The order the planner tries the variants in (with this machine's backends), and whether it was timed here."""
-    from alignts.runtime.budget import available_backends, rank_variants, timed_elsewhere
+    from alignts.runtime.budget import available_backends, is_gated, rank_variants, timed_elsewhere
     from alignts.runtime.threads import cpu_label
 
     order = [v.name for v in rank_variants(m, backends=available_backends())]
-    gated = any(v.accuracy.get("ms_per_series") is not None for v in m.variants)
     print("planner order here: " + (" > ".join(order) or "none (no usable backend)")
-          + (" (the fastest within the accuracy gate first)" if gated else " (the most accurate first)"))
+          + (" (the fastest within the accuracy gate first)" if is_gated(m) else " (the most accurate first)"))
     where = timed_elsewhere(m)
     if where is not None:
         print(f"  timed on {where}; this CPU is {cpu_label()}: the order may differ here")

@@ -548,6 +548,11 @@ def _gate_key(i: int, v: Variant) -> tuple:
     return (2 if acc.get("passed") is False else 1, 0.0) + _accuracy_key(i, v)
 
 
+def is_gated(manifest: Manifest) -> bool:
+    """Whether the accuracy gate timed some variant (then :func:`rank_variants` orders by those timings)."""
+    return any(v.accuracy.get("ms_per_series") is not None for v in manifest.variants)
+
+
 def timed_elsewhere(manifest: Manifest) -> str | None:
     """The CPU a gated bundle's variants were timed on (``accuracy.cpu``) when it is not this one, else None:
     :func:`rank_variants` orders them by those timings, and another CPU may order them otherwise (on the Intel
@@ -577,8 +582,7 @@ def rank_variants(manifest: Manifest, names: Iterable[str] | None = None,
         bs = set(backends)
         vs = [v for v in vs if v.backend in bs]
     order = {v.name: i for i, v in enumerate(manifest.variants)}
-    gated = any(v.accuracy.get("ms_per_series") is not None for v in manifest.variants)
-    key = _gate_key if gated else _accuracy_key
+    key = _gate_key if is_gated(manifest) else _accuracy_key
     return sorted(vs, key=lambda v: key(order[v.name], v))
 
 

@@ -31,7 +31,7 @@ from numba import carray, njit
 from alignts.errors import InputError
 from alignts.kernels.digits import CodecTable, decode_digits
 from alignts.kernels.numba_cache import CACHE
-from alignts.runtime.backends.gguf_native import CONTEXT_FULL, DECODE_FAILED
+from alignts.runtime.backends.gguf_native import DECODE_FAILED, decode_staged, stage_step
 from alignts.runtime.configs import InjectiveRuntimeConfig as _D
 
 log = logging.getLogger(__name__)
@@ -192,16 +192,17 @@ def _step_kernel(logits, live, cand, mask, kind, state, n_dig, n_val, vpos, dpos
 
 
 @njit(cache=CACHE, nogil=True)
-def _native_loop(decode, get_logits, ctx, batch, n_tokens, tok_buf, pos_buf, seq_buf, seq_pos, n_ctx, n_vocab,
-                 logits, cand, mask, kind, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d, horizon, inv_temp,
-                 top_p, greedy, rng, out, length, limit, keep_finished, full):  # pragma: no cover - numba
+def _native_loop(decode, get_logits, ctx, batch, n_tokens, tok_buf, pos_buf, seq_buf, nseq_buf, out_buf, seq_pos,
+                 n_ctx, n_vocab, logits, cand, mask, kind, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d, horizon,
+                 inv_temp, top_p, greedy, rng, out, length, limit, keep_finished, full):  # pragma: no cover - numba
     """:meth:`ConstrainedSampler.generate`'s loop in one compiled call, llama.cpp's decode called from here
     (:class:`alignts.runtime.backends.gguf_native.NativeStep`'s functions and buffers): the same tokens as the
     Python loop for the same ``rng`` (``rng.random()`` r times draws what ``rng.random(r)`` does).
-    logits [n, V]: prefill's. Returns (status, llama_decode's code, tokens decoded); status 0 done,
-    DECODE_FAILED, CONTEXT_FULL."""
+    logits [n, V]: prefill's. Returns (status, llama_decode's code, tokens decoded); status 0 done, or one of
+    gguf_native's (CONTEXT_FULL, DECODE_FAILED)."""
     n = state.shape[0]
     live = np.arange(n)
+    everyone = np.arange(n)
     tok = np.empty(n, dtype=np.int64)
     keep = np.empty(n, dtype=np.bool_)
     u = np.zeros(n)
@@ -225,22 +226,17 @@ def _native_loop(decode, get_logits, ctx, batch, n_tokens, tok_buf, pos_buf, seq
                 tok[k] = tok[j]
                 k += 1
         r = k
-        m = n if keep_finished else r  # keep_finished: every sequence steps, the finished ones fed a separator
-        for i in range(m):
-            s = i if keep_finished else live[i]
-            if seq_pos[s] >= n_ctx:
-                return CONTEXT_FULL, 0, decoded
-            tok_buf[i] = full[s] if keep_finished else tok[i]
-            pos_buf[i] = seq_pos[s]
-            seq_buf[i] = s
-        n_tokens[0] = m
-        rc = decode(ctx, batch)
+        # keep_finished: every sequence steps, the finished ones fed a separator
+        seq = everyone if keep_finished else live[:r]
+        bad = stage_step(full if keep_finished else tok[:r], seq, seq_pos, n, n_ctx, n_vocab, tok_buf, pos_buf,
+                         seq_buf, nseq_buf, out_buf)
+        if bad != 0:
+            return bad, 0, decoded
+        rc = decode_staged(decode, ctx, batch, n_tokens, seq, seq_pos)
         if rc != 0:
             return DECODE_FAILED, rc, decoded
-        for i in range(m):
-            seq_pos[seq_buf[i]] += 1
-        decoded += m
-        rows = carray(get_logits(ctx), (m, n_vocab))
+        decoded += seq.shape[0]
+        rows = carray(get_logits(ctx), (seq.shape[0], n_vocab))
         logits = rows[live[:r]] if keep_finished else rows
 
 
@@ -354,7 +350,8 @@ class ConstrainedSampler:
             if step is not None:
                 status, code, self.decoded_tokens = _native_loop(
                     step.decode, step.get_logits, step.ctx, step.batch, step.n_tokens, step.tok, step.pos, step.seq,
-                    step.seq_pos, step.n_ctx, step.n_vocab, np.ascontiguousarray(logits, dtype=np.float32),
+                    step.nseq, step.out, step.seq_pos, step.n_ctx, step.n_vocab,
+                    np.ascontiguousarray(logits, dtype=np.float32),
                     self._cand, self._mask, self._kind, state, n_dig, n_val, vpos, dpos, vsep, dsep, max_d, horizon,
                     inv_temp, self.cfg.top_p, self.cfg.greedy, rng, out, length, limit, self.cfg.keep_finished, full)
                 step.check(status, code)

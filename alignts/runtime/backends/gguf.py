@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from numba import njit
 
 from alignts.errors import ArtifactError, BackendUnavailableError, InputError, ShapeError, missing_extra
-from alignts.kernels.numba_cache import CACHE
+from alignts.runtime.backends.gguf_native import (BAD_SEQ, BAD_TOKEN, CONTEXT_FULL, NativeStep, native_functions,
+                                                  raw_decode_loop, stage_step)
 from alignts.runtime.budget import embedding_geometry
 from alignts.runtime.gguf_check import GGUFInfo, check_context, check_gguf, check_lora_adapter
 
@@ -108,37 +108,6 @@ def numpy_batch(L, cap: int):
     b.seq_id = seq_ptrs
     b.logits = out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
     return tok, pos, nseq, seq, out, seq_ptrs, b
-
-
-@njit(cache=CACHE)
-def _stage_step(tok, seq, seq_pos, n_live, n_ctx, n_vocab, tok_buf, pos_buf, seq_buf, nseq_buf, out_buf):
-    """Check one decode step's tokens and fill the batch: token i of sequence seq[i] at its next position, logits
-    out for every one; then advance seq_pos. Returns 0, or what was wrong (nothing written): 1 a sequence id
-    outside [0, n_live) or twice, or more tokens than the batch holds, 2 a sequence at n_ctx, 3 a token id outside
-    [0, n_vocab). One compiled call instead of a dozen numpy ones: a decode step of a small LM is ~0.2 ms, and
-    those cost ~10 us."""
-    n = tok.shape[0]
-    if n > tok_buf.shape[0]:
-        return 1
-    seen = np.zeros(max(n_live, 1), dtype=np.bool_)
-    for i in range(n):
-        s = seq[i]
-        if s < 0 or s >= n_live or seen[s]:
-            return 1
-        seen[s] = True
-        if seq_pos[s] >= n_ctx:
-            return 2
-        if tok[i] < 0 or tok[i] >= n_vocab:
-            return 3
-    for i in range(n):
-        tok_buf[i] = tok[i]
-        pos_buf[i] = seq_pos[seq[i]]
-        seq_buf[i] = seq[i]
-        nseq_buf[i] = 1
-        out_buf[i] = 1
-    for i in range(n):
-        seq_pos[seq[i]] += 1
-    return 0
 
 
 def _last_log() -> str:
@@ -286,8 +255,6 @@ def _native_functions():
     """(decode, get_logits) for compiled loops (:mod:`alignts.runtime.backends.gguf_native`), None for a stock
     llama.cpp (no ``alignts_llama_decode``, scripts/patch_llama.py change 9). Looked up once."""
     if "native" not in _state:
-        from alignts.runtime.backends.gguf_native import native_functions
-
         _state["native"] = native_functions(_lib()._lib)
     return _state["native"]
 
@@ -725,18 +692,18 @@ class LlamaCppModel:
                 raise ShapeError(f"seq_ids must be {n} ids, one a token; got {seq.tolist()}.")
         if tok.dtype.kind not in "iu" or seq.dtype.kind not in "iu":
             raise InputError(f"token and sequence ids must be integers; got {tok.dtype} and {seq.dtype}.")
-        bad = _stage_step(tok, seq, self._seq_pos, self._n_live, self.n_ctx, self.n_vocab, self._tok, self._pos,
-                          self._seq, self._nseq, self._out)
-        if bad == 1:
+        bad = stage_step(tok, seq, self._seq_pos, self._n_live, self.n_ctx, self.n_vocab, self._tok, self._pos,
+                         self._seq, self._nseq, self._out)
+        if bad == BAD_SEQ:
             raise ShapeError(f"seq_ids must be {n} distinct ids in [0, {self._n_live}); got {seq.tolist()}.")
-        if bad == 2:
+        if bad == CONTEXT_FULL:
             raise ShapeError(f"a sequence reached n_ctx={self.n_ctx} tokens; create the model with a larger n_ctx.")
-        if bad == 3:
+        if bad == BAD_TOKEN:
             raise InputError(f"token ids must be in [0, {self.n_vocab}); got {tok.tolist()}.")
         try:
             self._decode(n, use_embd=False)
         except BackendUnavailableError:
-            self._seq_pos[seq] -= 1  # _stage_step advanced them: the step did not happen
+            self._seq_pos[seq] -= 1  # stage_step advanced them: the step did not happen
             raise
         return self._logits(n, copy)
 
@@ -744,23 +711,19 @@ class LlamaCppModel:
     def native_step(self):
         """This model's decode step for a compiled loop (a :class:`~alignts.runtime.backends.gguf_native.NativeStep`),
         valid until the next call of any other method; None for a stock llama.cpp (callers :meth:`step`). Call it
-        after :meth:`prefill`, holding ``lock`` until the loop is done (it points the batch at the token buffer and
-        sets every entry's sequence count and logits flag)."""
+        after :meth:`prefill`, holding ``lock`` until the loop is done (it points the batch at the token buffer)."""
         self._check_open()
         fns = _native_functions()
         if fns is None:
             return None
-        from alignts.runtime.backends.gguf_native import NativeStep
-
         b = self._batch
         b.token = self._tok_ptr
         b.embd = None
-        self._nseq[:] = 1
-        self._out[:] = 1
         field = ctypes.addressof(b) + type(b).n_tokens.offset
         n_tokens = np.ctypeslib.as_array((ctypes.c_int32 * 1).from_address(field))
         return NativeStep(fns[0], fns[1], ctypes.cast(self._ctx, ctypes.c_void_p).value, ctypes.addressof(b),
-                          n_tokens, self._tok, self._pos, self._seq, self._seq_pos, self.n_ctx, self.n_vocab)
+                          n_tokens, self._tok, self._pos, self._seq, self._nseq, self._out, self._seq_pos,
+                          self._n_live, self.n_ctx, self.n_vocab)
 
     @property
     def _arange(self) -> np.ndarray:
@@ -825,11 +788,10 @@ class LlamaCppModel:
         native = self.native_step()
         t1 = time.perf_counter()
         if native is not None:
-            from alignts.runtime.backends.gguf_native import raw_decode_loop
-
             status, code = raw_decode_loop(native.decode, native.get_logits, native.ctx, native.batch,
-                                           native.n_tokens, native.tok, native.pos, native.seq, native.seq_pos,
-                                           native.n_ctx, np.ascontiguousarray(tokens))
+                                           native.n_tokens, native.tok, native.pos, native.seq, native.nseq,
+                                           native.out, native.seq_pos, native.n_ctx, native.n_vocab,
+                                           np.ascontiguousarray(tokens))
             native.check(status, code)
         else:
             L, ctx, b = self._L, self._ctx, self._batch
