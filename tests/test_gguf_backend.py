@@ -287,7 +287,7 @@ def test_stock_llama_on_an_amx_cpu_keeps_off_ggml_amx(llama_cpp, files, monkeypa
 
 
 def test_step_refuses_bad_ids_and_loses_nothing(llama_cpp, files):
-    """step checks its ids in one compiled pass (_stage_step) before llama.cpp sees them: sequence ids outside the
+    """step checks its ids in one compiled pass (gguf_native.stage_step) before llama.cpp sees them: sequence ids outside the
     live ones or repeated, more tokens than the batch holds, token ids outside the vocabulary, non-integer ids and a
     sequence at n_ctx are refused with the fix in the message, and a refused (or failed) step moves no position: the
     next good step gives the logits of a model that never saw the bad one"""
