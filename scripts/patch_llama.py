@@ -8,7 +8,8 @@ Nine changes, each refused loudly when the code they anchor to has moved (update
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
    folder holding libggml itself, so the Python package and alignts-run find the CPU variants installed beside it.
 2. native/ggml/: packed GEMMs for ggml's f32 x f32 products (x86-64 with AVX2+FMA or AVX-512), bf16 x f32
-   (AVX-512 BF16) and q8_0 x f32 (AVX-512 VNNI); ggml's other CPU variants and architectures keep llamafile's tinyBLAS. Copied next to
+   (AVX-512 BF16; on AMX-BF16 tiles where the CPU has them and Linux grants them, alignts_gemm_amx.h) and q8_0 x f32
+   (AVX-512 VNNI); ggml's other CPU variants and architectures keep llamafile's tinyBLAS. Copied next to
    llamafile/sgemm.cpp, alignts_gemm.h included at its end, alignts_mul_mat() called first in
    ggml_compute_forward_mul_mat.
 3. ggml's f32 GELU (an f16 table, one value at a time) computed in f32, 16 / 8 values at a time (AVX-512 /

@@ -242,6 +242,7 @@ def test_bench_rows_carry_the_roofline(fitted):
     c = result["ceilings"]
     assert c["sgemm_gflops"] > 0 and c["int8_gops"] > 0 and c["copy_gbs"] > 0 and c["threads"] == 1
     assert c["sgemm_gflops"] == max(c["numpy_sgemm_gflops"], c["ort_sgemm_gflops"])
+    assert c["bf16_gflops"] > 0  # torch is installed with the test extras
     m = read_manifest(fitted)
     f1, f4 = model_flops(m, 1), model_flops(m, 4)
     assert f4 == pytest.approx(4 * f1)
@@ -250,7 +251,8 @@ def test_bench_rows_carry_the_roofline(fitted):
     assert f1 >= 2 * n_layers * (4 * d * d + 8 * d * d) * tokens
     for r in result["rows"]:
         assert r["gflops"] == pytest.approx(r["gflop_per_call"] / (r["latency_p50_ms"] / 1e3))
-        assert r["ceiling"] == ("int8_gops" if r["dtype"] == "int8" else "sgemm_gflops")
+        assert r["ceiling"] == {"int8": "int8_gops", "bf16": "bf16_gflops" if c["bf16_gflops"] else "sgemm_gflops"
+                                }.get(r["dtype"], "sgemm_gflops")
         assert r["roofline_fraction"] == pytest.approx(r["gflops"] / c[r["ceiling"]]) and r["roofline_fraction"] > 0
         assert r["val_mse_change"] == m.variant(r["variant"]).accuracy["rel_mse_change"]
     md = to_markdown(result)

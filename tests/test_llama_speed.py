@@ -161,6 +161,57 @@ def test_bf16_gguf_loads_and_stays_close(ggufs, tmp_path):
         assert 0 < rel < 3e-2, rel
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+_BF16_HIDDEN = """
+import sys, numpy as np
+from alignts.runtime.backends.gguf import LlamaCppModel
+x = np.load(sys.argv[2])
+with LlamaCppModel(sys.argv[1], embeddings=True, n_threads=2, n_ctx=x.shape[1], n_batch=x.shape[0] * x.shape[1],
+                   n_seq_max=x.shape[0]) as m:
+    np.save(sys.argv[3], m.hidden_states(x))
+"""
+
+
+@pytest.mark.skipif(not {"amx_bf16", "amx_tile"} <= _cpu_flags(),
+                    reason="no AMX-BF16 on this CPU: bf16 products run on the AVX-512 BF16 tiles "
+                           "(test_bf16_gguf_loads_and_stays_close, ctest gemm_bf16_avx512bf16)")
+def test_bf16_amx_tiles_equal_the_avx512_path_inside_llama_cpp(tmp_path):
+    """A bf16 GGUF's products on AMX tiles (native/ggml/alignts_gemm_amx.h) against the same products on the
+    vdpbf16ps tiles (ALIGNTS_AMX=0): the same bf16-rounded operands, f32 sums in another order. Width 64 and an
+    FFN of 128: two and four 32-row tile blocks, which 2 threads split; the rows past full blocks are ctest's."""
+    import os
+    import subprocess
+    import sys
+
+    from alignts.export.gguf_writer import write_gguf
+
+    path = write_gguf(make_model("bert"), tmp_path / "bert.bf16.gguf", dtype="bf16")
+    x = np.random.default_rng(4).standard_normal((5, 9, D)).astype(np.float32)  # 45 tokens: a block and 13
+    np.save(tmp_path / "x.npy", x)
+    out = {}
+    for amx in ("1", "0"):
+        env = dict(os.environ, ALIGNTS_AMX=amx)
+        subprocess.run([sys.executable, "-c", _BF16_HIDDEN, str(path), str(tmp_path / "x.npy"),
+                        str(tmp_path / f"h{amx}.npy")], env=env, check=True, timeout=300)
+        out[amx] = np.load(tmp_path / f"h{amx}.npy")
+    scale = float(np.abs(out["0"]).max())
+    diff = float(np.abs(out["1"] - out["0"]).max())
+    # a sum that differs in its last bit can round the next product's input to the neighbouring bf16 (2^-8
+    # relative): measured 3.1e-4 of 4.0; bf16 against f32 weights is 3e-2 (test_bf16_gguf_loads_and_stays_close)
+    assert np.isfinite(out["1"]).all() and diff < 2e-3 * scale, (diff, scale)
+    # equal outputs would mean the tiles never ran
+    assert diff > 0
+
+
 def test_planner_carries_the_geometry_and_counts_its_memory():
     from tests.test_budget_planner import _manifest
 

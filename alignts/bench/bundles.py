@@ -457,7 +457,10 @@ def to_markdown(result: Mapping[str, Any]) -> str:
         lines.insert(1, f"ceilings measured in this run ({c.get('threads')} threads): sgemm {c['sgemm_gflops']:.0f} "
                         f"GFLOP/s (the faster of numpy and onnxruntime MatMul, n={c['sizes']['sgemm_n']}), int8 GEMM "
                         f"{c['int8_gops']:.0f} GOP/s "
-                        f"(onnxruntime MatMulInteger, n={c['sizes']['int8_n']}), copy {c['copy_gbs']:.1f} GB/s "
+                        f"(onnxruntime MatMulInteger, n={c['sizes']['int8_n']}), "
+                        + (f"bf16 GEMM {c['bf16_gflops']:.0f} GFLOP/s (torch, n={c['sizes']['sgemm_n']}), "
+                           if c.get("bf16_gflops") else "")
+                        + f"copy {c['copy_gbs']:.1f} GB/s "
                         "(numpy, one thread); 'of ceiling' = achieved / the ceiling of the row's arithmetic")
     notes = sorted({r["note"] for r in result["rows"] if r.get("note")})
     if notes:
@@ -465,7 +468,7 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_CEIL = {"sgemm_gflops": "sgemm", "int8_gops": "int8", "copy_gbs": "copy"}
+_CEIL = {"sgemm_gflops": "sgemm", "int8_gops": "int8", "bf16_gflops": "bf16", "copy_gbs": "copy"}
 
 
 def write_csv(result: Mapping[str, Any], path: str | os.PathLike) -> Path:

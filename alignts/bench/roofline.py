@@ -9,6 +9,10 @@ another day, another load, another machine):
   kernel on a CPU it does not know, where MLAS uses AVX-512, so numpy alone can sit below what a model reaches);
 - ``int8_gops``: onnxruntime ``MatMulInteger`` (uint8 x int8 -> int32, the kernel family onnxruntime's int8
   MatMuls use), same count, ops per second;
+- ``bf16_gflops``: a large bfloat16 matrix product in torch (oneDNN: AMX tiles on a CPU with AMX-BF16, AVX-512
+  BF16 dot products on one without), when torch is installed (None otherwise: bf16 rows are then set against the
+  sgemm ceiling). The bf16 GGUF variants' products run on AMX tiles where the CPU has them
+  (native/ggml/alignts_gemm_amx.h), several times the sgemm rate, so the sgemm ceiling would not bound them;
 - ``copy_gbs``: a streaming copy of a 256 MiB float32 array (numpy, one thread), bytes read + written per second.
 
 Each is the best of a few timed runs (the ceiling, not the mean). :func:`model_flops` counts one forecast call's
@@ -17,9 +21,9 @@ token and layer ``2 * (4 d^2 + 2 d d_ff)`` for the weight matrices and ``4 T d``
 plus the patch embedding and the head (Internal) or the reprogramming attention and the head (Bridging), over
 ``batch * channels`` series; norms, softmax and activations (a few % of it) are left out, so the achieved rate is a
 slight under-estimate. :func:`roofline_fields` turns a row's p50 into achieved GFLOP/s and its fraction of the
-ceiling of its arithmetic: the int8 ceiling for int8 / q8_0 / q4_0 weights (integer dot products), the sgemm one
-otherwise; for generation (Injective), bytes/s of weights read (each decode step reads every weight once and
-yields one token per live sample) against the copy bandwidth.
+ceiling of its arithmetic: the int8 ceiling for int8 / q8_0 / q4_0 weights (integer dot products), the bf16 one
+for bf16 weights (when measured), the sgemm one otherwise; for generation (Injective), bytes/s of weights read
+(each decode step reads every weight once and yields one token per live sample) against the copy bandwidth.
 """
 
 from __future__ import annotations
@@ -90,6 +94,26 @@ def _ort_gemm(n: int, threads: int | None, repeats: int, int8: bool) -> float:
     return 2.0 * n ** 3 / _best(lambda: sess.run(None, {"a": a}), repeats) / 1e9
 
 
+def _torch_bf16(n: int, threads: int | None, repeats: int) -> float | None:
+    """torch's bfloat16 [n, n] x [n, n] product, GFLOP/s; None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(n, n, generator=g).to(torch.bfloat16)
+        b = torch.randn(n, n, generator=g).to(torch.bfloat16)
+        c = torch.empty(n, n, dtype=torch.bfloat16)
+        with torch.inference_mode():
+            return 2.0 * n ** 3 / _best(lambda: torch.matmul(a, b, out=c), repeats) / 1e9
+    finally:
+        torch.set_num_threads(before)
+
+
 def _copy(n_bytes: int, repeats: int) -> float:
     src = np.ones(n_bytes // 4, dtype=np.float32)
     dst = np.empty_like(src)
@@ -97,20 +121,22 @@ def _copy(n_bytes: int, repeats: int) -> float:
 
 
 def measure_ceilings(threads: int | None = None, repeats: int = 5, quick: bool = False) -> dict[str, Any]:
-    """{"sgemm_gflops", "numpy_sgemm_gflops", "ort_sgemm_gflops", "int8_gops", "copy_gbs", "threads",
-    "blas_threads", "sizes", "seconds"} measured now
+    """{"sgemm_gflops", "numpy_sgemm_gflops", "ort_sgemm_gflops", "int8_gops", "bf16_gflops", "copy_gbs",
+    "threads", "blas_threads", "sizes", "seconds"} measured now
     (``quick``: small sizes, for tests: the numbers are then far below the real ceilings)."""
     t0 = time.perf_counter()
     n, n8, nb = (256, 256, 8 << 20) if quick else (SGEMM_N, INT8_N, COPY_BYTES)
     sgemm, blas_threads = _sgemm(n, threads, repeats)
     ort_sgemm = _ort_gemm(n, threads, repeats, int8=False)
     out = {"sgemm_gflops": max(sgemm, ort_sgemm), "numpy_sgemm_gflops": sgemm, "ort_sgemm_gflops": ort_sgemm,
-           "int8_gops": _ort_gemm(n8, threads, repeats, int8=True), "copy_gbs": _copy(nb, repeats),
+           "int8_gops": _ort_gemm(n8, threads, repeats, int8=True), "bf16_gflops": _torch_bf16(n, threads, repeats),
+           "copy_gbs": _copy(nb, repeats),
            "threads": threads, "blas_threads": blas_threads,
            "sizes": {"sgemm_n": n, "int8_n": n8, "copy_bytes": nb}}
     out["seconds"] = time.perf_counter() - t0
-    log.info("ceilings (%s threads): sgemm %.0f GFLOP/s, int8 %.0f GOP/s, copy %.1f GB/s", threads,
-             out["sgemm_gflops"], out["int8_gops"], out["copy_gbs"])
+    log.info("ceilings (%s threads): sgemm %.0f GFLOP/s, int8 %.0f GOP/s, bf16 %s GFLOP/s, copy %.1f GB/s", threads,
+             out["sgemm_gflops"], out["int8_gops"], "n/a" if out["bf16_gflops"] is None else
+             f"{out['bf16_gflops']:.0f}", out["copy_gbs"])
     return out
 
 
@@ -141,6 +167,15 @@ def model_flops(manifest, batch_size: int, bundle_dir=None) -> float | None:
     return float(lm + io)
 
 
+def ceiling_key(dtype: str | None, ceilings: Mapping[str, Any]) -> str:
+    """The ceiling a row of this weight dtype is set against (module docstring)."""
+    if dtype in INT_DTYPES:
+        return "int8_gops"
+    if dtype == "bf16" and ceilings.get("bf16_gflops"):
+        return "bf16_gflops"
+    return "sgemm_gflops"
+
+
 def roofline_fields(row: Mapping[str, Any], ceilings: Mapping[str, Any] | None, flops: float | None,
                     n_parallel: int | None = None) -> dict[str, Any]:
     """The roofline columns of one bench row: ``gflops`` (achieved), ``ceiling`` (which one), ``ceiling_value``,
@@ -158,7 +193,7 @@ def roofline_fields(row: Mapping[str, Any], ceilings: Mapping[str, Any] | None, 
     p50 = row.get("latency_p50_ms")
     if flops is None or not p50:
         return out
-    key = "int8_gops" if row.get("dtype") in INT_DTYPES else "sgemm_gflops"
+    key = ceiling_key(row.get("dtype"), ceilings)
     rate = flops / (float(p50) / 1e3) / 1e9
     out.update(gflop_per_call=flops / 1e9, gflops=rate, ceiling=key, ceiling_value=ceilings[key],
                roofline_fraction=rate / ceilings[key])

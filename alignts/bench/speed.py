@@ -201,13 +201,14 @@ def to_markdown(result: Mapping[str, Any]) -> str:
                             if Path(path).name == QUANTIZED else ""))
         lines.append("")
     lines += ["## Ceilings (measured in each run)", "", "| threads | sgemm GFLOP/s: the faster of numpy / "
-              "onnxruntime MatMul (n=2048) | int8 GEMM GOP/s (onnxruntime MatMulInteger, n=1024) | copy GB/s (numpy, "
-              "1 thread, 256 MiB) |", "|--:|--:|--:|--:|"]
+              "onnxruntime MatMul (n=2048) | int8 GEMM GOP/s (onnxruntime MatMulInteger, n=1024) | bf16 GEMM GFLOP/s "
+              "(torch, n=2048) | copy GB/s (numpy, 1 thread, 256 MiB) |", "|--:|--:|--:|--:|--:|"]
     for run in result["runs"]:
         c = run.get("ceilings") or {}
         lines.append(f"| {c.get('threads')} | {_fmt(c.get('sgemm_gflops'), '.0f')} ("
                      f"{_fmt(c.get('numpy_sgemm_gflops'), '.0f')} / {_fmt(c.get('ort_sgemm_gflops'), '.0f')}) | "
-                     f"{_fmt(c.get('int8_gops'), '.0f')} | {_fmt(c.get('copy_gbs'), '.1f')} |")
+                     f"{_fmt(c.get('int8_gops'), '.0f')} | {_fmt(c.get('bf16_gflops'), '.0f')} | "
+                     f"{_fmt(c.get('copy_gbs'), '.1f')} |")
     for bundle in sorted({k[0] for k in rows}):
         g = gates.get(bundle, {})
         names = []
@@ -221,7 +222,7 @@ def to_markdown(result: Mapping[str, Any]) -> str:
                   "eager (one torch timing per batch size and thread count, its calls round-robin with every row's, same "
                   "input, same threads) / "
                   "achieved GFLOP/s as % of the ceiling of the row's arithmetic (int8 GEMM for int8/q8_0/q4_0, "
-                  "sgemm otherwise). val MSE change: the accuracy gate (relative, vs fp32, validation windows, scaled "
+                  "bf16 GEMM for bf16, sgemm otherwise). val MSE change: the accuracy gate (relative, vs fp32, validation windows, scaled "
                   "space). max abs diff: the variant's recorded fidelity check (vs torch on fresh random inputs at "
                   "export; quantize's variants vs the fp32 variant on random walks).", ""]
         cols = [(b, t) for t in threads for b in batches]

@@ -3,11 +3,13 @@
 // ggml_compute_params and the tensor macros are known) and calls alignts_mul_mat() first in
 // ggml_compute_forward_mul_mat. Every CPU variant of ggml compiles it with its own flags:
 //   f32 x f32   alignts_sgemm_f32.h (AVX2+FMA or AVX-512)
-//   bf16 x f32  alignts_gemm_bf16.h (AVX-512 BF16)
+//   bf16 x f32  alignts_gemm_amx.h (AMX-BF16 tiles, where the CPU and the kernel allow them), else
+//               alignts_gemm_bf16.h (AVX-512 BF16)
 //   q8_0 x f32  alignts_gemm_q8_0.h (AVX-512 VNNI; a decode step's few tokens too)
 // and leaves every other product (types, CPUs, bf16 with fewer tokens than a vector's lanes) to ggml.
 #pragma once
 
+#include "alignts_gemm_amx.h"
 #include "alignts_gemm_bf16.h"
 #include "alignts_gemm_q8_0.h"
 #include "alignts_sgemm_f32.h"
@@ -106,9 +108,22 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
     if (src0->type == GGML_TYPE_BF16 && nb00 == sizeof(uint16_t) && nb01 % sizeof(uint16_t) == 0
         && ne00 % alignts_bf16::KB == 0 && ne11 >= alignts_bf16::VL) {
         uint32_t * Bp = static_cast<uint32_t *>(alignts_ggml::scratch(sizeof(uint32_t) * alignts_bf16::pack_words(ne00)));
-        alignts_ggml::for_each_job(params, src0, src1, dst, alignts_bf16::RM,
+#if defined(ALIGNTS_GEMM_AMX)
+        const bool amx = alignts_amx::available();  // rows in blocks of the tiles' 32
+        const int64_t rm = amx ? alignts_amx::TR : alignts_bf16::RM;
+#else
+        const int64_t rm = alignts_bf16::RM;
+#endif
+        alignts_ggml::for_each_job(params, src0, src1, dst, rm,
             [&](int64_t i_begin, int64_t i_end, const uint8_t * A, const float * B, float * C) {
                 const uint16_t * W = reinterpret_cast<const uint16_t *>(A);
+#if defined(ALIGNTS_GEMM_AMX)
+                if (amx && Bp) {
+                    alignts_amx::gemm_rows(i_begin, i_end, ne11, ne00, W, nb01 / sizeof(uint16_t), B,
+                                           nb11 / sizeof(float), C, nb1 / sizeof(float), Bp);
+                    return;
+                }
+#endif
                 if (Bp) {
                     alignts_bf16::gemm_rows(i_begin, i_end, ne11, ne00, W, nb01 / sizeof(uint16_t), B,
                                             nb11 / sizeof(float), C, nb1 / sizeof(float), Bp);

@@ -1,9 +1,9 @@
 // native/ggml/alignts_gemm_bf16.h (the packed bf16 x f32 GEMM scripts/patch_llama.py puts into ggml's CPU backend)
 // against a double-precision reference of the bf16-rounded operands (round to nearest even, as ggml rounds the
-// activations): token remainders, strided rows, the columns past m untouched, the packed path and the one without
-// a pack. Exits 77 (ctest: skipped) on a CPU
-// without AVX-512 BF16.
-#include "../ggml/alignts_gemm_bf16.h"
+// activations): token remainders, strided rows, the columns past m untouched, the packed path, the one without
+// a pack and, where the CPU and the kernel allow AMX-BF16, the tiles of alignts_gemm_amx.h (weight rows past the
+// last full 32 on the packed path's tiles). Exits 77 (ctest: skipped) on a CPU without AVX-512 BF16.
+#include "../ggml/alignts_gemm_amx.h"
 #include "gemm_check.h"
 
 #include <cmath>
@@ -36,10 +36,18 @@ int main() {
     }
     using namespace alignts_bf16;
     const int64_t shapes[][3] = {{384, 66, 384}, {1536, 22, 384}, {384, 154, 1536}, {7, 17, 32}, {13, 33, 64},
-                                 {25, 16, 96},   {5, 40, 32},     {1, 1, 32},        {11, 3, 64}};  // m, n, k
+                                 {25, 16, 96},   {5, 40, 32},     {1, 1, 32},        {11, 3, 64},
+                                 {70, 40, 96},   {64, 16, 32},    {32, 1, 64},       {96, 7, 8448}};  // m, n, k
     std::mt19937 gen(0);
     std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
     int failures = 0;
+#if defined(ALIGNTS_GEMM_AMX)
+    const int paths = alignts_amx::available() ? 3 : 2;
+    std::printf("AMX-BF16 tiles: %s\n", paths == 3 ? "tested" : "not on this CPU (or ALIGNTS_AMX=0)");
+#else
+    const int paths = 2;
+    std::printf("AMX-BF16 tiles: not built (not x86-64 Linux)\n");
+#endif
     for (const auto & s : shapes) {
         const int64_t m = s[0], n = s[1], k = s[2];
         const int64_t lda = k + 6, ldb = k + 5, ldc = m + 7;
@@ -48,11 +56,15 @@ int main() {
         for (auto & w : A) w = to_bf16(uni(gen));
         for (auto & x : B) x = uni(gen);
         uint32_t * Bp = static_cast<uint32_t *>(std::aligned_alloc(64, (sizeof(uint32_t) * pack_words(k) + 63) / 64 * 64));
-        for (int packed = 0; packed < 2; ++packed) {
+        for (int path = 0; path < paths; ++path) {
             std::vector<float> C(n * ldc, -7.0f);
-            if (packed) gemm_rows(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc, Bp);
-            else gemm_rows_unpacked(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc);
-            failures += !check_gemm(m, n, k, C.data(), ldc, (double) k, packed ? "packed" : "unpacked",
+            if (path == 0) gemm_rows_unpacked(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc);
+            else if (path == 1) gemm_rows(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc, Bp);
+#if defined(ALIGNTS_GEMM_AMX)
+            else alignts_amx::gemm_rows(0, m, n, k, A.data(), lda, B.data(), ldb, C.data(), ldc, Bp);
+#endif
+            static const char * names[] = {"unpacked", "packed", "amx"};
+            failures += !check_gemm(m, n, k, C.data(), ldc, (double) k, names[path],
                 [&](int64_t j, double * ref, double * mag) {
                     for (int64_t i = 0; i < m; ++i) {
                         ref[i] = mag[i] = 0.0;

@@ -31,6 +31,7 @@ from alignts.runtime.backbone_store import find_backbone, open_backbone
 from alignts.runtime.configs import BridgingRuntimeConfig
 from alignts.runtime.forecaster import Forecaster, register_paradigm
 from alignts.runtime.manifest import TORCH_TRAINED_NAME, Manifest, Variant, bundle_file, load_npz, read_manifest
+from alignts.runtime.paradigms.linear import head_layout
 from alignts.runtime.prompt import PrefixEmbedder, PromptConfig, prompt_texts
 from alignts.runtime.threads import single_blas
 
@@ -101,7 +102,7 @@ class BridgingForecaster(Forecaster):
         skip = ("skip_w", "skip_b") if c.linear_skip else ()
         name = extra.get("head_file", HEAD_NAME)
         h = load_npz(self.bundle_dir, self.manifest, name, required=("weight", "bias") + skip)
-        self._head_w = np.ascontiguousarray(h["weight"], dtype=np.float32)  # [H, N*d_ff]
+        self._head_w = head_layout(h["weight"])  # [H, N*d_ff], its transpose contiguous
         self._head_b = np.ascontiguousarray(h["bias"], dtype=np.float32)  # [H]
         self._skip = None
         if skip:  # the linear skip: [H, L], [H]

@@ -24,6 +24,7 @@ from alignts.kernels.patch import context_from_patches, norm_patchify
 from alignts.runtime.budget import embedding_geometry
 from alignts.runtime.forecaster import Forecaster, register_paradigm
 from alignts.runtime.manifest import Variant, bundle_file, load_npz
+from alignts.runtime.paradigms.linear import head_layout
 from alignts.runtime.threads import plan_threads, single_blas
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class InternalForecaster(Forecaster):
         io = load_npz(self.bundle_dir, self.manifest, io_name, required=("patch_w", "patch_b", "head_w", "head_b"))
         self._patch_w = io["patch_w"].astype(np.float32)  # [d, P]
         self._patch_b = io["patch_b"].astype(np.float32)  # [d]
-        self._head_w = io["head_w"].astype(np.float32)  # [H, N*d]
+        self._head_w = head_layout(io["head_w"])  # [H, N*d], its transpose contiguous
         self._head_b = io["head_b"].astype(np.float32)  # [H]
         self._skip = (io["skip_w"].astype(np.float32), io["skip_b"].astype(np.float32)) \
             if "skip_w" in io else None  # [H, L], [H]
