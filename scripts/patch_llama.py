@@ -2,14 +2,13 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Nine changes, each refused loudly when the code they anchor to has moved (update this script then):
+Ten changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
    folder holding libggml itself, so the Python package and alignts-run find the CPU variants installed beside it.
 2. native/ggml/: packed GEMMs for ggml's f32 x f32 products (x86-64 with AVX2+FMA or AVX-512), bf16 x f32
-   (AVX-512 BF16; on AMX-BF16 tiles where the CPU has them and Linux grants them, alignts_gemm_amx.h) and q8_0 x f32
-   (AVX-512 VNNI); ggml's other CPU variants and architectures keep llamafile's tinyBLAS. Copied next to
+   (AVX-512 BF16; AMX-BF16 tiles where the CPU has them: change 10) and q8_0 x f32 (AVX-512 VNNI); ggml's other CPU variants and architectures keep llamafile's tinyBLAS. Copied next to
    llamafile/sgemm.cpp, alignts_gemm.h included at its end, alignts_mul_mat() called first in
    ggml_compute_forward_mul_mat.
 3. ggml's f32 GELU (an f16 table, one value at a time) computed in f32, 16 / 8 values at a time (AVX-512 /
@@ -42,6 +41,13 @@ Nine changes, each refused loudly when the code they anchor to has moved (update
    this one the Injective sampler runs its whole decode loop (sample, stage the next tokens, decode, read the
    logits) in one compiled call without the GIL (alignts.runtime.backends.gguf_loop), instead of ~50 us of Python
    around every step. Nothing else in llama.cpp changes.
+10. (in change 2's headers) bf16 x f32 products on AMX-BF16 tiles (native/ggml/alignts_gemm_amx.h): on an Intel Xeon
+   with AMX-BF16 whose Linux grants the tile registers (arch_prctl ARCH_REQ_XCOMP_PERM, asked once a process),
+   tdpbf16ps on change 2's bf16 token pack and the weight rows as they lie, written as inline assembly (the
+   sapphirerapids variant has no -mamx-bf16, and gcc 12's _tile_loadconfig is change 8's SIGILL); ALIGNTS_AMX=0 in
+   the environment keeps the AVX-512 BF16 tiles. Internal MiniLM gguf-bf16, one Xeon core: 58.8 -> 13.5 ms a
+   forecast (results/speed_llama.md section 15). No code of its own in libllama: the level says the kernels are
+   there.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -54,7 +60,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 9  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 10  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:
