@@ -220,6 +220,37 @@ def test_the_planner_says_when_the_timings_come_from_another_cpu(fitted, caplog)
     assert len(warned) == 1 and "AMD EPYC" in warned[0] and cpu_label() in warned[0] and "Fix:" in warned[0]
 
 
+def test_gate_verb_times_the_variants_again_in_place(fitted, tmp_path, capsys):
+    """`alignts gate` re-judges and re-times every variant here and writes the records into the manifest: records
+    from another CPU (here: a made-up one, the first variant timed as the slowest) are replaced, the order follows this
+    machine, nothing is added or dropped, and the bundle stays sealed."""
+    from alignts.cli import main
+    from alignts.runtime.budget import timed_elsewhere
+    from alignts.runtime.threads import cpu_label
+
+    b = tmp_path / "b"
+    shutil.copytree(fitted, b)
+    m = read_manifest(b)
+    elsewhere = "Other CPU (AVX2)"
+    write_manifest(b, dataclasses.replace(m, variants=[
+        dataclasses.replace(v, accuracy={**v.accuracy, "cpu": elsewhere,
+                                         "ms_per_series": 1e6 if v is m.variants[0] else v.accuracy["ms_per_series"]})
+        for v in m.variants]))
+    assert timed_elsewhere(read_manifest(b)) == elsewhere
+    assert main(["gate", str(b), "--data", DATA, "--gate-windows", "8", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    after = read_manifest(b)  # verifies every file's sha256
+    assert [v.name for v in after.variants] == [v.name for v in m.variants]
+    assert {v.accuracy["cpu"] for v in after.variants} == {cpu_label()} and timed_elsewhere(after) is None
+    assert all(v.accuracy["ms_per_series"] < 1e6 and v.accuracy["n_windows"] <= 8 for v in after.variants)
+    assert "1000000.00" in out and f"judged on {cpu_label()}" in out
+    order = [v.name for v in rank_variants(after)]
+    assert f"planner order here: {' > '.join(order)}" in out
+    with pytest.raises(InputError, match="fp32 variant"):
+        gate.reference_variant(dataclasses.replace(after, variants=[v for v in after.variants
+                                                                     if v.dtype not in ("fp32", "f32")]))
+
+
 def test_inspect_shows_the_gate_and_the_planner_order(fitted, capsys):
     from alignts.cli import main
     from alignts.runtime.threads import cpu_label

@@ -83,18 +83,12 @@ def ensure_bundles(root: Path, data: str) -> dict[str, Path]:
 def _gate_records(bundle: Path, data: str, threads: int | None) -> dict[str, dict[str, Any]]:
     """The gate records of a bundle's variants: the manifest's, else judged now (read-only)."""
     from alignts.export import gate
-    from alignts.runtime.budget import available_backends
-    from alignts.runtime.configs import runtime_config
     from alignts.runtime.manifest import read_manifest
 
     m = read_manifest(bundle, verify=False)
     if all(v.accuracy for v in m.variants):
         return {v.name: dict(v.accuracy) for v in m.variants}
-    cfg = runtime_config(m)
-    windows = gate.gate_windows(gate.data_splits(m, data), int(cfg.context_len), int(cfg.horizon))
-    have = set(available_backends())
-    return gate.judge(bundle, [v.name for v in m.variants if v.backend in have], m.variants[0].name, windows,
-                      threads=threads)
+    return gate.rejudge(bundle, data, threads=threads)
 
 
 def run_speed(root: str | Path, data: str, thread_counts: Sequence[int] = (1, 2), batch_sizes: Sequence[int] = (1, 8),

@@ -21,6 +21,7 @@ VERBS = {
     "bench": ("bench", "benchmark kernels or bundles (latency, memory, accuracy)"),
     "inspect": ("inspect", "describe a bundle: files, variants, sizes, memory plan"),
     "quantize": ("quantize", "add quantized variants to a bundle"),
+    "gate": ("gate", "judge and time a bundle's variants again on this machine (the planner's order)"),
     "demo": ("demo", "the whole main job on the embedded defaults"),
     "data": ("data", "look at a data source (describe)"),
     "env": ("env", "print versions, CPU flags, providers and cache paths (for bug reports)"),

@@ -241,3 +241,51 @@ def select(variants: Sequence, records: Mapping[str, Mapping[str, Any]], optiona
             del names[alt]
             verdicts[alt] += f"; {name} is as accurate or more and is kept"
     return kept, verdicts, names
+
+
+def reference_variant(manifest) -> str:
+    """The variant the others are judged against: the bundle's fp32 model, onnx-fp32 first, else gguf-f32."""
+    for backend in ("onnx", "gguf"):
+        for v in manifest.variants:
+            if v.backend == backend and v.dtype in ("fp32", "f32"):
+                return v.name
+    raise InputError(f"the bundle has no fp32 variant to judge the others against (it has "
+                     f"{[v.name for v in manifest.variants]}). Fix: re-fit the bundle.")
+
+
+def rejudge(folder: str | os.PathLike, data: str | None = None, max_rel_mse_change: float = MAX_REL_MSE_CHANGE,
+            n_windows: int | None = None, threads: int | None = None) -> dict[str, dict[str, Any]]:
+    """Judge every variant of an Internal or Bridging bundle whose backend is installed here, now, on this CPU
+    (the records are returned, nothing is written)."""
+    from alignts.runtime.budget import available_backends
+    from alignts.runtime.configs import runtime_config
+    from alignts.runtime.manifest import read_manifest
+
+    m = read_manifest(folder)
+    if m.paradigm not in ("internal", "bridging"):
+        raise InputError(f"{folder}: the accuracy gate judges Internal and Bridging variants; this bundle is "
+                         f"{m.paradigm}. Fix: give an Internal or Bridging bundle.")
+    cfg = runtime_config(m)
+    windows = gate_windows(data_splits(m, data), int(cfg.context_len), int(cfg.horizon), n_windows or GATE_WINDOWS)
+    have = set(available_backends())
+    return judge(folder, [v.name for v in m.variants if v.backend in have], reference_variant(m), windows,
+                 check_threshold(max_rel_mse_change), threads=threads)
+
+
+def regate_bundle(folder: str | os.PathLike, data: str | None = None,
+                  max_rel_mse_change: float = MAX_REL_MSE_CHANGE, n_windows: int | None = None,
+                  threads: int | None = None):
+    """:func:`rejudge` a bundle and write the new records into its manifest, in place (under
+    :func:`alignts.runtime.manifest.bundle_lock`): the planner's order then follows this CPU and this llama.cpp /
+    onnxruntime. No variant is added or dropped; one now over the gate keeps its place with the failing record
+    (the planner ranks it last). Returns ``(manifest, {name: (old record or None, new record)})``."""
+    from alignts.runtime.manifest import bundle_lock, read_manifest, write_manifest
+
+    with bundle_lock(folder):
+        records = rejudge(folder, data, max_rel_mse_change, n_windows, threads)
+        m = read_manifest(folder)
+        changes = {v.name: (dict(v.accuracy) or None, records[v.name]) for v in m.variants if v.name in records}
+        m = dataclasses.replace(m, variants=[dataclasses.replace(v, accuracy=dict(records[v.name]))
+                                             if v.name in records else v for v in m.variants])
+        write_manifest(folder, m)
+    return m, changes

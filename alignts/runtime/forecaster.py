@@ -43,9 +43,8 @@ def _warn_timed_elsewhere(manifest: Manifest, bundle_dir) -> None:
         return
     _warned_timed_elsewhere.add(str(bundle_dir))
     log.warning("%s: the planner ranks the variants by timings measured on %s; this CPU is %s, where their order "
-                "may differ. Fix: time them here (alignts bench %s) and pass the fastest as --variant (plan(variant=...)), "
-                "or run alignts quantize here to judge and time them again.", bundle_dir, where, cpu_label(),
-                bundle_dir)
+                "may differ. Fix: judge and time them here (alignts gate %s), or pass the fastest as --variant "
+                "(plan(variant=...)).", bundle_dir, where, cpu_label(), bundle_dir)
 
 
 def register_paradigm(name: str):
