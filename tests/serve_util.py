@@ -4,6 +4,7 @@ in-process reference forecasts (the same variant and batch size as the server's 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -48,6 +49,7 @@ class ServerThread:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(60)
+        gc.unfreeze()  # the app froze pytest's objects at its start (ServeConfig.freeze_gc)
 
 
 def start_child(args: list[str], tmp: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:

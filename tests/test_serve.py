@@ -47,6 +47,13 @@ def refs(server, client, tiny_bundles):
     return out
 
 
+def test_the_server_freezes_the_objects_alive_after_its_start(server):
+    import gc
+
+    # ServeConfig.freeze_gc (default): the preloaded models' objects sit in the permanent generation
+    assert gc.get_freeze_count() > 10_000
+
+
 def test_health_and_metadata(client, server):
     assert httpx.get(server.url + "/v2/health/live").json() == {"live": True}  # health needs no token
     r = httpx.get(server.url + "/v2/health/ready")

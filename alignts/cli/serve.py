@@ -27,6 +27,9 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=None, help="backend threads per call")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--no-preload", action="store_true", help="load each model on its first request")
+    p.add_argument("--no-freeze-gc", action="store_true",
+                   help="keep Python's garbage collector walking every object (default: the objects alive after "
+                        "the start are frozen, gc.freeze, so collections during requests walk only theirs)")
     p.add_argument("--max-streams", type=int, default=1024, help="streams held in memory (default 1024)")
     p.add_argument("--stream-dir", default=None, help="write idle streams here past --max-streams, and every stream "
                    "at shutdown; streams found here are resumed (default: memory only)")
@@ -50,6 +53,7 @@ def config_from_args(args):
                       max_wait_ms=args.max_wait_ms, batching=not args.no_batching, workers=args.workers,
                       max_queue=args.max_queue, max_body_bytes=parse_budget(args.max_body), token=token,
                       device=args.device, threads=args.threads, preload=not args.no_preload,
+                      freeze_gc=not args.no_freeze_gc,
                       max_streams=args.max_streams, stream_dir=args.stream_dir)
     cfg.check()
     return cfg
