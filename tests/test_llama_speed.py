@@ -161,16 +161,6 @@ def test_bf16_gguf_loads_and_stays_close(ggufs, tmp_path):
         assert 0 < rel < 3e-2, rel
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 _BF16_HIDDEN = """
 import sys, numpy as np
 from alignts.runtime.backends.gguf import LlamaCppModel
@@ -181,7 +171,7 @@ with LlamaCppModel(sys.argv[1], embeddings=True, n_threads=2, n_ctx=x.shape[1], 
 """
 
 
-@pytest.mark.skipif(not {"amx_bf16", "amx_tile"} <= _cpu_flags(),
+@pytest.mark.skipif(not {"amx_bf16", "amx_tile"} <= (thr.cpu_model_and_flags()[1] or set()),
                     reason="no AMX-BF16 on this CPU: bf16 products run on the AVX-512 BF16 tiles "
                            "(test_bf16_gguf_loads_and_stays_close, ctest gemm_bf16_avx512bf16)")
 def test_bf16_amx_tiles_equal_the_avx512_path_inside_llama_cpp(tmp_path):

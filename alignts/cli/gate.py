@@ -23,8 +23,8 @@ def add_arguments(p):
 
 def run(args) -> int:
     from alignts.errors import InputError
+    from alignts.cli.inspect import print_planner_order
     from alignts.export.gate import MAX_REL_MSE_CHANGE, regate_bundle, verdict
-    from alignts.runtime.budget import rank_variants
 
     if args.gate_windows is not None and args.gate_windows < 1:
         raise InputError(f"--gate-windows must be >= 1; got {args.gate_windows}.")
@@ -39,5 +39,5 @@ def run(args) -> int:
     print(f"{'variant':16} {'ms/series before':>16} {'now':>8}  verdict")
     for name, (old, new) in changes.items():
         print(f"{name:16} {ms(old):>16} {ms(new):>8}  {verdict(new)}")
-    print("planner order here: " + " > ".join(v.name for v in rank_variants(m)))
+    print_planner_order(m)
     return 0

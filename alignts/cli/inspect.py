@@ -90,7 +90,7 @@ def run(args) -> int:
               f"{', '.join(p for p in parts if p)}  files: {', '.join(v.files)}")
         if v.accuracy:
             print(f"  {'':14s} gate: {_gate_line(v.accuracy)}")
-    _print_planner_order(m)
+    print_planner_order(m)
     print("quantiles: " + _quantiles_line(m))
     from alignts.runtime.stream.engines import stream_line
 
@@ -143,7 +143,7 @@ def _gate_line(acc) -> str:
     return out
 
 
-def _print_planner_order(m) -> None:
+def print_planner_order(m) -> None:
     """The order the planner tries the variants in (with this machine's backends), and whether it was timed here."""
     from alignts.runtime.budget import available_backends, is_gated, rank_variants, timed_elsewhere
     from alignts.runtime.threads import cpu_label

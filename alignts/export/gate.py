@@ -243,25 +243,30 @@ def select(variants: Sequence, records: Mapping[str, Mapping[str, Any]], optiona
     return kept, verdicts, names
 
 
+# the variant the others are judged against, in order of preference: the bundle's float model
+REFERENCE_DTYPES = (("onnx", "fp32"), ("gguf", "f32"), ("gguf", "f16"))
+
+
 def reference_variant(manifest) -> str:
-    """The variant the others are judged against: the bundle's fp32 model, onnx-fp32 first, else gguf-f32."""
-    for backend in ("onnx", "gguf"):
+    """The name of the variant the others are judged against (``REFERENCE_DTYPES``: onnx-fp32, else gguf f32, else
+    gguf f16), for quantize and :func:`rejudge` (fit judges against the onnx-fp32 it has just written)."""
+    for backend, dtype in REFERENCE_DTYPES:
         for v in manifest.variants:
-            if v.backend == backend and v.dtype in ("fp32", "f32"):
+            if v.backend == backend and v.dtype == dtype:
                 return v.name
     raise InputError(f"the bundle has no fp32 variant to judge the others against (it has "
                      f"{[v.name for v in manifest.variants]}). Fix: re-fit the bundle.")
 
 
 def rejudge(folder: str | os.PathLike, data: str | None = None, max_rel_mse_change: float = MAX_REL_MSE_CHANGE,
-            n_windows: int | None = None, threads: int | None = None) -> dict[str, dict[str, Any]]:
+            n_windows: int | None = None, threads: int | None = None, manifest=None) -> dict[str, dict[str, Any]]:
     """Judge every variant of an Internal or Bridging bundle whose backend is installed here, now, on this CPU
-    (the records are returned, nothing is written)."""
+    (the records are returned, nothing is written). ``manifest``: the bundle's, already read and verified."""
     from alignts.runtime.budget import available_backends
     from alignts.runtime.configs import runtime_config
     from alignts.runtime.manifest import read_manifest
 
-    m = read_manifest(folder)
+    m = manifest if manifest is not None else read_manifest(folder)
     if m.paradigm not in ("internal", "bridging"):
         raise InputError(f"{folder}: the accuracy gate judges Internal and Bridging variants; this bundle is "
                          f"{m.paradigm}. Fix: give an Internal or Bridging bundle.")
@@ -282,8 +287,8 @@ def regate_bundle(folder: str | os.PathLike, data: str | None = None,
     from alignts.runtime.manifest import bundle_lock, read_manifest, write_manifest
 
     with bundle_lock(folder):
-        records = rejudge(folder, data, max_rel_mse_change, n_windows, threads)
         m = read_manifest(folder)
+        records = rejudge(folder, data, max_rel_mse_change, n_windows, threads, manifest=m)
         changes = {v.name: (dict(v.accuracy) or None, records[v.name]) for v in m.variants if v.name in records}
         m = dataclasses.replace(m, variants=[dataclasses.replace(v, accuracy=dict(records[v.name]))
                                              if v.name in records else v for v in m.variants])

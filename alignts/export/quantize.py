@@ -331,10 +331,9 @@ def _gate(folder: Path, m: Manifest, variants: list[Variant], rows: list[dict], 
 
     cfg = runtime_config(m)
     windows = gate.gate_windows(splits, int(cfg.context_len), int(cfg.horizon), n_windows or gate.GATE_WINDOWS)
-    ref = _source_variant(m, "onnx") or _source_variant(m, "gguf")
     have = set(available_backends())
-    records = gate.judge(folder, [v.name for v in variants if v.backend in have], ref.name, windows, max_rel,
-                         threads)
+    records = gate.judge(folder, [v.name for v in variants if v.backend in have], gate.reference_variant(m),
+                         windows, max_rel, threads)
     new = {r["variant"] for r in rows}
     kept, verdicts, final_names = gate.select(variants, records, optional=new)
     for r in rows:
