@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Ten changes, each refused loudly when the code they anchor to has moved (update this script then):
+Eleven changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -12,7 +12,8 @@ Ten changes, each refused loudly when the code they anchor to has moved (update 
    llamafile/sgemm.cpp, alignts_gemm.h included at its end, alignts_mul_mat() called first in
    ggml_compute_forward_mul_mat.
 3. ggml's f32 GELU (an f16 table, one value at a time) computed in f32, 16 / 8 values at a time (AVX-512 /
-   AVX2+FMA; other CPUs keep the table).
+   AVX2+FMA; other CPUs keep the table). Changes 3, 5 and 11 are rows of native/ggml/alignts_ops.h, which ops.cpp
+   includes after vec.h.
 4. BERT's attention per sequence: a ubatch of S sequences of T tokens each (alignts' encoder batches) attends in
    S streams of [T x T] instead of one [S*T x S*T] product masked down to its diagonal blocks; the same values,
    1/S of the attention products and softmax. llama.cpp leaves this as a TODO at [TAG_NO_CACHE_PAD].
@@ -48,6 +49,13 @@ Ten changes, each refused loudly when the code they anchor to has moved (update 
    the environment keeps the AVX-512 BF16 tiles. Internal MiniLM gguf-bf16, one Xeon core: 58.8 -> 13.5 ms a
    forecast (results/speed_llama.md section 15). No code of its own in libllama: the level says the kernels are
    there.
+11. ggml's element-wise rows that an encoder forecast spent ~23 % of its time in (perf, Internal MiniLM gguf-bf16 on
+   AMX, one Xeon core), each in native/ggml/alignts_ops.h: V's transposed copy before the attention product (ggml
+   calls memcpy for every 4-byte element; a size the compiler sees is a load and a store), layer norm's row sums
+   (one element at a time into a double; now f32 vector accumulators), and a softmax row (five passes and scalar
+   expf past the last 16 values; now three passes of AVX-512 registers with masked tails). 12.2 -> 10.2 ms a
+   forecast for that bundle (results/speed_llama.md section 16). f32 sums in another order: hidden states move by
+   ~1e-5 of 30.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -60,7 +68,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 10  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 11  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:
@@ -177,67 +185,27 @@ def main(sdist: Path) -> None:
            "    // alignts: packed GEMMs (scripts/patch_llama.py)\n"
            "    if (alignts_mul_mat(params, src0, src1, dst)) {\n        return;\n    }\n"
            "#endif\n", before=False)
-    ops = cpu / "ops.cpp"
-    insert(ops, "// ggml_compute_forward_gelu\n\nstatic void ggml_compute_forward_gelu_f32(",
-           "// alignts: the tanh GELU of ggml_gelu_f32 vectorized, x / (1 + exp(-2 sqrt(2/pi) (x + 0.044715 x^3))),\n"
-           "// in f32 (ggml's f32 path looks every value up in an f16 table: ~5e-4 relative error, one value at a\n"
-           "// time); ggml_v_expf is ggml's own (AVX-512 or AVX2+FMA); other CPUs keep ggml's table\n"
-           "static void alignts_vec_gelu_f32(const int n, float * y, const float * x) {\n"
-           "#if (defined(__AVX512F__) && defined(__AVX512DQ__)) || (defined(__AVX2__) && defined(__FMA__))\n"
-           "    int i = 0;\n"
-           "#if defined(__AVX512F__) && defined(__AVX512DQ__)\n"
-           "    for (; i + 16 <= n; i += 16) {\n"
-           "        const __m512 v = _mm512_loadu_ps(x + i);\n"
-           "        const __m512 t = _mm512_mul_ps(v, _mm512_fmadd_ps(_mm512_mul_ps(v, v),\n"
-           "            _mm512_set1_ps(-2.0f*SQRT_2_OVER_PI*GELU_COEF_A), _mm512_set1_ps(-2.0f*SQRT_2_OVER_PI)));\n"
-           "        _mm512_storeu_ps(y + i, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), ggml_v_expf(t))));\n"
-           "    }\n"
-           "#else\n"
-           "    for (; i + 8 <= n; i += 8) {\n"
-           "        const __m256 v = _mm256_loadu_ps(x + i);\n"
-           "        const __m256 t = _mm256_mul_ps(v, _mm256_fmadd_ps(_mm256_mul_ps(v, v),\n"
-           "            _mm256_set1_ps(-2.0f*SQRT_2_OVER_PI*GELU_COEF_A), _mm256_set1_ps(-2.0f*SQRT_2_OVER_PI)));\n"
-           "        _mm256_storeu_ps(y + i, _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), ggml_v_expf(t))));\n"
-           "    }\n"
-           "#endif\n"
-           "    for (; i < n; ++i) {\n"
-           "        y[i] = ggml_gelu_f32(x[i]);\n"
-           "    }\n"
-           "#else\n"
-           "    ggml_vec_gelu_f32(n, y, x);  // other CPUs: ggml's own\n"
-           "#endif\n"
-           "}\n\n",
-           before=True)
+    ops = cpu / "ops.cpp"  # changes 3, 5 and 11: row kernels of native/ggml/alignts_ops.h in place of ggml's loops
+    insert(ops, '#include "vec.h"\n', '#include "llamafile/alignts_ops.h"  // alignts (scripts/patch_llama.py)\n',
+           before=False)
     replace_in_function(ops, "static void ggml_compute_forward_gelu_f32(", "ggml_vec_gelu_f32(nc,",
                         "alignts_vec_gelu_f32(nc,")
-    insert(ops, "static void ggml_compute_forward_soft_max_f32(",
-           "// alignts: the row maximum of ggml_compute_forward_soft_max_f32 a vector at a time (ggml_vec_max_f32 is a\n"
-           "// scalar loop: one dependent max an element); max is exact, so the value is ggml's\n"
-           "static float alignts_vec_max_f32(const int n, const float * x) {\n"
-           "    int i = 0;\n"
-           "    float max = -INFINITY;\n"
-           "#if defined(__AVX512F__)\n"
-           "    __m512 m = _mm512_set1_ps(-INFINITY);\n"
-           "    for (; i + 16 <= n; i += 16) {\n"
-           "        m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));\n"
-           "    }\n"
-           "    max = _mm512_reduce_max_ps(m);\n"
-           "#elif defined(__AVX__)\n"
-           "    __m256 m = _mm256_set1_ps(-INFINITY);\n"
-           "    for (; i + 8 <= n; i += 8) {\n"
-           "        m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));\n"
-           "    }\n"
-           "    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));\n"
-           "    h = _mm_max_ps(h, _mm_movehl_ps(h, h));\n"
-           "    max = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));\n"
-           "#endif\n"
-           "    for (; i < n; ++i) {\n"
-           "        max = MAX(max, x[i]);\n"
-           "    }\n"
-           "    return max;\n"
-           "}\n\n")
     replace_in_function(ops, "static void ggml_compute_forward_soft_max_f32(", "ggml_vec_max_f32(ne00, &max, wp);",
                         "max = alignts_vec_max_f32(ne00, wp);  // alignts")
+    row = "                ggml_vec_cpy_f32  (ne00, wp, sp);\n"
+    replace_in_function(ops, "static void ggml_compute_forward_soft_max_f32(", row,
+                        "                // alignts: the whole row in AVX-512 registers (change 11); else ggml's passes\n"
+                        "                if (!use_f16 && !sk && alignts_soft_max_row_f32(ne00, dp, sp, mp_f32, scale, slope)) {\n"
+                        "                    continue;\n"
+                        "                }\n" + row)
+    replace_in_function(ops, "static void ggml_compute_forward_norm_f32(", "ggml_vec_sum_f32(ne00, &sum, xf);",
+                        "sum = alignts_vec_sum_f32(ne00, xf);  // alignts")
+    replace_in_function(ops, "static void ggml_compute_forward_norm_f32(",
+                        "variance = ggml_vec_cvar_f32(ne00, yf, xf, mean);",
+                        "variance = alignts_vec_cvar_f32(ne00, yf, xf, mean);  // alignts")
+    for copy in ("memcpy(dst_ptr + id, src0_ptr, type_size);", "memcpy(dst_ptr, src0_ptr, type_size);"):
+        replace_in_function(ops, "static void ggml_compute_forward_dup_bytes(", copy,
+                            copy.replace("memcpy(", "alignts_copy_element(").replace(";", ";  // alignts"))
     replace_in_function(cpu / "ggml-cpu.cpp", "std::vector<ggml_backend_buffer_type_t> & "
                         "ggml_backend_cpu_get_extra_buffer_types() {",
                         "#if defined(__AMX_INT8__) && defined(__AVX512VNNI__)\n        if (ggml_backend_amx_buffer_type())",

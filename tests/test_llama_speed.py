@@ -206,6 +206,31 @@ def test_bf16_amx_tiles_equal_the_avx512_path_inside_llama_cpp(tmp_path):
     assert diff > 0
 
 
+@pytest.mark.parametrize("T", [5, 16, 37])
+def test_row_kernels_on_rows_that_end_mid_vector(tmp_path, T):
+    """The element-wise rows alignts' llama.cpp computes its own way (scripts/patch_llama.py changes 3, 5, 11:
+    layer norm, softmax, GELU, V's transposed copy) at lengths that are not whole vectors: width 72 (4 x 16 + 8),
+    heads of 18, an FFN of 144, and 5 / 16 / 37 tokens a series (a softmax row shorter than a vector, exactly one,
+    two and 5). An f32 BERT against transformers, 1 and 2 threads, 3 series per decode (one attention stream each)
+    and one series a decode."""
+    from alignts.export.gguf_writer import write_gguf
+    from tests.test_gguf_backend import TOL_F32, _randomize, torch_hidden
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=72, num_attention_heads=4, intermediate_size=144,
+                                  vocab_size=320, max_position_embeddings=64)
+    model = _randomize(transformers.BertModel(cfg, add_pooling_layer=False), seed=5)
+    path = write_gguf(model, tmp_path / "bert72.gguf", dtype="f32")
+    x = np.random.default_rng(T).standard_normal((3, T, 72)).astype(np.float32)
+    ref = torch_hidden(model, x)
+    for threads in (1, 2):
+        for seqs in (3, 1):
+            with _model(path, n_threads=threads, n_ctx=T, n_batch=3 * T, n_seq_max=seqs) as m:
+                got = m.hidden_states(x)
+            diff = float(np.abs(got - ref).max())
+            assert got.shape == ref.shape and diff <= TOL_F32, (threads, seqs, diff)
+
+
 def test_planner_carries_the_geometry_and_counts_its_memory():
     from tests.test_budget_planner import _manifest
 
