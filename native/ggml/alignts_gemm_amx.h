@@ -135,27 +135,21 @@ static inline void block(const uint16_t * A, int64_t lda, const uint32_t * Bp, i
 // checked available()
 static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t k, const uint16_t * A, int64_t lda,
                              const float * B, int64_t ldb, float * C, int64_t ldc, uint32_t * Bp) {
-    using alignts_bf16::NV;
-    using alignts_bf16::RM;
-    using alignts_bf16::VL;
     const int64_t i_tiles = i_begin + (i_end - i_begin) / TR * TR;  // rows the tiles take; the rest: vdpbf16ps
-    load_config();
+    if (i_tiles > i_begin) {
+        load_config();
+    }
     for (int64_t j0 = 0; j0 < n; j0 += TT) {
         const int64_t nj = std::min<int64_t>(TT, n - j0);
         alignts_bf16::pack_tokens(B, ldb, k, j0, nj, Bp);
         for (int64_t i0 = i_begin; i0 < i_tiles; i0 += TR) {
             block(A, lda, Bp, k, C, ldc, i0, j0, nj);
         }
-        for (int64_t i0 = i_tiles; i0 < i_end; i0 += RM) {
-            const int64_t rows = std::min<int64_t>(RM, i_end - i0);
-            if (nj <= VL) {
-                alignts_bf16::tile_rows<RM, 1>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
-            } else {
-                alignts_bf16::tile_rows<RM, NV>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
-            }
-        }
+        alignts_bf16::rows_on_pack(i_tiles, i_end, k, A, lda, Bp, C, ldc, j0, nj);
     }
-    release();
+    if (i_tiles > i_begin) {
+        release();
+    }
 }
 
 }  // namespace alignts_amx

@@ -112,20 +112,27 @@ static inline void tile_rows(int64_t rows, const uint16_t * A, int64_t lda, cons
     tile<R, NV2>(A, lda, Bp, k, C, ldc, i0, j0, nj);
 }
 
+// weight rows [i_begin, i_end) of C for the nj tokens from j0 that the pack Bp holds (alignts_amx::gemm_rows runs
+// the rows past its last full tile block here too)
+static inline void rows_on_pack(int64_t i_begin, int64_t i_end, int64_t k, const uint16_t * A, int64_t lda,
+                                const uint32_t * Bp, float * C, int64_t ldc, int64_t j0, int64_t nj) {
+    for (int64_t i0 = i_begin; i0 < i_end; i0 += RM) {
+        const int64_t rows = std::min<int64_t>(RM, i_end - i0);
+        if (nj <= VL) {
+            tile_rows<RM, 1>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+        } else {
+            tile_rows<RM, NV>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+        }
+    }
+}
+
 // weight rows [i_begin, i_end) of C for all n tokens; Bp holds k/2*TJ uint32, 64-byte aligned
 static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t k, const uint16_t * A, int64_t lda,
                              const float * B, int64_t ldb, float * C, int64_t ldc, uint32_t * Bp) {
     for (int64_t j0 = 0; j0 < n; j0 += TJ) {
         const int64_t nj = std::min<int64_t>(TJ, n - j0);
         pack_tokens(B, ldb, k, j0, nj, Bp);
-        for (int64_t i0 = i_begin; i0 < i_end; i0 += RM) {
-            const int64_t rows = std::min<int64_t>(RM, i_end - i0);
-            if (nj <= VL) {
-                tile_rows<RM, 1>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
-            } else {
-                tile_rows<RM, NV>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
-            }
-        }
+        rows_on_pack(i_begin, i_end, k, A, lda, Bp, C, ldc, j0, nj);
     }
 }
 

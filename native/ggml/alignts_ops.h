@@ -58,7 +58,7 @@ static float alignts_vec_max_f32(const int n, const float * x) {
     max = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
 #endif
     for (; i < n; ++i) {
-        max = x[i] > max ? x[i] : max;
+        max = max > x[i] ? max : x[i];  // ggml's MAX(max, x[i]), a NaN included
     }
     return max;
 }
