@@ -88,7 +88,7 @@ def _gate_records(bundle: Path, data: str, threads: int | None) -> dict[str, dic
     m = read_manifest(bundle, verify=False)
     if all(v.accuracy for v in m.variants):
         return {v.name: dict(v.accuracy) for v in m.variants}
-    return gate.rejudge(bundle, data, threads=threads)
+    return gate.rejudge(bundle, data, threads=threads, manifest=m)
 
 
 def run_speed(root: str | Path, data: str, thread_counts: Sequence[int] = (1, 2), batch_sizes: Sequence[int] = (1, 8),

@@ -25,6 +25,7 @@ def run(args) -> int:
     from alignts.errors import InputError
     from alignts.cli.inspect import print_planner_order
     from alignts.export.gate import MAX_REL_MSE_CHANGE, regate_bundle, verdict
+    from alignts.runtime.threads import cpu_label
 
     if args.gate_windows is not None and args.gate_windows < 1:
         raise InputError(f"--gate-windows must be >= 1; got {args.gate_windows}.")
@@ -35,7 +36,7 @@ def run(args) -> int:
     def ms(r):
         return "-" if not r or r.get("ms_per_series") is None else f"{r['ms_per_series']:.2f}"
 
-    print(f"{args.bundle}: {len(changes)} variant(s) judged on {next(iter(changes.values()))[1].get('cpu', '?')}")
+    print(f"{args.bundle}: {len(changes)} variant(s) judged on {cpu_label()}")
     print(f"{'variant':16} {'ms/series before':>16} {'now':>8}  verdict")
     for name, (old, new) in changes.items():
         print(f"{name:16} {ms(old):>16} {ms(new):>8}  {verdict(new)}")

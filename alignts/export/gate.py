@@ -261,7 +261,7 @@ def reference_variant(manifest) -> str:
 def rejudge(folder: str | os.PathLike, data: str | None = None, max_rel_mse_change: float = MAX_REL_MSE_CHANGE,
             n_windows: int | None = None, threads: int | None = None, manifest=None) -> dict[str, dict[str, Any]]:
     """Judge every variant of an Internal or Bridging bundle whose backend is installed here, now, on this CPU
-    (the records are returned, nothing is written). ``manifest``: the bundle's, already read and verified."""
+    (the records are returned, nothing is written). ``manifest``: the bundle's, when the caller has read it."""
     from alignts.runtime.budget import available_backends
     from alignts.runtime.configs import runtime_config
     from alignts.runtime.manifest import read_manifest
