@@ -165,7 +165,8 @@ _BF16_HIDDEN = """
 import sys, numpy as np
 from alignts.runtime.backends.gguf import LlamaCppModel
 x = np.load(sys.argv[2])
-with LlamaCppModel(sys.argv[1], embeddings=True, n_threads=2, n_ctx=x.shape[1], n_batch=x.shape[0] * x.shape[1],
+n_batch = int(sys.argv[4]) if len(sys.argv) > 4 else x.shape[0] * x.shape[1]  # tokens a decode
+with LlamaCppModel(sys.argv[1], embeddings=True, n_threads=2, n_ctx=x.shape[1], n_batch=n_batch,
                    n_seq_max=x.shape[0]) as m:
     np.save(sys.argv[3], m.hidden_states(x))
 """
@@ -174,10 +175,13 @@ with LlamaCppModel(sys.argv[1], embeddings=True, n_threads=2, n_ctx=x.shape[1], 
 @pytest.mark.skipif(not {"amx_bf16", "amx_tile"} <= (thr.cpu_model_and_flags()[1] or set()),
                     reason="no AMX-BF16 on this CPU: bf16 products run on the AVX-512 BF16 tiles "
                            "(test_bf16_gguf_loads_and_stays_close, ctest gemm_bf16_avx512bf16)")
-def test_bf16_amx_tiles_equal_the_avx512_path_inside_llama_cpp(tmp_path):
+@pytest.mark.parametrize("T", [9, 60])
+def test_bf16_amx_tiles_equal_the_avx512_path_inside_llama_cpp(tmp_path, T):
     """A bf16 GGUF's products on AMX tiles (native/ggml/alignts_gemm_amx.h) against the same products on the
     vdpbf16ps tiles (ALIGNTS_AMX=0): the same bf16-rounded operands, f32 sums in another order. Width 64 and an
-    FFN of 128: two and four 32-row tile blocks, which 2 threads split; the rows past full blocks are ctest's."""
+    FFN of 128: two and four 32-row tile blocks, which 2 threads split; the rows past full blocks are ctest's.
+    5 series of 9 tokens (45: the packed tokens, a block and 13) and of 60 (300: the paired weights of change 12,
+    nine blocks and 12)."""
     import os
     import subprocess
     import sys
@@ -189,7 +193,10 @@ def test_bf16_amx_tiles_equal_the_avx512_path_inside_llama_cpp(tmp_path):
         pytest.skip("this llama.cpp has no AMX tiles (scripts/patch_llama.py change 10); build it with "
                     "`bash scripts/setup`")
     path = write_gguf(make_model("bert"), tmp_path / "bert.bf16.gguf", dtype="bf16")
-    x = np.random.default_rng(4).standard_normal((5, 9, D)).astype(np.float32)  # 45 tokens: a block and 13
+    if T >= 60 and llama_patch_level() < 12:
+        pytest.skip("this llama.cpp has no paired weights (scripts/patch_llama.py change 12); build it with "
+                    "`bash scripts/setup`")
+    x = np.random.default_rng(4).standard_normal((5, T, D)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     out = {}
     for amx in ("1", "0"):
@@ -204,6 +211,13 @@ def test_bf16_amx_tiles_equal_the_avx512_path_inside_llama_cpp(tmp_path):
     assert np.isfinite(out["1"]).all() and diff < 2e-3 * scale, (diff, scale)
     # equal outputs would mean the tiles never ran
     assert diff > 0
+    if T >= 60:
+        # one series a decode (60 tokens: the packed tokens) gives the 300-token decode's values bit for bit: the
+        # paired weights change where the operands sit, not the sums
+        subprocess.run([sys.executable, "-c", _BF16_HIDDEN, str(path), str(tmp_path / "x.npy"),
+                        str(tmp_path / "h_one.npy"), str(T)], env=dict(os.environ, ALIGNTS_AMX="1"), check=True,
+                       timeout=300)
+        np.testing.assert_array_equal(np.load(tmp_path / "h_one.npy"), out["1"])
 
 
 @pytest.mark.parametrize("T", [5, 16, 37])

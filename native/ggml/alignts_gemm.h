@@ -107,7 +107,6 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
 #if defined(ALIGNTS_GEMM_BF16)
     if (src0->type == GGML_TYPE_BF16 && nb00 == sizeof(uint16_t) && nb01 % sizeof(uint16_t) == 0
         && ne00 % alignts_bf16::KB == 0 && ne11 >= alignts_bf16::VL) {
-        uint32_t * Bp = static_cast<uint32_t *>(alignts_ggml::scratch(sizeof(uint32_t) * alignts_bf16::pack_words(ne00)));
 #if defined(ALIGNTS_GEMM_AMX)
         const bool amx = alignts_amx::available();  // rows in blocks of the tiles' 32
         const int64_t rm = amx ? alignts_amx::TR : alignts_bf16::RM;
@@ -117,6 +116,19 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
         alignts_ggml::for_each_job(params, src0, src1, dst, rm,
             [&](int64_t i_begin, int64_t i_end, const uint8_t * A, const float * B, float * C) {
                 const uint16_t * W = reinterpret_cast<const uint16_t *>(A);
+#if defined(ALIGNTS_GEMM_AMX)
+                // many tokens: the weight rows paired and C's layout in the tiles (no transpose), the rows in whole
+                // blocks of 32 (a thread's share is, unless it holds the product's last rows)
+                if (amx && ne11 >= alignts_amx::PAIRED_MIN_TOKENS && (i_end - i_begin) % alignts_amx::TR == 0) {
+                    if (void * S = alignts_ggml::scratch(alignts_amx::paired_bytes(i_end - i_begin, ne00))) {
+                        alignts_amx::gemm_rows_paired(i_begin, i_end, ne11, ne00, W, nb01 / sizeof(uint16_t), B,
+                                                      nb11 / sizeof(float), C, nb1 / sizeof(float), S);
+                        return;
+                    }
+                }
+#endif
+                uint32_t * Bp = static_cast<uint32_t *>(
+                    alignts_ggml::scratch(sizeof(uint32_t) * alignts_bf16::pack_words(ne00)));
 #if defined(ALIGNTS_GEMM_AMX)
                 if (amx && Bp) {
                     alignts_amx::gemm_rows(i_begin, i_end, ne11, ne00, W, nb01 / sizeof(uint16_t), B,

@@ -7,6 +7,14 @@
 // tokens), two weight tiles and two token tiles fill the eight tile registers; the accumulators go to C through an
 // AVX-512 transpose (C is token-major). Weight rows past the last full 32 take alignts_bf16's vdpbf16ps tiles.
 //
+// With 256 tokens and more the roles swap (gemm_rows_paired): the weight rows are paired instead (each 16 rows' k
+// pairs transposed once a call, pair_rows, up to 4 MB of them at a time), the tokens only rounded to bf16
+// (round_tokens), and each tile multiply is
+//   C[16 tokens x 16 weight rows] += A[16 tokens x 32 k] . B[16 k pairs x 16 weight rows]
+// whose accumulators are in C's own layout: tilestored writes them into C, no transpose. The same sums in the same
+// order (bit for bit the products above). The product alone gains from ~100 tokens up; a forecast measurably from
+// more (the pairing is paid once a call; results/speed_llama.md section 17).
+//
 // The instructions are written as inline assembly (the assembler must know them; binutils 2.40 here), not gcc's
 // intrinsics: the sapphirerapids variant of ggml is compiled without -mamx-bf16, and gcc 12's _tile_loadconfig does
 // not tell the compiler it reads its 64-byte argument (so the stores that fill the configuration can be dropped;
@@ -127,10 +135,6 @@ static inline void block(const uint16_t * A, int64_t lda, const uint32_t * Bp, i
     }
 }
 
-#undef ALIGNTS_TILELOAD
-#undef ALIGNTS_TILESTORE
-#undef ALIGNTS_TDP
-
 // alignts_bf16::gemm_rows on tiles: weight rows [i_begin, i_end) of C for all n tokens, Bp as there; the caller
 // checked available()
 static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t k, const uint16_t * A, int64_t lda,
@@ -151,6 +155,106 @@ static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t 
         release();
     }
 }
+
+// ---- the weights paired, the tokens as the A operand (PAIRED_MIN_TOKENS and more) ----
+
+constexpr int64_t PAIRED_MIN_TOKENS = 256;  // fewer: no gain measured in a forecast (the pairing is paid once a call)
+constexpr int64_t PAIRED_BYTES = 4 << 20;  // paired weights a chunk: bounds the scratch (MiniLM's largest: 1.2 MB)
+
+// weight rows a chunk of gemm_rows_paired: a multiple of 32, at least 32
+static inline int64_t paired_rows(int64_t k) {
+    return std::max<int64_t>(TR, PAIRED_BYTES / (int64_t) (sizeof(uint16_t) * k) / TR * TR);
+}
+
+// bytes of gemm_rows_paired's scratch for `rows` weight rows: a chunk's paired rows, a block of rounded tokens, a
+// block of C
+static inline size_t paired_bytes(int64_t rows, int64_t k) {
+    return sizeof(uint16_t) * (std::min(rows, paired_rows(k)) + TT) * k + sizeof(float) * TT * TT;
+}
+
+// Wp[(g*(k/2) + q)*16 + r] = the pair (W[16g + r, 2q], W[16g + r, 2q + 1]) for the rows' groups of 16 (rows a
+// multiple of 16): a B tile is the 1 KB of 16 pairs from q of one group
+static inline void pair_rows(const uint16_t * W, int64_t lda, int64_t rows, int64_t k, uint32_t * Wp) {
+    for (int64_t g = 0; g < rows / 16; ++g) {
+        for (int64_t q = 0; q < k / 2; q += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; ++i) {
+                r[i] = _mm512_castsi512_ps(_mm512_loadu_si512(W + (g * 16 + i) * lda + 2 * q));
+            }
+            alignts_f32::transpose(r);  // r[c] = pair q + c of the 16 rows (the transpose only moves bits)
+            for (int c = 0; c < 16; ++c) {
+                _mm512_store_ps(reinterpret_cast<float *>(Wp + (g * (k / 2) + q + c) * 16), r[c]);
+            }
+        }
+    }
+}
+
+// T[j*k + l] = B[j0 + j, l] rounded to bf16 (to nearest even, as pack_tokens) for j < nj; rows nj .. TT-1 zeros
+static inline void round_tokens(const float * B, int64_t ldb, int64_t k, int64_t j0, int64_t nj, uint16_t * T) {
+    for (int64_t j = 0; j < TT; ++j) {
+        for (int64_t l = 0; l < k; l += 32) {
+            __m512i v = _mm512_setzero_si512();
+            if (j < nj) {
+                const float * b = B + (j0 + j) * ldb + l;
+                const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(b + 16), _mm512_loadu_ps(b));
+                std::memcpy(&v, &h, sizeof v);
+            }
+            _mm512_store_si512(T + j * k + l, v);
+        }
+    }
+}
+
+// gemm_rows with the roles swapped: weight rows [i_begin, i_end) (a multiple of 32) of C for all n tokens, in chunks
+// of paired_rows(k); S: paired_bytes(i_end - i_begin, k), 64-byte aligned. tmm0..3: accumulators (tokens j0..,
+// j0+16.. x rows i0.., i0+16..); tmm4, 5: token tiles; tmm6, 7: paired weight tiles. The caller checked available().
+static inline void gemm_rows_paired(int64_t i_begin, int64_t i_end, int64_t n, int64_t k, const uint16_t * A,
+                                    int64_t lda, const float * B, int64_t ldb, float * C, int64_t ldc, void * S) {
+    const int64_t chunk = std::min(i_end - i_begin, paired_rows(k)), group = k / 2 * 16;  // uint32: 16 paired rows
+    uint32_t * Wp = static_cast<uint32_t *>(S);
+    uint16_t * T = reinterpret_cast<uint16_t *>(Wp + chunk / 16 * group);
+    float * part = reinterpret_cast<float *>(T + TT * k);  // a block of fewer than 32 tokens, before C
+    const int64_t st = k * sizeof(uint16_t), sw = 16 * sizeof(uint32_t);
+    load_config();
+    for (int64_t r0 = i_begin; r0 < i_end; r0 += chunk) {
+        const int64_t rows = std::min<int64_t>(chunk, i_end - r0);
+        pair_rows(A + r0 * lda, lda, rows, k, Wp);
+        for (int64_t j0 = 0; j0 < n; j0 += TT) {
+            const int64_t nj = std::min<int64_t>(TT, n - j0);
+            round_tokens(B, ldb, k, j0, nj, T);
+            for (int64_t i0 = 0; i0 < rows; i0 += TR) {
+                const uint32_t * w0 = Wp + i0 / 16 * group;
+                const uint32_t * w1 = w0 + group;
+                asm volatile("tilezero %%tmm0\n\ttilezero %%tmm1\n\ttilezero %%tmm2\n\ttilezero %%tmm3" ::);
+                for (int64_t l = 0; l < k; l += 32) {
+                    ALIGNTS_TILELOAD(4, T + l, st);
+                    ALIGNTS_TILELOAD(6, w0 + l / 2 * 16, sw);
+                    ALIGNTS_TILELOAD(7, w1 + l / 2 * 16, sw);
+                    ALIGNTS_TDP(0, 4, 6);
+                    ALIGNTS_TDP(1, 4, 7);
+                    ALIGNTS_TILELOAD(5, T + 16 * k + l, st);
+                    ALIGNTS_TDP(2, 5, 6);
+                    ALIGNTS_TDP(3, 5, 7);
+                }
+                float * c = C + j0 * ldc + r0 + i0;
+                float * out = nj == TT ? c : part;  // a full block straight into C
+                const int64_t so = nj == TT ? ldc : TT;
+                ALIGNTS_TILESTORE(0, out, so * sizeof(float));
+                ALIGNTS_TILESTORE(1, out + 16, so * sizeof(float));
+                ALIGNTS_TILESTORE(2, out + 16 * so, so * sizeof(float));
+                ALIGNTS_TILESTORE(3, out + 16 * so + 16, so * sizeof(float));
+                for (int64_t j = 0; out == part && j < nj; ++j) {
+                    _mm512_storeu_ps(c + j * ldc, _mm512_load_ps(part + j * TT));
+                    _mm512_storeu_ps(c + j * ldc + 16, _mm512_load_ps(part + j * TT + 16));
+                }
+            }
+        }
+    }
+    release();
+}
+
+#undef ALIGNTS_TILELOAD
+#undef ALIGNTS_TILESTORE
+#undef ALIGNTS_TDP
 
 }  // namespace alignts_amx
 #endif

@@ -4,7 +4,8 @@ of one forecast call (batch x 7 series) over CALLS calls after 3 warm-up calls, 
 count, and the largest difference of the two builds' forecasts.
     cp -r $VENV/lib/python3.11/site-packages/llama_cpp /tmp/ab/old/     (before installing the new wheel)
     python rows_ab.py BUNDLE [BUNDLE ...] --old /tmp/ab/old --variants gguf-bf16,gguf-f32 --rounds 3 --calls 30
-(session 16: patch level 10 against 11, the bundles of results/speed_cpu_xeon.md)"""
+(session 16: patch level 10 against 11, the bundles of results/speed_cpu_xeon.md). One process a measurement: on a
+VM whose speed moves minute by minute, pair_ab.py (both builds alive, calls alternating) is the fairer comparison."""
 import argparse
 import json
 import os
@@ -39,6 +40,8 @@ ap.add_argument("--old", required=True, help="a folder holding the old llama_cpp
 ap.add_argument("--variants", default="gguf-bf16")
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--calls", type=int, default=30)
+ap.add_argument("--threads", default="1,2")
+ap.add_argument("--batches", default="1,8")
 ap.add_argument("--out", default="rows_ab.json")
 a = ap.parse_args()
 envs = {"new": dict(os.environ),
@@ -48,8 +51,8 @@ print("| bundle | variant | batch | threads | old ms | new ms | old / new | max 
 print("|---|---|---|---|---|---|---|---|")
 for bundle in a.bundles:
     for variant in a.variants.split(","):
-        for threads in (1, 2):
-            for b in (1, 8):
+        for threads in map(int, a.threads.split(",")):
+            for b in map(int, a.batches.split(",")):
                 p50, ys, levels = {"old": [], "new": []}, {}, {}
                 for r in range(a.rounds):
                     for build in (("old", "new") if r % 2 == 0 else ("new", "old")):
