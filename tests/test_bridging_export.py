@@ -100,6 +100,24 @@ def test_runtime_matches_torch(built):
     assert np.max(np.abs(f2.forecast_scaled(x) - f.forecast_scaled(x))) > 1e-6
 
 
+def test_adapter_export_is_the_adapter(built):
+    """The exported adapter (keys folded into the query projection, one product a head for all series) computes
+    the trained adapter's function: every head, the query bias, 1 and 5 series."""
+    from alignts.export.bridging import AdapterExport
+
+    model, cfg = built.model, built.cfg
+    assert float(model.reprogram.query.bias.abs().max()) > 0  # the folded bias row is exercised
+    ad = AdapterExport(model).eval()
+    assert tuple(ad.scores_w.shape) == (cfg.n_heads, cfg.d_model + 1, cfg.n_prototypes)
+    g = torch.Generator().manual_seed(3)
+    for S in (1, 5):
+        p = 3.0 * torch.randn(S, cfg.n_patches, cfg.patch_len, generator=g)
+        with torch.no_grad():
+            ref, got = model.adapter(p), ad(p)
+        assert got.shape == ref.shape == (S, cfg.n_patches, built.backbone.d_model)
+        assert float((got - ref).abs().max()) <= 1e-5 * max(1.0, float(ref.abs().max())), S
+
+
 @pytest.mark.gguf
 def test_gguf_variant_matches_torch(built):
     pytest.importorskip("llama_cpp")

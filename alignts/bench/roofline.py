@@ -158,9 +158,11 @@ def model_flops(manifest, batch_size: int, bundle_dir=None) -> float | None:
         io = S * (2.0 * N * P * d + 2.0 * N * d * H)
     else:
         dm, hk = cfg.d_model, cfg.n_heads * cfg.d_keys
-        # patch embedding (Conv1d, kernel 3), query projection, scores and values over the prototypes, output
+        # as exported (alignts.export.bridging.AdapterExport): patch embedding (Conv1d, kernel 3), the scores over
+        # the prototypes with the query projection folded in (width d_model + 1 a head), the values, the output
         # projection to the LM width; then the head over the last N hidden states' first d_ff features
-        adapter = N * (2.0 * 3 * P * dm + 2.0 * dm * hk + 4.0 * hk * cfg.n_prototypes + 2.0 * hk * d)
+        adapter = N * (2.0 * 3 * P * dm + 2.0 * (dm + 1) * cfg.n_heads * cfg.n_prototypes
+                       + 2.0 * hk * cfg.n_prototypes + 2.0 * hk * d)
         io = S * (adapter + 2.0 * N * cfg.d_ff * H)
     if cfg.linear_skip:
         io += S * 2.0 * cfg.context_len * H

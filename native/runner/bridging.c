@@ -1,6 +1,7 @@
 /* Bridging paradigm (Time-LLM) on GGUF, as alignts/runtime/paradigms/bridging.py with the backbone's gguf-f32
- * variant: raw [S, L] -> training scaler -> float32 -> RevIN + patching -> the adapter (adapter.npz: circular
- * Conv1d patch embedding, then cross-attention onto the precomputed prototype keys/values, out to the LM width)
+ * variant: raw [S, L] -> training scaler -> float32 -> RevIN + patching -> the adapter (torch_trained.safetensors:
+ * circular Conv1d patch embedding, then cross-attention onto the prototypes, out to the LM width; what depends on
+ * the weights alone is computed at open, as AdapterExport does at export)
  * -> [prompt prefix rows of the word-embedding table ; adapter output] -> frozen backbone (llama.cpp, input
  * embeddings) -> last N hidden states, first d_ff features -> head (head.npz; + skip_w @ z + skip_b with
  * config.linear_skip, z the normalized context read back from the patches) -> instance denorm -> float32 ->
@@ -25,6 +26,17 @@
 #include "sha256.h"
 #include "tokenizer.h"
 
+/* The adapter's loops (fold_adapter, adapter) also built for AVX2 and AVX-512 on x86-64, the widest picked at load
+ * (gcc's target_clones): the same operations in the same order (no FMA: -ffp-contract=off), so the same results. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef VECTOR_CLONES
+#define VECTOR_CLONES
+#endif
+
 typedef struct {
     long L, H, C, P, stride, D, n_heads, d_keys, K, d_ff, d_llm, T, top_k, decimals;
     size_t N, HE;
@@ -32,7 +44,9 @@ typedef struct {
     npz_file ad, head;
     const npz_array *pw, *qw, *qb, *ow, *ob, *hw, *hb, *sw, *sb; /* sw, sb: the linear skip, or NULL */
     int linear_skip;
-    float *keys, *values; /* [K, HE]: the reprogramming keys / values of the (constant) prototypes */
+    float *g;   /* [n_heads, D + 1, K]: the scores' weights, (query projection . prototype keys) / sqrt(E) */
+    float *vt;  /* [n_heads, K, E]: the prototypes' values, a block a head */
+    float *owt; /* [HE, d_llm]: the out projection, transposed */
     int32_t *const_ids, pad_id;
     size_t n_const;
     bundle bb; /* the backbone bundle */
@@ -45,7 +59,7 @@ typedef struct {
     const char *kv;
     /* workspace */
     double *x, *patches, *mean, *std, *work, *swork;
-    float *emb, *hid, *enc, *q, *att, *o;
+    float *emb, *hid, *enc, *att, *o;
     int32_t *ids;
     char *text;
 } bridging_state;
@@ -255,6 +269,79 @@ static const npz_array *need(const npz_file *f, const char *name, size_t nd, siz
     return a;
 }
 
+/* What the adapter computes from its weights alone, once (AdapterExport in alignts/export/bridging.py, in double):
+ * keys, values = Linear(prototypes) [K, HE]; head h's scores (x Wq_h^T + bq_h) K_h^T / sqrt(E) = [x, 1] g_h with
+ * g_h = [Wq_h^T K_h^T ; bq_h K_h^T] / sqrt(E) [D + 1, K]; the values as [n_heads, K, E]; the out projection
+ * transposed. Every loop runs along contiguous rows (the compiler vectorizes them). */
+VECTOR_CLONES static int fold_adapter(bridging_state *st, const char *path) {
+    const npz_array *pr, *kw, *kb, *vw, *vb;
+    size_t K = (size_t)st->K, HE = st->HE, dl = (size_t)st->d_llm, D = (size_t)st->D, E = (size_t)st->d_keys;
+    enum { PB = 8 };
+    size_t NH = (size_t)st->n_heads, j0, b, e, m, d, hh;
+    double *kwt = NULL, *vwt = NULL, *key = NULL, *val = NULL, *qwt = NULL, scale = 1.0 / sqrt((double)E);
+    int rc = -1;
+    if (!(pr = need(&st->ad, "prototype_table", 2, K, dl, path)) ||
+        !(kw = need(&st->ad, "reprogram.key.weight", 2, HE, dl, path)) ||
+        !(kb = need(&st->ad, "reprogram.key.bias", 1, HE, 0, path)) ||
+        !(vw = need(&st->ad, "reprogram.value.weight", 2, HE, dl, path)) ||
+        !(vb = need(&st->ad, "reprogram.value.bias", 1, HE, 0, path)))
+        return -1;
+    if (!(st->g = (float *)rt_malloc(NH * (D + 1) * K * sizeof(float))) ||
+        !(st->vt = (float *)rt_malloc(NH * K * E * sizeof(float))) ||
+        !(st->owt = (float *)rt_malloc(HE * dl * sizeof(float))) ||
+        !(kwt = (double *)rt_malloc(dl * HE * sizeof(double))) || !(vwt = (double *)rt_malloc(dl * HE * sizeof(double))) ||
+        !(key = (double *)rt_malloc(PB * HE * sizeof(double))) || !(val = (double *)rt_malloc(PB * HE * sizeof(double))) ||
+        !(qwt = (double *)rt_malloc((D + 1) * HE * sizeof(double))))
+        goto done;
+    for (e = 0; e < HE; e++) {
+        for (m = 0; m < dl; m++) {
+            kwt[m * HE + e] = (double)kw->data[e * dl + m];
+            vwt[m * HE + e] = (double)vw->data[e * dl + m];
+        }
+        for (d = 0; d < D; d++) qwt[d * HE + e] = (double)st->qw->data[e * D + d];
+        qwt[D * HE + e] = (double)st->qb->data[e]; /* the bias as row D */
+        for (m = 0; m < dl; m++) st->owt[e * dl + m] = st->ow->data[m * HE + e];
+    }
+    for (j0 = 0; j0 < K; j0 += PB) { /* PB prototypes' key and value rows (each weight row read once for them) */
+        const size_t nb = K - j0 < PB ? K - j0 : PB;
+        for (b = 0; b < nb; b++)
+            for (e = 0; e < HE; e++) {
+                key[b * HE + e] = (double)kb->data[e];
+                val[b * HE + e] = (double)vb->data[e];
+            }
+        for (m = 0; m < dl; m++) {
+            const double *kr = kwt + m * HE, *vr = vwt + m * HE;
+            for (b = 0; b < nb; b++) {
+                const double a = (double)pr->data[(j0 + b) * dl + m];
+                double *kk = key + b * HE, *vv = val + b * HE;
+                for (e = 0; e < HE; e++) {
+                    kk[e] += a * kr[e];
+                    vv[e] += a * vr[e];
+                }
+            }
+        }
+        for (b = 0; b < nb; b++) /* then their columns of every g_h and rows of every v_h */
+            for (hh = 0; hh < NH; hh++) {
+                const double *k = key + b * HE + hh * E;
+                for (e = 0; e < E; e++) st->vt[(hh * K + j0 + b) * E + e] = (float)val[b * HE + hh * E + e];
+                for (d = 0; d <= D; d++) {
+                    const double *q = qwt + d * HE + hh * E;
+                    double acc = 0.0;
+                    for (e = 0; e < E; e++) acc += q[e] * k[e];
+                    st->g[(hh * (D + 1) + d) * K + j0 + b] = (float)(acc * scale);
+                }
+            }
+    }
+    rc = 0;
+done:
+    free(kwt);
+    free(vwt);
+    free(key);
+    free(val);
+    free(qwt);
+    return rc;
+}
+
 static int bridging_open(alignts *h) {
     const json_value *cfg = h->b.config;
     bridging_state *st;
@@ -309,29 +396,7 @@ static int bridging_open(alignts *h) {
                 "bundle.", path);
         goto done;
     }
-    { /* keys / values = Linear(prototypes): computed once here (AdapterExport does it at export) */
-        const npz_array *pr, *kw, *kb, *vw, *vb;
-        size_t K = (size_t)st->K, HE = st->HE, dl = (size_t)st->d_llm, j, e, m;
-        if (!(pr = need(&st->ad, "prototype_table", 2, K, dl, path)) ||
-            !(kw = need(&st->ad, "reprogram.key.weight", 2, HE, dl, path)) ||
-            !(kb = need(&st->ad, "reprogram.key.bias", 1, HE, 0, path)) ||
-            !(vw = need(&st->ad, "reprogram.value.weight", 2, HE, dl, path)) ||
-            !(vb = need(&st->ad, "reprogram.value.bias", 1, HE, 0, path)))
-            goto done;
-        if (!(st->keys = (float *)rt_malloc(K * HE * sizeof(float))) ||
-            !(st->values = (float *)rt_malloc(K * HE * sizeof(float))))
-            goto done;
-        for (j = 0; j < K; j++)
-            for (e = 0; e < HE; e++) {
-                double a1 = kb->data[e], a2 = vb->data[e];
-                for (m = 0; m < dl; m++) {
-                    a1 += (double)pr->data[j * dl + m] * (double)kw->data[e * dl + m];
-                    a2 += (double)pr->data[j * dl + m] * (double)vw->data[e * dl + m];
-                }
-                st->keys[j * HE + e] = (float)a1;
-                st->values[j * HE + e] = (float)a2;
-            }
-    }
+    if (fold_adapter(st, path)) goto done;
     free(path);
     if (!(path = rt_join(h->b.dir, head)) || npz_read(path, &st->head)) goto done;
     if (!(st->hw = npz_get(&st->head, "weight", 2, path)) || !(st->hb = npz_get(&st->head, "bias", 1, path))) goto done;
@@ -403,8 +468,7 @@ static void bridging_reserve(alignts *h, ws *w) {
     st->emb = WS_ARRAY(w, float, S * TN * (size_t)st->d_llm);
     st->hid = WS_ARRAY(w, float, S * TN * (size_t)st->d_llm);
     st->enc = WS_ARRAY(w, float, N * (size_t)st->D);
-    st->q = WS_ARRAY(w, float, N * st->HE);
-    st->att = WS_ARRAY(w, float, (size_t)st->K);
+    st->att = WS_ARRAY(w, float, N * (size_t)st->K);
     st->o = WS_ARRAY(w, float, N * st->HE);
     st->ids = WS_ARRAY(w, int32_t, (size_t)st->T + 1024);
     st->text = WS_ARRAY(w, char, 1024);
@@ -428,11 +492,11 @@ static int prompt_ids(bridging_state *st, const double *x, int32_t *out) {
     return 0;
 }
 
-/* adapter: patches [N, P] (float32 values) -> out [N, d_llm] (AdapterExport in alignts/export/bridging.py) */
-static void adapter(bridging_state *st, const double *patches, float *out) {
+/* adapter: patches [N, P] (float32 values) -> out [N, d_llm] (AdapterExport in alignts/export/bridging.py: the
+ * scores from g, softmax, the values, the out projection; float32 as onnxruntime runs it) */
+VECTOR_CLONES static void adapter(bridging_state *st, const double *patches, float *out) {
     size_t N = st->N, P = (size_t)st->P, D = (size_t)st->D, HE = st->HE, E = (size_t)st->d_keys, K = (size_t)st->K;
     size_t n, o, p, k, j, hh, e, dl = (size_t)st->d_llm;
-    double scale = 1.0 / sqrt((double)E);
     for (n = 0; n < N; n++) /* circular Conv1d(P -> D, kernel 3, no bias) over the patch axis */
         for (o = 0; o < D; o++) {
             double acc = 0.0;
@@ -442,38 +506,44 @@ static void adapter(bridging_state *st, const double *patches, float *out) {
             }
             st->enc[n * D + o] = (float)acc;
         }
-    for (n = 0; n < N; n++) /* queries */
-        for (j = 0; j < HE; j++) {
-            double acc = st->qb->data[j];
-            for (o = 0; o < D; o++) acc += (double)st->qw->data[j * D + o] * (double)st->enc[n * D + o];
-            st->q[n * HE + j] = (float)acc;
-        }
-    for (n = 0; n < N; n++)
-        for (hh = 0; hh < (size_t)st->n_heads; hh++) { /* softmax(q k^T / sqrt(E)) v per head */
-            const float *q = st->q + n * HE + hh * E;
-            double mx = -INFINITY, sum = 0.0;
+    for (hh = 0; hh < (size_t)st->n_heads; hh++) { /* softmax([x, 1] g_h) v_h for all N patches at once */
+        const float *g = st->g + hh * (D + 1) * K, *v = st->vt + hh * K * E;
+        for (n = 0; n < N; n++) {
+            const float *x = st->enc + n * D;
+            float *a = st->att + n * K, mx = -INFINITY;
+            double sum = 0.0;
+            for (j = 0; j < K; j++) a[j] = g[D * K + j];
+            for (o = 0; o < D; o++) {
+                const float xo = x[o], *gr = g + o * K;
+                for (j = 0; j < K; j++) a[j] += xo * gr[j];
+            }
+            for (j = 0; j < K; j++) mx = a[j] > mx ? a[j] : mx;
             for (j = 0; j < K; j++) {
-                const float *kr = st->keys + j * HE + hh * E;
-                double a = 0.0;
-                for (e = 0; e < E; e++) a += (double)q[e] * (double)kr[e];
-                st->att[j] = (float)(a * scale);
-                if (st->att[j] > mx) mx = st->att[j];
+                a[j] = expf(a[j] - mx);
+                sum += a[j];
             }
-            for (j = 0; j < K; j++) sum += exp((double)st->att[j] - mx);
+            for (j = 0; j < K; j++) a[j] = (float)(a[j] / sum);
             for (e = 0; e < E; e++) st->o[n * HE + hh * E + e] = 0.0f;
-            for (e = 0; e < E; e++) {
-                double acc = 0.0;
-                for (j = 0; j < K; j++)
-                    acc += exp((double)st->att[j] - mx) / sum * (double)st->values[j * HE + hh * E + e];
-                st->o[n * HE + hh * E + e] = (float)acc;
+        }
+        for (j = 0; j < K; j++) { /* each value row read once for the N patches */
+            const float *vr = v + j * E;
+            for (n = 0; n < N; n++) {
+                const float w = st->att[n * K + j];
+                float *oh = st->o + n * HE + hh * E;
+                for (e = 0; e < E; e++) oh[e] += w * vr[e];
             }
         }
+    }
     for (n = 0; n < N; n++) /* out projection to the LM width */
-        for (j = 0; j < dl; j++) {
-            double acc = st->ob->data[j];
-            for (e = 0; e < HE; e++) acc += (double)st->ow->data[j * HE + e] * (double)st->o[n * HE + e];
-            out[n * dl + j] = (float)acc;
+        for (j = 0; j < dl; j++) out[n * dl + j] = st->ob->data[j];
+    for (e = 0; e < HE; e++) {
+        const float *wr = st->owt + e * dl;
+        for (n = 0; n < N; n++) {
+            const float oe = st->o[n * HE + e];
+            float *y = out + n * dl;
+            for (j = 0; j < dl; j++) y[j] += oe * wr[j];
         }
+    }
 }
 
 static int bridging_forecast(alignts *h, const double *xin, size_t B, size_t C, size_t L, double *out,
@@ -535,8 +605,9 @@ static void bridging_close(alignts *h) {
     npz_free(&st->ad);
     npz_free(&st->head);
     free(st->const_ids);
-    free(st->keys);
-    free(st->values);
+    free(st->g);
+    free(st->vt);
+    free(st->owt);
     npy_table_close(&st->table);
     tokenizer_free(&st->tok);
     bundle_close(&st->bb);

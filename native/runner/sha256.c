@@ -2,7 +2,17 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* x86-64 CPUs with the SHA extensions (Intel since Goldmont / Ice Lake, AMD since Zen) hash ~5x faster with them
+ * (sha256rnds2 does two rounds, sha256msg1/2 the message schedule): compress_ni, chosen per context at
+ * sha256_init when CPUID says SHA and SSE4.1 and ALIGNTS_SHA_NI is not "0" (the switch test_sha256 uses). */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SHA256_NI 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 #include "rt_util.h"
 
@@ -42,12 +52,68 @@ static void compress(uint32_t h[8], const unsigned char *b) {
     h[0] += a, h[1] += bb, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
 }
 
+#ifdef SHA256_NI
+/* n blocks of 64 bytes. The state as the instructions keep it: ABEF and CDGH, each a register of four words. */
+__attribute__((target("sha,sse4.1"))) static void compress_ni(uint32_t h[8], const unsigned char *b, size_t n) {
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL); /* big-endian words */
+    __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)h), 0xB1);      /* B A D C */
+    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(h + 4)), 0x1B); /* H G F E */
+    __m128i s0 = _mm_alignr_epi8(t, s1, 8);                                        /* ABEF */
+    s1 = _mm_blend_epi16(s1, t, 0xF0);                                             /* CDGH */
+    for (; n > 0; n--, b += 64) {
+        const __m128i abef = s0, cdgh = s1;
+        __m128i w[4], m;
+        int g;
+        for (g = 0; g < 4; g++) w[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(b + 16 * g)), bswap);
+        for (g = 0; g < 16; g++) { /* rounds 4g .. 4g+3 */
+            m = _mm_add_epi32(w[g & 3], _mm_loadu_si128((const __m128i *)(K + 4 * g)));
+            s1 = _mm_sha256rnds2_epu32(s1, s0, m);
+            if (g >= 3 && g < 15) { /* words of group g+1: w[t-16..] + s0(..) (msg1, earlier) + w[t-7..] + s1(..) */
+                w[(g + 1) & 3] = _mm_add_epi32(w[(g + 1) & 3], _mm_alignr_epi8(w[g & 3], w[(g - 1) & 3], 4));
+                w[(g + 1) & 3] = _mm_sha256msg2_epu32(w[(g + 1) & 3], w[g & 3]);
+            }
+            s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(m, 0x0E));
+            if (g >= 1 && g < 13) w[(g - 1) & 3] = _mm_sha256msg1_epu32(w[(g - 1) & 3], w[g & 3]);
+        }
+        s0 = _mm_add_epi32(s0, abef);
+        s1 = _mm_add_epi32(s1, cdgh);
+    }
+    t = _mm_shuffle_epi32(s0, 0x1B);                                        /* F E B A */
+    s1 = _mm_shuffle_epi32(s1, 0xB1);                                       /* D C H G */
+    _mm_storeu_si128((__m128i *)h, _mm_blend_epi16(t, s1, 0xF0));           /* D C B A */
+    _mm_storeu_si128((__m128i *)(h + 4), _mm_alignr_epi8(s1, t, 8));        /* H G F E */
+}
+
+static int cpu_has_sha_ni(void) {
+    unsigned a, b, c, d;
+    const char *env = getenv("ALIGNTS_SHA_NI");
+    if (env && !strcmp(env, "0")) return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSE4_1)) return 0;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((b >> 29) & 1); /* CPUID.7.0:EBX.SHA */
+}
+#endif
+
+static void compress_blocks(sha256_ctx *c, const unsigned char *b, size_t n) {
+#ifdef SHA256_NI
+    if (c->ni) {
+        compress_ni(c->h, b, n);
+        return;
+    }
+#endif
+    for (; n > 0; n--, b += 64) compress(c->h, b);
+}
+
 void sha256_init(sha256_ctx *c) {
     static const uint32_t H0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
     memcpy(c->h, H0, sizeof H0);
     c->n_bytes = 0;
     c->fill = 0;
+#ifdef SHA256_NI
+    c->ni = cpu_has_sha_ni();
+#else
+    c->ni = 0;
+#endif
 }
 
 void sha256_update(sha256_ctx *c, const void *data, size_t n) {
@@ -60,14 +126,12 @@ void sha256_update(sha256_ctx *c, const void *data, size_t n) {
         p += take;
         n -= take;
         if (c->fill < 64) return;
-        compress(c->h, c->block);
+        compress_blocks(c, c->block, 1);
         c->fill = 0;
     }
-    while (n >= 64) {
-        compress(c->h, p);
-        p += 64;
-        n -= 64;
-    }
+    compress_blocks(c, p, n / 64);
+    p += n / 64 * 64;
+    n %= 64;
     memcpy(c->block, p, n);
     c->fill = n;
 }
@@ -78,12 +142,12 @@ void sha256_final(sha256_ctx *c, unsigned char digest[32]) {
     c->block[c->fill++] = 0x80;
     if (c->fill > 56) {
         memset(c->block + c->fill, 0, 64 - c->fill);
-        compress(c->h, c->block);
+        compress_blocks(c, c->block, 1);
         c->fill = 0;
     }
     memset(c->block + c->fill, 0, 56 - c->fill);
     for (i = 0; i < 8; i++) c->block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
-    compress(c->h, c->block);
+    compress_blocks(c, c->block, 1);
     for (i = 0; i < 8; i++) {
         digest[4 * i] = (unsigned char)(c->h[i] >> 24);
         digest[4 * i + 1] = (unsigned char)(c->h[i] >> 16);
