@@ -129,10 +129,21 @@ ENCODER_STREAMS_DECODE_TOKENS = 480
 # took 279 / 263 / 240 / 260 ms (f32 weights), 193 / 169 / 164 / 175 ms (bf16); 7 Bridging series of 119 tokens in
 # groups of 1 / 2 / 4 / 7: 62 / 60 / 61 / 64 ms (results/speed_llama.md, section 4).
 FLASH_DECODE_TOKENS = 256
-# Tokens per onnxruntime run of a shared backbone (Bridging): its [series, heads, T, T] attention scores leave the
-# caches when a whole batch goes in one run. MiniLM Bridging (119 tokens a series, 56 series at batch 8, quiet
-# machine): batch 8 cost 9.8x / 9.3x batch 1 in one run (1 / 2 threads), 7.7x / 7.5x in runs of 8 series.
+# Tokens per onnxruntime run of an encoder (Bridging's shared backbone, Internal's whole model): its activations
+# ([series, heads, T, T] attention scores, [series x T, d_ff] FFN rows) leave the caches when a whole batch goes in
+# one run. MiniLM Bridging (119 tokens a series, 56 series at batch 8, quiet machine): batch 8 cost 9.8x / 9.3x
+# batch 1 in one run (1 / 2 threads), 7.7x / 7.5x in runs of 8 series. MiniLM Internal (22 tokens, 56 series,
+# Intel Xeon, in step): onnx-int8 171 / 102 ms in one run (1 / 2 threads), 154 / 94 in two of 28; onnx-fp32 392 /
+# 196 against 386 / 194 (results/speed_llama.md, section 18).
 ONNX_RUN_TOKENS = 1024
+
+
+def onnx_run_series(series: int, tokens: int) -> int:
+    """Series per onnxruntime run for ``series`` sequences of ``tokens``: at most ``ONNX_RUN_TOKENS`` tokens a run
+    (at least one series), the runs as even as they can be (56 series of 22 tokens: two runs of 28, not 46 + 10)."""
+    series, tokens = max(1, int(series)), max(1, int(tokens))
+    runs = -(-series // max(1, ONNX_RUN_TOKENS // tokens))
+    return -(-series // runs)
 # Injective's parallel samples in one llama.cpp KV cache (LlamaCppModel(kv_unified=True)) instead of a stream each:
 # the prompt's cells are shared (a stream each holds and reads its own copy of them), but every sample's token
 # attends over every sample's generated cells (masked). Shared wins while the samples' generated tokens are few
