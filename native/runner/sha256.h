@@ -14,7 +14,7 @@ typedef struct {
     uint64_t n_bytes;
     unsigned char block[64];
     size_t fill;
-    int ni; /* compress with the x86 SHA extensions (sha256_init decides) */
+    int ni; /* compress with the CPU's SHA-256 instructions, x86 or ARMv8 (sha256_init decides) */
 } sha256_ctx;
 
 void sha256_init(sha256_ctx *c);
