@@ -136,14 +136,6 @@ FLASH_DECODE_TOKENS = 256
 # Intel Xeon, in step): onnx-int8 171 / 102 ms in one run (1 / 2 threads), 154 / 94 in two of 28; onnx-fp32 392 /
 # 196 against 386 / 194 (results/speed_llama.md, section 18).
 ONNX_RUN_TOKENS = 1024
-
-
-def onnx_run_series(series: int, tokens: int) -> int:
-    """Series per onnxruntime run for ``series`` sequences of ``tokens``: at most ``ONNX_RUN_TOKENS`` tokens a run
-    (at least one series), the runs as even as they can be (56 series of 22 tokens: two runs of 28, not 46 + 10)."""
-    series, tokens = max(1, int(series)), max(1, int(tokens))
-    runs = -(-series // max(1, ONNX_RUN_TOKENS // tokens))
-    return -(-series // runs)
 # Injective's parallel samples in one llama.cpp KV cache (LlamaCppModel(kv_unified=True)) instead of a stream each:
 # the prompt's cells are shared (a stream each holds and reads its own copy of them), but every sample's token
 # attends over every sample's generated cells (masked). Shared wins while the samples' generated tokens are few
@@ -417,6 +409,14 @@ def embedding_geometry(tokens: int, series: int, encoder: bool, flash: bool = Fa
         per = max(1, LLAMA_N_BATCH // tokens)
     per = min(per, series)
     return per, per * tokens
+
+
+def onnx_run_series(series: int, tokens: int) -> int:
+    """Series per onnxruntime run for ``series`` sequences of ``tokens``: at most ``ONNX_RUN_TOKENS`` tokens a run
+    (at least one series), the runs as even as they can be (56 series of 22 tokens: two runs of 28, not 46 + 10)."""
+    series, tokens = max(1, int(series)), max(1, int(tokens))
+    runs = -(-series // max(1, ONNX_RUN_TOKENS // tokens))
+    return -(-series // runs)
 
 
 def shared_prompt_kv(samples: int, prompt_tokens: int, generated_tokens: int) -> bool:
