@@ -26,8 +26,9 @@
 #include "sha256.h"
 #include "tokenizer.h"
 
-/* The adapter's loops (fold_adapter, adapter) also built for AVX2 and AVX-512 on x86-64, the widest picked at load
- * (gcc's target_clones): the same operations in the same order (no FMA: -ffp-contract=off), so the same results. */
+/* The adapter's loops (gemm_acc, gemm_acc_d, fold_adapter, adapter) also built for AVX2 and AVX-512 on x86-64, the
+ * widest picked at load (gcc's target_clones): the same operations in the same order (no FMA: -ffp-contract=off),
+ * so the same results. */
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -269,16 +270,100 @@ static const npz_array *need(const npz_file *f, const char *name, size_t nd, siz
     return a;
 }
 
+/* 16 floats as one value (GCC / Clang vector extensions): AVX-512 one register, AVX2 two, SSE and NEON four */
+typedef float v16f __attribute__((vector_size(64)));
+
+
+/* C[M, n] += A[M, k] B[k, n], row-major with leading dimensions: blocks of 4 rows x 16 columns whose sums stay in
+ * registers across k, the rest one row at a time. Each element's sum runs over k in order, as the plain loop would:
+ * the same results. */
+VECTOR_CLONES static void gemm_acc(size_t M, size_t n, size_t k, const float *A, size_t lda, const float *B, size_t ldb,
+                                   float *C, size_t ldc) {
+    size_t i = 0, c, l, r, e;
+    for (; i + 4 <= M; i += 4) {
+        const float *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+        for (c = 0; c + 16 <= n; c += 16) {
+            float *c0 = C + i * ldc + c;
+            v16f s0, s1, s2, s3, b;
+            memcpy(&s0, c0, sizeof s0);
+            memcpy(&s1, c0 + ldc, sizeof s1);
+            memcpy(&s2, c0 + 2 * ldc, sizeof s2);
+            memcpy(&s3, c0 + 3 * ldc, sizeof s3);
+            for (l = 0; l < k; l++) {
+                memcpy(&b, B + l * ldb + c, sizeof b);
+                s0 += a0[l] * b;
+                s1 += a1[l] * b;
+                s2 += a2[l] * b;
+                s3 += a3[l] * b;
+            }
+            memcpy(c0, &s0, sizeof s0);
+            memcpy(c0 + ldc, &s1, sizeof s1);
+            memcpy(c0 + 2 * ldc, &s2, sizeof s2);
+            memcpy(c0 + 3 * ldc, &s3, sizeof s3);
+        }
+        for (r = 0; r < 4 && c < n; r++) /* the columns past the last 16 */
+            for (l = 0; l < k; l++) {
+                const float a = A[(i + r) * lda + l], *b = B + l * ldb;
+                for (e = c; e < n; e++) C[(i + r) * ldc + e] += a * b[e];
+            }
+    }
+    for (; i < M; i++) /* the rows past the last 4 */
+        for (l = 0; l < k; l++) {
+            const float a = A[i * lda + l], *b = B + l * ldb;
+            for (e = 0; e < n; e++) C[i * ldc + e] += a * b[e];
+        }
+}
+
+/* gemm_acc in double (8 a value), for what the adapter folds at open */
+typedef double v8d __attribute__((vector_size(64)));
+
+VECTOR_CLONES static void gemm_acc_d(size_t M, size_t n, size_t k, const double *A, size_t lda, const double *B,
+                                     size_t ldb, double *C, size_t ldc) {
+    size_t i = 0, c, l, r, e;
+    for (; i + 4 <= M; i += 4) {
+        const double *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+        for (c = 0; c + 8 <= n; c += 8) {
+            double *c0 = C + i * ldc + c;
+            v8d s0, s1, s2, s3, b;
+            memcpy(&s0, c0, sizeof s0);
+            memcpy(&s1, c0 + ldc, sizeof s1);
+            memcpy(&s2, c0 + 2 * ldc, sizeof s2);
+            memcpy(&s3, c0 + 3 * ldc, sizeof s3);
+            for (l = 0; l < k; l++) {
+                memcpy(&b, B + l * ldb + c, sizeof b);
+                s0 += a0[l] * b;
+                s1 += a1[l] * b;
+                s2 += a2[l] * b;
+                s3 += a3[l] * b;
+            }
+            memcpy(c0, &s0, sizeof s0);
+            memcpy(c0 + ldc, &s1, sizeof s1);
+            memcpy(c0 + 2 * ldc, &s2, sizeof s2);
+            memcpy(c0 + 3 * ldc, &s3, sizeof s3);
+        }
+        for (r = 0; r < 4 && c < n; r++)
+            for (l = 0; l < k; l++) {
+                const double a = A[(i + r) * lda + l], *b = B + l * ldb;
+                for (e = c; e < n; e++) C[(i + r) * ldc + e] += a * b[e];
+            }
+    }
+    for (; i < M; i++)
+        for (l = 0; l < k; l++) {
+            const double a = A[i * lda + l], *b = B + l * ldb;
+            for (e = 0; e < n; e++) C[i * ldc + e] += a * b[e];
+        }
+}
+
 /* What the adapter computes from its weights alone, once (AdapterExport in alignts/export/bridging.py, in double):
  * keys, values = Linear(prototypes) [K, HE]; head h's scores (x Wq_h^T + bq_h) K_h^T / sqrt(E) = [x, 1] g_h with
  * g_h = [Wq_h^T K_h^T ; bq_h K_h^T] / sqrt(E) [D + 1, K]; the values as [n_heads, K, E]; the out projection
- * transposed. Every loop runs along contiguous rows (the compiler vectorizes them). */
+ * transposed. The key / value projections are products of 64 prototypes at a time (gemm_acc_d), in double. */
 VECTOR_CLONES static int fold_adapter(bridging_state *st, const char *path) {
     const npz_array *pr, *kw, *kb, *vw, *vb;
     size_t K = (size_t)st->K, HE = st->HE, dl = (size_t)st->d_llm, D = (size_t)st->D, E = (size_t)st->d_keys;
-    enum { PB = 8 };
+    enum { PB = 64 };
     size_t NH = (size_t)st->n_heads, j0, b, e, m, d, hh;
-    double *kwt = NULL, *vwt = NULL, *key = NULL, *val = NULL, *qwt = NULL, scale = 1.0 / sqrt((double)E);
+    double *kwt = NULL, *vwt = NULL, *key = NULL, *val = NULL, *qwt = NULL, *pd = NULL, scale = 1.0 / sqrt((double)E);
     int rc = -1;
     if (!(pr = need(&st->ad, "prototype_table", 2, K, dl, path)) ||
         !(kw = need(&st->ad, "reprogram.key.weight", 2, HE, dl, path)) ||
@@ -291,7 +376,8 @@ VECTOR_CLONES static int fold_adapter(bridging_state *st, const char *path) {
         !(st->owt = (float *)rt_malloc(HE * dl * sizeof(float))) ||
         !(kwt = (double *)rt_malloc(dl * HE * sizeof(double))) || !(vwt = (double *)rt_malloc(dl * HE * sizeof(double))) ||
         !(key = (double *)rt_malloc(PB * HE * sizeof(double))) || !(val = (double *)rt_malloc(PB * HE * sizeof(double))) ||
-        !(qwt = (double *)rt_malloc((D + 1) * HE * sizeof(double))))
+        !(qwt = (double *)rt_malloc((D + 1) * HE * sizeof(double))) ||
+        !(pd = (double *)rt_malloc(PB * dl * sizeof(double))))
         goto done;
     for (e = 0; e < HE; e++) {
         for (m = 0; m < dl; m++) {
@@ -302,24 +388,17 @@ VECTOR_CLONES static int fold_adapter(bridging_state *st, const char *path) {
         qwt[D * HE + e] = (double)st->qb->data[e]; /* the bias as row D */
         for (m = 0; m < dl; m++) st->owt[e * dl + m] = st->ow->data[m * HE + e];
     }
-    for (j0 = 0; j0 < K; j0 += PB) { /* PB prototypes' key and value rows (each weight row read once for them) */
+    for (j0 = 0; j0 < K; j0 += PB) { /* PB prototypes' key and value rows: [PB, dl] x [dl, HE] + the biases */
         const size_t nb = K - j0 < PB ? K - j0 : PB;
-        for (b = 0; b < nb; b++)
+        for (b = 0; b < nb; b++) {
+            for (m = 0; m < dl; m++) pd[b * dl + m] = (double)pr->data[(j0 + b) * dl + m];
             for (e = 0; e < HE; e++) {
                 key[b * HE + e] = (double)kb->data[e];
                 val[b * HE + e] = (double)vb->data[e];
             }
-        for (m = 0; m < dl; m++) {
-            const double *kr = kwt + m * HE, *vr = vwt + m * HE;
-            for (b = 0; b < nb; b++) {
-                const double a = (double)pr->data[(j0 + b) * dl + m];
-                double *kk = key + b * HE, *vv = val + b * HE;
-                for (e = 0; e < HE; e++) {
-                    kk[e] += a * kr[e];
-                    vv[e] += a * vr[e];
-                }
-            }
         }
+        gemm_acc_d(nb, HE, dl, pd, dl, kwt, HE, key, HE);
+        gemm_acc_d(nb, HE, dl, pd, dl, vwt, HE, val, HE);
         for (b = 0; b < nb; b++) /* then their columns of every g_h and rows of every v_h */
             for (hh = 0; hh < NH; hh++) {
                 const double *k = key + b * HE + hh * E;
@@ -339,6 +418,7 @@ done:
     free(key);
     free(val);
     free(qwt);
+    free(pd);
     return rc;
 }
 
@@ -507,16 +587,12 @@ VECTOR_CLONES static void adapter(bridging_state *st, const double *patches, flo
             st->enc[n * D + o] = (float)acc;
         }
     for (hh = 0; hh < (size_t)st->n_heads; hh++) { /* softmax([x, 1] g_h) v_h for all N patches at once */
-        const float *g = st->g + hh * (D + 1) * K, *v = st->vt + hh * K * E;
+        const float *g = st->g + hh * (D + 1) * K;
+        for (n = 0; n < N; n++) memcpy(st->att + n * K, g + D * K, K * sizeof(float)); /* the bias row */
+        gemm_acc(N, K, D, st->enc, D, g, K, st->att, K);
         for (n = 0; n < N; n++) {
-            const float *x = st->enc + n * D;
             float *a = st->att + n * K, mx = -INFINITY;
             double sum = 0.0;
-            for (j = 0; j < K; j++) a[j] = g[D * K + j];
-            for (o = 0; o < D; o++) {
-                const float xo = x[o], *gr = g + o * K;
-                for (j = 0; j < K; j++) a[j] += xo * gr[j];
-            }
             for (j = 0; j < K; j++) mx = a[j] > mx ? a[j] : mx;
             for (j = 0; j < K; j++) {
                 a[j] = expf(a[j] - mx);
@@ -525,25 +601,11 @@ VECTOR_CLONES static void adapter(bridging_state *st, const double *patches, flo
             for (j = 0; j < K; j++) a[j] = (float)(a[j] / sum);
             for (e = 0; e < E; e++) st->o[n * HE + hh * E + e] = 0.0f;
         }
-        for (j = 0; j < K; j++) { /* each value row read once for the N patches */
-            const float *vr = v + j * E;
-            for (n = 0; n < N; n++) {
-                const float w = st->att[n * K + j];
-                float *oh = st->o + n * HE + hh * E;
-                for (e = 0; e < E; e++) oh[e] += w * vr[e];
-            }
-        }
+        gemm_acc(N, E, K, st->att, K, st->vt + hh * K * E, E, st->o + hh * E, HE);
     }
     for (n = 0; n < N; n++) /* out projection to the LM width */
-        for (j = 0; j < dl; j++) out[n * dl + j] = st->ob->data[j];
-    for (e = 0; e < HE; e++) {
-        const float *wr = st->owt + e * dl;
-        for (n = 0; n < N; n++) {
-            const float oe = st->o[n * HE + e];
-            float *y = out + n * dl;
-            for (j = 0; j < dl; j++) y[j] += oe * wr[j];
-        }
-    }
+        memcpy(out + n * dl, st->ob->data, dl * sizeof(float));
+    gemm_acc(N, dl, HE, st->o, HE, st->owt, dl, out, dl);
 }
 
 static int bridging_forecast(alignts *h, const double *xin, size_t B, size_t C, size_t L, double *out,
