@@ -27,9 +27,9 @@
 #include "tokenizer.h"
 
 /* The adapter's loops (gemm_acc, gemm_acc_d, fold_adapter, adapter) also built for AVX2 and AVX-512 on x86-64, the
- * widest picked at load (gcc's target_clones): the same operations in the same order (no FMA: -ffp-contract=off),
- * so the same results. */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+ * widest picked at load (gcc's target_clones, an ifunc: glibc only): the same operations in the same order (no FMA:
+ * -ffp-contract=off), so the same results. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__GLIBC__) && defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
