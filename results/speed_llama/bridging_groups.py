@@ -13,7 +13,6 @@ from alignts.runtime.backends.gguf import LlamaCppModel
 path = sys.argv[1]
 out = {}
 x = np.random.default_rng(0).standard_normal((7, 119, 384)).astype(np.float32) * 0.05
-models = {}
 for t in (1, 2):
     m = LlamaCppModel(path, n_ctx=512, n_batch=1024, n_seq_max=8, embeddings=True, n_threads=t)
     ts = {4: [], 7: []}
