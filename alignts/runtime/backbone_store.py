@@ -29,7 +29,6 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from alignts.errors import ArtifactError, BackboneNotFoundError
-from alignts.runtime.budget import onnx_run_series
 from alignts.runtime.configs import BackboneRuntimeConfig
 from alignts.runtime.manifest import MANIFEST_NAME, Manifest, bundle_file, manifest_sha256, read_manifest
 
@@ -154,13 +153,10 @@ class LoadedBackbone:
 
     def hidden(self, embeds: np.ndarray) -> np.ndarray:
         """Final hidden states ``[S, T, d]`` of the frozen LM on input embeddings ``[S, T, d]`` (onnxruntime: in
-        runs of at most ``budget.ONNX_RUN_TOKENS`` tokens, :func:`budget.onnx_run_series`)."""
+        runs of at most ``budget.ONNX_RUN_TOKENS`` tokens, ``OnnxSession.run_series``)."""
         e = np.ascontiguousarray(embeds, dtype=np.float32)
         if self._session is not None:
-            per = onnx_run_series(e.shape[0], e.shape[1])
-            if e.shape[0] <= per:
-                return self._session.run({self._in: e})[0]
-            return np.concatenate([self._session.run({self._in: e[i:i + per]})[0] for i in range(0, e.shape[0], per)])
+            return self._session.run_series(self._in, e)
         return np.asarray(self._lm.hidden_states(e), dtype=np.float32)
 
 

@@ -270,89 +270,56 @@ static const npz_array *need(const npz_file *f, const char *name, size_t nd, siz
     return a;
 }
 
-/* 16 floats as one value (GCC / Clang vector extensions): AVX-512 one register, AVX2 two, SSE and NEON four */
+/* 64 bytes as one value (GCC / Clang vector extensions): 16 floats or 8 doubles; AVX-512 one register, AVX2 two, SSE
+ * and NEON four */
 typedef float v16f __attribute__((vector_size(64)));
-
-
-/* C[M, n] += A[M, k] B[k, n], row-major with leading dimensions: blocks of 4 rows x 16 columns whose sums stay in
- * registers across k, the rest one row at a time. Each element's sum runs over k in order, as the plain loop would:
- * the same results. */
-VECTOR_CLONES static void gemm_acc(size_t M, size_t n, size_t k, const float *A, size_t lda, const float *B, size_t ldb,
-                                   float *C, size_t ldc) {
-    size_t i = 0, c, l, r, e;
-    for (; i + 4 <= M; i += 4) {
-        const float *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
-        for (c = 0; c + 16 <= n; c += 16) {
-            float *c0 = C + i * ldc + c;
-            v16f s0, s1, s2, s3, b;
-            memcpy(&s0, c0, sizeof s0);
-            memcpy(&s1, c0 + ldc, sizeof s1);
-            memcpy(&s2, c0 + 2 * ldc, sizeof s2);
-            memcpy(&s3, c0 + 3 * ldc, sizeof s3);
-            for (l = 0; l < k; l++) {
-                memcpy(&b, B + l * ldb + c, sizeof b);
-                s0 += a0[l] * b;
-                s1 += a1[l] * b;
-                s2 += a2[l] * b;
-                s3 += a3[l] * b;
-            }
-            memcpy(c0, &s0, sizeof s0);
-            memcpy(c0 + ldc, &s1, sizeof s1);
-            memcpy(c0 + 2 * ldc, &s2, sizeof s2);
-            memcpy(c0 + 3 * ldc, &s3, sizeof s3);
-        }
-        for (r = 0; r < 4 && c < n; r++) /* the columns past the last 16 */
-            for (l = 0; l < k; l++) {
-                const float a = A[(i + r) * lda + l], *b = B + l * ldb;
-                for (e = c; e < n; e++) C[(i + r) * ldc + e] += a * b[e];
-            }
-    }
-    for (; i < M; i++) /* the rows past the last 4 */
-        for (l = 0; l < k; l++) {
-            const float a = A[i * lda + l], *b = B + l * ldb;
-            for (e = 0; e < n; e++) C[i * ldc + e] += a * b[e];
-        }
-}
-
-/* gemm_acc in double (8 a value), for what the adapter folds at open */
 typedef double v8d __attribute__((vector_size(64)));
 
-VECTOR_CLONES static void gemm_acc_d(size_t M, size_t n, size_t k, const double *A, size_t lda, const double *B,
-                                     size_t ldb, double *C, size_t ldc) {
-    size_t i = 0, c, l, r, e;
-    for (; i + 4 <= M; i += 4) {
-        const double *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
-        for (c = 0; c + 8 <= n; c += 8) {
-            double *c0 = C + i * ldc + c;
-            v8d s0, s1, s2, s3, b;
-            memcpy(&s0, c0, sizeof s0);
-            memcpy(&s1, c0 + ldc, sizeof s1);
-            memcpy(&s2, c0 + 2 * ldc, sizeof s2);
-            memcpy(&s3, c0 + 3 * ldc, sizeof s3);
-            for (l = 0; l < k; l++) {
-                memcpy(&b, B + l * ldb + c, sizeof b);
-                s0 += a0[l] * b;
-                s1 += a1[l] * b;
-                s2 += a2[l] * b;
-                s3 += a3[l] * b;
-            }
-            memcpy(c0, &s0, sizeof s0);
-            memcpy(c0 + ldc, &s1, sizeof s1);
-            memcpy(c0 + 2 * ldc, &s2, sizeof s2);
-            memcpy(c0 + 3 * ldc, &s3, sizeof s3);
-        }
-        for (r = 0; r < 4 && c < n; r++)
-            for (l = 0; l < k; l++) {
-                const double a = A[(i + r) * lda + l], *b = B + l * ldb;
-                for (e = c; e < n; e++) C[(i + r) * ldc + e] += a * b[e];
-            }
+/* NAME(M, n, k, A, lda, B, ldb, C, ldc): C[M, n] += A[M, k] B[k, n] in T, row-major with leading dimensions: blocks
+ * of 4 rows x one vector VT of columns whose sums stay in registers across k, the rest one row at a time. Each
+ * element's sum runs over k in order, as the plain loop would: the same results. gemm_acc (float) runs the
+ * adapter's products, gemm_acc_d (double) what the adapter folds at open. */
+#define DEFINE_GEMM_ACC(NAME, T, VT)                                                                                  \
+    VECTOR_CLONES static void NAME(size_t M, size_t n, size_t k, const T *A, size_t lda, const T *B, size_t ldb,       \
+                                   T *C, size_t ldc) {                                                                \
+        const size_t w = sizeof(VT) / sizeof(T);                                                                      \
+        size_t i = 0, c, l, r, e;                                                                                     \
+        for (; i + 4 <= M; i += 4) {                                                                                  \
+            const T *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;                                \
+            for (c = 0; c + w <= n; c += w) {                                                                         \
+                T *c0 = C + i * ldc + c;                                                                              \
+                VT s0, s1, s2, s3, b;                                                                                 \
+                memcpy(&s0, c0, sizeof s0);                                                                           \
+                memcpy(&s1, c0 + ldc, sizeof s1);                                                                     \
+                memcpy(&s2, c0 + 2 * ldc, sizeof s2);                                                                 \
+                memcpy(&s3, c0 + 3 * ldc, sizeof s3);                                                                 \
+                for (l = 0; l < k; l++) {                                                                             \
+                    memcpy(&b, B + l * ldb + c, sizeof b);                                                            \
+                    s0 += a0[l] * b;                                                                                  \
+                    s1 += a1[l] * b;                                                                                  \
+                    s2 += a2[l] * b;                                                                                  \
+                    s3 += a3[l] * b;                                                                                  \
+                }                                                                                                     \
+                memcpy(c0, &s0, sizeof s0);                                                                           \
+                memcpy(c0 + ldc, &s1, sizeof s1);                                                                     \
+                memcpy(c0 + 2 * ldc, &s2, sizeof s2);                                                                 \
+                memcpy(c0 + 3 * ldc, &s3, sizeof s3);                                                                 \
+            }                                                                                                         \
+            for (r = 0; r < 4 && c < n; r++) /* the columns past the last whole vector */                             \
+                for (l = 0; l < k; l++) {                                                                             \
+                    const T a = A[(i + r) * lda + l], *b = B + l * ldb;                                               \
+                    for (e = c; e < n; e++) C[(i + r) * ldc + e] += a * b[e];                                         \
+                }                                                                                                     \
+        }                                                                                                             \
+        for (; i < M; i++) /* the rows past the last 4 */                                                             \
+            for (l = 0; l < k; l++) {                                                                                 \
+                const T a = A[i * lda + l], *b = B + l * ldb;                                                         \
+                for (e = 0; e < n; e++) C[i * ldc + e] += a * b[e];                                                   \
+            }                                                                                                         \
     }
-    for (; i < M; i++)
-        for (l = 0; l < k; l++) {
-            const double a = A[i * lda + l], *b = B + l * ldb;
-            for (e = 0; e < n; e++) C[i * ldc + e] += a * b[e];
-        }
-}
+
+DEFINE_GEMM_ACC(gemm_acc, float, v16f)
+DEFINE_GEMM_ACC(gemm_acc_d, double, v8d)
 
 /* What the adapter computes from its weights alone, once (AdapterExport in alignts/export/bridging.py, in double):
  * keys, values = Linear(prototypes) [K, HE]; head h's scores (x Wq_h^T + bq_h) K_h^T / sqrt(E) = [x, 1] g_h with

@@ -10,6 +10,7 @@ from typing import Mapping
 import numpy as np
 
 from alignts.errors import ArtifactError, BackendUnavailableError, InputError, missing_extra
+from alignts.runtime.budget import onnx_run_series
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,14 @@ class OnnxSession:
     @property
     def provider(self) -> str:
         return self.providers[0]
+
+    def run_series(self, name: str, x: np.ndarray) -> np.ndarray:
+        """The first output for an encoder's ``x [series, tokens, ...]`` fed as ``name``, in runs of at most
+        ``budget.ONNX_RUN_TOKENS`` tokens split evenly (:func:`budget.onnx_run_series`), joined on the series axis."""
+        per = onnx_run_series(x.shape[0], x.shape[1])
+        if x.shape[0] <= per:
+            return self.run({name: x})[0]
+        return np.concatenate([self.run({name: x[i:i + per]})[0] for i in range(0, x.shape[0], per)])
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run with ``feeds`` {input name: array}; returns the outputs in order."""

@@ -21,7 +21,7 @@ import numpy as np
 from alignts.errors import ArtifactError
 from alignts.kernels.norm import instance_denorm
 from alignts.kernels.patch import context_from_patches, norm_patchify
-from alignts.runtime.budget import embedding_geometry, onnx_run_series
+from alignts.runtime.budget import embedding_geometry
 from alignts.runtime.forecaster import Forecaster, register_paradigm
 from alignts.runtime.manifest import Variant, bundle_file, load_npz
 from alignts.runtime.paradigms.linear import head_layout
@@ -89,12 +89,8 @@ class InternalForecaster(Forecaster):
         return dict(backend.settings) if backend is not None else super()._opened_settings()
 
     def _core(self, patches: np.ndarray) -> np.ndarray:  # [S, N, P] -> [S, H]
-        if self._session is not None:  # in runs of at most ONNX_RUN_TOKENS tokens (budget.onnx_run_series)
-            per = onnx_run_series(patches.shape[0], patches.shape[1])
-            if patches.shape[0] <= per:
-                return self._session.run({self._in: patches})[0]
-            return np.concatenate([self._session.run({self._in: patches[i:i + per]})[0]
-                                   for i in range(0, patches.shape[0], per)])
+        if self._session is not None:  # in runs of at most ONNX_RUN_TOKENS tokens
+            return self._session.run_series(self._in, patches)
         # the small products around llama.cpp on one BLAS thread: OpenBLAS's workers, woken after each llama.cpp
         # call, spin for busy cores (alignts.runtime.threads)
         with single_blas():
