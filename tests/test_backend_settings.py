@@ -52,6 +52,40 @@ def test_onnx_session_options_follow_the_settings(tmp_path):
     np.testing.assert_array_equal(fast.run({"x": x})[0], lean.run({"x": x})[0])
 
 
+def _residual_layer_norm_onnx(path):
+    """y = LayerNormalization(x + r): the residual pattern onnxruntime fuses into SkipLayerNormalization."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal(D).astype(np.float32), n) for n in ("gamma", "beta")]
+    nodes = [helper.make_node("Add", ["x", "r"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12)]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 5, D]) for n in ("x", "r", "y")]
+    g = helper.make_graph(nodes, "g", io[:2], io[2:], inits)
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    return path
+
+
+def test_cpu_sessions_leave_skip_layer_norm_unfused(tmp_path):
+    """SkipLayerNormalization's CPU kernel is several times slower than Add + LayerNormalization
+    (CPU_DISABLED_OPTIMIZERS): CPU sessions keep the two nodes; onnxruntime's defaults fuse them."""
+    import onnx
+
+    from alignts.runtime.backends.onnx import session_options
+
+    src = _residual_layer_norm_onnx(tmp_path / "ln.onnx")
+    feeds = {n: np.random.default_rng(2).standard_normal((2, 5, D)).astype(np.float32) for n in ("x", "r")}
+    ops, outs = {}, {}
+    for name, so in (("default", ort.SessionOptions()), ("alignts", session_options(ort, 1, device="cpu"))):
+        so.optimized_model_filepath = str(tmp_path / f"{name}.onnx")
+        sess = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        outs[name] = sess.run(None, feeds)[0]
+        ops[name] = {n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node}
+    assert "SkipLayerNormalization" in ops["default"]  # the rewrite exists: the test can tell
+    assert "SkipLayerNormalization" not in ops["alignts"] and "LayerNormalization" in ops["alignts"]
+    np.testing.assert_allclose(outs["alignts"], outs["default"], atol=1e-5)
+
+
 class _Probe(Forecaster):
     """A one-session forecaster that opens its backend the way the paradigms do (``**self.onnx_options()``)."""
 

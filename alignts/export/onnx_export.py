@@ -11,6 +11,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from alignts.errors import ValidationError
+from alignts.export.onnx_fuse import fuse_file
 from alignts.runtime.backends.onnx import _ort
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,9 @@ def export_onnx(module, example_inputs: tuple, path: str | os.PathLike, input_na
     """Export ``module`` (eval mode) to a single ONNX file at ``path`` with the dynamo exporter.
 
     example_inputs: tensors for one forward call; dynamic_axes: {input name: {axis: axis name}} (only inputs
-    need entries; outputs follow). Weights stay inside the file (models here are far below 2 GB).
-    Avoid ``Tensor.unfold`` in the module: gather with indices instead.
+    need entries; outputs follow). Weights stay inside the file (models here are far below 2 GB). Exact GELUs
+    become onnxruntime Gelu nodes (:func:`alignts.export.onnx_fuse.fuse_erf_gelu`). Avoid ``Tensor.unfold`` in
+    the module: gather with indices instead.
     """
     import torch
 
@@ -50,6 +52,7 @@ def export_onnx(module, example_inputs: tuple, path: str | os.PathLike, input_na
                                  output_names=list(output_names), dynamic_shapes=dynamic_shapes,
                                  opset_version=opset, verbose=False, report=False)
     prog.save(str(path), external_data=False)
+    fuse_file(path)
     log.info("exported %s (%d bytes)", path, path.stat().st_size)
     return path
 
@@ -128,6 +131,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, keep_input_lay
         logging.getLogger("root").setLevel(logging.ERROR)
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=True, nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
+    fuse_file(dst)  # a source exported before the GELU rewrite
     return dst
 
 
@@ -178,4 +182,5 @@ def quantize_int8_static(src: str | os.PathLike, dst: str | os.PathLike, batches
                         calibrate_method=methods[method],
                         extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True,
                                        "ActivationSymmetric": False, "CalibMovingAverage": False})
+    fuse_file(dst)  # a source exported before the GELU rewrite
     return dst

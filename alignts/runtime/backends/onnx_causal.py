@@ -46,7 +46,7 @@ class OrtCausalLM:
             raise ArtifactError(f"ONNX decoder {str(self.path)!r} does not exist; expected the model.onnx of an "
                                 "Injective bundle (alignts fit injective --model HF_DIR --backend onnx).")
         so = session_options(ort, threads, arena=arena, enable_mem_pattern=enable_mem_pattern,
-                             disable_prepacking=disable_prepacking)
+                             disable_prepacking=disable_prepacking, device=device)
         self.settings = {"arena": bool(arena), "enable_mem_pattern": bool(enable_mem_pattern),
                          "disable_prepacking": bool(disable_prepacking), "n_ctx": int(n_ctx)}
         providers = ["CPUExecutionProvider"]
