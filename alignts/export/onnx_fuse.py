@@ -2,10 +2,10 @@
 
 torch's exact GELU reaches ONNX (dynamo exporter, opset 18) as five element-wise nodes over the FFN's widest
 activation, ``Mul(x, Mul(0.5, Add(Erf(Div(x, sqrt 2)), 1)))``, an association onnxruntime's GeluFusion does not
-match; five passes over a 154 x 1536 MiniLM activation then cost ~0.5 ms a layer on one Intel Xeon core where
-onnxruntime's one ``com.microsoft`` Gelu node (the same exact, erf-based GELU) costs ~0.25 (an int8 Internal
-forecast 1.11-1.24x faster, a fp32 one ~1.05x). :func:`fuse_erf_gelu` replaces each match with that node; the
-exports are validated against torch after it, as before.
+match; five passes over a 154 x 1536 MiniLM activation then cost ~0.4 ms a layer on one Intel Xeon core where
+onnxruntime's one ``com.microsoft`` Gelu node (the same exact, erf-based GELU) costs ~0.2-0.27 (an int8 Internal
+forecast 1.11-1.24x faster, a fp32 one 1.02-1.05x; results/speed_llama.md section 19). :func:`fuse_erf_gelu`
+replaces each match with that node; the exports are validated against torch after it, as before.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def fuse_erf_gelu(model) -> int:
     ``x / sqrt(2)`` (or ``x * (1 / sqrt(2))``) -> Erf -> ``+ 1`` -> times 0.5 and times x (either association) with
     one ``com.microsoft`` Gelu node; returns how many. Intermediate values read elsewhere, or graph outputs, are
     left alone, and so are constants that are not those of the formula (a tanh GELU, another scale)."""
-    from onnx import helper
+    from onnx import AttributeProto, helper
 
     g = model.graph
     consts = _scalars(g)
@@ -73,6 +73,7 @@ def fuse_erf_gelu(model) -> int:
 
     fused: dict[int, object] = {}  # id(last node of a match) -> its Gelu
     dropped: set[int] = set()
+    formula: set[str] = set()  # the matches' constants (sqrt 2, 1, 0.5)
     for erf in (n for n in g.node if n.op_type == "Erf"):
         scale = producer.get(erf.input[0])
         if scale is None or only_reader(scale, "Erf") is not erf:
@@ -97,18 +98,19 @@ def fuse_erf_gelu(model) -> int:
         fused[id(second)] = helper.make_node("Gelu", [x], [second.output[0]], domain=CONTRIB,
                                              name=(second.name or second.output[0]) + "/gelu")
         dropped |= {id(scale), id(erf), id(add), id(first)}
+        formula |= {i for n in (scale, add, first, second) for i in n.input if i in consts}
     if not fused:
         return 0
     kept = [fused.get(id(n), n) for n in g.node if id(n) not in dropped]
     del g.node[:]
     g.node.extend(kept)
-    used = {i for n in g.node for i in n.input} | outputs
-    unused = [t for t in g.initializer if t.name not in used]
-    for t in unused:
-        g.initializer.remove(t)
-    dead = [n for n in g.node if n.op_type == "Constant" and n.output[0] not in used]
-    for n in dead:
-        g.node.remove(n)
+    # the formula's constants now read by nothing (kept where a subgraph could still name them from outside)
+    if not any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
+        gone = formula - {i for n in g.node for i in n.input} - outputs
+        for t in [t for t in g.initializer if t.name in gone]:
+            g.initializer.remove(t)
+        for n in [n for n in g.node if n.op_type == "Constant" and n.output[0] in gone]:
+            g.node.remove(n)
     if not any(o.domain == CONTRIB for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(CONTRIB, 1))
     return len(fused)
