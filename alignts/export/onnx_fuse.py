@@ -26,9 +26,10 @@ def _scalars(graph) -> dict[str, float]:
 
     out = {}
     for t in graph.initializer:
-        a = numpy_helper.to_array(t)
-        if a.size == 1 and a.dtype.kind == "f":
-            out[t.name] = float(a.reshape(()))
+        if math.prod(t.dims) == 1:  # the weights are not converted
+            a = numpy_helper.to_array(t)
+            if a.dtype.kind == "f":
+                out[t.name] = float(a.reshape(()))
     for n in graph.node:
         if n.op_type == "Constant" and len(n.attribute) == 1:
             at = n.attribute[0]

@@ -75,7 +75,7 @@ def cuda_providers(ort) -> list[str]:
 # onnxruntime graph rewrites left out on the CPU. SkipLayerNormFusion turns a residual Add + LayerNormalization
 # into SkipLayerNormalization, whose CPU kernel is a scalar loop with a division per element: 0.46 ms for one
 # 154 x 384 MiniLM activation where Add + LayerNormalization take 0.08 together (onnxruntime 1.32, Intel Xeon,
-# 1 thread; 22 % of an int8 Internal forecast's kernel time). Its CUDA kernel is fast: CUDA sessions keep it.
+# 1 thread; 22-31 % of an int8 Internal forecast's kernel time). Its CUDA kernel is fast: CUDA sessions keep it.
 CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
