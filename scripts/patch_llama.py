@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Twelve changes, each refused loudly when the code they anchor to has moved (update this script then):
+Thirteen changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -62,6 +62,12 @@ Twelve changes, each refused loudly when the code they anchor to has moved (upda
    and go to it by tilestored, where change 10 transposed every 32 x 32 block in AVX-512 registers. The same sums,
    bit for bit; a batch of 8 MiniLM forecasts on the Xeon 1.10-1.12x faster on 1 and 2 threads, measured in step
    with level 11 (results/speed_llama.md section 17). No code of its own in libllama: the level says the kernels are there.
+13. (in change 2's headers) the f32, bf16 and q8_0 tiles hand their outputs to C transposed in registers, a store
+   of the tile's rows a token (native/ggml/alignts_sgemm_f32.h ``store_tile``), where each output went through a
+   stack buffer one float at a time, and the f32 tile's k loop is unrolled 4 times. The same sums, bit for bit.
+   On one Xeon core MiniLM's 36 f32 products run 1.17-1.19x faster; whole forecasts, level 12 against 13 in step:
+   gguf-f32 1.04-1.09x (Internal) and gguf-q8_0 1.00-1.08x (results/speed_llama.md section 20). No code of its own
+   in libllama: the level says the kernels are there.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -74,7 +80,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 12  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 13  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:

@@ -87,18 +87,7 @@ static inline void tile(const uint16_t * A, int64_t lda, const uint32_t * Bp, in
             }
         }
     }
-    alignas(64) float out[R][TJ];
-    for (int r = 0; r < R; ++r) {
-        for (int v = 0; v < NV2; ++v) {
-            _mm512_store_ps(out[r] + v * VL, acc[r][v]);
-        }
-    }
-    for (int64_t j = 0; j < nj; ++j) {
-        float * c = C + (j0 + j) * ldc + i0;
-        for (int r = 0; r < R; ++r) {
-            c[r] = out[r][j];
-        }
-    }
+    alignts_f32::store_tile<R, NV2>(acc, C, ldc, i0, j0, nj);
 }
 
 template <int R, int NV2>

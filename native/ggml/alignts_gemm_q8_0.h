@@ -20,6 +20,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "alignts_sgemm_f32.h"  // store_tile
+
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__F16C__)
 #include <immintrin.h>
 #define ALIGNTS_GEMM_Q8_0 1
@@ -134,18 +136,7 @@ static inline void tile(const uint8_t * A, int64_t lda_bytes, const int32_t * P,
             }
         }
     }
-    alignas(64) float out[R][TJ];
-    for (int r = 0; r < R; ++r) {
-        for (int v = 0; v < NV2; ++v) {
-            _mm512_store_ps(out[r] + v * VL, acc[r][v]);
-        }
-    }
-    for (int64_t j = 0; j < nj; ++j) {
-        float * c = C + (j0 + j) * ldc + i0;
-        for (int r = 0; r < R; ++r) {
-            c[r] = out[r][j];
-        }
-    }
+    alignts_f32::store_tile<R, NV2>(acc, C, ldc, i0, j0, nj);
 }
 
 template <int R, int NV2>
