@@ -20,25 +20,25 @@ log = logging.getLogger(__name__)
 CONTRIB = "com.microsoft"  # onnxruntime's contrib operator domain (Gelu: version 1)
 
 
-def _scalars(graph) -> dict[str, float]:
-    """{name: value} of the graph's one-element float constants (initializers and Constant nodes)."""
+def _scalar(t) -> float | None:
+    """The value of a one-element float ``TensorProto``, else None (larger tensors, the weights, are not converted)."""
     from onnx import numpy_helper
 
-    out = {}
-    for t in graph.initializer:
-        if math.prod(t.dims) == 1:  # the weights are not converted
-            a = numpy_helper.to_array(t)
-            if a.dtype.kind == "f":
-                out[t.name] = float(a.reshape(()))
+    if math.prod(t.dims) != 1:
+        return None
+    a = numpy_helper.to_array(t)
+    return float(a.reshape(())) if a.dtype.kind == "f" else None
+
+
+def _scalars(graph) -> dict[str, float]:
+    """{name: value} of the graph's one-element float constants (initializers and Constant nodes)."""
+    out = {t.name: v for t in graph.initializer if (v := _scalar(t)) is not None}
     for n in graph.node:
         if n.op_type == "Constant" and len(n.attribute) == 1:
             at = n.attribute[0]
-            if at.name == "value_float":
-                out[n.output[0]] = float(at.f)
-            elif at.name == "value":
-                a = numpy_helper.to_array(at.t)
-                if a.size == 1 and a.dtype.kind == "f":
-                    out[n.output[0]] = float(a.reshape(()))
+            v = float(at.f) if at.name == "value_float" else _scalar(at.t) if at.name == "value" else None
+            if v is not None:
+                out[n.output[0]] = v
     return out
 
 
