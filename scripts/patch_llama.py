@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Thirteen changes, each refused loudly when the code they anchor to has moved (update this script then):
+Fourteen changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -68,6 +68,14 @@ Thirteen changes, each refused loudly when the code they anchor to has moved (up
    On one Xeon core MiniLM's 36 f32 products run 1.17-1.19x faster; whole forecasts, level 12 against 13 in step:
    gguf-f32 1.04-1.09x (Internal) and gguf-q8_0 1.00-1.08x (results/speed_llama.md section 20). No code of its own
    in libllama: the level says the kernels are there.
+14. (in change 2's headers) with 2 threads and more, the f32, q8_0 and bf16 products of more than one 32-token block
+   hand out their jobs (a part of the weight rows x a group of token blocks) from ggml's shared chunk counter, as
+   each thread finishes its last, where each thread had a fixed share (native/ggml/alignts_gemm.h
+   ``for_each_shared_job``; AMX's paired weights, paired once a thread, keep the fixed share). On a VM whose cores
+   run at different rates from one moment to the next the faster thread no longer waits at the barrier for the
+   slower. The same sums, bit for bit (1, 2 and 3 threads give equal hidden states). Also the bf16 (AVX-512 BF16)
+   tile's k loop unrolled 4 times, as change 13 did the f32 tile's. Measured in step with level 13 on the Xeon
+   (results/speed_llama.md section 21). No code of its own in libllama: the level says the kernels are there.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -80,7 +88,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 13  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 14  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:

@@ -220,6 +220,49 @@ def test_bf16_amx_tiles_equal_the_avx512_path_inside_llama_cpp(tmp_path, T):
         np.testing.assert_array_equal(np.load(tmp_path / "h_one.npy"), out["1"])
 
 
+_THREADS_HIDDEN = """
+import sys, numpy as np
+from alignts.runtime.backends.gguf import LlamaCppModel
+x = np.load(sys.argv[2])
+for t in (1, 2, 3):
+    with LlamaCppModel(sys.argv[1], embeddings=True, n_threads=t, n_ctx=x.shape[1], n_batch=x.shape[0] * x.shape[1],
+                       n_seq_max=x.shape[0]) as m:
+        np.save(sys.argv[3] + f"_{t}.npy", m.hidden_states(x))
+"""
+
+
+@pytest.mark.parametrize("dtype", ["f32", "q8_0", "bf16"])
+def test_products_shared_between_threads_sum_as_one_thread(tmp_path, dtype):
+    """With 2 and more threads alignts' products hand out jobs from ggml's shared counter (native/ggml/
+    alignts_gemm.h for_each_shared_job: parts of the weight rows x groups of 32-token blocks, taken as threads
+    finish). Every output is still one tile's k-ordered sum, so 1, 2 and 3 threads give the same hidden states bit
+    for bit. 5 series of 45 tokens (225: 7 blocks and a partial one, under the paired path's 256), a 2-layer BERT of
+    width 64 (f32: 6 row tiles of 12; q8_0: 13 of 5; bf16: 2 AMX blocks of 32, or 6 tiles of 12 without AMX). A bf16
+    model on an AMX CPU runs once more with ALIGNTS_AMX=0 (the vdpbf16ps tiles)."""
+    import os
+    import subprocess
+    import sys
+
+    from alignts.export.gguf_writer import write_gguf
+    from alignts.runtime.backends.gguf import llama_patch_level
+
+    if llama_patch_level() < 14:
+        pytest.skip("this llama.cpp splits products statically (shared jobs: scripts/patch_llama.py change 14); build "
+                    "it with `bash scripts/setup`")
+    path = write_gguf(make_model("bert"), tmp_path / f"bert.{dtype}.gguf", dtype=dtype)
+    x = np.random.default_rng(6).standard_normal((5, 45, D)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    amx = {"amx_bf16", "amx_tile"} <= (thr.cpu_model_and_flags()[1] or set())
+    for env in ["1"] + (["0"] if dtype == "bf16" and amx else []):
+        out = str(tmp_path / f"h{env}")
+        subprocess.run([sys.executable, "-c", _THREADS_HIDDEN, str(path), str(tmp_path / "x.npy"), out],
+                       env=dict(os.environ, ALIGNTS_AMX=env), check=True, timeout=300)
+        one = np.load(out + "_1.npy")
+        assert np.isfinite(one).all() and float(np.abs(one).max()) > 0
+        for t in (2, 3):
+            np.testing.assert_array_equal(np.load(out + f"_{t}.npy"), one, err_msg=f"{t} threads, ALIGNTS_AMX={env}")
+
+
 @pytest.mark.parametrize("T", [5, 16, 37])
 def test_row_kernels_on_rows_that_end_mid_vector(tmp_path, T):
     """The element-wise rows alignts' llama.cpp computes its own way (scripts/patch_llama.py changes 3, 5, 11:

@@ -70,6 +70,7 @@ static inline void tile(const uint16_t * A, int64_t lda, const uint32_t * Bp, in
         }
     }
     const uint16_t * a = A + i0 * lda;
+    ALIGNTS_UNROLL4  // as the f32 tile's: gcc leaves the loop rolled (results/speed_llama.md section 21)
     for (int64_t q = 0; q < k / 2; ++q) {
         __m512bh b[NV2];
         for (int v = 0; v < NV2; ++v) {
