@@ -71,7 +71,7 @@ Fourteen changes, each refused loudly when the code they anchor to has moved (up
 14. (in change 2's headers) with 2 threads and more, the f32, q8_0 and bf16 products of more than one 32-token block
    hand out their jobs (a part of the weight rows x a group of token blocks) from ggml's shared chunk counter, as
    each thread finishes its last, where each thread had a fixed share (native/ggml/alignts_gemm.h
-   ``for_each_shared_job``; AMX's paired weights, paired once a thread, keep the fixed share). On a VM whose cores
+   ``for_each_job``; AMX's paired weights, paired once a thread, keep the fixed share). On a VM whose cores
    run at different rates from one moment to the next the faster thread no longer waits at the barrier for the
    slower. The same sums, bit for bit (1, 2 and 3 threads give equal hidden states). Also the bf16 (AVX-512 BF16)
    tile's k loop unrolled 4 times, as change 13 did the f32 tile's. Measured in step with level 13 on the Xeon
