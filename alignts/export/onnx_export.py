@@ -24,8 +24,8 @@ def export_onnx(module, example_inputs: tuple, path: str | os.PathLike, input_na
 
     example_inputs: tensors for one forward call; dynamic_axes: {input name: {axis: axis name}} (only inputs
     need entries; outputs follow). Weights stay inside the file (models here are far below 2 GB). Exact GELUs
-    become onnxruntime Gelu nodes (:func:`alignts.export.onnx_fuse.fuse_erf_gelu`). Avoid ``Tensor.unfold`` in
-    the module: gather with indices instead.
+    become onnxruntime Gelu nodes and unmasked multi-head attention one MultiHeadAttention node each
+    (:mod:`alignts.export.onnx_fuse`). Avoid ``Tensor.unfold`` in the module: gather with indices instead.
     """
     import torch
 
@@ -131,7 +131,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, keep_input_lay
         logging.getLogger("root").setLevel(logging.ERROR)
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=True, nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
-    fuse_file(dst)  # a source exported before the GELU rewrite
+    fuse_file(dst)  # a source exported before the GELU and attention rewrites
     return dst
 
 
@@ -182,5 +182,5 @@ def quantize_int8_static(src: str | os.PathLike, dst: str | os.PathLike, batches
                         calibrate_method=methods[method],
                         extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True,
                                        "ActivationSymmetric": False, "CalibMovingAverage": False})
-    fuse_file(dst)  # a source exported before the GELU rewrite
+    fuse_file(dst)  # a source exported before the GELU and attention rewrites
     return dst
