@@ -23,6 +23,7 @@ def _attention_graph(form: str):
     arr |= {"heads": np.array([-1, N, H], np.int64), "width": np.array([D], np.int64),
             "sqrt_h": np.array(H ** 0.5, np.float32), "inv_sqrt_h": np.array(H ** -0.5, np.float32),
             "one": np.array(1.0, np.float32), "min": np.array(np.finfo(np.float32).min, np.float32),
+            "zero": np.array(0.0, np.float32),
             "axes": np.array([1, 2], np.int64)}
     nodes = [helper.make_node("Shape", ["x"], ["b"], start=0, end=1),
              helper.make_node("Shape", ["x"], ["bs"], start=0, end=2),
@@ -43,7 +44,7 @@ def _attention_graph(form: str):
                   helper.make_node("Div", ["scores", "xmax"], ["scaled"]),
                   helper.make_node("Add", ["scaled", "mask"], ["logits"])]
     else:
-        nodes.append(helper.make_node("Div", ["scores", "sqrt_h"], ["scaled"]))
+        nodes.append(helper.make_node("Div", ["scores", "zero" if form == "div_by_zero" else "sqrt_h"], ["scaled"]))
         pair = ["mask", "scaled"] if form == "mask_first" else ["scaled", "mask"]
         nodes.append(helper.make_node("Add", pair, ["logits"]))
     if form == "causal_mask":  # a real mask: a lower triangle of zeros, finfo.min above it
@@ -103,7 +104,8 @@ def test_attention_forms_become_one_node(form):
                                before, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("form", ["causal_mask", "probs_output", "k_not_transposed", "scale_from_input"])
+@pytest.mark.parametrize("form", ["causal_mask", "probs_output", "k_not_transposed", "scale_from_input",
+                                  "div_by_zero"])
 def test_attention_near_misses_are_left_alone(form):
     model = _attention_graph(form)
     nodes = [n.op_type for n in model.graph.node]

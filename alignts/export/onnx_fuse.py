@@ -8,8 +8,8 @@
   :func:`fuse_erf_gelu` replaces each match with that node.
 - Attention. A BERT layer's self-attention reaches ONNX as 13 nodes: the heads split out of Q, K and V (Reshape,
   Transpose), ``softmax(Q K^T / sqrt(d) + mask) V``, the heads merged back (Transpose, Reshape). Its Transposes
-  copy on one thread, and with dynamic int8 the projections before it become integer products that onnxruntime's
-  BERT attention fusion no longer matches. :func:`fuse_attention` replaces each match whose mask is provably zero
+  copy on one thread, and onnxruntime's own attention fusion matches neither the fp32 nor the dynamic int8 export
+  of it. :func:`fuse_attention` replaces each match whose mask is provably zero
   (an encoder run without padding, as every series here is) with one ``com.microsoft`` MultiHeadAttention node
   (results/speed_llama.md section 22).
 
@@ -213,7 +213,7 @@ def fuse_attention(model) -> int:
     written out as exporters write BERT's, returning how many::
 
         q4 = Reshape(q, [b, s, N, H]); k4, v4 the same (N, H constants)
-        p  = Softmax(MatMul(Transpose(q4, 0213), Transpose(k4, 0231)) / c  [* c]  [+ mask])
+        p  = Softmax(MatMul(Transpose(q4, 0213), Transpose(k4, 0231)) / c  [+ mask])   (or * s, s = 1/c)
         y  = Reshape(Transpose(MatMul(p, Transpose(v4, 0213)), 0213), [b, s, N*H])
 
     with one ``com.microsoft`` MultiHeadAttention (num_heads N, scale 1/c) on q4, k4 and v4 flattened to
@@ -247,7 +247,7 @@ def fuse_attention(model) -> int:
         return n
 
     def heads(reshape) -> tuple[int, int] | None:
-        """(N, H) of a ``[b, s, N, H]`` Reshape whose output only its Transpose reads."""
+        """(N, H) of a Reshape to ``[b, s, N, H]`` whose N and H are constants, else None."""
         v = _shape_vector(reshape.input[1], producer, arrays) if len(reshape.input) == 2 else None
         if v is None or len(v) != 4 or not all(isinstance(d, int) and d > 0 for d in v[2:]):
             return None
@@ -270,7 +270,8 @@ def fuse_attention(model) -> int:
         if scale_node is None or sole(scale_node.output[0]) is not (sm if mask is None else mask):
             continue
         if scale_node.op_type == "Div" and scale_node.input[1] in arrays and arrays[scale_node.input[1]].size == 1:
-            scores, scale = scale_node.input[0], 1.0 / float(arrays[scale_node.input[1]].reshape(()))
+            c = float(arrays[scale_node.input[1]].reshape(()))
+            scores, scale = scale_node.input[0], (1.0 / c if c else math.inf)
         elif scale_node.op_type == "Mul" and any(i in arrays and arrays[i].size == 1 for i in scale_node.input):
             c = next(i for i in scale_node.input if i in arrays and arrays[i].size == 1)
             scores, scale = next((i for i in scale_node.input if i != c), c), float(arrays[c].reshape(()))
