@@ -50,6 +50,23 @@ def _scalars(graph) -> dict[str, float]:
     return out
 
 
+class _Wiring:
+    """Which node makes each value of a graph, which nodes read it, and the graph's outputs."""
+
+    def __init__(self, graph):
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.readers: dict[str, list] = {}
+        for n in graph.node:
+            for i in n.input:
+                self.readers.setdefault(i, []).append(n)
+        self.outputs = {o.name for o in graph.output}
+
+    def sole(self, name: str, op: str | None = None):
+        """The one node reading ``name`` (an ``op`` when given), when ``name`` is not a graph output, else None."""
+        r = self.readers.get(name, [])
+        return r[0] if len(r) == 1 and name not in self.outputs and (op is None or r[0].op_type == op) else None
+
+
 def fuse_erf_gelu(model) -> int:
     """Replace, in ``model`` (an ``onnx.ModelProto``, changed in place), each exact GELU written out as
     ``x / sqrt(2)`` (or ``x * (1 / sqrt(2))``) -> Erf -> ``+ 1`` -> times 0.5 and times x (either association) with
@@ -59,21 +76,10 @@ def fuse_erf_gelu(model) -> int:
 
     g = model.graph
     consts = _scalars(g)
-    producer = {o: n for n in g.node for o in n.output}
-    readers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-    outputs = {o.name for o in g.output}
+    w = _Wiring(g)
 
     def is_const(name: str, value: float) -> bool:
         return name in consts and math.isclose(consts[name], value, rel_tol=1e-5)
-
-    def only_reader(node, op: str):
-        """The one node reading ``node``'s output, when it is an ``op`` and the output is not a graph output."""
-        out = node.output[0]
-        r = readers.get(out, [])
-        return r[0] if len(r) == 1 and r[0].op_type == op and out not in outputs else None
 
     def other(node, name: str) -> str | None:
         """``node``'s input that is not ``name`` (a binary op), or None when both are."""
@@ -84,8 +90,8 @@ def fuse_erf_gelu(model) -> int:
     dropped: set[int] = set()
     formula: set[str] = set()  # the matches' constants (sqrt 2, 1, 0.5)
     for erf in (n for n in g.node if n.op_type == "Erf"):
-        scale = producer.get(erf.input[0])
-        if scale is None or only_reader(scale, "Erf") is not erf:
+        scale = w.producer.get(erf.input[0])
+        if scale is None or w.sole(scale.output[0], "Erf") is not erf:
             continue
         if scale.op_type == "Div" and is_const(scale.input[1], math.sqrt(2.0)):
             x = scale.input[0]
@@ -94,11 +100,11 @@ def fuse_erf_gelu(model) -> int:
             x = u if is_const(v, math.sqrt(0.5)) else v if is_const(u, math.sqrt(0.5)) else None
         else:
             x = None
-        add = only_reader(erf, "Add")
+        add = w.sole(erf.output[0], "Add")
         if x is None or add is None or not is_const(other(add, erf.output[0]) or "", 1.0):
             continue
-        first = only_reader(add, "Mul")
-        second = only_reader(first, "Mul") if first is not None else None
+        first = w.sole(add.output[0], "Mul")
+        second = w.sole(first.output[0], "Mul") if first is not None else None
         if second is None:
             continue
         a, b = other(first, add.output[0]), other(second, first.output[0])
@@ -115,7 +121,7 @@ def fuse_erf_gelu(model) -> int:
     g.node.extend(kept)
     # the formula's constants now read by nothing (kept where a subgraph could still name them from outside)
     if not any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
-        gone = formula - {i for n in g.node for i in n.input} - outputs
+        gone = formula - {i for n in g.node for i in n.input} - w.outputs
         for t in [t for t in g.initializer if t.name in gone]:
             g.initializer.remove(t)
         for n in [n for n in g.node if n.op_type == "Constant" and n.output[0] in gone]:
@@ -227,18 +233,9 @@ def fuse_attention(model) -> int:
     if any(a.type in (a.GRAPH, a.GRAPHS) for n in g.node for a in n.attribute):
         return 0  # names read inside subgraphs are not visible here
     arrays = _small_arrays(g)
-    producer = {o: n for n in g.node for o in n.output}
-    readers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-    outputs = {o.name for o in g.output}
+    w = _Wiring(g)
+    producer, sole = w.producer, w.sole
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
-
-    def sole(name: str, op: str | None = None):
-        """The one node reading ``name`` (an ``op`` when given), when ``name`` is not a graph output."""
-        r = readers.get(name, [])
-        return r[0] if len(r) == 1 and name not in outputs and (op is None or r[0].op_type == op) else None
 
     def made_by(name: str, op: str, perm: list[int] | None = None):
         n = producer.get(name)
