@@ -28,26 +28,41 @@ log = logging.getLogger(__name__)
 CONTRIB = "com.microsoft"  # onnxruntime's contrib operator domain (Gelu: version 1)
 
 
-def _scalar(t) -> float | None:
-    """The value of a one-element float ``TensorProto``, else None (larger tensors, the weights, are not converted)."""
-    from onnx import numpy_helper
+def _attribute(node, name: str, default=None):
+    from onnx import helper
 
-    if math.prod(t.dims) != 1:
-        return None
-    a = numpy_helper.to_array(t)
-    return float(a.reshape(())) if a.dtype.kind == "f" else None
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _small_arrays(graph) -> dict:
+    """{name: array} of the graph's constants of at most 64 elements: initializers and Constant nodes (a tensor, or a
+    float / int / floats / ints attribute); the weights are not converted."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer if math.prod(t.dims) <= 64}
+    kinds = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+    for n in graph.node:
+        if n.op_type != "Constant" or len(n.attribute) != 1:
+            continue
+        at = n.attribute[0]
+        if at.name == "value" and math.prod(at.t.dims) <= 64:
+            out[n.output[0]] = numpy_helper.to_array(at.t)
+        elif at.name in kinds:
+            out[n.output[0]] = np.asarray(helper.get_attribute_value(at), kinds[at.name])
+    return out
 
 
 def _scalars(graph) -> dict[str, float]:
-    """{name: value} of the graph's one-element float constants (initializers and Constant nodes)."""
-    out = {t.name: v for t in graph.initializer if (v := _scalar(t)) is not None}
-    for n in graph.node:
-        if n.op_type == "Constant" and len(n.attribute) == 1:
-            at = n.attribute[0]
-            v = float(at.f) if at.name == "value_float" else _scalar(at.t) if at.name == "value" else None
-            if v is not None:
-                out[n.output[0]] = v
-    return out
+    """{name: value} of the graph's one-element float constants."""
+    return {k: float(a.reshape(())) for k, a in _small_arrays(graph).items() if a.size == 1 and a.dtype.kind == "f"}
+
+
+def _one_value(a) -> float | None:
+    """The value of a numeric array all of whose elements are equal, else None."""
+    import numpy as np
+
+    return float(a.flat[0]) if a.size and a.dtype.kind in "fiu" and np.all(a == a.flat[0]) else None
 
 
 class _Wiring:
@@ -131,24 +146,6 @@ def fuse_erf_gelu(model) -> int:
     return len(fused)
 
 
-def _attribute(node, name: str, default=None):
-    from onnx import helper
-
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
-
-
-def _small_arrays(graph) -> dict:
-    """{name: array} of the graph's constants (initializers and Constant nodes) of at most 64 elements."""
-    from onnx import numpy_helper
-
-    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer if math.prod(t.dims) <= 64}
-    for n in graph.node:
-        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
-            if math.prod(n.attribute[0].t.dims) <= 64:
-                out[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    return out
-
-
 _SAME_ELEMENTS = ("Expand", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Tile")
 _ARITHMETIC = {"Add": "add", "Sub": "subtract", "Mul": "multiply", "Div": "divide"}
 
@@ -160,14 +157,15 @@ def _uniform(name: str, producer: dict, arrays: dict, depth: int = 0) -> float |
     import numpy as np
 
     if name in arrays:
-        a = arrays[name]
-        return float(a.flat[0]) if a.size and a.dtype.kind in "fiu" and np.all(a == a.flat[0]) else None
+        return _one_value(arrays[name])
     n = producer.get(name)
     if n is None or depth > 32:
         return None
     if n.op_type == "ConstantOfShape":
+        from onnx import numpy_helper
+
         t = _attribute(n, "value")
-        return 0.0 if t is None else _uniform_tensor(t)
+        return 0.0 if t is None else _one_value(numpy_helper.to_array(t))
     if n.op_type in _SAME_ELEMENTS:
         return _uniform(n.input[0], producer, arrays, depth + 1)
     if n.op_type == "Cast":
@@ -186,14 +184,6 @@ def _uniform(name: str, producer: dict, arrays: dict, depth: int = 0) -> float |
         with np.errstate(all="ignore"):
             return float(getattr(np, _ARITHMETIC[n.op_type])(np.float32(a), np.float32(b)))
     return None
-
-
-def _uniform_tensor(t) -> float | None:
-    from onnx import numpy_helper
-    import numpy as np
-
-    a = numpy_helper.to_array(t)
-    return float(a.flat[0]) if a.size and np.all(a == a.flat[0]) else None
 
 
 def _shape_vector(name: str, producer: dict, arrays: dict) -> list[int | None] | None:

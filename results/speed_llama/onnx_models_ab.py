@@ -10,15 +10,14 @@ import time
 import numpy as np
 import onnxruntime as ort
 
+from alignts.runtime.backends.onnx import session_options
+
 shape, threads, rounds = [int(s) for s in sys.argv[1].split(",")], int(sys.argv[2]), int(sys.argv[3])
 paths = sys.argv[4:]
 
 
-def session(path):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    so.add_session_config_entry("optimization.disable_specified_optimizers", "SkipLayerNormFusion")
+def session(path):  # the runtime's own CPU options
+    so = session_options(ort, threads, device="cpu")
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
