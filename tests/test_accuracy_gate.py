@@ -208,16 +208,16 @@ def test_the_planner_says_when_the_timings_come_from_another_cpu(fitted, caplog)
     def rec(ms, cpu):
         return {"ms_per_series": ms, "passed": True, "rel_mse_change": 0.0, "cpu": cpu}
 
-    other = _planner_manifest({"onnx-fp32": rec(4.0, "AMD EPYC (AVX-512 (vnni, bf16))"),
-                               "onnx-int8": rec(2.0, "AMD EPYC (AVX-512 (vnni, bf16))")})
-    assert timed_elsewhere(other) == "AMD EPYC (AVX-512 (vnni, bf16))"
+    elsewhere = f"Another CPU than {cpu_label()}"  # never this machine's label (the suite runs on EPYCs too)
+    other = _planner_manifest({"onnx-fp32": rec(4.0, elsewhere), "onnx-int8": rec(2.0, elsewhere)})
+    assert timed_elsewhere(other) == elsewhere
     assert timed_elsewhere(_planner_manifest({"onnx-fp32": rec(4.0, cpu_label())})) is None
     assert timed_elsewhere(_planner_manifest({"onnx-fp32": {"ms_per_series": 4.0, "passed": True}})) is None
     with caplog.at_level(logging.WARNING, logger="alignts.runtime.forecaster"):
         for _ in range(2):
             forecaster._warn_timed_elsewhere(other, "/bundles/b1")
     warned = [r.getMessage() for r in caplog.records if "timings measured on" in r.getMessage()]
-    assert len(warned) == 1 and "AMD EPYC" in warned[0] and cpu_label() in warned[0] and "Fix:" in warned[0]
+    assert len(warned) == 1 and elsewhere in warned[0] and f"this CPU is {cpu_label()}" in warned[0] and "Fix:" in warned[0]
 
 
 def test_gate_verb_times_the_variants_again_in_place(fitted, tmp_path, capsys):

@@ -189,7 +189,7 @@ def to_markdown(result: dict[str, Any]) -> str:
            "forecasts (Internal: >= 20), `step` new points before each; |s - b|: mean absolute difference of the "
            "stream's forecast from the batch forecast of the same window, in series std.", "",
            "| bundle | mode | variant | L (used) | H | engine | step | update us/point | stream ms | batch ms | "
-           "batch/stream | \|s - b\| | stream pts/s | batch pts/s |",
+           "batch/stream | \\|s - b\\| | stream pts/s | batch pts/s |",
            "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         mode = r["mode"] + (f" ({r['samples']} samples)" if "samples" in r else "")
