@@ -6,6 +6,7 @@ SHAPE: the one input's shape, e.g. 7,22,16; DISABLED: onnxruntime optimizer name
 (session 19, results/speed_llama.md section 19; THREADS and SPIN: session 22, section 22)"""
 import collections
 import json
+import os
 import sys
 import time
 
@@ -20,6 +21,7 @@ spin = sys.argv[6] if len(sys.argv) > 6 else "0"
 so = ort.SessionOptions()
 so.intra_op_num_threads = threads
 so.enable_profiling = True
+so.profile_file_prefix = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ort_ops_profile")  # not in the cwd
 so.log_severity_level = 3
 so.add_session_config_entry("session.intra_op.allow_spinning", spin)
 if disabled != "-":
@@ -33,11 +35,14 @@ for _ in range(runs):
     s.run(None, x)
 wall = (time.perf_counter() - t0) / runs
 total, count = collections.Counter(), collections.Counter()
-with open(s.end_profiling()) as f:
-    for e in json.load(f):
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            total[e["args"]["op_name"]] += e["dur"]
-            count[e["args"]["op_name"]] += 1
+profile = s.end_profiling()
+with open(profile) as f:
+    events = json.load(f)
+os.remove(profile)
+for e in events:
+    if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+        total[e["args"]["op_name"]] += e["dur"]
+        count[e["args"]["op_name"]] += 1
 calls = runs + 5
 kernel = sum(total.values()) / calls / 1e3
 print(f"{path} {sys.argv[2]} disabled={disabled} threads={threads} spin={spin}: {wall * 1e3:.2f} ms a call (profiling on), kernels {kernel:.2f} ms")
