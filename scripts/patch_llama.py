@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Fourteen changes, each refused loudly when the code they anchor to has moved (update this script then):
+Fifteen changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -76,6 +76,14 @@ Fourteen changes, each refused loudly when the code they anchor to has moved (up
    slower. The same sums, bit for bit (1, 2 and 3 threads give equal hidden states). Also the bf16 (AVX-512 BF16)
    tile's k loop unrolled 4 times, as change 13 did the f32 tile's. Measured in step with level 13 on the Xeon
    (results/speed_llama.md section 21). No code of its own in libllama: the level says the kernels are there.
+15. (in change 2's headers) the f32 tile on AVX-512 is 8 weight rows x 48 tokens (3 vectors), where it was 12 x 32:
+   the same 24 accumulators, 8 row pointers that stay in general registers (gcc spilled 4 of the 12 to the stack
+   inside the k loop) and 8 broadcasts per 24 multiply-adds instead of 12. Each output is the same k-ordered sum,
+   except where a product's last block changes between the tile and the dot products for <= 7 tokens (48-token
+   blocks leave other remainders than 32-token ones): Internal forecasts equal bit for bit, Bridging's within
+   7.2e-7. MiniLM's 36 f32 products at 154 tokens on one Zen 4 core 1.034-1.046x faster; gguf-f32 forecasts
+   1.010-1.038x against level 14 in step (results/speed_llama.md section 23). No code of its own in libllama: the
+   level says the kernels are there.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -88,7 +96,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 14  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 15  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:

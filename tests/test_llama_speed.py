@@ -234,10 +234,11 @@ for t in (1, 2, 3):
 @pytest.mark.parametrize("dtype", ["f32", "q8_0", "bf16"])
 def test_products_shared_between_threads_sum_as_one_thread(tmp_path, dtype):
     """With 2 and more threads alignts' products hand out jobs from ggml's shared counter (native/ggml/
-    alignts_gemm.h for_each_job: parts of the weight rows x groups of 32-token blocks, taken as threads
+    alignts_gemm.h for_each_job: parts of the weight rows x groups of packed token blocks, taken as threads
     finish). Every output is still one tile's k-ordered sum, so 1, 2 and 3 threads give the same hidden states bit
-    for bit. 5 series of 45 tokens (225: 7 blocks and a partial one, under the paired path's 256), a 2-layer BERT of
-    width 64 (f32: 6 row tiles of 12; q8_0: 13 of 5; bf16: 2 AMX blocks of 32, or 6 tiles of 12 without AMX). A bf16
+    for bit. 5 series of 45 tokens (225: 7 blocks of 32 and a partial one, under the paired path's 256; f32 on
+    AVX-512: 4 of 48 and a partial one), a 2-layer BERT of width 64 (f32: 8 row tiles of 8; q8_0: 13 of 5; bf16:
+    2 AMX blocks of 32, or 6 tiles of 12 without AMX). A bf16
     model on an AMX CPU runs once more with ALIGNTS_AMX=0 (the vdpbf16ps tiles)."""
     import os
     import subprocess

@@ -35,7 +35,12 @@ namespace alignts_f32 {
 #if defined(__AVX512F__)
 using vec = __m512;
 constexpr int VL = 16;  // floats a vector
-constexpr int RM = 12;  // weight rows a tile: 12 x 2 accumulators + 2 token vectors + 1 broadcast <= 32 registers
+// weight rows a tile: 8 x 3 accumulators + 3 token vectors + 1 broadcast <= 32 registers, and 8 row pointers in
+// general registers. 12 rows x 2 vectors (the same 24 accumulators) needed 12 row pointers, which gcc spilled to the
+// stack inside the k loop; it also broadcast 12 weights per 24 multiply-adds where this broadcasts 8. MiniLM's 36
+// products at 154 tokens, one Zen 4 core: 1.034-1.046x faster (results/speed_llama.md section 23)
+constexpr int RM = 8;
+constexpr int NV = 3;  // token vectors a tile
 static inline vec vload(const float * p) { return _mm512_load_ps(p); }
 static inline vec vloadu(const float * p) { return _mm512_loadu_ps(p); }
 static inline void vstore(float * p, vec v) { _mm512_store_ps(p, v); }
@@ -74,6 +79,7 @@ constexpr int STORE_MIN_ROWS = 4;  // tiles of fewer rows store through memory (
 using vec = __m256;
 constexpr int VL = 8;
 constexpr int RM = 6;   // 6 x 2 accumulators + 2 + 1 <= 16 registers
+constexpr int NV = 2;   // token vectors a tile
 static inline vec vload(const float * p) { return _mm256_load_ps(p); }
 static inline vec vloadu(const float * p) { return _mm256_loadu_ps(p); }
 static inline void vstore(float * p, vec v) { _mm256_store_ps(p, v); }
@@ -134,7 +140,6 @@ static inline vec vloadu(const uint16_t * p) {
 static inline float to_float(uint16_t h) { return _cvtsh_ss(h); }
 #endif
 
-constexpr int NV = 2;        // token vectors a tile
 constexpr int TJ = NV * VL;  // tokens a packed block
 constexpr int DOT_MAX = VL / 2 - 1;  // a block of this few tokens runs as dot products (less than half the lanes)
 constexpr int RD = 4;                // weight rows a dot-product tile
@@ -245,6 +250,18 @@ static inline void tile_rows(int64_t rows, const float * A, int64_t lda, const f
     tile<R, NV2>(A, lda, Bp, k, C, ldc, i0, j0, nj);
 }
 
+// a tile of `rows` weight rows and as few token vectors as hold the block's nj tokens
+template <int NV2>
+static inline void tile_vectors(int64_t rows, const float * A, int64_t lda, const float * Bp, int64_t k,
+                                float * C, int64_t ldc, int64_t i0, int64_t j0, int64_t nj) {
+    if constexpr (NV2 > 1) {
+        if (nj <= (NV2 - 1) * VL) {
+            return tile_vectors<NV2 - 1>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+        }
+    }
+    tile_rows<RM, NV2>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
+}
+
 // a block of NJ <= DOT_MAX tokens: packed lanes would mostly multiply zeros, so take dot products along k
 // (R weight rows x NJ tokens, one horizontal sum an output)
 template <int R, int NJ, typename TA>
@@ -321,11 +338,7 @@ static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t 
         pack_tokens(B, ldb, k, j0, nj, Bp);
         for (int64_t i0 = i_begin; i0 < i_end; i0 += RM) {
             const int64_t rows = std::min<int64_t>(RM, i_end - i0);
-            if (nj <= VL) {
-                tile_rows<RM, 1>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
-            } else {
-                tile_rows<RM, NV>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
-            }
+            tile_vectors<NV>(rows, A, lda, Bp, k, C, ldc, i0, j0, nj);
         }
     }
 }

@@ -44,8 +44,8 @@ int main() {
     const int64_t shapes[][3] = {  // m (weight rows), n (tokens), k
         {384, 66, 384}, {1536, 22, 384}, {384, 154, 1536}, {66, 66, 32}, {32, 66, 66}, {7, 17, 5},
         {13, 33, 19},   {25, 16, 3},     {21, 3, 19},       {40, 50, 17}, {9, 100, 8}, {1, 1, 1},
-        {12, 32, 16},   {5, 47, 100},    {100, 9, 7},      {420, 1, 64}, {64, 1, 420}};  // the last two: a decode
-                                                                                     // step's attention
+        {12, 32, 16},   {5, 47, 100},    {100, 9, 7},      {8, 48, 40},  {17, 95, 33}, {24, 64, 9},
+        {420, 1, 64}, {64, 1, 420}};  // the last two: a decode step's attention
     std::mt19937 gen(0);
     std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
     int failures = 0;

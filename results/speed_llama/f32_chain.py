@@ -3,7 +3,8 @@
 weights prepacked at load), and alignts_f32::gemm_rows (the packed f32 tile inside alignts' llama.cpp) built from
 an old revision's header and from the working tree's. p50 ms of the whole chain, GFLOP/s, and the ratios in step.
     python f32_chain.py [--old-rev REV] [--march sapphirerapids] [--tokens 154] [--rounds 30] [--mode all|att|ffn|small]
-(session 20, results/speed_llama.md section 20; f32_chain.txt holds its runs)"""
+(session 20, results/speed_llama.md section 20; f32_chain.txt holds its runs; session 23: the pack sized for tiles of up
+to 64 tokens, section 23)"""
 import argparse
 import ctypes
 import subprocess
@@ -62,7 +63,7 @@ M = (ctypes.c_long * len(Ws))(*[w.shape[0] for w in Ws])
 K = (ctypes.c_long * len(Ws))(*[w.shape[1] for w in Ws])
 x = rng.standard_normal((n, k0)).astype(np.float32)
 ys = [np.zeros(n * 1536, np.float32) for _ in range(2)]
-pack = np.zeros(1536 * 32 + 16, np.float32)
+pack = np.zeros(1536 * 64 + 16, np.float32)
 pack = pack[(-pack.ctypes.data % 64) // 4:]  # 64-byte aligned, as ggml's scratch
 
 
