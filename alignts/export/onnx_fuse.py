@@ -65,6 +65,13 @@ def _one_value(a) -> float | None:
     return float(a.flat[0]) if a.size and a.dtype.kind in "fiu" and np.all(a == a.flat[0]) else None
 
 
+def _has_subgraphs(graph) -> bool:
+    """Whether a node of ``graph`` holds a subgraph (If, Loop, Scan), which can read the graph's values by name."""
+    from onnx import AttributeProto
+
+    return any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in graph.node for a in n.attribute)
+
+
 class _Wiring:
     """Which node makes each value of a graph, which nodes read it, and the graph's outputs."""
 
@@ -87,7 +94,7 @@ def fuse_erf_gelu(model) -> int:
     ``x / sqrt(2)`` (or ``x * (1 / sqrt(2))``) -> Erf -> ``+ 1`` -> times 0.5 and times x (either association) with
     one ``com.microsoft`` Gelu node; returns how many. Intermediate values read elsewhere, or graph outputs, are
     left alone, and so are constants that are not those of the formula (a tanh GELU, another scale)."""
-    from onnx import AttributeProto, helper
+    from onnx import helper
 
     g = model.graph
     consts = _scalars(g)
@@ -134,13 +141,7 @@ def fuse_erf_gelu(model) -> int:
     kept = [fused.get(id(n), n) for n in g.node if id(n) not in dropped]
     del g.node[:]
     g.node.extend(kept)
-    # the formula's constants now read by nothing (kept where a subgraph could still name them from outside)
-    if not any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
-        gone = formula - {i for n in g.node for i in n.input} - w.outputs
-        for t in [t for t in g.initializer if t.name in gone]:
-            g.initializer.remove(t)
-        for n in [n for n in g.node if n.op_type == "Constant" and n.output[0] in gone]:
-            g.node.remove(n)
+    _drop_unread(g, formula)
     if not any(o.domain == CONTRIB for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(CONTRIB, 1))
     return len(fused)
@@ -220,7 +221,7 @@ def fuse_attention(model) -> int:
     import numpy as np
 
     g = model.graph
-    if any(a.type in (a.GRAPH, a.GRAPHS) for n in g.node for a in n.attribute):
+    if _has_subgraphs(g):
         return 0  # names read inside subgraphs are not visible here
     arrays = _small_arrays(g)
     w = _Wiring(g)
@@ -302,24 +303,32 @@ def fuse_attention(model) -> int:
     del g.node[:]
     g.node.extend(kept)
     g.initializer.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), flatten))
-    _drop_unread(g)
+    _drop_unread(g)  # the zero mask's nodes, and whatever else the graph no longer reads
     if not any(o.domain == CONTRIB for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(CONTRIB, 1))
     return len(matches)
 
 
-def _drop_unread(graph) -> None:
-    """Remove nodes none of whose outputs is read (by a node or as a graph output), then unread initializers."""
-    outputs = {o.name for o in graph.output}
+def _drop_unread(graph, names: set[str] | None = None) -> None:
+    """Remove nodes none of whose outputs is read any more (by a node or as a graph output), and unread initializers:
+    any in the graph (``names`` None), or only those making or named in ``names`` (the values a rewrite's replaced
+    nodes read) and, in turn, what the removed ones read. Nothing at all where a subgraph could still name a value
+    from outside."""
+    if _has_subgraphs(graph):
+        return
+    names = None if names is None else set(names)
+    kept = {o.name for o in graph.output} | {i.name for i in graph.input}
     while True:
-        read = {i for n in graph.node for i in n.input} | outputs
-        dead = [n for n in graph.node if not any(o in read for o in n.output)]
+        read = {i for n in graph.node for i in n.input} | kept
+        dead = [n for n in graph.node if not any(o in read for o in n.output)
+                and (names is None or any(o in names for o in n.output))]
         if not dead:
             break
         for n in dead:
             graph.node.remove(n)
-    read = {i for n in graph.node for i in n.input} | outputs | {i.name for i in graph.input}
-    for t in [t for t in graph.initializer if t.name not in read]:
+            if names is not None:
+                names.update(n.input)
+    for t in [t for t in graph.initializer if t.name not in read and (names is None or t.name in names)]:
         graph.initializer.remove(t)
 
 
