@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Fifteen changes, each refused loudly when the code they anchor to has moved (update this script then):
+Sixteen changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -84,6 +84,20 @@ Fifteen changes, each refused loudly when the code they anchor to has moved (upd
    7.2e-7. MiniLM's 36 f32 products at 154 tokens on one Zen 4 core 1.034-1.046x faster; gguf-f32 forecasts
    1.010-1.038x against level 14 in step (results/speed_llama.md section 23). No code of its own in libllama: the
    level says the kernels are there.
+16. f32 weights repacked once, when llama.cpp loads them, into panels of 16 rows k-major (native/ggml/
+   alignts_panels_f32.h): a tensor trait of ggml's CPU_REPACK buffer type (repack.cpp, which does the same for q4_0
+   on AVX2 and ARM) takes every contiguous 2-D f32 weight of a product whose rows are a multiple of 16, on CPU
+   variants with change 2's f32 kernels, and multiplies it in tiles of 8 tokens x 48 rows (AVX-512; AVX2: 6 x 16)
+   that broadcast each token's activation from its row as ggml lays it out: nothing is packed at a call, no lanes
+   are empty, each token's outputs are stored as they lie. The product's bias ADD node, when it follows, is fused
+   into the stores through ggml's CPU fusion hook (ggml-cpu.c ggml_cpu_try_fuse_ops), and so are a LayerNorm's NORM,
+   MUL and ADD nodes (native/ggml/alignts_ops.h alignts_norm_mul_add, any dtype); GGML_CPU_DISABLE_FUSION=1 turns
+   ggml's fusions off. llama-model-loader.cpp drops a mapped weight's pages from the process once it is copied into such
+   a buffer (madvise MADV_DONTNEED on the read-only shared mapping: the page cache keeps them), so a repacked weight
+   is not resident twice. The same k-ordered sums as the packed tile: forecasts equal bit for bit where that one
+   ran its tile. MiniLM's 36 f32 products at 154 tokens on one Zen 4 core 1.10-1.13x faster than level 15 (and
+   ~2 % faster than onnxruntime's MLAS); gguf-f32 forecasts 1.045-1.111x, the fusions another 1.00-1.03x
+   (results/speed_llama.md section 24). ALIGNTS_F32_PANELS=0 in the environment keeps f32 weights in place.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -96,7 +110,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 15  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 16  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:
@@ -179,6 +193,103 @@ def attention_streams(llama: Path) -> None:
            "    }\n", before=False)
 
 
+PANELS_TRAIT = """
+// alignts: 2-D f32 weights repacked into panels of 16 rows (native/ggml/alignts_panels_f32.h through
+// alignts_gemm.h, scripts/patch_llama.py change 16): no work buffer, the product over ggml's threads
+class alignts_f32_panels : public tensor_traits_base {
+    bool work_size(int /* n_threads */, const struct ggml_tensor * op, size_t & size) override {
+        size = 0;
+        return op->op == GGML_OP_MUL_MAT;
+    }
+    bool compute_forward(struct ggml_compute_params * params, struct ggml_tensor * op) override {
+        return op->op == GGML_OP_MUL_MAT && alignts_mul_mat_panels(params, op->src[0], op->src[1], op);
+    }
+    int repack(struct ggml_tensor * t, const void * data, size_t data_size) override {
+        return alignts_panels_f32_pack(t, data, data_size);
+    }
+};
+static const alignts_f32_panels alignts_panels;  // every panel tensor's trait (tensor->extra)
+
+"""
+PANELS_DECLS = """// alignts: f32 weights as panels (native/ggml/alignts_gemm.h, scripts/patch_llama.py change 16)
+extern "C" bool alignts_panels_f32_fits(const struct ggml_tensor * t);
+extern "C" int alignts_panels_f32_pack(struct ggml_tensor * t, const void * data, size_t size);
+extern "C" bool alignts_mul_mat_panels(const struct ggml_compute_params * params, const struct ggml_tensor * src0,
+                                       const struct ggml_tensor * src1, struct ggml_tensor * dst);
+
+"""
+PANELS_CHOICE = """    // alignts: f32 weights as panels where this CPU variant has alignts' f32 kernels (change 16)
+    if (cur->type == GGML_TYPE_F32) {
+        return ggml::cpu::repack::alignts_panels_f32_fits(cur) ? &ggml::cpu::repack::alignts_panels : nullptr;
+    }
+"""
+PANELS_IS = """
+// alignts: whether t holds panels (native/ggml/alignts_gemm.h's fused bias add asks; change 16)
+extern "C" bool alignts_is_panels(const struct ggml_tensor * t) {
+    return t->buffer && t->buffer->buft == ggml_backend_cpu_repack_buffer_type()
+        && t->extra == (const void *) &ggml::cpu::repack::alignts_panels;
+}
+"""
+FUSE_NODES = """    // alignts: a product of panels and the bias add after it in one pass (scripts/patch_llama.py change 16)
+    if (node->op == GGML_OP_MUL_MAT) {
+        const enum ggml_op alignts_ops[] = { GGML_OP_MUL_MAT, GGML_OP_ADD };
+        if (ggml_can_fuse(cgraph, node_n, alignts_ops, 2)
+            && alignts_mul_mat_panels_add(params, node, cgraph->nodes[node_n + 1])) {
+            return 1;
+        }
+    }
+    // alignts: a LayerNorm (NORM, then MUL by its weight and ADD of its bias) in one pass a row (change 16)
+    if (node->op == GGML_OP_NORM) {
+        const enum ggml_op alignts_norm_ops[] = { GGML_OP_NORM, GGML_OP_MUL, GGML_OP_ADD };
+        if (ggml_can_fuse(cgraph, node_n, alignts_norm_ops, 3)
+            && alignts_norm_mul_add(params, node, cgraph->nodes[node_n + 1], cgraph->nodes[node_n + 2])) {
+            return 2;
+        }
+    }
+
+"""
+LOADER_DROP_PAGES = """// alignts: a mapped weight's pages once llama.cpp copied it into a buffer of its own (repacked or on a device):
+// dropped from this process's resident set, as they stay in the page cache and the mapping reads them again if
+// asked; only the pages wholly inside the weight (scripts/patch_llama.py change 16)
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+static void alignts_drop_pages(const void * data, size_t size) {
+    const uintptr_t page = (uintptr_t) sysconf(_SC_PAGESIZE);
+    const uintptr_t begin = ((uintptr_t) data + page - 1) / page * page, end = ((uintptr_t) data + size) / page * page;
+    if (page && begin < end) {
+        madvise((void *) begin, end - begin, MADV_DONTNEED);  // MAP_SHARED, read only: nothing is lost
+    }
+}
+#else
+static void alignts_drop_pages(const void *, size_t) {}
+#endif
+"""
+
+
+def repack_panels(repack: Path) -> None:
+    """Change 16: f32 weights repacked into panels by a tensor trait of ggml's CPU_REPACK buffer type."""
+    insert(repack, "template <typename BLOC_TYPE, int64_t INTER_SIZE, int64_t NB_COLS, ggml_type PARAM_TYPE> "
+           "class tensor_traits : public tensor_traits_base {\n", PANELS_DECLS + PANELS_TRAIT)
+    insert(repack, "static const ggml::cpu::tensor_traits * ggml_repack_get_optimal_repack_type("
+           "const struct ggml_tensor * cur) {\n", PANELS_CHOICE, before=False)
+    insert(repack, "ggml_backend_buffer_type_t ggml_backend_cpu_repack_buffer_type(void) {\n", PANELS_IS + "\n")
+
+
+def fuse_nodes(ggml_cpu: Path) -> None:
+    """Change 16: a panels product and its bias add as one node, and a LayerNorm's three nodes as one (ggml's CPU
+    fusion hook)."""
+    insert(ggml_cpu, "static int ggml_cpu_try_fuse_ops(\n",
+           "// alignts: native/ggml/alignts_gemm.h (scripts/patch_llama.py change 16)\n"
+           "bool alignts_mul_mat_panels_add(const struct ggml_compute_params * params, const struct ggml_tensor * mm,\n"
+           "                                struct ggml_tensor * add);\n"
+           "// alignts: native/ggml/alignts_ops.h, in ops.cpp (change 16)\n"
+           "bool alignts_norm_mul_add(const struct ggml_compute_params * params, const struct ggml_tensor * norm,\n"
+           "                          const struct ggml_tensor * mul, struct ggml_tensor * add);\n\n")
+    replace_in_function(ggml_cpu, "static int ggml_cpu_try_fuse_ops(",
+                        "    if (node->op == GGML_OP_RMS_NORM) {\n", FUSE_NODES + "    if (node->op == GGML_OP_RMS_NORM) {\n")
+
+
 def main(sdist: Path) -> None:
     ggml = sdist / "vendor" / "llama.cpp" / "ggml" / "src"
     if not ggml.is_dir():
@@ -234,6 +345,13 @@ def main(sdist: Path) -> None:
     for copy in ("memcpy(dst_ptr + id, src0_ptr, type_size);", "memcpy(dst_ptr, src0_ptr, type_size);"):
         replace_in_function(ops, "static void ggml_compute_forward_dup_bytes(", copy,
                             copy.replace("memcpy(", "alignts_copy_element(").replace(";", ";  // alignts"))
+    repack_panels(cpu / "repack.cpp")  # change 16
+    fuse_nodes(cpu / "ggml-cpu.c")
+    insert(sdist / "vendor" / "llama.cpp" / "src" / "llama-model-loader.cpp",
+           "                ggml_backend_tensor_set(cur, data, 0, n_size);\n",
+           "                alignts_drop_pages(data, n_size);  // alignts: change 16\n", before=False)
+    insert(sdist / "vendor" / "llama.cpp" / "src" / "llama-model-loader.cpp", "#include <algorithm>\n",
+           LOADER_DROP_PAGES)
     replace_in_function(cpu / "ggml-cpu.cpp", "std::vector<ggml_backend_buffer_type_t> & "
                         "ggml_backend_cpu_get_extra_buffer_types() {",
                         "#if defined(__AMX_INT8__) && defined(__AVX512VNNI__)\n        if (ggml_backend_amx_buffer_type())",

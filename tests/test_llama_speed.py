@@ -264,6 +264,65 @@ def test_products_shared_between_threads_sum_as_one_thread(tmp_path, dtype):
             np.testing.assert_array_equal(np.load(out + f"_{t}.npy"), one, err_msg=f"{t} threads, ALIGNTS_AMX={env}")
 
 
+_PANELS_HIDDEN = """
+import logging, sys, numpy as np
+logs = []
+handler = logging.Handler()
+handler.emit = lambda record: logs.append(record.getMessage())
+logging.getLogger("alignts.runtime.backends.gguf.llama_cpp").addHandler(handler)
+logging.getLogger("alignts.runtime.backends.gguf.llama_cpp").setLevel(logging.DEBUG)
+from alignts.runtime.backends.gguf import LlamaCppModel
+x = np.load(sys.argv[2])
+with LlamaCppModel(sys.argv[1], embeddings=True, n_threads=int(sys.argv[4]), n_ctx=x.shape[1],
+                   n_batch=x.shape[0] * x.shape[1], n_seq_max=x.shape[0]) as m:
+    np.save(sys.argv[3], m.hidden_states(x))
+print(any("CPU_REPACK model buffer" in line for line in logs))
+"""
+
+
+@pytest.mark.parametrize("arch,dtype", [("bert", "f32"), ("gpt2", "f32"), ("bert", "q8_0")])
+def test_panels_and_fused_nodes_equal_ggml_s_own_nodes_inside_llama_cpp(tmp_path, arch, dtype):
+    """scripts/patch_llama.py change 16. f32 weights repacked into 16-row panels when llama.cpp loads them
+    (native/ggml/alignts_panels_f32.h, ggml's CPU_REPACK buffer type), each product's bias add fused into its stores
+    and each LayerNorm's NORM, MUL and ADD nodes run as one (ggml_cpu_try_fuse_ops), against the weights in place
+    (ALIGNTS_F32_PANELS=0: alignts_sgemm_f32.h's packed tokens) and ggml's own nodes (GGML_CPU_DISABLE_FUSION=1).
+    Both f32 tiles take each output as one k-ordered chain of fused multiply-adds, and the fused nodes make the
+    same roundings as the separate ones, so where the packed tile runs (blocks of more than DOT_MAX tokens: 5 series
+    of 45) the hidden states are equal bit for bit, on 1 thread and on 2 (shared jobs). The log says whether the
+    CPU_REPACK buffer held the weights: with the panels for f32 weights, never without, never for q8_0 ones (whose
+    LayerNorms still fuse)."""
+    import os
+    import subprocess
+    import sys
+
+    from alignts.export.gguf_writer import write_gguf
+    from alignts.runtime.backends.gguf import llama_patch_level
+
+    if llama_patch_level() < 16:
+        pytest.skip("this llama.cpp keeps f32 weights in place and runs every node (panels and fused nodes: "
+                    "scripts/patch_llama.py change 16); build it with `bash scripts/setup`")
+    path = write_gguf(make_model(arch), tmp_path / f"{arch}.{dtype}.gguf", dtype=dtype)
+    x = np.random.default_rng(8).standard_normal((5, 45, D)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out, repacked = {}, {}
+    for panels in ("1", "0"):
+        for unfused in ("0", "1"):  # GGML_CPU_DISABLE_FUSION=1: the bias adds and LayerNorms as ggml's own nodes
+            for t in ("1", "2"):
+                f = str(tmp_path / f"h{panels}{unfused}_{t}.npy")
+                run = subprocess.run([sys.executable, "-c", _PANELS_HIDDEN, str(path), str(tmp_path / "x.npy"), f, t],
+                                     env=dict(os.environ, ALIGNTS_F32_PANELS=panels, GGML_CPU_DISABLE_FUSION=unfused),
+                                     check=True, timeout=300, capture_output=True, text=True)
+                repacked[panels, unfused, t] = run.stdout.strip().splitlines()[-1] == "True"
+                out[panels, unfused, t] = np.load(f)
+    cpu_has_kernels = {"avx2", "fma"} <= (thr.cpu_model_and_flags()[1] or set())
+    assert repacked == {(p, u, t): p == "1" and dtype == "f32" and cpu_has_kernels for p, u, t in repacked}
+    ref = out["0", "1", "1"]  # ggml's nodes, the weights in place, 1 thread
+    assert np.isfinite(ref).all() and float(np.abs(ref).max()) > 0
+    for (p, u, t), h in out.items():
+        np.testing.assert_array_equal(h, ref, err_msg=f"ALIGNTS_F32_PANELS={p}, GGML_CPU_DISABLE_FUSION={u}, {t} "
+                                                      "threads")
+
+
 @pytest.mark.parametrize("T", [5, 16, 37])
 def test_row_kernels_on_rows_that_end_mid_vector(tmp_path, T):
     """The element-wise rows alignts' llama.cpp computes its own way (scripts/patch_llama.py changes 3, 5, 11:

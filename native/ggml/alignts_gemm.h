@@ -2,7 +2,9 @@
 // native/ggml headers next to llamafile/sgemm.cpp, includes this one at the end of that file (inside ggml, where
 // ggml_compute_params and the tensor macros are known) and calls alignts_mul_mat() first in
 // ggml_compute_forward_mul_mat. Every CPU variant of ggml compiles it with its own flags:
-//   f32 x f32   alignts_sgemm_f32.h (AVX2+FMA or AVX-512)
+//   f32 x f32   alignts_panels_f32.h where llama.cpp loaded the weights into ggml's CPU_REPACK buffers (repacked
+//               once into panels: alignts_panels_f32_pack, alignts_mul_mat_panels, called from repack.cpp), else
+//               alignts_sgemm_f32.h (AVX2+FMA or AVX-512)
 //   bf16 x f32  alignts_gemm_amx.h (AMX-BF16 tiles, where the CPU and the kernel allow them), else
 //               alignts_gemm_bf16.h (AVX-512 BF16)
 //   q8_0 x f32  alignts_gemm_q8_0.h (AVX-512 VNNI; a decode step's few tokens too)
@@ -12,8 +14,10 @@
 #include "alignts_gemm_amx.h"
 #include "alignts_gemm_bf16.h"
 #include "alignts_gemm_q8_0.h"
+#include "alignts_panels_f32.h"
 #include "alignts_sgemm_f32.h"
 
+#include <cmath>
 #include <cstdlib>
 
 namespace alignts_ggml {
@@ -201,4 +205,120 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
     }
 #endif
     return false;
+}
+
+// f32 weights repacked into panels at load (native/ggml/alignts_panels_f32.h). scripts/patch_llama.py puts a tensor
+// trait into ggml's repack.cpp whose choice, repack and product are these three, so that llama.cpp keeps the 2-D f32
+// weights of its products in the CPU_REPACK buffer type (as it does q4_0 on AVX2 and ARM). ALIGNTS_F32_PANELS=0 in
+// the environment keeps them where they were (alignts_sgemm_f32.h's path).
+
+// whether this CPU variant repacks t: a contiguous 2-D f32 matrix whose rows are whole panels
+extern "C" bool alignts_panels_f32_fits(const struct ggml_tensor * t) {
+#if defined(ALIGNTS_PANELS_F32)
+    static const bool on = [] {
+        const char * e = std::getenv("ALIGNTS_F32_PANELS");
+        return !(e && e[0] == '0' && e[1] == 0);
+    }();
+    return on && t->type == GGML_TYPE_F32 && t->ne[2] == 1 && t->ne[3] == 1 && t->ne[1] % alignts_panels::PW == 0
+        && t->nb[0] == sizeof(float) && t->nb[1] == t->ne[0] * sizeof(float);
+#else
+    (void) t;
+    return false;
+#endif
+}
+
+// t's panels from its rows as llama.cpp read them (size == ggml_nbytes(t)); 0 when done
+extern "C" int alignts_panels_f32_pack(struct ggml_tensor * t, const void * data, size_t size) {
+#if defined(ALIGNTS_PANELS_F32)
+    if (size != ggml_nbytes(t) || !alignts_panels_f32_fits(t)) {
+        return -1;
+    }
+    alignts_panels::pack(static_cast<const float *>(data), t->ne[1], t->ne[0], t->ne[0], static_cast<float *>(t->data));
+    return 0;
+#else
+    (void) t, (void) data, (void) size;
+    return -1;
+#endif
+}
+
+// whether t's data are panels (repack.cpp: t lies in ggml's CPU_REPACK buffer with alignts' trait)
+extern "C" bool alignts_is_panels(const struct ggml_tensor * t);
+
+#if defined(ALIGNTS_PANELS_F32)
+namespace alignts_ggml {
+// dst = src0 x src1 (+ bias: dst->ne[0] floats, or nullptr) for src0 repacked by alignts_panels_f32_pack; dst has
+// the product's shape
+static inline void panels_product(const struct ggml_compute_params * params, const struct ggml_tensor * src0,
+                                  const struct ggml_tensor * src1, struct ggml_tensor * dst, const float * bias) {
+    GGML_TENSOR_BINARY_OP_LOCALS
+    const float * P = static_cast<const float *>(src0->data);
+    if (nb10 == sizeof(float) && nb11 % sizeof(float) == 0 && nb1 % sizeof(float) == 0) {
+        for_each_job(params, src0, src1, dst, alignts_panels::NP * alignts_panels::PW, alignts_panels::TJ, true,
+            [&](int64_t i_begin, int64_t i_end, int64_t n, const uint8_t *, const float * B, float * C) {
+                alignts_panels::gemm_rows(i_begin, i_end, n, ne00, P, B, nb11 / sizeof(float), C,
+                                          nb1 / sizeof(float), bias);
+            });
+        return;
+    }
+    // activations that are not rows of floats (a view no llama.cpp graph hands a weight's product today): one
+    // output at a time, the same k-ordered sum
+    for (int64_t s = params->ith; s < ne11 * ne12 * ne13; s += params->nth) {
+        const int64_t i11 = s % ne11, i12 = s / ne11 % ne12, i13 = s / (ne11 * ne12);
+        const char * b = (const char *) src1->data + i11 * nb11 + i12 * nb12 + i13 * nb13;
+        float * c = (float *) ((char *) dst->data + i11 * nb1 + i12 * nb2 + i13 * nb3);
+        for (int64_t i = 0; i < ne01; ++i) {
+            const float * p = P + (i / alignts_panels::PW) * ne00 * alignts_panels::PW + i % alignts_panels::PW;
+            float sum = 0.0f;
+            for (int64_t l = 0; l < ne00; ++l) {
+                sum = std::fma(p[l * alignts_panels::PW], *(const float *) (b + l * nb10), sum);
+            }
+            c[i] = bias ? sum + bias[i] : sum;
+        }
+    }
+}
+}  // namespace alignts_ggml
+#endif
+
+// dst = src0 x src1 for src0 repacked by alignts_panels_f32_pack; false only for types this trait never sees
+// (ggml would then multiply the panels as rows: the caller must not let that happen)
+extern "C" bool alignts_mul_mat_panels(const struct ggml_compute_params * params, const struct ggml_tensor * src0,
+                                       const struct ggml_tensor * src1, struct ggml_tensor * dst) {
+#if defined(ALIGNTS_PANELS_F32)
+    if (src0->type != GGML_TYPE_F32 || src1->type != GGML_TYPE_F32 || dst->type != GGML_TYPE_F32) {
+        return false;
+    }
+    alignts_ggml::panels_product(params, src0, src1, dst, nullptr);
+    return true;
+#else
+    (void) params, (void) src0, (void) src1, (void) dst;
+    return false;
+#endif
+}
+
+// a linear layer's product of panels and the bias ADD node ggml runs right after it (ggml_cpu_try_fuse_ops, which
+// checked that add follows mm, is mm's one reader and has its shape), in one pass: each output gets the product's
+// f32 sum and then the bias, as the two nodes compute it, written to add's tensor only. One node and one barrier of
+// ggml's threads fewer, and no second pass over the outputs. false (ggml runs both nodes) unless mm multiplies
+// panels by f32 rows, the add's other operand is a contiguous f32 row of mm's width, and add's memory is not mm's
+// activations': ggml's allocator puts add in place of mm's output, but were add given memory freed after mm (mm was
+// the activations' last reader), the fused node would overwrite activations it still reads.
+extern "C" bool alignts_mul_mat_panels_add(const struct ggml_compute_params * params, const struct ggml_tensor * mm,
+                                           struct ggml_tensor * add) {
+#if defined(ALIGNTS_PANELS_F32)
+    const struct ggml_tensor * bias = add->src[0] == mm ? add->src[1] : add->src[0];
+    if (mm->src[1]->type != GGML_TYPE_F32 || mm->type != GGML_TYPE_F32 || add->type != GGML_TYPE_F32
+        || !alignts_is_panels(mm->src[0]) || bias->type != GGML_TYPE_F32 || bias->ne[0] != mm->ne[0]
+        || ggml_nelements(bias) != bias->ne[0] || bias->nb[0] != sizeof(float) || add->nb[0] != sizeof(float)) {
+        return false;
+    }
+    const char * a0 = (const char *) add->data, * b0 = (const char *) mm->src[1]->data;
+    if (a0 < b0 + ggml_nbytes(mm->src[1]) && b0 < a0 + ggml_nbytes(add)) {
+        return false;
+    }
+    alignts_ggml::panels_product(params, mm->src[0], mm->src[1], add, static_cast<const float *>(bias->data));
+    return true;
+#else
+    (void) params, (void) mm, (void) add;
+    return false;
+#endif
 }

@@ -189,3 +189,56 @@ static inline void alignts_copy_element(char * dst, const char * src, const size
         default: std::memcpy(dst, src, type_size); break;
     }
 }
+
+// change 16 (LayerNorm): ggml's NORM node and the MUL (the norm's weight) and ADD (its bias) nodes after it, as
+// llama.cpp's build_norm(LLM_NORM) builds every LayerNorm of a BERT, in one node: each row normalized as
+// ggml_compute_forward_norm_f32 does it (the same calls), then multiplied and shifted in place while it is in L1,
+// written to add's tensor only. ggml_cpu_try_fuse_ops (ggml-cpu.c) checked that the three follow each other, that
+// each is its successor's one input and that their shapes agree. The multiply and the add are separate loops
+// (ggml_vec_mul_f32, ggml_vec_add_f32), two roundings as the two nodes make: the same values bit for bit. Two nodes
+// and two barriers of ggml's threads fewer a LayerNorm. false (ggml runs the three nodes) unless the rows are
+// contiguous f32, the weight and bias are contiguous f32 rows of the norm's width, and add's memory is either the
+// input's own (a row is read whole before it is written) or apart from it (ggml's allocator could give add memory
+// freed after the norm read it last; a partial overlap would overwrite rows still to be read).
+extern "C" bool alignts_norm_mul_add(const struct ggml_compute_params * params, const struct ggml_tensor * norm,
+                                     const struct ggml_tensor * mul, struct ggml_tensor * add);
+
+extern "C" bool alignts_norm_mul_add(const struct ggml_compute_params * params, const struct ggml_tensor * norm,
+                                     const struct ggml_tensor * mul, struct ggml_tensor * add) {
+    const struct ggml_tensor * src0 = norm->src[0];
+    const struct ggml_tensor * w = mul->src[0] == norm ? mul->src[1] : mul->src[0];
+    const struct ggml_tensor * b = add->src[0] == mul ? add->src[1] : add->src[0];
+    const int64_t n = src0->ne[0];
+    for (const struct ggml_tensor * t : {src0, norm, mul, w, b, (const struct ggml_tensor *) add}) {
+        if (t->type != GGML_TYPE_F32 || t->nb[0] != sizeof(float)) {
+            return false;
+        }
+    }
+    if (w->ne[0] != n || ggml_nelements(w) != n || b->ne[0] != n || ggml_nelements(b) != n) {
+        return false;
+    }
+    const char * a0 = (const char *) add->data, * x0 = (const char *) src0->data;
+    const bool same = a0 == x0 && add->nb[1] == src0->nb[1] && add->nb[2] == src0->nb[2] && add->nb[3] == src0->nb[3];
+    if (!same && a0 < x0 + ggml_nbytes(src0) && x0 < a0 + ggml_nbytes(add)) {
+        return false;
+    }
+    float eps;
+    std::memcpy(&eps, norm->op_params, sizeof(float));
+    const float * wf = (const float *) w->data;
+    const float * bf = (const float *) b->data;
+    for (int64_t i03 = 0; i03 < src0->ne[3]; i03++) {
+        for (int64_t i02 = 0; i02 < src0->ne[2]; i02++) {
+            for (int64_t i01 = params->ith; i01 < src0->ne[1]; i01 += params->nth) {
+                const float * xf = (const float *) ((const char *) src0->data + i01 * src0->nb[1] + i02 * src0->nb[2]
+                                                    + i03 * src0->nb[3]);
+                float * yf = (float *) ((char *) add->data + i01 * add->nb[1] + i02 * add->nb[2] + i03 * add->nb[3]);
+                const float mean = alignts_vec_sum_f32(n, xf) / n;
+                const float variance = alignts_vec_cvar_f32(n, yf, xf, mean);
+                ggml_vec_scale_f32(n, yf, 1.0f / sqrtf(variance + eps));
+                ggml_vec_mul_f32(n, yf, yf, wf);
+                ggml_vec_add_f32(n, yf, yf, bf);
+            }
+        }
+    }
+    return true;
+}

@@ -47,6 +47,7 @@ static inline void vstore(float * p, vec v) { _mm512_store_ps(p, v); }
 static inline vec vset1(float x) { return _mm512_set1_ps(x); }
 static inline vec vzero() { return _mm512_setzero_ps(); }
 static inline vec vfma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vec vadd(vec a, vec b) { return _mm512_add_ps(a, b); }
 // r[c] = column c of the 16 x 16 block whose rows are r[0..15]
 static inline void transpose(vec r[16]) {
     vec s[16];
@@ -86,6 +87,7 @@ static inline void vstore(float * p, vec v) { _mm256_store_ps(p, v); }
 static inline vec vset1(float x) { return _mm256_set1_ps(x); }
 static inline vec vzero() { return _mm256_setzero_ps(); }
 static inline vec vfma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
+static inline vec vadd(vec a, vec b) { return _mm256_add_ps(a, b); }
 static inline float vsum(vec v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

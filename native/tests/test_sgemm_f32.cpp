@@ -2,14 +2,17 @@
 // against a double-precision reference: shapes with every kind of remainder (tokens < a vector, a few tokens past
 // a block, k not a multiple of the vector width), row strides wider than the rows (ggml's permuted views), the
 // columns past m untouched, and the path without a packing buffer; and the f16 rows of an f16 KV cache's decode
-// products (dot_rows_f16). Built once with AVX2+FMA+F16C and once with AVX-512 flags; a build whose instructions
+// products (dot_rows_f16); and native/ggml/alignts_panels_f32.h (the weights repacked into 16-row panels at load):
+// the same checks, its tile's sums bit for bit those of the packed tile wherever that one runs its tile. Built once with AVX2+FMA+F16C and once with AVX-512 flags; a build whose instructions
 // this CPU lacks exits 77 (ctest: skipped).
+#include "../ggml/alignts_panels_f32.h"
 #include "../ggml/alignts_sgemm_f32.h"
 #include "gemm_check.h"
 
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -98,6 +101,55 @@ int main() {
 #else
 #error "the f16 rows are part of this test: build it with -mf16c"
 #endif
+    // the weights as panels: rows a multiple of 16 (the tensors llama.cpp repacks), all kinds of token and k
+    // remainders, the rows split at a 3-panel boundary as ggml's threads split them, source rows strided
+    const int64_t pshapes[][3] = {{384, 154, 384}, {1536, 22, 384}, {384, 66, 1536}, {16, 1, 1}, {32, 7, 5},
+                                  {48, 9, 17},     {80, 50, 33},    {64, 1, 420},    {112, 13, 3}, {16, 100, 64},
+                                  {96, 48, 40},    {144, 95, 7}};
+    for (const auto & s : pshapes) {
+        const int64_t m = s[0], n = s[1], k = s[2];
+        const int64_t lda = k + 3, ldb = k + 5, ldc = m + 7;
+        std::vector<float> A(m * lda), B(n * ldb), C(n * ldc, -7.0f), Ct(n * ldc, -7.0f);
+        for (auto & x : A) x = uni(gen);
+        for (auto & x : B) x = uni(gen);
+        float * P = static_cast<float *>(std::aligned_alloc(64, (sizeof(float) * m * k + 63) / 64 * 64));
+        alignts_panels::pack(A.data(), m, k, lda, P);
+        const int64_t rows = alignts_panels::NP * alignts_panels::PW;
+        const int64_t cut = std::min<int64_t>(m, (m / 2 + rows - 1) / rows * rows);
+        alignts_panels::gemm_rows(0, cut, n, k, P, B.data(), ldb, C.data(), ldc);
+        alignts_panels::gemm_rows(cut, m, n, k, P, B.data(), ldb, C.data(), ldc);
+        failures += !check_gemm(m, n, k, C.data(), ldc, (double) k, "panels",
+            [&](int64_t j, double * ref, double * mag) {
+                reference(m, k, A.data(), lda, B.data(), ldb, j, ref, mag);
+            });
+        // a bias fused into the stores (ggml's ADD node after the product): the sums, then + bias[i], bit for bit
+        std::vector<float> bias(m), Cb(n * ldc, -7.0f);
+        for (auto & x : bias) x = uni(gen);
+        alignts_panels::gemm_rows(0, cut, n, k, P, B.data(), ldb, Cb.data(), ldc, bias.data());
+        alignts_panels::gemm_rows(cut, m, n, k, P, B.data(), ldb, Cb.data(), ldc, bias.data());
+        bool biased = true;
+        for (int64_t j = 0; j < n; ++j) {
+            for (int64_t i = 0; i < ldc; ++i) {
+                const float want = i < m ? C[j * ldc + i] + bias[i] : -7.0f;
+                biased = biased && std::memcmp(&want, &Cb[j * ldc + i], sizeof(float)) == 0;
+            }
+        }
+        std::printf("%s m=%ld n=%ld k=%ld panels with the bias fused: the product + bias bit for bit\n",
+                    biased ? "ok  " : "FAIL", (long) m, (long) n, (long) k);
+        failures += !biased;
+        // every block of the packed tile past DOT_MAX tokens: the same k-ordered sums, bit for bit
+        if (n % alignts_f32::TJ == 0 || n % alignts_f32::TJ > alignts_f32::DOT_MAX) {
+            float * Bp = static_cast<float *>(
+                std::aligned_alloc(64, (sizeof(float) * k * alignts_f32::TJ + 63) / 64 * 64));
+            alignts_f32::gemm_rows(0, m, n, k, A.data(), lda, B.data(), ldb, Ct.data(), ldc, Bp);
+            std::free(Bp);
+            const bool same = std::memcmp(C.data(), Ct.data(), sizeof(float) * C.size()) == 0;
+            std::printf("%s m=%ld n=%ld k=%ld panels and the packed tile bit for bit\n", same ? "ok  " : "FAIL",
+                        (long) m, (long) n, (long) k);
+            failures += !same;
+        }
+        std::free(P);
+    }
     return failures ? 1 : 0;
 #endif
 }

@@ -37,6 +37,10 @@ for name, inc in (("old", old_dir), ("new", ROOT / "native" / "ggml")):
     subprocess.run(["g++", "-O3", f"-march={a.march}", "-fPIC", "-shared", "-I", str(inc),
                     str(Path(__file__).with_suffix(".cpp")), "-o", str(so)], check=True)
     libs[name] = ctypes.CDLL(str(so))
+so = tmp / "panels.so"  # the weights repacked once (native/ggml/alignts_panels_f32.h), session 24
+subprocess.run(["g++", "-O3", f"-march={a.march}", "-fPIC", "-shared", "-I", str(ROOT / "native" / "ggml"),
+                str(Path(__file__).with_name("f32_panels.cpp")), "-o", str(so)], check=True)
+libs["panels"] = ctypes.CDLL(str(so))
 
 n = a.tokens
 shapes = {"all": [(384, 384)] * 4 + [(1536, 384), (384, 1536)], "att": [(384, 384)] * 4,
@@ -66,6 +70,21 @@ ys = [np.zeros(n * 1536, np.float32) for _ in range(2)]
 pack = np.zeros(1536 * 64 + 16, np.float32)
 pack = pack[(-pack.ctypes.data % 64) // 4:]  # 64-byte aligned, as ggml's scratch
 
+panels = []
+for w in Ws:
+    buf = np.zeros(w.size + 16, np.float32)
+    buf = buf[(-buf.ctypes.data % 64) // 4:][:w.size]  # 64-byte aligned, as ggml's buffers
+    libs["panels"].pack(w.ctypes.data_as(P), ctypes.c_long(w.shape[0]), ctypes.c_long(w.shape[1]),
+                        buf.ctypes.data_as(P))
+    panels.append(buf)
+P_ptrs = (P * len(Ws))(*[b.ctypes.data_as(P) for b in panels])
+
+
+def ours_panels():
+    libs["panels"].chain(n, len(Ws), P_ptrs, M, K, x.ctypes.data_as(P), ys[0].ctypes.data_as(P),
+                         ys[1].ctypes.data_as(P))
+    return ys[(len(Ws) - 1) % 2][:n * k0].reshape(n, k0).copy()
+
 
 def ours(lib):
     lib.chain(n, len(Ws), W_ptrs, M, K, x.ctypes.data_as(P), ys[0].ctypes.data_as(P), ys[1].ctypes.data_as(P),
@@ -74,8 +93,8 @@ def ours(lib):
 
 
 fns = {"onnxruntime": lambda: sess.run(None, {"x": x})[0], "old": lambda: ours(libs["old"]),
-       "new": lambda: ours(libs["new"])}
-ref, y_old, y_new = fns["onnxruntime"](), fns["old"](), fns["new"]()
+       "new": lambda: ours(libs["new"]), "panels": ours_panels}
+ref, y_old, y_new, y_pan = fns["onnxruntime"](), fns["old"](), fns["new"](), fns["panels"]()
 ts = {k: [] for k in fns}
 for _ in range(a.rounds):
     for k, fn in fns.items():
@@ -89,4 +108,6 @@ print(f"{cpu}, -march={a.march}, {a.mode} ({len(Ws)} products), {n} tokens, {a.r
       + ", ".join(f"{k} {1e3 * v:.2f} ms ({flop / v / 1e9:.0f} GFLOP/s)" for k, v in p50.items())
       + f"; old/new {p50['old'] / p50['new']:.3f}, new/onnxruntime {p50['new'] / p50['onnxruntime']:.3f}"
       + f"; old == new bit for bit: {np.array_equal(y_old, y_new)}, max |new - onnxruntime| / max |y| "
-      + f"{float(np.abs(y_new - ref).max() / np.abs(ref).max()):.1e}")
+      + f"{float(np.abs(y_new - ref).max() / np.abs(ref).max()):.1e}"
+      + f"; new/panels {p50['new'] / p50['panels']:.3f}, panels/onnxruntime {p50['panels'] / p50['onnxruntime']:.3f}"
+      + f", panels == new bit for bit: {np.array_equal(y_pan, y_new)}")
