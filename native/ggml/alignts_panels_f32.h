@@ -40,8 +40,9 @@ constexpr int NP = 1;
 #endif
 constexpr int64_t TJ = 48;  // tokens a job's block when ggml's threads share a product (alignts_gemm.h)
 
+// unaligned loads and stores throughout: ggml aligns a tensor in its buffer to 32 bytes (TENSOR_ALIGNMENT), not to
+// a 64-byte vector (a q4_0 tensor repacked in the same buffer can leave the next one 32 bytes off a line)
 static inline vec vloadu(const float * p) { return alignts_f32::vloadu(p); }
-static inline vec vload(const float * p) { return alignts_f32::vload(p); }
 static inline void vstoreu(float * p, vec v) {
 #if defined(__AVX512F__)
     _mm512_storeu_ps(p, v);
@@ -64,7 +65,7 @@ static inline void pack(const float * W, int64_t m, int64_t k, int64_t ldw, floa
             }
             alignts_f32::transpose(r);
             for (int c = 0; c < VL; ++c) {
-                _mm512_store_ps(out + (l + c) * PW, r[c]);
+                _mm512_storeu_ps(out + (l + c) * PW, r[c]);
             }
         }
 #endif
@@ -92,7 +93,7 @@ static inline void tile(const float * P, int64_t k, const float * B, int64_t ldb
         vec w[N * PV];
         for (int p = 0; p < N; ++p) {
             for (int v = 0; v < PV; ++v) {
-                w[p * PV + v] = vload(P + (p * k + l) * PW + v * VL);
+                w[p * PV + v] = vloadu(P + (p * k + l) * PW + v * VL);
             }
         }
         for (int t = 0; t < T; ++t) {
