@@ -95,7 +95,7 @@ Sixteen changes, each refused loudly when the code they anchor to has moved (upd
    ggml's fusions off. llama-model-loader.cpp drops a mapped weight's pages from the process once it is copied into such
    a buffer (madvise MADV_DONTNEED on the read-only shared mapping: the page cache keeps them), so a repacked weight
    is not resident twice. The same k-ordered sums as the packed tile: forecasts equal bit for bit where that one
-   ran its tile. MiniLM's 36 f32 products at 154 tokens on one Zen 4 core 1.10-1.13x faster than level 15 (and
+   ran its tile. MiniLM's 36 f32 products at 154 tokens on one Zen 4 core 1.09-1.11x faster than level 15 (and
    ~2 % faster than onnxruntime's MLAS); gguf-f32 forecasts 1.045-1.111x, the fusions another 1.00-1.03x
    (results/speed_llama.md section 24). ALIGNTS_F32_PANELS=0 in the environment keeps f32 weights in place.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
