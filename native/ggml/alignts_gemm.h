@@ -267,7 +267,7 @@ static inline void panels_product(const struct ggml_compute_params * params, con
         const char * b = (const char *) src1->data + i11 * nb11 + i12 * nb12 + i13 * nb13;
         float * c = (float *) ((char *) dst->data + i11 * nb1 + i12 * nb2 + i13 * nb3);
         for (int64_t i = 0; i < ne01; ++i) {
-            const float * p = P + (i / alignts_panels::PW) * ne00 * alignts_panels::PW + i % alignts_panels::PW;
+            const float * p = alignts_panels::row_start(P, ne00, i);
             float sum = 0.0f;
             for (int64_t l = 0; l < ne00; ++l) {
                 sum = std::fma(p[l * alignts_panels::PW], *(const float *) (b + l * nb10), sum);

@@ -28,6 +28,10 @@ namespace alignts_panels {
 
 using alignts_f32::vec;
 using alignts_f32::VL;
+// unaligned loads and stores throughout: ggml aligns a tensor in its buffer to 32 bytes (TENSOR_ALIGNMENT), not to
+// a 64-byte vector (a q4_0 tensor repacked in the same buffer can leave the next one 32 bytes off a line)
+using alignts_f32::vloadu;
+using alignts_f32::vstoreu;
 
 constexpr int PW = 16;        // weight rows a panel (the rows of a repacked tensor are a multiple of it)
 constexpr int PV = PW / VL;   // vectors a panel's k step
@@ -40,15 +44,9 @@ constexpr int NP = 1;
 #endif
 constexpr int64_t TJ = 48;  // tokens a job's block when ggml's threads share a product (alignts_gemm.h)
 
-// unaligned loads and stores throughout: ggml aligns a tensor in its buffer to 32 bytes (TENSOR_ALIGNMENT), not to
-// a 64-byte vector (a q4_0 tensor repacked in the same buffer can leave the next one 32 bytes off a line)
-static inline vec vloadu(const float * p) { return alignts_f32::vloadu(p); }
-static inline void vstoreu(float * p, vec v) {
-#if defined(__AVX512F__)
-    _mm512_storeu_ps(p, v);
-#else
-    _mm256_storeu_ps(p, v);
-#endif
+// weight row i's value at l = 0 in the panels P of rows of k values; its next values follow PW floats apart
+static inline const float * row_start(const float * P, int64_t k, int64_t i) {
+    return P + (i / PW) * k * PW + i % PW;
 }
 
 // P = W's rows [0, m) as panels (m % PW == 0), W's rows ldw floats apart
@@ -65,7 +63,7 @@ static inline void pack(const float * W, int64_t m, int64_t k, int64_t ldw, floa
             }
             alignts_f32::transpose(r);
             for (int c = 0; c < VL; ++c) {
-                _mm512_storeu_ps(out + (l + c) * PW, r[c]);
+                vstoreu(out + (l + c) * PW, r[c]);
             }
         }
 #endif

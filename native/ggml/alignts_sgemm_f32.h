@@ -44,6 +44,7 @@ constexpr int NV = 3;  // token vectors a tile
 static inline vec vload(const float * p) { return _mm512_load_ps(p); }
 static inline vec vloadu(const float * p) { return _mm512_loadu_ps(p); }
 static inline void vstore(float * p, vec v) { _mm512_store_ps(p, v); }
+static inline void vstoreu(float * p, vec v) { _mm512_storeu_ps(p, v); }
 static inline vec vset1(float x) { return _mm512_set1_ps(x); }
 static inline vec vzero() { return _mm512_setzero_ps(); }
 static inline vec vfma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
@@ -84,6 +85,7 @@ constexpr int NV = 2;   // token vectors a tile
 static inline vec vload(const float * p) { return _mm256_load_ps(p); }
 static inline vec vloadu(const float * p) { return _mm256_loadu_ps(p); }
 static inline void vstore(float * p, vec v) { _mm256_store_ps(p, v); }
+static inline void vstoreu(float * p, vec v) { _mm256_storeu_ps(p, v); }
 static inline vec vset1(float x) { return _mm256_set1_ps(x); }
 static inline vec vzero() { return _mm256_setzero_ps(); }
 static inline vec vfma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
