@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Sixteen changes, each refused loudly when the code they anchor to has moved (update this script then):
+Seventeen changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -98,6 +98,19 @@ Sixteen changes, each refused loudly when the code they anchor to has moved (upd
    ran its tile. MiniLM's 36 f32 products at 154 tokens on one Zen 4 core 1.09-1.11x faster than level 15 (and
    ~2 % faster than onnxruntime's MLAS); gguf-f32 forecasts 1.045-1.111x, the fusions another 1.00-1.03x
    (results/speed_llama.md section 24). ALIGNTS_F32_PANELS=0 in the environment keeps f32 weights in place.
+17. (ggml's CPU backend and change 2's headers) three more nodes fused through ggml_cpu_try_fuse_ops: attention
+   without a flash path, the KQ product, its softmax and the KQV product, as one node (native/ggml/alignts_gemm.h
+   ``alignts_attention``): a job is one head's block of query tokens, whose scores stay in the thread's scratch
+   (L1/L2) from the product through the softmax node's own row function (alignts_ops.h ``alignts_soft_max_row``,
+   which ggml's SOFT_MAX node now calls too) into the KQV product, where ggml wrote and read ~T x T floats a head
+   (2.7 MB a layer for 4 series of 119 tokens); the outputs wait in the scores' tensor until all jobs are done (ggml's
+   allocator may give KQV the memory of Q or K). An FFN's GELU runs on each job's outputs of the fused product and
+   bias add, through the GELU node's own row function. And the panels' products hand out smaller jobs to 2 threads
+   and more (16 tokens x 32 jobs a thread, where 48 x 8 left one thread waiting up to a job at each product's end).
+   The same values bit for bit as ggml's nodes (tiny BERT, GPT-2 with its KV cache, a GQA LLaMA; 1 and 2 threads).
+   ggml-cpu.c counts each fused kind's nodes (``alignts_fused_nodes``, exported, for the tests). Bridging gguf-f32
+   forecasts 1.02x (1 thread) to 1.09x (batch 8, 2 threads) against level 16 in step (results/speed_llama.md section
+   25).
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -110,7 +123,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 16  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 17  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:
@@ -230,11 +243,31 @@ extern "C" bool alignts_is_panels(const struct ggml_tensor * t) {
         && t->extra == (const void *) &ggml::cpu::repack::alignts_panels;
 }
 """
-FUSE_NODES = """    // alignts: a product of panels and the bias add after it in one pass (scripts/patch_llama.py change 16)
+FUSE_NODES = """    // alignts: attention's KQ product, its softmax and the KQV product in one node (change 17)
+    if (node->op == GGML_OP_MUL_MAT && node_n + 2 < cgraph->n_nodes) {
+        struct ggml_tensor * sm = cgraph->nodes[node_n + 1];
+        struct ggml_tensor * kqv = cgraph->nodes[node_n + 2];
+        if (sm->op == GGML_OP_SOFT_MAX && kqv->op == GGML_OP_MUL_MAT && sm->src[0] == node && kqv->src[1] == sm
+            && (sm->flags & GGML_TENSOR_FLAG_COMPUTE) && (kqv->flags & GGML_TENSOR_FLAG_COMPUTE)
+            && ggml_node_has_n_uses(cgraph, node_n, 1) && ggml_node_has_n_uses(cgraph, node_n + 1, 1)
+            && alignts_attention(params, node, sm, kqv)) {
+            alignts_fused_count(params, ALIGNTS_FUSED_ATTENTION);
+            return 2;
+        }
+    }
+    // alignts: a product of panels and the bias add after it in one pass (change 16), and the GELU after that add
+    // (change 17)
     if (node->op == GGML_OP_MUL_MAT) {
+        const enum ggml_op alignts_gelu_ops[] = { GGML_OP_MUL_MAT, GGML_OP_ADD, GGML_OP_UNARY };
+        if (ggml_can_fuse(cgraph, node_n, alignts_gelu_ops, 3)
+            && alignts_mul_mat_panels_add_gelu(params, node, cgraph->nodes[node_n + 1], cgraph->nodes[node_n + 2])) {
+            alignts_fused_count(params, ALIGNTS_FUSED_BIAS_GELU);
+            return 2;
+        }
         const enum ggml_op alignts_ops[] = { GGML_OP_MUL_MAT, GGML_OP_ADD };
         if (ggml_can_fuse(cgraph, node_n, alignts_ops, 2)
             && alignts_mul_mat_panels_add(params, node, cgraph->nodes[node_n + 1])) {
+            alignts_fused_count(params, ALIGNTS_FUSED_BIAS);
             return 1;
         }
     }
@@ -243,9 +276,31 @@ FUSE_NODES = """    // alignts: a product of panels and the bias add after it in
         const enum ggml_op alignts_norm_ops[] = { GGML_OP_NORM, GGML_OP_MUL, GGML_OP_ADD };
         if (ggml_can_fuse(cgraph, node_n, alignts_norm_ops, 3)
             && alignts_norm_mul_add(params, node, cgraph->nodes[node_n + 1], cgraph->nodes[node_n + 2])) {
+            alignts_fused_count(params, ALIGNTS_FUSED_LAYER_NORM);
             return 2;
         }
     }
+
+"""
+FUSED_COUNTS = """// alignts: how many nodes of each fused kind ran in this process (thread 0 counts each), for the tests
+// (tests/test_llama_speed.py reads them through the exported alignts_fused_nodes; change 17)
+enum { ALIGNTS_FUSED_ATTENTION, ALIGNTS_FUSED_BIAS_GELU, ALIGNTS_FUSED_BIAS, ALIGNTS_FUSED_LAYER_NORM, ALIGNTS_FUSED_KINDS };
+#if defined(__GNUC__)
+static long long alignts_fused[ALIGNTS_FUSED_KINDS];
+static void alignts_fused_count(const struct ggml_compute_params * params, int kind) {
+    if (params->ith == 0) {
+        __atomic_fetch_add(&alignts_fused[kind], 1, __ATOMIC_RELAXED);
+    }
+}
+__attribute__((visibility("default"))) long long alignts_fused_nodes(int kind);
+__attribute__((visibility("default"))) long long alignts_fused_nodes(int kind) {
+    return kind >= 0 && kind < ALIGNTS_FUSED_KINDS ? __atomic_load_n(&alignts_fused[kind], __ATOMIC_RELAXED) : -1;
+}
+#else
+static void alignts_fused_count(const struct ggml_compute_params * params, int kind) {
+    (void) params, (void) kind;
+}
+#endif
 
 """
 LOADER_DROP_PAGES = """// alignts: a mapped weight's pages once llama.cpp copied it into a buffer of its own (repacked or on a device):
@@ -283,9 +338,14 @@ def fuse_nodes(ggml_cpu: Path) -> None:
            "// alignts: native/ggml/alignts_gemm.h (scripts/patch_llama.py change 16)\n"
            "bool alignts_mul_mat_panels_add(const struct ggml_compute_params * params, const struct ggml_tensor * mm,\n"
            "                                struct ggml_tensor * add);\n"
+           "bool alignts_mul_mat_panels_add_gelu(const struct ggml_compute_params * params,\n"
+           "                                     const struct ggml_tensor * mm, const struct ggml_tensor * add,\n"
+           "                                     struct ggml_tensor * gelu);\n"
+           "bool alignts_attention(const struct ggml_compute_params * params, struct ggml_tensor * kq,\n"
+           "                       const struct ggml_tensor * sm, struct ggml_tensor * kqv);\n"
            "// alignts: native/ggml/alignts_ops.h, in ops.cpp (change 16)\n"
            "bool alignts_norm_mul_add(const struct ggml_compute_params * params, const struct ggml_tensor * norm,\n"
-           "                          const struct ggml_tensor * mul, struct ggml_tensor * add);\n\n")
+           "                          const struct ggml_tensor * mul, struct ggml_tensor * add);\n\n" + FUSED_COUNTS)
     replace_in_function(ggml_cpu, "static int ggml_cpu_try_fuse_ops(",
                         "    if (node->op == GGML_OP_RMS_NORM) {\n", FUSE_NODES + "    if (node->op == GGML_OP_RMS_NORM) {\n")
 
@@ -333,8 +393,10 @@ def main(sdist: Path) -> None:
                         "max = alignts_vec_max_f32(ne00, wp);  // alignts")
     row = "                ggml_vec_cpy_f32  (ne00, wp, sp);\n"
     replace_in_function(ops, "static void ggml_compute_forward_soft_max_f32(", row,
-                        "                // alignts: the whole row in AVX-512 registers (change 11); else ggml's passes\n"
-                        "                if (!use_f16 && !sk && alignts_soft_max_row_f32(ne00, dp, sp, mp_f32, scale, slope)) {\n"
+                        "                // alignts: the whole row in AVX-512 registers (change 11), else ggml's passes, in one\n"
+                        "                // function that the fused attention calls too (change 17)\n"
+                        "                if (!use_f16 && !sk) {\n"
+                        "                    alignts_soft_max_row(ne00, dp, sp, mp_f32, scale, slope, wp);\n"
                         "                    continue;\n"
                         "                }\n" + row)
     replace_in_function(ops, "static void ggml_compute_forward_norm_f32(", "ggml_vec_sum_f32(ne00, &sum, xf);",

@@ -277,20 +277,31 @@ with LlamaCppModel(sys.argv[1], embeddings=True, n_threads=int(sys.argv[4]), n_c
                    n_batch=x.shape[0] * x.shape[1], n_seq_max=x.shape[0]) as m:
     np.save(sys.argv[3], m.hidden_states(x))
 print(any("CPU_REPACK model buffer" in line for line in logs))
+# the fused nodes that ran (ggml-cpu.c alignts_fused_nodes, change 17), from the CPU variant ggml loaded
+import ctypes
+libs = {line.split()[-1] for line in open("/proc/self/maps") if "libggml-cpu" in line}
+lib = ctypes.CDLL(libs.pop()) if len(libs) == 1 else None
+fused = getattr(lib, "alignts_fused_nodes", None)
+if fused is not None:
+    fused.restype = ctypes.c_longlong
+print([int(fused(k)) for k in range(4)] if fused is not None else None)
 """
 
 
 @pytest.mark.parametrize("arch,dtype", [("bert", "f32"), ("gpt2", "f32"), ("bert", "q8_0")])
 def test_panels_and_fused_nodes_equal_ggml_s_own_nodes_inside_llama_cpp(tmp_path, arch, dtype):
-    """scripts/patch_llama.py change 16. f32 weights repacked into 16-row panels when llama.cpp loads them
-    (native/ggml/alignts_panels_f32.h, ggml's CPU_REPACK buffer type), each product's bias add fused into its stores
-    and each LayerNorm's NORM, MUL and ADD nodes run as one (ggml_cpu_try_fuse_ops), against the weights in place
+    """scripts/patch_llama.py changes 16 and 17. f32 weights repacked into 16-row panels when llama.cpp loads them
+    (native/ggml/alignts_panels_f32.h, ggml's CPU_REPACK buffer type), each product's bias add (and the GELU after
+    an FFN's) fused into its stores, each LayerNorm's NORM, MUL and ADD nodes run as one and each attention's KQ
+    product, softmax and KQV product run as one (ggml_cpu_try_fuse_ops), against the weights in place
     (ALIGNTS_F32_PANELS=0: alignts_sgemm_f32.h's packed tokens) and ggml's own nodes (GGML_CPU_DISABLE_FUSION=1).
     Both f32 tiles take each output as one k-ordered chain of fused multiply-adds, and the fused nodes make the
     same roundings as the separate ones, so where the packed tile runs (blocks of more than DOT_MAX tokens: 5 series
     of 45) the hidden states are equal bit for bit, on 1 thread and on 2 (shared jobs). The log says whether the
-    CPU_REPACK buffer held the weights: with the panels for f32 weights, never without, never for q8_0 ones (whose
-    LayerNorms still fuse)."""
+    CPU_REPACK buffer held the weights: with the panels for f32 weights, never without, never for q8_0 ones. The
+    CPU backend's counters (alignts_fused_nodes) say which fusions ran: attention and LayerNorms in every case with
+    fusions on (GPT-2's attention reads its KV cache), the bias adds and GELUs with the panels only, none with
+    fusions off."""
     import os
     import subprocess
     import sys
@@ -304,7 +315,7 @@ def test_panels_and_fused_nodes_equal_ggml_s_own_nodes_inside_llama_cpp(tmp_path
     path = write_gguf(make_model(arch), tmp_path / f"{arch}.{dtype}.gguf", dtype=dtype)
     x = np.random.default_rng(8).standard_normal((5, 45, D)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    out, repacked = {}, {}
+    out, repacked, fused = {}, {}, {}
     for panels in ("1", "0"):
         for unfused in ("0", "1"):  # GGML_CPU_DISABLE_FUSION=1: the bias adds and LayerNorms as ggml's own nodes
             for t in ("1", "2"):
@@ -312,10 +323,17 @@ def test_panels_and_fused_nodes_equal_ggml_s_own_nodes_inside_llama_cpp(tmp_path
                 run = subprocess.run([sys.executable, "-c", _PANELS_HIDDEN, str(path), str(tmp_path / "x.npy"), f, t],
                                      env=dict(os.environ, ALIGNTS_F32_PANELS=panels, GGML_CPU_DISABLE_FUSION=unfused),
                                      check=True, timeout=300, capture_output=True, text=True)
-                repacked[panels, unfused, t] = run.stdout.strip().splitlines()[-1] == "True"
+                lines = run.stdout.strip().splitlines()
+                repacked[panels, unfused, t] = lines[-2] == "True"
+                fused[panels, unfused, t] = eval(lines[-1])  # [attention, bias add + GELU, bias add, LayerNorm]
                 out[panels, unfused, t] = np.load(f)
     cpu_has_kernels = {"avx2", "fma"} <= (thr.cpu_model_and_flags()[1] or set())
     assert repacked == {(p, u, t): p == "1" and dtype == "f32" and cpu_has_kernels for p, u, t in repacked}
+    if llama_patch_level() >= 17:  # each fusion ran where it applies, and never with GGML_CPU_DISABLE_FUSION=1
+        for (p, u, t), counts in fused.items():
+            panels_on = p == "1" and dtype == "f32" and cpu_has_kernels
+            expect = [u == "0" and cpu_has_kernels, u == "0" and panels_on, u == "0" and panels_on, u == "0"]
+            assert [c > 0 for c in counts] == expect, ((p, u, t), counts)
     ref = out["0", "1", "1"]  # ggml's nodes, the weights in place, 1 thread
     assert np.isfinite(ref).all() and float(np.abs(ref).max()) > 0
     for (p, u, t), h in out.items():

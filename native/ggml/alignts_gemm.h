@@ -17,8 +17,10 @@
 #include "alignts_panels_f32.h"
 #include "alignts_sgemm_f32.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 namespace alignts_ggml {
 
@@ -41,19 +43,21 @@ static inline void * scratch(size_t bytes) {
 }
 
 // jobs a thread, about, when the threads share a product's jobs: enough that a thread whose core runs slower for
-// the moment (another tenant on a VM's core) takes fewer of them, few enough that the handing out stays cheap
+// the moment (another tenant on a VM's core) takes fewer of them, few enough that the handing out stays cheap. The
+// panels' products take more (alignts_panels::JOBS_PER_THREAD): they pack nothing a job.
 constexpr int64_t SHARED_JOBS_PER_THREAD = 8;
 
 // calls f(i_begin, i_end, n, A, B, C) for this thread's jobs: weight rows [i_begin, i_end) of a 2-D slice for n
 // tokens (A: the slice's src0 bytes, B and C: its src1 and dst floats from the job's first token). Each slice's row
 // tiles of rm rows are cut into parts so that every thread has work when there are few slices (attention has one a
 // head).
-// - One thread, a product of one tj-token block (a decode step's) or !may_share: the jobs are the parts with all
-//   tokens, thread ith taking jobs ith, ith + nth, ...: no barrier, no shared counter.
-// - Else each part's tokens are cut into groups of whole tj-token blocks too (~SHARED_JOBS_PER_THREAD jobs a
-//   thread), and the threads take the jobs from ggml's shared chunk counter as each finishes its last one (as ggml's
-//   own products and llamafile's do; one barrier). A fixed share waits for the slowest thread, and on a VM one core
-//   can run 2x slower than the other for a while (results/speed_llama.md section 21). A part's groups are numbered
+// - One thread, a product of one tj-token block (a decode step's) or per_thread == 0: the jobs are the parts with
+//   all tokens, thread ith taking jobs ith, ith + nth, ...: no barrier, no shared counter.
+// - Else each part's tokens are cut into groups of whole tj-token blocks too (~per_thread jobs a thread), and the
+//   threads take the jobs from ggml's shared chunk counter as each finishes its last one (as ggml's own products and
+//   llamafile's do; one barrier). A fixed share waits for the slowest thread, and on a VM one core can run 2x slower
+//   than the other for a while (results/speed_llama.md section 21); the threads still meet at the node's end, each
+//   waiting for the other's last job, so smaller jobs waste less there (section 25). A part's groups are numbered
 //   next to each other so that the threads work on the same weight rows at a time, and each job packs its own
 //   tokens: they are packed once a part, as with fixed shares.
 // Either way every output comes from the same tile, its sum in the same k order: the same values bit for bit.
@@ -61,13 +65,13 @@ constexpr int64_t SHARED_JOBS_PER_THREAD = 8;
 template <typename F>
 static inline void for_each_job(const struct ggml_compute_params * params, const struct ggml_tensor * src0,
                                 const struct ggml_tensor * src1, struct ggml_tensor * dst, int64_t rm, int64_t tj,
-                                bool may_share, F && f) {
+                                int64_t per_thread, F && f) {
     GGML_TENSOR_BINARY_OP_LOCALS
     const int64_t r2 = ne12 / ne02, r3 = ne13 / ne03, slices = ne12 * ne13, nth = params->nth;
     const int64_t tiles = (ne01 + rm - 1) / rm, blocks = (ne11 + tj - 1) / tj;
     const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(tiles, (nth + slices - 1) / slices));
-    const bool shared = may_share && nth > 1 && blocks > 1;
-    const int64_t wanted = (SHARED_JOBS_PER_THREAD * nth + slices * parts - 1) / (slices * parts);  // groups a part
+    const bool shared = per_thread > 0 && nth > 1 && blocks > 1;
+    const int64_t wanted = (per_thread * nth + slices * parts - 1) / (slices * parts);  // groups a part
     const int64_t groups = shared ? std::min<int64_t>(blocks, wanted) : 1;
     const int64_t jobs = slices * parts * groups;
     if (shared) {
@@ -116,7 +120,8 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
     // products of 4 rows at a time (gemm_rows), where ggml pays a call and a reduction an output
     if (src0->type == GGML_TYPE_F32 && nb00 == sizeof(float) && nb01 % sizeof(float) == 0) {
         float * Bp = static_cast<float *>(alignts_ggml::scratch(sizeof(float) * ne00 * alignts_f32::TJ));
-        alignts_ggml::for_each_job(params, src0, src1, dst, alignts_f32::RM, alignts_f32::TJ, true,
+        alignts_ggml::for_each_job(params, src0, src1, dst, alignts_f32::RM, alignts_f32::TJ,
+                                   alignts_ggml::SHARED_JOBS_PER_THREAD,
             [&](int64_t i_begin, int64_t i_end, int64_t n, const uint8_t * A, const float * B, float * C) {
                 alignts_f32::gemm_rows(i_begin, i_end, n, ne00, reinterpret_cast<const float *>(A),
                                        nb01 / sizeof(float), B, nb11 / sizeof(float), C, nb1 / sizeof(float),
@@ -130,7 +135,7 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
     // f16 weights' products, the halves widened in registers (ggml would round the tokens to f16)
     if (src0->type == GGML_TYPE_F16 && nb00 == sizeof(uint16_t) && nb01 % sizeof(uint16_t) == 0
         && ne11 <= alignts_ggml::F16_DOT_TOKENS) {
-        alignts_ggml::for_each_job(params, src0, src1, dst, alignts_f32::RD, alignts_f32::TJ, false,  // decode
+        alignts_ggml::for_each_job(params, src0, src1, dst, alignts_f32::RD, alignts_f32::TJ, 0,  // decode
             [&](int64_t i_begin, int64_t i_end, int64_t n, const uint8_t * A, const float * B, float * C) {
                 alignts_f32::dot_rows_f16(i_begin, i_end, n, ne00, reinterpret_cast<const uint16_t *>(A),
                                           nb01 / sizeof(uint16_t), B, nb11 / sizeof(float), C, nb1 / sizeof(float));
@@ -151,7 +156,8 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
         const bool paired = false;
 #endif
         const int64_t lda = nb01 / sizeof(uint16_t), ldb = nb11 / sizeof(float), ldc = nb1 / sizeof(float);
-        alignts_ggml::for_each_job(params, src0, src1, dst, rm, alignts_bf16::TJ, !paired,
+        alignts_ggml::for_each_job(params, src0, src1, dst, rm, alignts_bf16::TJ,
+                                   paired ? 0 : alignts_ggml::SHARED_JOBS_PER_THREAD,
             [&](int64_t i_begin, int64_t i_end, int64_t n, const uint8_t * A, const float * B, float * C) {
                 const uint16_t * W = reinterpret_cast<const uint16_t *>(A);
 #if defined(ALIGNTS_GEMM_AMX)
@@ -188,7 +194,8 @@ extern "C" bool alignts_mul_mat(const struct ggml_compute_params * params, const
         const bool few = ne11 <= alignts_q8::FEW_MAX;  // one token block: never shared jobs
         void * P = alignts_ggml::scratch(few ? alignts_q8::few_pack_bytes(ne00, ne11)
                                              : sizeof(int32_t) * alignts_q8::pack_ints(ne00));
-        alignts_ggml::for_each_job(params, src0, src1, dst, few ? 1 : alignts_q8::RM, alignts_q8::TJ, true,
+        alignts_ggml::for_each_job(params, src0, src1, dst, few ? 1 : alignts_q8::RM, alignts_q8::TJ,
+                                   alignts_ggml::SHARED_JOBS_PER_THREAD,
             [&](int64_t i_begin, int64_t i_end, int64_t n, const uint8_t * A, const float * B, float * C) {
                 const int64_t ldb = nb11 / sizeof(float), ldc = nb1 / sizeof(float);
                 if (!P) {
@@ -241,22 +248,133 @@ extern "C" int alignts_panels_f32_pack(struct ggml_tensor * t, const void * data
 #endif
 }
 
+// one row of ggml's f32 softmax (alignts_ops.h, in ops.cpp: the function ggml's SOFT_MAX node calls for it)
+extern "C" void alignts_soft_max_row(int n, float * dst, const float * src, const float * mask, float scale,
+                                     float slope, float * wp);
+
+namespace alignts_ggml {
+// whether the bytes of tensors a and b overlap (a view's: from its first to past its last element)
+static inline bool overlap(const struct ggml_tensor * a, const struct ggml_tensor * b) {
+    const char * a0 = (const char *) a->data, * b0 = (const char *) b->data;
+    return a0 < b0 + ggml_nbytes(b) && b0 < a0 + ggml_nbytes(a);
+}
+}  // namespace alignts_ggml
+
+// change 17: attention without a KV cache's flash path, kq = K x Q, sm = softmax(kq * scale + mask), kqv = V^T x sm
+// as llama.cpp builds it (build_attn_mha: three nodes; ggml_cpu_try_fuse_ops checked that they follow each other and
+// that kq and sm have one reader each), in one node. ggml writes kq and sm, ~T x T floats a head, and reads them back:
+// an encoder's 4 series of 119 tokens are 2.7 MB a layer, past L2, and the product of K and Q ran at 41 GFLOP/s in a
+// forecast against 70 on warm data. Here a job is one head's block of TJ query tokens (blocks as the products' own):
+// its scores go to this thread's scratch (TJ x T floats, in L1/L2), each row through the softmax node's own row
+// function, and straight into the KQV product: the token tile on the same operands in the same blocks, so the values
+// are the three nodes' bit for bit.
+// The outputs wait in kq's memory until every job is done (a barrier), then are copied to kqv's: ggml's allocator
+// may give kqv the memory of Q or K (freed after kq in its schedule), which later jobs still read, while kq was
+// allocated when K, Q, V and the mask were all live. false (ggml runs the three nodes) unless all are f32 with
+// rows of floats, the mask is f32 or absent, there are no sinks nor ALiBi, T >= V's rows (the outputs fit where the
+// scores were) and kq's memory overlaps none of the others.
+extern "C" bool alignts_attention(const struct ggml_compute_params * params, struct ggml_tensor * kq,
+                                  const struct ggml_tensor * sm, struct ggml_tensor * kqv) {
+#if defined(ALIGNTS_SGEMM_F32)
+    const struct ggml_tensor * K = kq->src[0], * Q = kq->src[1], * mask = sm->src[1], * V = kqv->src[0];
+    float scale = 1.0f, max_bias = 0.0f;
+    std::memcpy(&scale, (const float *) sm->op_params + 0, sizeof(float));
+    std::memcpy(&max_bias, (const float *) sm->op_params + 1, sizeof(float));
+    const int64_t d = K->ne[0], n_kv = K->ne[1], T = Q->ne[1], dv = V->ne[1];
+    const bool f32 = K->type == GGML_TYPE_F32 && Q->type == GGML_TYPE_F32 && V->type == GGML_TYPE_F32
+        && kq->type == GGML_TYPE_F32 && sm->type == GGML_TYPE_F32 && kqv->type == GGML_TYPE_F32
+        && (!mask || mask->type == GGML_TYPE_F32);
+    if (params->use_ref || !f32 || sm->src[2] || max_bias != 0.0f || kqv->src[1] != sm
+        || K->nb[0] != sizeof(float) || Q->nb[0] != sizeof(float) || V->nb[0] != sizeof(float)
+        || K->nb[1] % sizeof(float) || Q->nb[1] % sizeof(float) || V->nb[1] % sizeof(float)
+        || !ggml_is_contiguous(kq) || !ggml_is_contiguous(kqv) || !ggml_are_same_shape(kq, sm)
+        || Q->ne[0] != d || V->ne[0] != n_kv || kq->ne[0] != n_kv || kq->ne[1] != T || kq->ne[2] != Q->ne[2]
+        || kq->ne[3] != Q->ne[3] || kqv->ne[0] != dv || kqv->ne[1] != T || kqv->ne[2] != Q->ne[2]
+        || kqv->ne[3] != Q->ne[3] || Q->ne[2] % K->ne[2] || Q->ne[3] % K->ne[3] || Q->ne[2] % V->ne[2]
+        || Q->ne[3] % V->ne[3] || dv > n_kv
+        || (mask && (mask->nb[0] != sizeof(float) || mask->ne[0] < n_kv || mask->ne[1] < T))) {
+        return false;
+    }
+    using alignts_ggml::overlap;
+    if (overlap(kq, K) || overlap(kq, Q) || overlap(kq, V) || overlap(kq, kqv) || (mask && overlap(kq, mask))) {
+        return false;
+    }
+    constexpr int64_t TJ = alignts_f32::TJ;
+    const int64_t ith = params->ith, nth = params->nth, heads = Q->ne[2], slices = heads * Q->ne[3];
+    const int64_t blocks = (T + TJ - 1) / TJ, jobs = slices * blocks;
+    // this thread's scratch: the pack (TJ tokens of up to max(d, n_kv) values), the scores, the softmax's row
+    const int64_t kmax = std::max(d, n_kv);
+    float * Bp = static_cast<float *>(alignts_ggml::scratch(sizeof(float) * (TJ * kmax + TJ * n_kv + n_kv + 16)));
+    if (!Bp) {
+        GGML_ABORT("alignts: no memory for the attention's %zu bytes of scratch",
+                   (size_t) (sizeof(float) * (TJ * kmax + TJ * n_kv + n_kv + 16)));
+    }
+    float * S = Bp + TJ * kmax, * wp = S + TJ * n_kv;
+    const bool shared = nth > 1;
+    if (shared) {
+        if (ith == 0) {
+            ggml_threadpool_chunk_set(params->threadpool, (int) nth);  // thread ith starts with job ith
+        }
+        ggml_barrier(params->threadpool);
+    }
+    const int64_t rk2 = Q->ne[2] / K->ne[2], rk3 = Q->ne[3] / K->ne[3];
+    const int64_t rv2 = Q->ne[2] / V->ne[2], rv3 = Q->ne[3] / V->ne[3];
+    for (int64_t job = ith; job < jobs; job = shared ? ggml_threadpool_chunk_add(params->threadpool, 1) : job + nth) {
+        const int64_t b = job % blocks, s = job / blocks, i2 = s % heads, i3 = s / heads;
+        const int64_t j0 = b * TJ, n = std::min(TJ, T - j0);
+        const float * Kp = (const float *) ((const char *) K->data + i2 / rk2 * K->nb[2] + i3 / rk3 * K->nb[3]);
+        const float * Qp = (const float *) ((const char *) Q->data + i2 * Q->nb[2] + i3 * Q->nb[3] + j0 * Q->nb[1]);
+        const float * Vp = (const float *) ((const char *) V->data + i2 / rv2 * V->nb[2] + i3 / rv3 * V->nb[3]);
+        alignts_f32::gemm_rows(0, n_kv, n, d, Kp, K->nb[1] / sizeof(float), Qp, Q->nb[1] / sizeof(float), S, n_kv,
+                               Bp);
+        for (int64_t t = 0; t < n; ++t) {
+            const float * m = mask ? (const float *) ((const char *) mask->data + (j0 + t) * mask->nb[1]
+                                                      + i2 % mask->ne[2] * mask->nb[2]
+                                                      + i3 % mask->ne[3] * mask->nb[3]) : nullptr;
+            alignts_soft_max_row((int) n_kv, S + t * n_kv, S + t * n_kv, m, scale, 1.0f, wp);
+        }
+        float * out = (float *) ((char *) kq->data + i2 * kq->nb[2] + i3 * kq->nb[3] + j0 * kq->nb[1]);
+        alignts_f32::gemm_rows(0, dv, n, n_kv, Vp, V->nb[1] / sizeof(float), S, n_kv, out, dv, Bp);
+    }
+    ggml_barrier(params->threadpool);
+    for (int64_t job = ith; job < jobs; job += nth) {  // a block's n x dv outputs to kqv's rows (contiguous)
+        const int64_t b = job % blocks, s = job / blocks, i2 = s % heads, i3 = s / heads;
+        const int64_t j0 = b * TJ, n = std::min(TJ, T - j0);
+        std::memcpy((char *) kqv->data + i2 * kqv->nb[2] + i3 * kqv->nb[3] + j0 * kqv->nb[1],
+                    (const char *) kq->data + i2 * kq->nb[2] + i3 * kq->nb[3] + j0 * kq->nb[1],
+                    sizeof(float) * n * dv);
+    }
+    return true;
+#else
+    (void) params, (void) kq, (void) sm, (void) kqv;
+    return false;
+#endif
+}
+
 // whether t's data are panels (repack.cpp: t lies in ggml's CPU_REPACK buffer with alignts' trait)
 extern "C" bool alignts_is_panels(const struct ggml_tensor * t);
+// one row of ggml's GELU node (alignts_ops.h, in ops.cpp: the function that node calls), in place where y == x
+extern "C" void alignts_gelu_row_f32(int n, float * y, const float * x);
 
 #if defined(ALIGNTS_PANELS_F32)
 namespace alignts_ggml {
-// dst = src0 x src1 (+ bias: dst->ne[0] floats, or nullptr) for src0 repacked by alignts_panels_f32_pack; dst has
-// the product's shape
+// dst = src0 x src1 (+ bias: dst->ne[0] floats, or nullptr; then GELU where gelu) for src0 repacked by
+// alignts_panels_f32_pack; dst has the product's shape
 static inline void panels_product(const struct ggml_compute_params * params, const struct ggml_tensor * src0,
-                                  const struct ggml_tensor * src1, struct ggml_tensor * dst, const float * bias) {
+                                  const struct ggml_tensor * src1, struct ggml_tensor * dst, const float * bias,
+                                  bool gelu = false) {
     GGML_TENSOR_BINARY_OP_LOCALS
     const float * P = static_cast<const float *>(src0->data);
     if (nb10 == sizeof(float) && nb11 % sizeof(float) == 0 && nb1 % sizeof(float) == 0) {
-        for_each_job(params, src0, src1, dst, alignts_panels::NP * alignts_panels::PW, alignts_panels::TJ, true,
+        for_each_job(params, src0, src1, dst, alignts_panels::NP * alignts_panels::PW, alignts_panels::TJ,
+                     alignts_panels::JOBS_PER_THREAD,
             [&](int64_t i_begin, int64_t i_end, int64_t n, const uint8_t *, const float * B, float * C) {
                 alignts_panels::gemm_rows(i_begin, i_end, n, ne00, P, B, nb11 / sizeof(float), C,
                                           nb1 / sizeof(float), bias);
+                for (int64_t j = 0; gelu && j < n; ++j) {  // the job's outputs, still in L2, through the GELU node's row
+                    float * c = C + j * (nb1 / sizeof(float)) + i_begin;
+                    alignts_gelu_row_f32(static_cast<int>(i_end - i_begin), c, c);
+                }
             });
         return;
     }
@@ -273,6 +391,9 @@ static inline void panels_product(const struct ggml_compute_params * params, con
                 sum = std::fma(p[l * alignts_panels::PW], *(const float *) (b + l * nb10), sum);
             }
             c[i] = bias ? sum + bias[i] : sum;
+        }
+        if (gelu) {
+            alignts_gelu_row_f32(static_cast<int>(ne01), c, c);
         }
     }
 }
@@ -302,23 +423,39 @@ extern "C" bool alignts_mul_mat_panels(const struct ggml_compute_params * params
 // panels by f32 rows, the add's other operand is a contiguous f32 row of mm's width, and add's memory is not mm's
 // activations': ggml's allocator puts add in place of mm's output, but were add given memory freed after mm (mm was
 // the activations' last reader), the fused node would overwrite activations it still reads.
-extern "C" bool alignts_mul_mat_panels_add(const struct ggml_compute_params * params, const struct ggml_tensor * mm,
-                                           struct ggml_tensor * add) {
+// With gelu (change 17: a GELU node after the add, the add's one reader, of its shape; an FFN's up projection), each
+// job's outputs then go through the GELU node's own row function while they are in L2, written to gelu's tensor:
+// the same values bit for bit (the rows a job writes are whole vectors, as the node's rows are), two nodes fewer.
+extern "C" bool alignts_mul_mat_panels_add_gelu(const struct ggml_compute_params * params,
+                                                const struct ggml_tensor * mm, const struct ggml_tensor * add,
+                                                struct ggml_tensor * gelu) {
 #if defined(ALIGNTS_PANELS_F32)
     const struct ggml_tensor * bias = add->src[0] == mm ? add->src[1] : add->src[0];
+    struct ggml_tensor * dst = gelu ? gelu : const_cast<struct ggml_tensor *>(add);
     if (mm->src[1]->type != GGML_TYPE_F32 || mm->type != GGML_TYPE_F32 || add->type != GGML_TYPE_F32
         || !alignts_is_panels(mm->src[0]) || bias->type != GGML_TYPE_F32 || bias->ne[0] != mm->ne[0]
-        || ggml_nelements(bias) != bias->ne[0] || bias->nb[0] != sizeof(float) || add->nb[0] != sizeof(float)) {
+        || ggml_nelements(bias) != bias->ne[0] || bias->nb[0] != sizeof(float) || add->nb[0] != sizeof(float)
+        || dst->type != GGML_TYPE_F32 || dst->nb[0] != sizeof(float)) {
         return false;
     }
-    const char * a0 = (const char *) add->data, * b0 = (const char *) mm->src[1]->data;
-    if (a0 < b0 + ggml_nbytes(mm->src[1]) && b0 < a0 + ggml_nbytes(add)) {
+    if (gelu && (gelu->op != GGML_OP_UNARY || ggml_get_unary_op(gelu) != GGML_UNARY_OP_GELU || gelu->src[0] != add
+                 || !ggml_are_same_shape(gelu, add))) {
         return false;
     }
-    alignts_ggml::panels_product(params, mm->src[0], mm->src[1], add, static_cast<const float *>(bias->data));
+    const char * a0 = (const char *) dst->data, * b0 = (const char *) mm->src[1]->data;
+    if (a0 < b0 + ggml_nbytes(mm->src[1]) && b0 < a0 + ggml_nbytes(dst)) {
+        return false;
+    }
+    alignts_ggml::panels_product(params, mm->src[0], mm->src[1], dst, static_cast<const float *>(bias->data),
+                                 gelu != nullptr);
     return true;
 #else
-    (void) params, (void) mm, (void) add;
+    (void) params, (void) mm, (void) add, (void) gelu;
     return false;
 #endif
+}
+
+extern "C" bool alignts_mul_mat_panels_add(const struct ggml_compute_params * params, const struct ggml_tensor * mm,
+                                           struct ggml_tensor * add) {
+    return alignts_mul_mat_panels_add_gelu(params, mm, add, nullptr);
 }

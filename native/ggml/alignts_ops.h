@@ -37,6 +37,13 @@ static void alignts_vec_gelu_f32(const int n, float * y, const float * x) {
 #endif
 }
 
+// change 17: ggml's GELU node's row, for the panels' product fused with its bias add and GELU (alignts_gemm.h, in
+// sgemm.cpp): the function ggml_compute_forward_gelu_f32 calls, so the fused node's values are the node's
+extern "C" void alignts_gelu_row_f32(int n, float * y, const float * x);
+extern "C" void alignts_gelu_row_f32(int n, float * y, const float * x) {
+    alignts_vec_gelu_f32(n, y, x);
+}
+
 // change 5: the row maximum of ggml's f32 softmax a vector at a time (ggml_vec_max_f32 is a scalar loop: one
 // dependent max an element); max is exact, so the value is ggml's
 static float alignts_vec_max_f32(const int n, const float * x) {
@@ -176,6 +183,30 @@ static bool alignts_soft_max_row_f32(const int n, float * dst, const float * src
     (void) n; (void) dst; (void) src; (void) mask; (void) scale; (void) slope;
     return false;
 #endif
+}
+
+// change 17: one row of ggml's f32 softmax with an f32 mask (or none) and no sinks, whichever way this CPU variant
+// computes it: the row above where AVX-512 is there, else ggml's own passes (wp: n floats of scratch). ggml's
+// SOFT_MAX node calls it for such rows (ops.cpp), and so does the fused attention (alignts_gemm.h, in sgemm.cpp): the
+// same values bit for bit. dst may be src.
+extern "C" void alignts_soft_max_row(int n, float * dst, const float * src, const float * mask, float scale,
+                                     float slope, float * wp);
+extern "C" void alignts_soft_max_row(int n, float * dst, const float * src, const float * mask, float scale,
+                                     float slope, float * wp) {
+    if (alignts_soft_max_row_f32(n, dst, src, mask, scale, slope)) {
+        return;
+    }
+    ggml_vec_cpy_f32(n, wp, src);
+    ggml_vec_scale_f32(n, wp, scale);
+    if (mask) {
+        for (int i = 0; i < n; ++i) {
+            wp[i] += slope*mask[i];
+        }
+    }
+    const float max = alignts_vec_max_f32(n, wp);
+    ggml_float sum = ggml_vec_soft_max_f32(n, dst, wp, max);
+    sum = 1.0/sum;
+    ggml_vec_scale_f32(n, dst, sum);
 }
 
 // change 11 (strided copies): one element of ggml_compute_forward_dup_bytes' element-by-element paths (a CONT of a

@@ -42,7 +42,12 @@ constexpr int NP = 3;  // panels a tile (48 weight rows)
 constexpr int PT = 6;  // 6 x 2 accumulators + 2 + 1 <= 16 registers
 constexpr int NP = 1;
 #endif
-constexpr int64_t TJ = 48;  // tokens a job's block when ggml's threads share a product (alignts_gemm.h)
+// when ggml's threads share a product (alignts_gemm.h's for_each_job): tokens a job's block, and jobs a thread. A
+// job's weight rows are reused from L2 by each of its token tiles, so small token blocks cost little; many small jobs
+// keep the wait at the node's end short (2 threads, Bridging's backbone: each thread waited 1.4-1.6 ms of a 35 ms
+// call at the products' ends with 48 x 8, 0.1-0.3 with 16 x 32; results/speed_llama.md section 25)
+constexpr int64_t TJ = 16;
+constexpr int64_t JOBS_PER_THREAD = 32;
 
 // weight row i's value at l = 0 in the panels P of rows of k values; its next values follow PW floats apart
 static inline const float * row_start(const float * P, int64_t k, int64_t i) {

@@ -4,6 +4,7 @@ CALLS calls, ROUNDS rounds, the order flipped every round. Each round gives the 
 (A / B, above 1: B faster); the median and quartiles of those ratios are the result, so a slow minute of this VM
 weighs on both builds alike. rows_ab.py's one process a measurement cannot do that.
     python pair_ab.py BUNDLE VARIANT BATCH THREADS --a /tmp/ab/old --b /tmp/ab/new [--rounds 20 --calls 5]
+    [--a-env K=V,... --b-env K=V,...]  (one build, two environments: --a and --b the same folder)
 (session 17: the shared token pack tried and dropped, and level 10 against 11, results/speed_llama.md section 17)"""
 import argparse
 import json
@@ -40,12 +41,15 @@ ap.add_argument("batch", type=int)
 ap.add_argument("threads", type=int)
 ap.add_argument("--a", required=True, help="folder holding build A's llama_cpp package")
 ap.add_argument("--b", dest="b_pkg", required=True, help="folder holding build B's llama_cpp package")
+ap.add_argument("--a-env", default="", help="A's extra environment, K=V[,K=V...] (one build, two settings)")
+ap.add_argument("--b-env", default="", help="B's extra environment")
 ap.add_argument("--rounds", type=int, default=20)
 ap.add_argument("--calls", type=int, default=5)
 a = ap.parse_args()
 procs, ys = {}, {}
-for name, pkg in (("A", a.a), ("B", a.b_pkg)):
+for name, pkg, extra in (("A", a.a, a.a_env), ("B", a.b_pkg, a.b_env)):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([pkg] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env.update(kv.split("=", 1) for kv in extra.split(",") if kv)
     procs[name] = subprocess.Popen([sys.executable, "-c", CHILD, a.bundle, a.variant, str(a.batch), str(a.threads)],
                                    env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     ys[name] = np.asarray(json.loads(procs[name].stdout.readline())["y"])
