@@ -103,14 +103,15 @@ Seventeen changes, each refused loudly when the code they anchor to has moved (u
    ``alignts_attention``): a job is one head's block of query tokens, whose scores stay in the thread's scratch
    (L1/L2) from the product through the softmax node's own row function (alignts_ops.h ``alignts_soft_max_row``,
    which ggml's SOFT_MAX node now calls too) into the KQV product, where ggml wrote and read ~T x T floats a head
-   (2.7 MB a layer for 4 series of 119 tokens); the outputs wait in the scores' tensor until all jobs are done (ggml's
-   allocator may give KQV the memory of Q or K). An FFN's GELU runs on each job's outputs of the fused product and
-   bias add, through the GELU node's own row function. And the panels' products hand out smaller jobs to 2 threads
-   and more (16 tokens x 32 jobs a thread, where 48 x 8 left one thread waiting up to a job at each product's end).
-   The same values bit for bit as ggml's nodes (tiny BERT, GPT-2 with its KV cache, a GQA LLaMA; 1 and 2 threads).
-   ggml-cpu.c counts each fused kind's nodes (``alignts_fused_nodes``, exported, for the tests). Bridging gguf-f32
-   forecasts 1.02x (1 thread) to 1.09x (batch 8, 2 threads) against level 16 in step (results/speed_llama.md section
-   25).
+   (2.7 MB a layer for 4 series of 119 tokens); the outputs wait in the thread's scratch until all jobs are done
+   (ggml's allocator may give KQV the memory of Q or K). Where the KQV product's V is the transposed copy an
+   encoder makes every layer (a CONT node before the three), the copy is not made: V's rows are read in place as
+   panels of 16 dimensions (alignts_panels_f32.h ``gemm_transposed``). An FFN's GELU runs on each job's outputs of
+   the fused product and bias add, through the GELU node's own row function. And the panels' products hand out
+   smaller jobs to 2 threads and more (16 tokens x 32 jobs a thread, where 48 x 8 left one thread waiting up to a job
+   at each product's end). The same values bit for bit as ggml's nodes (tiny BERT, GPT-2 with its KV cache, a GQA
+   LLaMA; 1 and 2 threads). ggml-cpu.c counts each fused kind's nodes (``alignts_fused_nodes``, exported, for the
+   tests). Measured against level 16 in step: results/speed_llama.md section 25.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -243,17 +244,24 @@ extern "C" bool alignts_is_panels(const struct ggml_tensor * t) {
         && t->extra == (const void *) &ggml::cpu::repack::alignts_panels;
 }
 """
-FUSE_NODES = """    // alignts: attention's KQ product, its softmax and the KQV product in one node (change 17)
-    if (node->op == GGML_OP_MUL_MAT && node_n + 2 < cgraph->n_nodes) {
-        struct ggml_tensor * sm = cgraph->nodes[node_n + 1];
-        struct ggml_tensor * kqv = cgraph->nodes[node_n + 2];
-        if (sm->op == GGML_OP_SOFT_MAX && kqv->op == GGML_OP_MUL_MAT && sm->src[0] == node && kqv->src[1] == sm
-            && (sm->flags & GGML_TENSOR_FLAG_COMPUTE) && (kqv->flags & GGML_TENSOR_FLAG_COMPUTE)
-            && ggml_node_has_n_uses(cgraph, node_n, 1) && ggml_node_has_n_uses(cgraph, node_n + 1, 1)
-            && alignts_attention(params, node, sm, kqv)) {
-            alignts_fused_count(params, ALIGNTS_FUSED_ATTENTION);
-            return 2;
+FUSE_NODES = """    // alignts: attention's KQ product, its softmax and the KQV product in one node (change 17); first as the
+    // transposed copy of V (a CONT, V's one reader the KQV product) with the three after it, views between them:
+    // the copy is then not made
+    if (node->op == GGML_OP_CONT && ggml_node_has_n_uses(cgraph, node_n, 1)) {
+        int kq_n = node_n + 1;
+        while (kq_n < cgraph->n_nodes && ggml_op_is_empty(cgraph->nodes[kq_n]->op)) {
+            kq_n++;
         }
+        if (kq_n + 2 < cgraph->n_nodes && cgraph->nodes[kq_n + 2]->op == GGML_OP_MUL_MAT
+            && cgraph->nodes[kq_n + 2]->src[0] == node
+            && alignts_attention_nodes(cgraph, kq_n, params, node)) {
+            alignts_fused_count(params, ALIGNTS_FUSED_ATTENTION_V);
+            return kq_n + 2 - node_n;
+        }
+    }
+    if (alignts_attention_nodes(cgraph, node_n, params, NULL)) {
+        alignts_fused_count(params, ALIGNTS_FUSED_ATTENTION);
+        return 2;
     }
     // alignts: a product of panels and the bias add after it in one pass (change 16), and the GELU after that add
     // (change 17)
@@ -284,7 +292,8 @@ FUSE_NODES = """    // alignts: attention's KQ product, its softmax and the KQV 
 """
 FUSED_COUNTS = """// alignts: how many nodes of each fused kind ran in this process (thread 0 counts each), for the tests
 // (tests/test_llama_speed.py reads them through the exported alignts_fused_nodes; change 17)
-enum { ALIGNTS_FUSED_ATTENTION, ALIGNTS_FUSED_BIAS_GELU, ALIGNTS_FUSED_BIAS, ALIGNTS_FUSED_LAYER_NORM, ALIGNTS_FUSED_KINDS };
+enum { ALIGNTS_FUSED_ATTENTION, ALIGNTS_FUSED_BIAS_GELU, ALIGNTS_FUSED_BIAS, ALIGNTS_FUSED_LAYER_NORM,
+       ALIGNTS_FUSED_ATTENTION_V, ALIGNTS_FUSED_KINDS };
 #if defined(__GNUC__)
 static long long alignts_fused[ALIGNTS_FUSED_KINDS];
 static void alignts_fused_count(const struct ggml_compute_params * params, int kind) {
@@ -301,6 +310,23 @@ static void alignts_fused_count(const struct ggml_compute_params * params, int k
     (void) params, (void) kind;
 }
 #endif
+
+// alignts: nodes kq_n, kq_n + 1 and kq_n + 2 are attention's KQ product, softmax and KQV product, kq and the
+// softmax read once each, and alignts_attention (native/ggml/alignts_gemm.h) ran them as one node (change 17)
+static bool alignts_attention_nodes(const struct ggml_cgraph * cgraph, int kq_n,
+                                    const struct ggml_compute_params * params, const struct ggml_tensor * vt) {
+    if (kq_n + 2 >= cgraph->n_nodes) {
+        return false;
+    }
+    struct ggml_tensor * kq = cgraph->nodes[kq_n];
+    struct ggml_tensor * sm = cgraph->nodes[kq_n + 1];
+    struct ggml_tensor * kqv = cgraph->nodes[kq_n + 2];
+    return kq->op == GGML_OP_MUL_MAT && sm->op == GGML_OP_SOFT_MAX && kqv->op == GGML_OP_MUL_MAT
+        && sm->src[0] == kq && kqv->src[1] == sm && (kq->flags & GGML_TENSOR_FLAG_COMPUTE)
+        && (sm->flags & GGML_TENSOR_FLAG_COMPUTE) && (kqv->flags & GGML_TENSOR_FLAG_COMPUTE)
+        && ggml_node_has_n_uses(cgraph, kq_n, 1) && ggml_node_has_n_uses(cgraph, kq_n + 1, 1)
+        && alignts_attention(params, vt, kq, sm, kqv);
+}
 
 """
 LOADER_DROP_PAGES = """// alignts: a mapped weight's pages once llama.cpp copied it into a buffer of its own (repacked or on a device):
@@ -341,8 +367,8 @@ def fuse_nodes(ggml_cpu: Path) -> None:
            "bool alignts_mul_mat_panels_add_gelu(const struct ggml_compute_params * params,\n"
            "                                     const struct ggml_tensor * mm, const struct ggml_tensor * add,\n"
            "                                     struct ggml_tensor * gelu);\n"
-           "bool alignts_attention(const struct ggml_compute_params * params, struct ggml_tensor * kq,\n"
-           "                       const struct ggml_tensor * sm, struct ggml_tensor * kqv);\n"
+           "bool alignts_attention(const struct ggml_compute_params * params, const struct ggml_tensor * vt,\n"
+           "                       struct ggml_tensor * kq, const struct ggml_tensor * sm, struct ggml_tensor * kqv);\n"
            "// alignts: native/ggml/alignts_ops.h, in ops.cpp (change 16)\n"
            "bool alignts_norm_mul_add(const struct ggml_compute_params * params, const struct ggml_tensor * norm,\n"
            "                          const struct ggml_tensor * mul, struct ggml_tensor * add);\n\n" + FUSED_COUNTS)

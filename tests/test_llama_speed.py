@@ -284,7 +284,7 @@ lib = ctypes.CDLL(libs.pop()) if len(libs) == 1 else None
 fused = getattr(lib, "alignts_fused_nodes", None)
 if fused is not None:
     fused.restype = ctypes.c_longlong
-print([int(fused(k)) for k in range(4)] if fused is not None else None)
+print([int(fused(k)) for k in range(5)] if fused is not None else None)
 """
 
 
@@ -300,8 +300,8 @@ def test_panels_and_fused_nodes_equal_ggml_s_own_nodes_inside_llama_cpp(tmp_path
     of 45) the hidden states are equal bit for bit, on 1 thread and on 2 (shared jobs). The log says whether the
     CPU_REPACK buffer held the weights: with the panels for f32 weights, never without, never for q8_0 ones. The
     CPU backend's counters (alignts_fused_nodes) say which fusions ran: attention and LayerNorms in every case with
-    fusions on (GPT-2's attention reads its KV cache), the bias adds and GELUs with the panels only, none with
-    fusions off."""
+    fusions on (BERT's attention reading V in place, without its transposed copy; GPT-2's reading its KV cache), the
+    bias adds and GELUs with the panels only, none with fusions off."""
     import os
     import subprocess
     import sys
@@ -325,14 +325,18 @@ def test_panels_and_fused_nodes_equal_ggml_s_own_nodes_inside_llama_cpp(tmp_path
                                      check=True, timeout=300, capture_output=True, text=True)
                 lines = run.stdout.strip().splitlines()
                 repacked[panels, unfused, t] = lines[-2] == "True"
-                fused[panels, unfused, t] = eval(lines[-1])  # [attention, bias add + GELU, bias add, LayerNorm]
+                # [attention, bias add + GELU, bias add, LayerNorm, attention reading V in place]
+                fused[panels, unfused, t] = eval(lines[-1])
                 out[panels, unfused, t] = np.load(f)
     cpu_has_kernels = {"avx2", "fma"} <= (thr.cpu_model_and_flags()[1] or set())
     assert repacked == {(p, u, t): p == "1" and dtype == "f32" and cpu_has_kernels for p, u, t in repacked}
     if llama_patch_level() >= 17:  # each fusion ran where it applies, and never with GGML_CPU_DISABLE_FUSION=1
         for (p, u, t), counts in fused.items():
             panels_on = p == "1" and dtype == "f32" and cpu_has_kernels
-            expect = [u == "0" and cpu_has_kernels, u == "0" and panels_on, u == "0" and panels_on, u == "0"]
+            on = u == "0"
+            # a BERT's attention (no KV cache) reads V in place (its transposed copy not made); GPT-2's reads its cache
+            expect = [on and cpu_has_kernels and arch != "bert", on and panels_on, on and panels_on, on,
+                      on and cpu_has_kernels and arch == "bert"]
             assert [c > 0 for c in counts] == expect, ((p, u, t), counts)
     ref = out["0", "1", "1"]  # ggml's nodes, the weights in place, 1 thread
     assert np.isfinite(ref).all() and float(np.abs(ref).max()) > 0

@@ -253,11 +253,9 @@ extern "C" void alignts_soft_max_row(int n, float * dst, const float * src, cons
                                      float slope, float * wp);
 
 namespace alignts_ggml {
-// whether the bytes of tensors a and b overlap (a view's: from its first to past its last element)
-static inline bool overlap(const struct ggml_tensor * a, const struct ggml_tensor * b) {
-    const char * a0 = (const char *) a->data, * b0 = (const char *) b->data;
-    return a0 < b0 + ggml_nbytes(b) && b0 < a0 + ggml_nbytes(a);
-}
+// the most scratch a thread takes for the fused attention (its outputs wait there): an encoder's ~480 tokens need
+// ~1 MB; a long prompt's attention is left to ggml's three nodes
+constexpr size_t ATTENTION_SCRATCH_MAX = size_t(16) << 20;
 }  // namespace alignts_ggml
 
 // change 17: attention without a KV cache's flash path, kq = K x Q, sm = softmax(kq * scale + mask), kqv = V^T x sm
@@ -268,15 +266,21 @@ static inline bool overlap(const struct ggml_tensor * a, const struct ggml_tenso
 // its scores go to this thread's scratch (TJ x T floats, in L1/L2), each row through the softmax node's own row
 // function, and straight into the KQV product: the token tile on the same operands in the same blocks, so the values
 // are the three nodes' bit for bit.
-// The outputs wait in kq's memory until every job is done (a barrier), then are copied to kqv's: ggml's allocator
-// may give kqv the memory of Q or K (freed after kq in its schedule), which later jobs still read, while kq was
-// allocated when K, Q, V and the mask were all live. false (ggml runs the three nodes) unless all are f32 with
-// rows of floats, the mask is f32 or absent, there are no sinks nor ALiBi, T >= V's rows (the outputs fit where the
-// scores were) and kq's memory overlaps none of the others.
-extern "C" bool alignts_attention(const struct ggml_compute_params * params, struct ggml_tensor * kq,
-                                  const struct ggml_tensor * sm, struct ggml_tensor * kqv) {
+// The outputs wait in the thread's scratch until every job is done (a barrier), then each thread copies its own to
+// kqv: ggml's allocator may give kqv the memory of Q or K (freed after kq in its schedule), which later jobs still
+// read. kq and sm are never written. false (ggml runs the three nodes) unless all are f32 with rows of floats, the
+// mask is f32 or absent, there are no sinks nor ALiBi, and a thread's scratch stays under ATTENTION_SCRATCH_MAX.
+// vt: the CONT node that made kqv's V (the transposed copy of V an encoder's attention makes every layer), or
+// nullptr. Given it, the copy is not made: the KQV product reads V's rows in place as panels of 16 dimensions
+// (alignts_panels::gemm_transposed), the same k-ordered sums as the token tile on the copy, so the fused node
+// replaces four. Only where the panels exist, V's dimensions are contiguous and a multiple of 16, and every block has
+// more than DOT_MAX tokens (the token tile takes a block of fewer as dot products, other sums); else false, and
+// ggml makes the copy and this function is asked again without it.
+extern "C" bool alignts_attention(const struct ggml_compute_params * params, const struct ggml_tensor * vt,
+                                  struct ggml_tensor * kq, const struct ggml_tensor * sm, struct ggml_tensor * kqv) {
 #if defined(ALIGNTS_SGEMM_F32)
-    const struct ggml_tensor * K = kq->src[0], * Q = kq->src[1], * mask = sm->src[1], * V = kqv->src[0];
+    const struct ggml_tensor * K = kq->src[0], * Q = kq->src[1], * mask = sm->src[1];
+    const struct ggml_tensor * V = vt ? vt->src[0] : kqv->src[0];  // V^T: [n_kv, dv], a view with dv's stride 4
     float scale = 1.0f, max_bias = 0.0f;
     std::memcpy(&scale, (const float *) sm->op_params + 0, sizeof(float));
     std::memcpy(&max_bias, (const float *) sm->op_params + 1, sizeof(float));
@@ -284,32 +288,43 @@ extern "C" bool alignts_attention(const struct ggml_compute_params * params, str
     const bool f32 = K->type == GGML_TYPE_F32 && Q->type == GGML_TYPE_F32 && V->type == GGML_TYPE_F32
         && kq->type == GGML_TYPE_F32 && sm->type == GGML_TYPE_F32 && kqv->type == GGML_TYPE_F32
         && (!mask || mask->type == GGML_TYPE_F32);
+    constexpr int64_t TJ = alignts_f32::TJ;
+#if defined(ALIGNTS_PANELS_F32)
+    const bool in_place = vt && vt->op == GGML_OP_CONT && kqv->src[0] == vt && ggml_are_same_shape(vt, V)
+        && V->nb[1] == sizeof(float) && V->nb[0] % sizeof(float) == 0 && V->ne[1] % alignts_panels::PW == 0
+        && Q->ne[1] > alignts_f32::DOT_MAX && (Q->ne[1] % TJ == 0 || Q->ne[1] % TJ > alignts_f32::DOT_MAX);
+#else
+    const bool in_place = false;
+#endif
+    if (vt && !in_place) {
+        return false;
+    }
     if (params->use_ref || !f32 || sm->src[2] || max_bias != 0.0f || kqv->src[1] != sm
-        || K->nb[0] != sizeof(float) || Q->nb[0] != sizeof(float) || V->nb[0] != sizeof(float)
-        || K->nb[1] % sizeof(float) || Q->nb[1] % sizeof(float) || V->nb[1] % sizeof(float)
+        || K->nb[0] != sizeof(float) || Q->nb[0] != sizeof(float) || K->nb[1] % sizeof(float)
+        || Q->nb[1] % sizeof(float) || (!vt && (V->nb[0] != sizeof(float) || V->nb[1] % sizeof(float)))
         || !ggml_is_contiguous(kq) || !ggml_is_contiguous(kqv) || !ggml_are_same_shape(kq, sm)
         || Q->ne[0] != d || V->ne[0] != n_kv || kq->ne[0] != n_kv || kq->ne[1] != T || kq->ne[2] != Q->ne[2]
         || kq->ne[3] != Q->ne[3] || kqv->ne[0] != dv || kqv->ne[1] != T || kqv->ne[2] != Q->ne[2]
         || kqv->ne[3] != Q->ne[3] || Q->ne[2] % K->ne[2] || Q->ne[3] % K->ne[3] || Q->ne[2] % V->ne[2]
-        || Q->ne[3] % V->ne[3] || dv > n_kv
+        || Q->ne[3] % V->ne[3]
         || (mask && (mask->nb[0] != sizeof(float) || mask->ne[0] < n_kv || mask->ne[1] < T))) {
         return false;
     }
-    using alignts_ggml::overlap;
-    if (overlap(kq, K) || overlap(kq, Q) || overlap(kq, V) || overlap(kq, kqv) || (mask && overlap(kq, mask))) {
-        return false;
-    }
-    constexpr int64_t TJ = alignts_f32::TJ;
     const int64_t ith = params->ith, nth = params->nth, heads = Q->ne[2], slices = heads * Q->ne[3];
     const int64_t blocks = (T + TJ - 1) / TJ, jobs = slices * blocks;
-    // this thread's scratch: the pack (TJ tokens of up to max(d, n_kv) values), the scores, the softmax's row
-    const int64_t kmax = std::max(d, n_kv);
-    float * Bp = static_cast<float *>(alignts_ggml::scratch(sizeof(float) * (TJ * kmax + TJ * n_kv + n_kv + 16)));
-    if (!Bp) {
-        GGML_ABORT("alignts: no memory for the attention's %zu bytes of scratch",
-                   (size_t) (sizeof(float) * (TJ * kmax + TJ * n_kv + n_kv + 16)));
+    // this thread's scratch: the pack (TJ tokens of up to max(d, n_kv) values), the scores, the softmax's row, the
+    // outputs of its jobs (room for all of them: the jobs are handed out as the threads finish) and their numbers
+    const int64_t kmax = std::max(d, n_kv), floats = TJ * kmax + TJ * n_kv + n_kv + 16 + jobs * TJ * dv;
+    const size_t bytes = sizeof(float) * floats + sizeof(int64_t) * jobs;
+    if (bytes > alignts_ggml::ATTENTION_SCRATCH_MAX) {  // a long prompt's attention: ggml's three nodes
+        return false;
     }
-    float * S = Bp + TJ * kmax, * wp = S + TJ * n_kv;
+    float * Bp = static_cast<float *>(alignts_ggml::scratch(bytes));
+    if (!Bp) {
+        GGML_ABORT("alignts: no memory for the attention's %zu bytes of scratch", bytes);
+    }
+    float * S = Bp + TJ * kmax, * wp = S + TJ * n_kv, * O = wp + n_kv + 16;
+    int64_t * mine = reinterpret_cast<int64_t *>(Bp + floats), n_mine = 0;
     const bool shared = nth > 1;
     if (shared) {
         if (ith == 0) {
@@ -333,20 +348,26 @@ extern "C" bool alignts_attention(const struct ggml_compute_params * params, str
                                                       + i3 % mask->ne[3] * mask->nb[3]) : nullptr;
             alignts_soft_max_row((int) n_kv, S + t * n_kv, S + t * n_kv, m, scale, 1.0f, wp);
         }
-        float * out = (float *) ((char *) kq->data + i2 * kq->nb[2] + i3 * kq->nb[3] + j0 * kq->nb[1]);
+        float * out = O + n_mine * TJ * dv;
+        mine[n_mine++] = job;
+#if defined(ALIGNTS_PANELS_F32)
+        if (vt) {
+            alignts_panels::gemm_transposed(dv, n, n_kv, Vp, V->nb[0] / sizeof(float), S, n_kv, out, dv);
+            continue;
+        }
+#endif
         alignts_f32::gemm_rows(0, dv, n, n_kv, Vp, V->nb[1] / sizeof(float), S, n_kv, out, dv, Bp);
     }
-    ggml_barrier(params->threadpool);
-    for (int64_t job = ith; job < jobs; job += nth) {  // a block's n x dv outputs to kqv's rows (contiguous)
-        const int64_t b = job % blocks, s = job / blocks, i2 = s % heads, i3 = s / heads;
+    ggml_barrier(params->threadpool);  // every job has read Q, K and V: kqv may lie on them
+    for (int64_t i = 0; i < n_mine; ++i) {  // a block's n x dv outputs to kqv's rows (contiguous)
+        const int64_t job = mine[i], b = job % blocks, s = job / blocks, i2 = s % heads, i3 = s / heads;
         const int64_t j0 = b * TJ, n = std::min(TJ, T - j0);
-        std::memcpy((char *) kqv->data + i2 * kqv->nb[2] + i3 * kqv->nb[3] + j0 * kqv->nb[1],
-                    (const char *) kq->data + i2 * kq->nb[2] + i3 * kq->nb[3] + j0 * kq->nb[1],
+        std::memcpy((char *) kqv->data + i2 * kqv->nb[2] + i3 * kqv->nb[3] + j0 * kqv->nb[1], O + i * TJ * dv,
                     sizeof(float) * n * dv);
     }
     return true;
 #else
-    (void) params, (void) kq, (void) sm, (void) kqv;
+    (void) params, (void) vt, (void) kq, (void) sm, (void) kqv;
     return false;
 #endif
 }

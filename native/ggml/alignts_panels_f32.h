@@ -80,11 +80,12 @@ static inline void pack(const float * W, int64_t m, int64_t k, int64_t ldw, floa
     }
 }
 
-// C's rows for T tokens (B's rows ldb floats apart, C's ldc) x the N panels from P (each k*PW floats), plus bias
-// (N*PW floats) unless it is nullptr
+// C's rows for T tokens (B's rows ldb floats apart, C's ldc) x the N panels from P, plus bias (N*PW floats) unless
+// it is nullptr. Panel p's k step l is the PW floats at P + p*pp + l*pk: pp = k*PW, pk = PW for repacked weights;
+// pp = PW, pk = the row stride for a matrix whose rows are the k steps (attention's V, read in place)
 template <int T, int N>
-static inline void tile(const float * P, int64_t k, const float * B, int64_t ldb, float * C, int64_t ldc,
-                        const float * bias) {
+static inline void tile(const float * P, int64_t pp, int64_t pk, int64_t k, const float * B, int64_t ldb, float * C,
+                        int64_t ldc, const float * bias) {
     vec acc[T][N * PV];
     for (int t = 0; t < T; ++t) {
         for (int q = 0; q < N * PV; ++q) {
@@ -96,7 +97,7 @@ static inline void tile(const float * P, int64_t k, const float * B, int64_t ldb
         vec w[N * PV];
         for (int p = 0; p < N; ++p) {
             for (int v = 0; v < PV; ++v) {
-                w[p * PV + v] = vloadu(P + (p * k + l) * PW + v * VL);
+                w[p * PV + v] = vloadu(P + p * pp + l * pk + v * VL);
             }
         }
         for (int t = 0; t < T; ++t) {
@@ -123,22 +124,22 @@ static inline void tile(const float * P, int64_t k, const float * B, int64_t ldb
 
 // a tile of `tokens` <= T tokens
 template <int T, int N>
-static inline void tile_tokens(int64_t tokens, const float * P, int64_t k, const float * B, int64_t ldb, float * C,
-                               int64_t ldc, const float * bias) {
+static inline void tile_tokens(int64_t tokens, const float * P, int64_t pp, int64_t pk, int64_t k, const float * B,
+                               int64_t ldb, float * C, int64_t ldc, const float * bias) {
     if constexpr (T > 1) {
         if (tokens < T) {
-            return tile_tokens<T - 1, N>(tokens, P, k, B, ldb, C, ldc, bias);
+            return tile_tokens<T - 1, N>(tokens, P, pp, pk, k, B, ldb, C, ldc, bias);
         }
     }
-    tile<T, N>(P, k, B, ldb, C, ldc, bias);
+    tile<T, N>(P, pp, pk, k, B, ldb, C, ldc, bias);
 }
 
-// N panels from P for all n tokens
+// N panels from P (laid out as tile's) for all n tokens
 template <int N>
-static inline void panels(const float * P, int64_t k, int64_t n, const float * B, int64_t ldb, float * C,
-                          int64_t ldc, const float * bias) {
+static inline void panels(const float * P, int64_t pp, int64_t pk, int64_t k, int64_t n, const float * B,
+                          int64_t ldb, float * C, int64_t ldc, const float * bias) {
     for (int64_t j = 0; j < n; j += PT) {
-        tile_tokens<PT, N>(std::min<int64_t>(PT, n - j), P, k, B + j * ldb, ldb, C + j * ldc, ldc, bias);
+        tile_tokens<PT, N>(std::min<int64_t>(PT, n - j), P, pp, pk, k, B + j * ldb, ldb, C + j * ldc, ldc, bias);
     }
 }
 
@@ -148,11 +149,33 @@ static inline void gemm_rows(int64_t i_begin, int64_t i_end, int64_t n, int64_t 
                              const float * B, int64_t ldb, float * C, int64_t ldc, const float * bias = nullptr) {
     int64_t i = i_begin;
     for (; i + NP * PW <= i_end; i += NP * PW) {
-        panels<NP>(P + i * k, k, n, B, ldb, C + i, ldc, bias ? bias + i : nullptr);
+        panels<NP>(P + i * k, k * PW, PW, k, n, B, ldb, C + i, ldc, bias ? bias + i : nullptr);
     }
     if constexpr (NP > 1) {
         for (; i + PW <= i_end; i += PW) {
-            panels<1>(P + i * k, k, n, B, ldb, C + i, ldc, bias ? bias + i : nullptr);
+            panels<1>(P + i * k, k * PW, PW, k, n, B, ldb, C + i, ldc, bias ? bias + i : nullptr);
+        }
+    }
+}
+
+// C = A x B for the m rows of A (m % PW == 0) given as their transpose: A's row r at k step l is V[l*ldv + r] (V's
+// rows are the k steps, as attention's V is laid out: its rows are read as panels in place, nothing packed), for n
+// tokens (B's rows ldb floats apart, C's ldc). Each output is the same k-ordered chain of fused multiply-adds as the
+// repacked panels' and the token tile's.
+static inline void gemm_transposed(int64_t m, int64_t n, int64_t k, const float * V, int64_t ldv, const float * B,
+                                   int64_t ldb, float * C, int64_t ldc) {
+    int64_t i = 0;
+    for (; i + NP * PW <= m; i += NP * PW) {
+        panels<NP>(V + i, PW, ldv, k, n, B, ldb, C + i, ldc, nullptr);
+    }
+    if constexpr (NP > 2) {
+        for (; i + 2 * PW <= m; i += 2 * PW) {  // a head of 32
+            panels<2>(V + i, PW, ldv, k, n, B, ldb, C + i, ldc, nullptr);
+        }
+    }
+    if constexpr (NP > 1) {
+        for (; i + PW <= m; i += PW) {
+            panels<1>(V + i, PW, ldv, k, n, B, ldb, C + i, ldc, nullptr);
         }
     }
 }

@@ -2,7 +2,8 @@
 // against a double-precision reference: shapes with every kind of remainder (tokens < a vector, a few tokens past
 // a block, k not a multiple of the vector width), row strides wider than the rows (ggml's permuted views), the
 // columns past m untouched, and the path without a packing buffer; and the f16 rows of an f16 KV cache's decode
-// products (dot_rows_f16); and native/ggml/alignts_panels_f32.h (the weights repacked into 16-row panels at load):
+// products (dot_rows_f16); and native/ggml/alignts_panels_f32.h (the weights repacked into 16-row panels at load,
+// and a transposed matrix read in place as panels):
 // the same checks, its tile's sums bit for bit those of the packed tile wherever that one runs its tile. Built once with AVX2+FMA+F16C and once with AVX-512 flags; a build whose instructions
 // this CPU lacks exits 77 (ctest: skipped).
 #include "../ggml/alignts_panels_f32.h"
@@ -150,6 +151,19 @@ int main() {
                         (long) m, (long) n, (long) k);
             failures += !same;
         }
+        // A given as its transpose and read in place as panels (attention's V, change 17): the same sums bit for bit
+        const int64_t ldv = m + 9;
+        std::vector<float> V(k * ldv, 5.0f), Cv(n * ldc, -7.0f);
+        for (int64_t i = 0; i < m; ++i) {
+            for (int64_t l = 0; l < k; ++l) {
+                V[l * ldv + i] = A[i * lda + l];
+            }
+        }
+        alignts_panels::gemm_transposed(m, n, k, V.data(), ldv, B.data(), ldb, Cv.data(), ldc);
+        const bool transposed = std::memcmp(C.data(), Cv.data(), sizeof(float) * C.size()) == 0;
+        std::printf("%s m=%ld n=%ld k=%ld A read in place as its transpose: the panels' sums bit for bit\n",
+                    transposed ? "ok  " : "FAIL", (long) m, (long) n, (long) k);
+        failures += !transposed;
         std::free(P0);
     }
     return failures ? 1 : 0;
