@@ -314,7 +314,8 @@ extern "C" bool alignts_attention(const struct ggml_compute_params * params, con
     const int64_t blocks = (T + TJ - 1) / TJ, jobs = slices * blocks;
     // this thread's scratch: the pack (TJ tokens of up to max(d, n_kv) values), the scores, the softmax's row, the
     // outputs of its jobs (room for all of them: the jobs are handed out as the threads finish) and their numbers
-    const int64_t kmax = std::max(d, n_kv), floats = TJ * kmax + TJ * n_kv + n_kv + 16 + jobs * TJ * dv;
+    const int64_t kmax = std::max(d, n_kv);
+    const int64_t floats = (TJ * kmax + TJ * n_kv + n_kv + 16 + jobs * TJ * dv + 1) / 2 * 2;  // the numbers 8-aligned
     const size_t bytes = sizeof(float) * floats + sizeof(int64_t) * jobs;
     if (bytes > alignts_ggml::ATTENTION_SCRATCH_MAX) {  // a long prompt's attention: ggml's three nodes
         return false;
