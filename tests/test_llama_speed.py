@@ -330,7 +330,9 @@ def test_panels_and_fused_nodes_equal_ggml_s_own_nodes_inside_llama_cpp(tmp_path
                 out[panels, unfused, t] = np.load(f)
     cpu_has_kernels = {"avx2", "fma"} <= (thr.cpu_model_and_flags()[1] or set())
     assert repacked == {(p, u, t): p == "1" and dtype == "f32" and cpu_has_kernels for p, u, t in repacked}
-    if llama_patch_level() >= 17:  # each fusion ran where it applies, and never with GGML_CPU_DISABLE_FUSION=1
+    # each fusion ran where it applies, and never with GGML_CPU_DISABLE_FUSION=1 (the counters are read through
+    # /proc/self/maps: Linux, where alignts' build runs)
+    if llama_patch_level() >= 17 and None not in fused.values():
         for (p, u, t), counts in fused.items():
             panels_on = p == "1" and dtype == "f32" and cpu_has_kernels
             on = u == "0"
