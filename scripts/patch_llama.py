@@ -268,13 +268,13 @@ FUSE_NODES = """    // alignts: attention's KQ product, its softmax and the KQV 
     if (node->op == GGML_OP_MUL_MAT) {
         const enum ggml_op alignts_gelu_ops[] = { GGML_OP_MUL_MAT, GGML_OP_ADD, GGML_OP_UNARY };
         if (ggml_can_fuse(cgraph, node_n, alignts_gelu_ops, 3)
-            && alignts_mul_mat_panels_add_gelu(params, node, cgraph->nodes[node_n + 1], cgraph->nodes[node_n + 2])) {
+            && alignts_mul_mat_panels_add(params, node, cgraph->nodes[node_n + 1], cgraph->nodes[node_n + 2])) {
             alignts_fused_count(params, ALIGNTS_FUSED_BIAS_GELU);
             return 2;
         }
         const enum ggml_op alignts_ops[] = { GGML_OP_MUL_MAT, GGML_OP_ADD };
         if (ggml_can_fuse(cgraph, node_n, alignts_ops, 2)
-            && alignts_mul_mat_panels_add(params, node, cgraph->nodes[node_n + 1])) {
+            && alignts_mul_mat_panels_add(params, node, cgraph->nodes[node_n + 1], NULL)) {
             alignts_fused_count(params, ALIGNTS_FUSED_BIAS);
             return 1;
         }
@@ -363,10 +363,7 @@ def fuse_nodes(ggml_cpu: Path) -> None:
     insert(ggml_cpu, "static int ggml_cpu_try_fuse_ops(\n",
            "// alignts: native/ggml/alignts_gemm.h (scripts/patch_llama.py change 16)\n"
            "bool alignts_mul_mat_panels_add(const struct ggml_compute_params * params, const struct ggml_tensor * mm,\n"
-           "                                struct ggml_tensor * add);\n"
-           "bool alignts_mul_mat_panels_add_gelu(const struct ggml_compute_params * params,\n"
-           "                                     const struct ggml_tensor * mm, const struct ggml_tensor * add,\n"
-           "                                     struct ggml_tensor * gelu);\n"
+           "                                const struct ggml_tensor * add, struct ggml_tensor * gelu);\n"
            "bool alignts_attention(const struct ggml_compute_params * params, const struct ggml_tensor * vt,\n"
            "                       struct ggml_tensor * kq, const struct ggml_tensor * sm, struct ggml_tensor * kqv);\n"
            "// alignts: native/ggml/alignts_ops.h, in ops.cpp (change 16)\n"

@@ -47,6 +47,10 @@ static inline void * scratch(size_t bytes) {
 // panels' products take more (alignts_panels::JOBS_PER_THREAD): they pack nothing a job.
 constexpr int64_t SHARED_JOBS_PER_THREAD = 8;
 
+// the most scratch a thread takes for the fused attention (its outputs wait there): an encoder's ~480 tokens need
+// ~1 MB; a long prompt's attention is left to ggml's three nodes
+constexpr size_t ATTENTION_SCRATCH_MAX = size_t(16) << 20;
+
 // calls f(i_begin, i_end, n, A, B, C) for this thread's jobs: weight rows [i_begin, i_end) of a 2-D slice for n
 // tokens (A: the slice's src0 bytes, B and C: its src1 and dst floats from the job's first token). Each slice's row
 // tiles of rm rows are cut into parts so that every thread has work when there are few slices (attention has one a
@@ -252,12 +256,6 @@ extern "C" int alignts_panels_f32_pack(struct ggml_tensor * t, const void * data
 extern "C" void alignts_soft_max_row(int n, float * dst, const float * src, const float * mask, float scale,
                                      float slope, float * wp);
 
-namespace alignts_ggml {
-// the most scratch a thread takes for the fused attention (its outputs wait there): an encoder's ~480 tokens need
-// ~1 MB; a long prompt's attention is left to ggml's three nodes
-constexpr size_t ATTENTION_SCRATCH_MAX = size_t(16) << 20;
-}  // namespace alignts_ggml
-
 // change 17: attention without a KV cache's flash path, kq = K x Q, sm = softmax(kq * scale + mask), kqv = V^T x sm
 // as llama.cpp builds it (build_attn_mha: three nodes; ggml_cpu_try_fuse_ops checked that they follow each other and
 // that kq and sm have one reader each), in one node. ggml writes kq and sm, ~T x T floats a head, and reads them back:
@@ -289,15 +287,16 @@ extern "C" bool alignts_attention(const struct ggml_compute_params * params, con
         && kq->type == GGML_TYPE_F32 && sm->type == GGML_TYPE_F32 && kqv->type == GGML_TYPE_F32
         && (!mask || mask->type == GGML_TYPE_F32);
     constexpr int64_t TJ = alignts_f32::TJ;
+    if (vt) {  // V read in place
 #if defined(ALIGNTS_PANELS_F32)
-    const bool in_place = vt && vt->op == GGML_OP_CONT && kqv->src[0] == vt && ggml_are_same_shape(vt, V)
-        && V->nb[1] == sizeof(float) && V->nb[0] % sizeof(float) == 0 && V->ne[1] % alignts_panels::PW == 0
-        && Q->ne[1] > alignts_f32::DOT_MAX && (Q->ne[1] % TJ == 0 || Q->ne[1] % TJ > alignts_f32::DOT_MAX);
+        if (vt->op != GGML_OP_CONT || kqv->src[0] != vt || !ggml_are_same_shape(vt, V) || V->nb[1] != sizeof(float)
+            || V->nb[0] % sizeof(float) || V->ne[1] % alignts_panels::PW || Q->ne[1] <= alignts_f32::DOT_MAX
+            || (Q->ne[1] % TJ != 0 && Q->ne[1] % TJ <= alignts_f32::DOT_MAX)) {
+            return false;
+        }
 #else
-    const bool in_place = false;
-#endif
-    if (vt && !in_place) {
         return false;
+#endif
     }
     if (params->use_ref || !f32 || sm->src[2] || max_bias != 0.0f || kqv->src[1] != sm
         || K->nb[0] != sizeof(float) || Q->nb[0] != sizeof(float) || K->nb[1] % sizeof(float)
@@ -445,12 +444,12 @@ extern "C" bool alignts_mul_mat_panels(const struct ggml_compute_params * params
 // panels by f32 rows, the add's other operand is a contiguous f32 row of mm's width, and add's memory is not mm's
 // activations': ggml's allocator puts add in place of mm's output, but were add given memory freed after mm (mm was
 // the activations' last reader), the fused node would overwrite activations it still reads.
-// With gelu (change 17: a GELU node after the add, the add's one reader, of its shape; an FFN's up projection), each
-// job's outputs then go through the GELU node's own row function while they are in L2, written to gelu's tensor:
-// the same values bit for bit (the rows a job writes are whole vectors, as the node's rows are), two nodes fewer.
-extern "C" bool alignts_mul_mat_panels_add_gelu(const struct ggml_compute_params * params,
-                                                const struct ggml_tensor * mm, const struct ggml_tensor * add,
-                                                struct ggml_tensor * gelu) {
+// With gelu (change 17: a GELU node after the add, the add's one reader, of its shape; an FFN's up projection; else
+// nullptr), each job's outputs then go through the GELU node's own row function while they are in L2, written to
+// gelu's tensor: the same values bit for bit (the rows a job writes are whole vectors, as the node's rows are), two
+// nodes fewer.
+extern "C" bool alignts_mul_mat_panels_add(const struct ggml_compute_params * params, const struct ggml_tensor * mm,
+                                           const struct ggml_tensor * add, struct ggml_tensor * gelu) {
 #if defined(ALIGNTS_PANELS_F32)
     const struct ggml_tensor * bias = add->src[0] == mm ? add->src[1] : add->src[0];
     struct ggml_tensor * dst = gelu ? gelu : const_cast<struct ggml_tensor *>(add);
@@ -475,9 +474,4 @@ extern "C" bool alignts_mul_mat_panels_add_gelu(const struct ggml_compute_params
     (void) params, (void) mm, (void) add, (void) gelu;
     return false;
 #endif
-}
-
-extern "C" bool alignts_mul_mat_panels_add(const struct ggml_compute_params * params, const struct ggml_tensor * mm,
-                                           struct ggml_tensor * add) {
-    return alignts_mul_mat_panels_add_gelu(params, mm, add, nullptr);
 }
