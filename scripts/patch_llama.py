@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Seventeen changes, each refused loudly when the code they anchor to has moved (update this script then):
+Eighteen changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -112,6 +112,14 @@ Seventeen changes, each refused loudly when the code they anchor to has moved (u
    at each product's end). The same values bit for bit as ggml's nodes (tiny BERT, GPT-2 with its KV cache, a GQA
    LLaMA; 1 and 2 threads). ggml-cpu.c counts each fused kind's nodes (``alignts_fused_nodes``, exported, for the
    tests). Measured against level 16 in step: results/speed_llama.md section 25.
+18. (in change 2's headers) with 2 threads and more, the jobs of a linear layer's panels product and of the fused
+   attention are taken from both ends of one list (native/ggml/alignts_gemm.h ``claim_from_both_ends``): the front
+   holds the first part of the tokens, where ggml's row nodes (the residual ADD) give them to the first threads, the
+   back the rest, and the threads claim shrinking runs of jobs from their own end through ggml's one chunk counter
+   (its two 16-bit halves) until the ends meet. So with 2 threads each computes the outputs of its own tokens,
+   which it reads again in the nodes after from its own L2, and still no share is fixed (change 14). The fused
+   LayerNorm gives each thread a block of rows, as ggml's ADD does, where ggml's NORM interleaves them. The same
+   values bit for bit (1-4 threads). Measured against level 17 in step: results/speed_llama.md section 26.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -124,7 +132,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 17  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 18  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:

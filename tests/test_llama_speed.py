@@ -290,14 +290,15 @@ print([int(fused(k)) for k in range(5)] if fused is not None else None)
 
 @pytest.mark.parametrize("arch,dtype", [("bert", "f32"), ("gpt2", "f32"), ("bert", "q8_0")])
 def test_panels_and_fused_nodes_equal_ggml_s_own_nodes_inside_llama_cpp(tmp_path, arch, dtype):
-    """scripts/patch_llama.py changes 16 and 17. f32 weights repacked into 16-row panels when llama.cpp loads them
+    """scripts/patch_llama.py changes 16, 17 and 18. f32 weights repacked into 16-row panels when llama.cpp loads them
     (native/ggml/alignts_panels_f32.h, ggml's CPU_REPACK buffer type), each product's bias add (and the GELU after
     an FFN's) fused into its stores, each LayerNorm's NORM, MUL and ADD nodes run as one and each attention's KQ
     product, softmax and KQV product run as one (ggml_cpu_try_fuse_ops), against the weights in place
     (ALIGNTS_F32_PANELS=0: alignts_sgemm_f32.h's packed tokens) and ggml's own nodes (GGML_CPU_DISABLE_FUSION=1).
     Both f32 tiles take each output as one k-ordered chain of fused multiply-adds, and the fused nodes make the
     same roundings as the separate ones, so where the packed tile runs (blocks of more than DOT_MAX tokens: 5 series
-    of 45) the hidden states are equal bit for bit, on 1 thread and on 2 (shared jobs). The log says whether the
+    of 45) the hidden states are equal bit for bit, on 1 thread and on 2 and 3 (jobs shared, from both ends of one
+    list: change 18). The log says whether the
     CPU_REPACK buffer held the weights: with the panels for f32 weights, never without, never for q8_0 ones. The
     CPU backend's counters (alignts_fused_nodes) say which fusions ran: attention and LayerNorms in every case with
     fusions on (BERT's attention reading V in place, without its transposed copy; GPT-2's reading its KV cache), the
@@ -318,7 +319,8 @@ def test_panels_and_fused_nodes_equal_ggml_s_own_nodes_inside_llama_cpp(tmp_path
     out, repacked, fused = {}, {}, {}
     for panels in ("1", "0"):
         for unfused in ("0", "1"):  # GGML_CPU_DISABLE_FUSION=1: the bias adds and LayerNorms as ggml's own nodes
-            for t in ("1", "2"):
+            # 3 threads with everything on: two take the panels' and attention's jobs from the front, one from the back
+            for t in ("1", "2", "3") if (panels, unfused) == ("1", "0") else ("1", "2"):
                 f = str(tmp_path / f"h{panels}{unfused}_{t}.npy")
                 run = subprocess.run([sys.executable, "-c", _PANELS_HIDDEN, str(path), str(tmp_path / "x.npy"), f, t],
                                      env=dict(os.environ, ALIGNTS_F32_PANELS=panels, GGML_CPU_DISABLE_FUSION=unfused),

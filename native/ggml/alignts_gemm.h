@@ -99,6 +99,98 @@ static inline void for_each_job(const struct ggml_compute_params * params, const
     }
 }
 
+// change 18: jobs taken from both ends of one list. The first (nth+1)/2 threads take jobs from the list's front, the
+// others from its back, each claiming about the jobs left / (2 nth) at a time (guided self-scheduling: few claims
+// while much is left, single jobs where the threads meet); take(first, count) runs the jobs [first, first + count).
+// Callers order their jobs so that a thread's end holds the work whose data it wrote in the nodes before (and reads
+// again in the nodes after): with 2 threads, the first half of the tokens for one thread, the second for the other.
+// Yet no share is fixed: the two ends move towards each other, and a thread whose core runs slower for a while
+// (results/speed_llama.md section 21) takes fewer jobs while the other goes on into its part.
+// The one counter ggml gives the threads (ggml_threadpool_chunk_add) counts both ends: the jobs taken from the front
+// in its low 16 bits, from the back in the bits above; a claim is valid while the jobs taken before it, both ends,
+// are fewer than all. More jobs than BOTH_ENDS_MAX_JOBS (a long prompt's) are all taken from the front. Every thread
+// of the node must call it with the same jobs (one barrier first).
+constexpr int64_t BOTH_ENDS_MAX_JOBS = 8192;  // each end's count, claims past the end included, fits its 16 bits
+
+template <typename F>
+static inline void claim_from_both_ends(const struct ggml_compute_params * params, int64_t jobs, F && take) {
+    const int64_t nth = params->nth;
+    const bool two = jobs <= BOTH_ENDS_MAX_JOBS;
+    const bool back = two && params->ith >= (nth + 1) / 2;
+    const int one = back ? 1 << 16 : 1;
+    auto front_count = [two](int v) -> int64_t { return two ? v & 0xffff : v; };
+    auto back_count = [two](int v) -> int64_t { return two ? v >> 16 : 0; };
+    if (params->ith == 0) {
+        ggml_threadpool_chunk_set(params->threadpool, 0);
+    }
+    ggml_barrier(params->threadpool);
+    for (;;) {
+        const int now = ggml_threadpool_chunk_add(params->threadpool, 0);  // read: a claim sized by what is left now
+        const int64_t want = std::max<int64_t>(1, (jobs - front_count(now) - back_count(now)) / (2 * nth));
+        const int before = ggml_threadpool_chunk_add(params->threadpool, (int) want * one);
+        const int64_t from_front = front_count(before), from_back = back_count(before);
+        if (from_front + from_back >= jobs) {
+            return;
+        }
+        const int64_t got = std::min(want, jobs - from_front - from_back);
+        take(back ? jobs - from_back - got : from_front, got);
+    }
+}
+
+// a linear layer's product (one 2-D slice) on 2+ threads through claim_from_both_ends. The tokens are cut in two
+// where ggml's row nodes cut them (ggml's ADD gives thread ith the rows [ith*dr, (ith+1)*dr), dr = ceil(n / nth);
+// alignts_norm_mul_add does the same): the front's jobs are the first part's tokens, the back's the second's. A job
+// is one row tile for a group of tj tokens; a part's jobs run tile by tile, so a thread's consecutive jobs reuse a
+// tile's weights from L2 and are multiplied as one call. With 2 threads each thread computes all the outputs of its
+// own tokens, the ones it reads again in the residual ADD, the LayerNorm and the next product, from its own L2; with
+// for_each_job's jobs, half of each row came from the other core's (results/speed_llama.md section 26).
+// The same tiles compute every output, the same k-ordered sums: the same values bit for bit as for_each_job's.
+// false (nothing done; the caller runs for_each_job) for one thread, several slices or fewer than 2 tj tokens.
+template <typename F>
+static inline bool for_each_job_from_both_ends(const struct ggml_compute_params * params,
+                                               const struct ggml_tensor * src0, const struct ggml_tensor * src1,
+                                               struct ggml_tensor * dst, int64_t rm, int64_t tj, F && f) {
+    GGML_TENSOR_BINARY_OP_LOCALS
+    const int64_t nth = params->nth;
+    if (nth < 2 || ne12 * ne13 != 1 || ne11 < 2 * tj) {
+        return false;
+    }
+    const int64_t split = std::min(ne11, (ne11 + nth - 1) / nth * ((nth + 1) / 2));  // the front part's tokens
+    const int64_t tiles = (ne01 + rm - 1) / rm;
+    const int64_t groups[2] = {(split + tj - 1) / tj, (ne11 - split + tj - 1) / tj};  // tj tokens a group
+    const int64_t jobs = tiles * (groups[0] + groups[1]), front_jobs = tiles * groups[0];
+    // row tile `tile` for the tokens [j_begin, j_end): one call
+    auto run = [&](int64_t tile, int64_t j_begin, int64_t j_end) {
+        const int64_t i_begin = tile * rm, i_end = std::min(ne01, i_begin + rm);
+        f(i_begin, i_end, j_end - j_begin, (const uint8_t *) src0->data,
+          (const float *) ((const char *) src1->data + j_begin * nb11),
+          (float *) ((char *) dst->data + j_begin * nb1));
+    };
+    claim_from_both_ends(params, jobs, [&](int64_t first, int64_t count) {
+        // job `job`: tile local / groups, group local % groups of its part; the back part's jobs are listed last to
+        // first, so that its threads, taking from the back, walk it in the front's order. Consecutive groups of one
+        // tile run as one call.
+        int64_t run_tile = -1, run_begin = 0, run_end = 0;
+        for (int64_t job = first; job < first + count; ++job) {
+            const int64_t part = job >= front_jobs, local = part ? jobs - 1 - job : job;
+            const int64_t tile = local / groups[part], group = local % groups[part];
+            const int64_t j_begin = (part ? split : 0) + group * tj;
+            const int64_t j_end = std::min(part ? ne11 : split, j_begin + tj);
+            if (tile == run_tile && (j_begin == run_end || j_end == run_begin)) {
+                run_begin = std::min(run_begin, j_begin);
+                run_end = std::max(run_end, j_end);
+                continue;
+            }
+            if (run_tile >= 0) {
+                run(run_tile, run_begin, run_end);
+            }
+            run_tile = tile, run_begin = j_begin, run_end = j_end;
+        }
+        run(run_tile, run_begin, run_end);
+    });
+    return true;
+}
+
 // the most tokens a slice that f16 rows multiply as dot products here: a decode step's (20 parallel samples in one
 // shared cache are 20 a head); a prompt's products stay ggml's
 constexpr int64_t F16_DOT_TOKENS = 32;
@@ -309,7 +401,7 @@ extern "C" bool alignts_attention(const struct ggml_compute_params * params, con
         || (mask && (mask->nb[0] != sizeof(float) || mask->ne[0] < n_kv || mask->ne[1] < T))) {
         return false;
     }
-    const int64_t ith = params->ith, nth = params->nth, heads = Q->ne[2], slices = heads * Q->ne[3];
+    const int64_t nth = params->nth, heads = Q->ne[2], slices = heads * Q->ne[3];
     const int64_t blocks = (T + TJ - 1) / TJ, jobs = slices * blocks;
     // this thread's scratch: the pack (TJ tokens of up to max(d, n_kv) values), the scores, the softmax's row, the
     // outputs of its jobs (room for all of them: the jobs are handed out as the threads finish) and their numbers
@@ -325,18 +417,17 @@ extern "C" bool alignts_attention(const struct ggml_compute_params * params, con
     }
     float * S = Bp + TJ * kmax, * wp = S + TJ * n_kv, * O = wp + n_kv + 16;
     int64_t * mine = reinterpret_cast<int64_t *>(Bp + floats), n_mine = 0;
-    const bool shared = nth > 1;
-    if (shared) {
-        if (ith == 0) {
-            ggml_threadpool_chunk_set(params->threadpool, (int) nth);  // thread ith starts with job ith
-        }
-        ggml_barrier(params->threadpool);
-    }
     const int64_t rk2 = Q->ne[2] / K->ne[2], rk3 = Q->ne[3] / K->ne[3];
     const int64_t rv2 = Q->ne[2] / V->ne[2], rv3 = Q->ne[3] / V->ne[3];
-    for (int64_t job = ith; job < jobs; job = shared ? ggml_threadpool_chunk_add(params->threadpool, 1) : job + nth) {
-        const int64_t b = job % blocks, s = job / blocks, i2 = s % heads, i3 = s / heads;
-        const int64_t j0 = b * TJ, n = std::min(TJ, T - j0);
+    // job `job`: head i2 of query block b of sequence i3, heads the fastest, so that the jobs follow the tokens'
+    // order (change 18): from both ends of the list, each of 2 threads reads the queries its products wrote and
+    // leaves its outputs in the rows the next product reads on it
+    auto locate = [&](int64_t job, int64_t & i2, int64_t & i3, int64_t & j0, int64_t & n) {
+        i2 = job % heads, i3 = job / (heads * blocks), j0 = job / heads % blocks * TJ, n = std::min(TJ, T - j0);
+    };
+    auto run = [&](int64_t job) {
+        int64_t i2, i3, j0, n;
+        locate(job, i2, i3, j0, n);
         const float * Kp = (const float *) ((const char *) K->data + i2 / rk2 * K->nb[2] + i3 / rk3 * K->nb[3]);
         const float * Qp = (const float *) ((const char *) Q->data + i2 * Q->nb[2] + i3 * Q->nb[3] + j0 * Q->nb[1]);
         const float * Vp = (const float *) ((const char *) V->data + i2 / rv2 * V->nb[2] + i3 / rv3 * V->nb[3]);
@@ -353,15 +444,26 @@ extern "C" bool alignts_attention(const struct ggml_compute_params * params, con
 #if defined(ALIGNTS_PANELS_F32)
         if (vt) {
             alignts_panels::gemm_transposed(dv, n, n_kv, Vp, V->nb[0] / sizeof(float), S, n_kv, out, dv);
-            continue;
+            return;
         }
 #endif
         alignts_f32::gemm_rows(0, dv, n, n_kv, Vp, V->nb[1] / sizeof(float), S, n_kv, out, dv, Bp);
+    };
+    if (nth > 1) {
+        alignts_ggml::claim_from_both_ends(params, jobs, [&](int64_t first, int64_t count) {
+            for (int64_t job = first; job < first + count; ++job) {
+                run(job);
+            }
+        });
+    } else {
+        for (int64_t job = 0; job < jobs; ++job) {
+            run(job);
+        }
     }
     ggml_barrier(params->threadpool);  // every job has read Q, K and V: kqv may lie on them
     for (int64_t i = 0; i < n_mine; ++i) {  // a block's n x dv outputs to kqv's rows (contiguous)
-        const int64_t job = mine[i], b = job % blocks, s = job / blocks, i2 = s % heads, i3 = s / heads;
-        const int64_t j0 = b * TJ, n = std::min(TJ, T - j0);
+        int64_t i2, i3, j0, n;
+        locate(mine[i], i2, i3, j0, n);
         std::memcpy((char *) kqv->data + i2 * kqv->nb[2] + i3 * kqv->nb[3] + j0 * kqv->nb[1], O + i * TJ * dv,
                     sizeof(float) * n * dv);
     }
@@ -387,16 +489,19 @@ static inline void panels_product(const struct ggml_compute_params * params, con
     GGML_TENSOR_BINARY_OP_LOCALS
     const float * P = static_cast<const float *>(src0->data);
     if (nb10 == sizeof(float) && nb11 % sizeof(float) == 0 && nb1 % sizeof(float) == 0) {
-        for_each_job(params, src0, src1, dst, alignts_panels::NP * alignts_panels::PW, alignts_panels::TJ,
-                     alignts_panels::JOBS_PER_THREAD,
-            [&](int64_t i_begin, int64_t i_end, int64_t n, const uint8_t *, const float * B, float * C) {
-                alignts_panels::gemm_rows(i_begin, i_end, n, ne00, P, B, nb11 / sizeof(float), C,
-                                          nb1 / sizeof(float), bias);
-                for (int64_t j = 0; gelu && j < n; ++j) {  // the job's outputs, still in L2, through the GELU node's row
-                    float * c = C + j * (nb1 / sizeof(float)) + i_begin;
-                    alignts_gelu_row_f32(static_cast<int>(i_end - i_begin), c, c);
-                }
-            });
+        auto job = [&](int64_t i_begin, int64_t i_end, int64_t n, const uint8_t *, const float * B, float * C) {
+            alignts_panels::gemm_rows(i_begin, i_end, n, ne00, P, B, nb11 / sizeof(float), C, nb1 / sizeof(float),
+                                      bias);
+            for (int64_t j = 0; gelu && j < n; ++j) {  // the job's outputs, still in L2, through the GELU node's row
+                float * c = C + j * (nb1 / sizeof(float)) + i_begin;
+                alignts_gelu_row_f32(static_cast<int>(i_end - i_begin), c, c);
+            }
+        };
+        constexpr int64_t rm = alignts_panels::NP * alignts_panels::PW;
+        if (for_each_job_from_both_ends(params, src0, src1, dst, rm, alignts_panels::TJ, job)) {
+            return;
+        }
+        for_each_job(params, src0, src1, dst, rm, alignts_panels::TJ, alignts_panels::JOBS_PER_THREAD, job);
         return;
     }
     // activations that are not rows of floats (a view no llama.cpp graph hands a weight's product today): one

@@ -5,6 +5,7 @@
 // plain loops.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -257,19 +258,20 @@ extern "C" bool alignts_norm_mul_add(const struct ggml_compute_params * params, 
     std::memcpy(&eps, norm->op_params, sizeof(float));
     const float * wf = (const float *) w->data;
     const float * bf = (const float *) b->data;
-    for (int64_t i03 = 0; i03 < src0->ne[3]; i03++) {
-        for (int64_t i02 = 0; i02 < src0->ne[2]; i02++) {
-            for (int64_t i01 = params->ith; i01 < src0->ne[1]; i01 += params->nth) {
-                const float * xf = (const float *) ((const char *) src0->data + i01 * src0->nb[1] + i02 * src0->nb[2]
-                                                    + i03 * src0->nb[3]);
-                float * yf = (float *) ((char *) add->data + i01 * add->nb[1] + i02 * add->nb[2] + i03 * add->nb[3]);
-                const float mean = alignts_vec_sum_f32(n, xf) / n;
-                const float variance = alignts_vec_cvar_f32(n, yf, xf, mean);
-                ggml_vec_scale_f32(n, yf, 1.0f / sqrtf(variance + eps));
-                ggml_vec_mul_f32(n, yf, yf, wf);
-                ggml_vec_add_f32(n, yf, yf, bf);
-            }
-        }
+    // thread ith's rows: the block [ith*dr, (ith+1)*dr), as ggml's ADD cuts them (ggml's NORM interleaves its rows),
+    // the rows this thread wrote in the ADD and the products before it (change 18)
+    const int64_t ne1 = src0->ne[1], ne2 = src0->ne[2], rows = ne1 * ne2 * src0->ne[3];
+    const int64_t dr = (rows + params->nth - 1) / params->nth;
+    for (int64_t r = dr * params->ith; r < std::min(rows, dr * (params->ith + 1)); r++) {
+        const int64_t i01 = r % ne1, i02 = r / ne1 % ne2, i03 = r / (ne1 * ne2);
+        const float * xf = (const float *) ((const char *) src0->data + i01 * src0->nb[1] + i02 * src0->nb[2]
+                                            + i03 * src0->nb[3]);
+        float * yf = (float *) ((char *) add->data + i01 * add->nb[1] + i02 * add->nb[2] + i03 * add->nb[3]);
+        const float mean = alignts_vec_sum_f32(n, xf) / n;
+        const float variance = alignts_vec_cvar_f32(n, yf, xf, mean);
+        ggml_vec_scale_f32(n, yf, 1.0f / sqrtf(variance + eps));
+        ggml_vec_mul_f32(n, yf, yf, wf);
+        ggml_vec_add_f32(n, yf, yf, bf);
     }
     return true;
 }

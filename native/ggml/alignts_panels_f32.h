@@ -42,10 +42,12 @@ constexpr int NP = 3;  // panels a tile (48 weight rows)
 constexpr int PT = 6;  // 6 x 2 accumulators + 2 + 1 <= 16 registers
 constexpr int NP = 1;
 #endif
-// when ggml's threads share a product (alignts_gemm.h's for_each_job): tokens a job's block, and jobs a thread. A
-// job's weight rows are reused from L2 by each of its token tiles, so small token blocks cost little; many small jobs
-// keep the wait at the node's end short (2 threads, Bridging's backbone: each thread waited 1.4-1.6 ms of a 35 ms
-// call at the products' ends with 48 x 8, 0.1-0.3 with 16 x 32; results/speed_llama.md section 25)
+// when ggml's threads share a product: tokens a job's group (a linear layer's, alignts_gemm.h's
+// for_each_job_from_both_ends: one row tile a job; else for_each_job's token blocks, JOBS_PER_THREAD jobs a thread
+// about). A job's weight rows are reused from L2 by each of its token tiles, so small token groups cost little; small
+// jobs keep the wait at the node's end short (2 threads, Bridging's backbone: each thread waited 1.4-1.6 ms of a
+// 35 ms call at the products' ends with for_each_job's 48 x 8, 0.1-0.3 with 16 x 32; results/speed_llama.md
+// section 25)
 constexpr int64_t TJ = 16;
 constexpr int64_t JOBS_PER_THREAD = 32;
 

@@ -5,6 +5,7 @@ CALLS calls, ROUNDS rounds, the order flipped every round. Each round gives the 
 weighs on both builds alike. rows_ab.py's one process a measurement cannot do that.
     python pair_ab.py BUNDLE VARIANT BATCH THREADS --a /tmp/ab/old --b /tmp/ab/new [--rounds 20 --calls 5]
     [--a-env K=V,... --b-env K=V,...]  (one build, two environments: --a and --b the same folder)
+    [--b-variant V]  (B runs another variant of the bundle: e.g. gguf-f32 against onnx-fp32, one build)
 (session 17: the shared token pack tried and dropped, and level 10 against 11, results/speed_llama.md section 17)"""
 import argparse
 import json
@@ -43,14 +44,15 @@ ap.add_argument("--a", required=True, help="folder holding build A's llama_cpp p
 ap.add_argument("--b", dest="b_pkg", required=True, help="folder holding build B's llama_cpp package")
 ap.add_argument("--a-env", default="", help="A's extra environment, K=V[,K=V...] (one build, two settings)")
 ap.add_argument("--b-env", default="", help="B's extra environment")
+ap.add_argument("--b-variant", default=None, help="B's variant, where it differs from A's")
 ap.add_argument("--rounds", type=int, default=20)
 ap.add_argument("--calls", type=int, default=5)
 a = ap.parse_args()
 procs, ys = {}, {}
-for name, pkg, extra in (("A", a.a, a.a_env), ("B", a.b_pkg, a.b_env)):
+for name, pkg, extra, variant in (("A", a.a, a.a_env, a.variant), ("B", a.b_pkg, a.b_env, a.b_variant or a.variant)):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([pkg] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     env.update(kv.split("=", 1) for kv in extra.split(",") if kv)
-    procs[name] = subprocess.Popen([sys.executable, "-c", CHILD, a.bundle, a.variant, str(a.batch), str(a.threads)],
+    procs[name] = subprocess.Popen([sys.executable, "-c", CHILD, a.bundle, variant, str(a.batch), str(a.threads)],
                                    env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     ys[name] = np.asarray(json.loads(procs[name].stdout.readline())["y"])
 ms, ratios = {"A": [], "B": []}, []
@@ -67,7 +69,7 @@ for p in procs.values():
     p.stdin.close()
     p.wait()
 q1, q2, q3 = np.percentile(ratios, [25, 50, 75])
-print(f"{os.path.basename(a.bundle.rstrip('/'))} {a.variant} b={a.batch} t={a.threads}: "
+print(f"{os.path.basename(a.bundle.rstrip('/'))} {a.variant}{' / ' + a.b_variant if a.b_variant else ''} b={a.batch} t={a.threads}: "
       f"A p50 {np.median(ms['A']):.2f} best {min(ms['A']):.2f} ms | B p50 {np.median(ms['B']):.2f} best "
       f"{min(ms['B']):.2f} ms | A/B by round: median {q2:.3f} (quartiles {q1:.3f}-{q3:.3f}) | forecasts' max abs "
       f"diff {np.abs(ys['A'] - ys['B']).max():.1e} of {np.abs(ys['A']).max():.2f}", flush=True)
