@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Eighteen changes, each refused loudly when the code they anchor to has moved (update this script then):
+Nineteen changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -120,6 +120,11 @@ Eighteen changes, each refused loudly when the code they anchor to has moved (up
    which it reads again in the nodes after from its own L2, and still no share is fixed (change 14). The fused
    LayerNorm gives each thread a block of rows, as ggml's ADD does, where ggml's NORM interleaves them. The same
    values bit for bit (1-4 threads). Measured against level 17 in step: results/speed_llama.md section 26.
+19. llama_context::encode returns a BERT's token embeddings (pooling none) only for the tokens the batch marks as
+   outputs, where it marked every token an output: bert.cpp's last layer then runs its residual add, LayerNorms and
+   FFN over those rows only (its ggml_get_rows on inp_out_ids was there, fed all rows). Bridging's head reads the
+   last N patches' hidden states only (22 of 119 tokens a series in the speed bundle), so its backbone's last FFN
+   runs on those. A caller that marks every token (alignts did, llama-cpp-python's embed does) gets what it got.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -132,7 +137,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 18  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 19  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:
@@ -381,6 +386,37 @@ def fuse_nodes(ggml_cpu: Path) -> None:
                         "    if (node->op == GGML_OP_RMS_NORM) {\n", FUSE_NODES + "    if (node->op == GGML_OP_RMS_NORM) {\n")
 
 
+def encoder_outputs(context: Path) -> None:
+    """Change 19: llama_context::encode computes and returns a BERT's token embeddings (pooling none) only for the
+    tokens the batch marks as outputs, where it marked them all (output_all); bert.cpp's last layer already takes its
+    residual, norms and FFN over the output rows only (ggml_get_rows on inp_out_ids)."""
+    fn = "int llama_context::encode(const llama_batch_ext & batch_inp) {"
+    replace_in_function(context, fn,
+                        "    if (!balloc->init(batch_inp, model.vocab, true)) {\n",
+                        "    // alignts: a BERT's token embeddings only for the tokens marked as outputs (change 19)\n"
+                        "    const bool alignts_marked = model.arch == LLM_ARCH_BERT && cparams.embeddings\n"
+                        "        && cparams.pooling_type == LLAMA_POOLING_TYPE_NONE;\n"
+                        "    if (!balloc->init(batch_inp, model.vocab, !alignts_marked)) {\n")
+    replace_in_function(context, fn,
+                        "    for (uint32_t i = 0; i < n_tokens; ++i) {\n        output_ids[i] = i;\n    }\n\n"
+                        "    n_outputs = n_tokens;\n",
+                        "    // alignts: output row j for the j-th token marked (all of them unless change 19 applies)\n"
+                        "    n_outputs = 0;\n"
+                        "    for (uint32_t i = 0; i < n_tokens; ++i) {\n"
+                        "        output_ids[i] = ubatch.output[i] ? (int32_t) n_outputs++ : -1;\n"
+                        "    }\n")
+    replace_in_function(context, fn,
+                        "ggml_backend_tensor_get_async(backend_res, t_logits, logits.data, 0, "
+                        "n_tokens*n_vocab*sizeof(float));",
+                        "ggml_backend_tensor_get_async(backend_res, t_logits, logits.data, 0, "
+                        "n_outputs*n_vocab*sizeof(float));  // alignts: n_outputs")
+    replace_in_function(context, fn,
+                        "ggml_backend_tensor_get_async(backend_embd, t_embd, embd.data, 0, "
+                        "n_tokens*n_embd_out*sizeof(float));",
+                        "ggml_backend_tensor_get_async(backend_embd, t_embd, embd.data, 0, "
+                        "n_outputs*n_embd_out*sizeof(float));  // alignts: n_outputs")
+
+
 def main(sdist: Path) -> None:
     ggml = sdist / "vendor" / "llama.cpp" / "ggml" / "src"
     if not ggml.is_dir():
@@ -451,6 +487,7 @@ def main(sdist: Path) -> None:
                         "#if 0  // alignts: ggml's AMX path left out (scripts/patch_llama.py change 8)\n"
                         "        if (ggml_backend_amx_buffer_type())")
     attention_streams(sdist / "vendor" / "llama.cpp")
+    encoder_outputs(sdist / "vendor" / "llama.cpp" / "src" / "llama-context.cpp")
     replace(sdist / "vendor" / "llama.cpp" / "src" / "llama-kv-cache.cpp",
             "    const uint32_t n_pad_cur = std::max(n_pad, 256u);\n",
             "    // alignts: 32, not 256: fewer masked cells read a step, the graph rebuilt every 32 tokens\n"

@@ -4,6 +4,7 @@ sizes, the `alignts fit bridging` verb, and a missing backbone."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -341,3 +342,23 @@ def test_missing_backbone_names_it_and_where_looked(built, tmp_path, monkeypatch
     # a backbone folder with another hash is refused
     with pytest.raises(BackboneNotFoundError, match="holds another backbone"):
         backbone_store.open_backbone(built.bb_path, "0" * 64)
+
+
+def test_flop_count_leaves_out_the_prompts_last_ffn_where_llama_cpp_does(built):
+    """alignts bench's roofline: a Bridging gguf variant on patch level 19 runs its backbone's last FFN on the N
+    patch tokens only (LlamaCppModel.hidden_states' ``last``), so its FLOP count leaves the prompt tokens' out."""
+    from alignts.bench.bundles import tail_ffn
+    from alignts.bench.roofline import model_flops
+    from alignts.runtime.budget import _shape
+
+    a = built.root / "a"
+    m = read_manifest(a)
+    sh = _shape(m, 3, None, None, None, a)
+    full, tail = model_flops(m, 3, bundle_dir=a), model_flops(m, 3, bundle_dir=a, last_ffn_outputs_only=True)
+    assert sh.series == 3 * C and sh.tokens == built.cfg.prompt_len + built.cfg.n_patches
+    assert full - tail == pytest.approx(sh.series * built.cfg.prompt_len * 2.0 * 2 * sh.width * sh.d_ff)
+    assert not tail_ffn(m, m.variant("onnx-fp32"))
+    if "gguf-f32" in [v.name for v in m.variants] and importlib.util.find_spec("llama_cpp"):
+        from alignts.runtime.backends.gguf import llama_patch_level
+
+        assert tail_ffn(m, m.variant("gguf-f32")) == (llama_patch_level() >= 19)

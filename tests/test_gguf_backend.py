@@ -153,6 +153,28 @@ def test_hidden_states_f32(llama_cpp, models, files, arch):
     assert np.abs(one - got).max() <= 1e-4
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "bert"])
+def test_hidden_states_of_the_last_tokens_only(llama_cpp, models, files, arch):
+    """hidden_states(x, last=k): each series' last k states, bit for bit the tail of the full call's (Bridging's
+    head reads its N patches'). On alignts' llama.cpp (patch level 19) a BERT outputs only those rows, its last
+    layer's FFN run on them alone: llama.cpp then has no embedding for a token before them."""
+    from alignts.runtime.backends.gguf import llama_patch_level
+
+    x = np.random.default_rng(3).standard_normal((5, 20, D)).astype(np.float32)
+    with _llama(files[(arch, "f32")], n_ctx=64, n_seq_max=4) as m:  # groups of 4 + 1 series
+        full = m.hidden_states(x)
+        for k in (20, 7, 1):
+            got = m.hidden_states(x, last=k)
+            assert got.shape == (5, k, D)
+            np.testing.assert_array_equal(got, full[:, 20 - k:])
+        if arch == "bert" and llama_patch_level() >= 19:  # the last decode (1 series) flagged its last token only
+            assert bool(m._L.llama_get_embeddings_ith(m._ctx, 19))  # a NULL pointer is False
+            assert not m._L.llama_get_embeddings_ith(m._ctx, 18)
+        for bad in (0, 21):
+            with pytest.raises(ShapeError, match="last"):
+                m.hidden_states(x, last=bad)
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "bert", "llama"])
 @pytest.mark.parametrize("dtype", ["f32", "q8_0"])
 def test_embeddings_only_stub_vocabulary(llama_cpp, models, files, tmp_path, arch, dtype):

@@ -140,9 +140,11 @@ def measure_ceilings(threads: int | None = None, repeats: int = 5, quick: bool =
     return out
 
 
-def model_flops(manifest, batch_size: int, bundle_dir=None) -> float | None:
+def model_flops(manifest, batch_size: int, bundle_dir=None, last_ffn_outputs_only: bool = False) -> float | None:
     """Floating-point operations of one forecast call on ``batch_size`` windows (see the module docstring);
-    None for Injective (generation is counted in bytes) and backbone bundles."""
+    None for Injective (generation is counted in bytes) and backbone bundles. ``last_ffn_outputs_only``
+    (Bridging on llama.cpp at patch level 19): the backbone's last FFN runs on the N patch tokens only, not the
+    prompt's (``LoadedBackbone.hidden``'s ``last``)."""
     from alignts.runtime.budget import _shape
     from alignts.runtime.configs import BridgingRuntimeConfig, InternalRuntimeConfig, runtime_config
 
@@ -164,6 +166,8 @@ def model_flops(manifest, batch_size: int, bundle_dir=None) -> float | None:
         adapter = N * (2.0 * 3 * P * dm + 2.0 * (dm + 1) * cfg.n_heads * cfg.n_prototypes
                        + 2.0 * hk * cfg.n_prototypes + 2.0 * hk * d)
         io = S * (adapter + 2.0 * N * cfg.d_ff * H)
+        if last_ffn_outputs_only:
+            lm -= S * (T - N) * 2.0 * 2 * d * ff
     if cfg.linear_skip:
         io += S * 2.0 * cfg.context_len * H
     return float(lm + io)

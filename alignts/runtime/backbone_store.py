@@ -151,13 +151,17 @@ class LoadedBackbone:
         self.weight_bytes = int(v.weight_bytes)
         self.bundle_bytes = int(sum(f.size for f in manifest.files.values()))
 
-    def hidden(self, embeds: np.ndarray) -> np.ndarray:
+    def hidden(self, embeds: np.ndarray, last: int | None = None) -> np.ndarray:
         """Final hidden states ``[S, T, d]`` of the frozen LM on input embeddings ``[S, T, d]`` (onnxruntime: in
-        runs of at most ``budget.ONNX_RUN_TOKENS`` tokens, ``OnnxSession.run_series``)."""
+        runs of at most ``budget.ONNX_RUN_TOKENS`` tokens, ``OnnxSession.run_series``); ``last``: each series'
+        last ``last`` states only, ``[S, last, d]``. llama.cpp (alignts' build) then runs a BERT's last layer
+        after its attention on those tokens only (``LlamaCppModel.hidden_states``); the ONNX graph computes every
+        token's."""
         e = np.ascontiguousarray(embeds, dtype=np.float32)
         if self._session is not None:
-            return self._session.run_series(self._in, e)
-        return np.asarray(self._lm.hidden_states(e), dtype=np.float32)
+            h = self._session.run_series(self._in, e)
+            return h if last is None else h[:, h.shape[1] - int(last):]
+        return np.asarray(self._lm.hidden_states(e, last=last), dtype=np.float32)
 
 
 def _open_table(path: Path, d_model: int) -> np.ndarray:

@@ -513,7 +513,7 @@ static void bridging_reserve(alignts *h, ws *w) {
     st->work = WS_ARRAY(w, double, L);
     st->swork = WS_ARRAY(w, double, 3 * L);
     st->emb = WS_ARRAY(w, float, S * TN * (size_t)st->d_llm);
-    st->hid = WS_ARRAY(w, float, S * TN * (size_t)st->d_llm);
+    st->hid = WS_ARRAY(w, float, S * N * (size_t)st->d_llm); /* the last N states of each series */
     st->enc = WS_ARRAY(w, float, N * (size_t)st->D);
     st->att = WS_ARRAY(w, float, N * (size_t)st->K);
     st->o = WS_ARRAY(w, float, N * st->HE);
@@ -594,9 +594,10 @@ static int bridging_forecast(alignts *h, const double *xin, size_t B, size_t C, 
         for (k = 0; k < T; k++) memcpy(e + k * dl, st->table.data + (size_t)ids[k] * dl, dl * sizeof(float));
         adapter(st, st->patches + s * N * P, e + T * dl);
     }
-    if (llm_hidden_states(st->lm, st->emb, (int)S, (int)TN, st->hid)) return -1;
+    /* the head reads the patches' states only: the last N of each series (a BERT's last FFN skips the prompt's) */
+    if (llm_hidden_states(st->lm, st->emb, (int)S, (int)TN, (int)N, st->hid)) return -1;
     for (s = 0; s < S; s++) {
-        const float *hr = st->hid + (s * TN + T) * dl; /* the last N hidden states, first d_ff features */
+        const float *hr = st->hid + s * N * dl; /* the last N hidden states, first d_ff features */
         size_t c = s % C;
         for (k = 0; k < Hp; k++) {
             const float *w = st->hw->data + k * N * dff;

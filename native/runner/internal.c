@@ -203,7 +203,7 @@ static int internal_forecast(alignts *h, const double *xin, size_t B, size_t C, 
             st->emb[n * d + k] = (float)(acc + (double)st->pb->data[k]);
         }
     }
-    if (llm_hidden_states(st->lm, st->emb, (int)S, (int)N, st->hid)) return -1;
+    if (llm_hidden_states(st->lm, st->emb, (int)S, (int)N, (int)N, st->hid)) return -1;
     for (s = 0; s < S; s++) {
         const float *hr = st->hid + s * N * d; /* [N * d] flattened */
         size_t c = s % C;

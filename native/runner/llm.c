@@ -694,10 +694,14 @@ static void set_embeddings(llm *m, int on) {
 
 /* Up to min(n_seq_max, n_batch / N) series per llama_decode (the group the caller's plan chose: a BERT
    encoder's attention is quadratic in it, see alignts/runtime/budget.py embedding_geometry); the decode reads
-   the embeddings in place; only a causal LM has a KV cache to clear before each group. */
-int llm_hidden_states(llm *m, const float *x, int S, int N, float *out) {
+   the embeddings in place; only a causal LM has a KV cache to clear before each group. Each series' last `last`
+   states go to out [S, last, d]: a BERT on patch level 19 returns only the rows flagged as outputs, any other
+   model every row, of which the last are taken. */
+int llm_hidden_states(llm *m, const float *x, int S, int N, int last, float *out) {
     int d = m->n_embd, per, s0, t;
+    int marked = last < N && m->is_encoder && llm_patch_level() >= 19;
     if (N > m->n_ctx) return rt_fail("sequence length %d exceeds n_ctx=%d", N, m->n_ctx);
+    if (last < 1 || last > N) return rt_fail("last=%d: expected 1 <= last <= N=%d", last, N);
     if (m->is_encoder && N > m->n_batch)
         return rt_fail("BERT needs a whole sequence in one batch: N=%d > n_batch=%d", N, m->n_batch);
     if (m->is_encoder && N > llama_model_n_ctx_train(m->model))
@@ -715,23 +719,29 @@ int llm_hidden_states(llm *m, const float *x, int S, int N, float *out) {
         for (t = 0; t < per * N; t++) { /* one layout for every group */
             m->pos[t] = t % N;
             m->seq[t] = t / N;
+            if (marked) m->out[t] = t % N >= N - last;
         }
     }
     for (s0 = 0; s0 < S; s0 += per) {
         int k = S - s0 < per ? S - s0 : per;
         if (N <= m->n_batch) {
-            int n = k * N;
+            int n = k * N, j;
             const float *e;
             if (!m->is_encoder) clear_memory(m);
             if (decode_rows(m, x + (size_t)s0 * N * d, n)) return -1;
             e = llama_get_embeddings(m->ctx);
             if (!e) return rt_fail("llama.cpp returned no embeddings for %s.%s", m->arch, last_log());
-            memcpy(out + (size_t)s0 * N * d, e, (size_t)n * d * sizeof(float));
+            if (marked || last == N)
+                memcpy(out + (size_t)s0 * last * d, e, (size_t)k * last * d * sizeof(float));
+            else
+                for (j = 0; j < k; j++)
+                    memcpy(out + (size_t)(s0 + j) * last * d, e + ((size_t)j * N + N - last) * d,
+                           (size_t)last * d * sizeof(float));
         } else { /* one long causal sequence in chunks (the KV cache carries the prefix) */
             int t0;
             clear_memory(m);
             for (t0 = 0; t0 < N; t0 += m->n_batch) {
-                int n = N - t0 < m->n_batch ? N - t0 : m->n_batch;
+                int n = N - t0 < m->n_batch ? N - t0 : m->n_batch, first;
                 const float *e;
                 for (t = 0; t < n; t++) {
                     m->pos[t] = t0 + t;
@@ -740,7 +750,10 @@ int llm_hidden_states(llm *m, const float *x, int S, int N, float *out) {
                 if (decode_rows(m, x + ((size_t)s0 * N + t0) * d, n)) return -1;
                 e = llama_get_embeddings(m->ctx);
                 if (!e) return rt_fail("llama.cpp returned no embeddings.%s", last_log());
-                memcpy(out + ((size_t)s0 * N + t0) * d, e, (size_t)n * d * sizeof(float));
+                first = t0 > N - last ? t0 : N - last; /* this chunk's rows among the last `last` */
+                if (first < t0 + n)
+                    memcpy(out + ((size_t)s0 * last + first - (N - last)) * d, e + (size_t)(first - t0) * d,
+                           (size_t)(t0 + n - first) * d * sizeof(float));
             }
         }
     }

@@ -47,8 +47,10 @@ const char *llm_arch(const llm *m);
 int32_t llm_bos(const llm *m); /* -1 if none */
 int32_t llm_eos(const llm *m); /* -1 if none */
 
-/* embeds [S, N, d] -> out [S, N, d] (see LlamaCppModel.hidden_states). 0 or -1. */
-int llm_hidden_states(llm *m, const float *embeds, int S, int N, float *out);
+/* embeds [S, N, d] -> out [S, last, d]: each series' last `last` hidden states (last = N: all of them; see
+   LlamaCppModel.hidden_states). A BERT on alignts' llama.cpp (patch level 19) outputs only those, its last layer's
+   FFN run on them alone. 0 or -1. */
+int llm_hidden_states(llm *m, const float *embeds, int S, int N, int last, float *out);
 
 /* Decode the prompt on sequence 0 and share its cache with sequences 1..n_parallel-1. Returns a pointer to
  * the logits [V] after the last prompt token (valid until the next call), or NULL after rt_fail. */

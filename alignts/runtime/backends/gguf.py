@@ -521,12 +521,15 @@ class LlamaCppModel:
         self._n_live = 0
 
     @_locked
-    def hidden_states(self, embeds: np.ndarray) -> np.ndarray:
+    def hidden_states(self, embeds: np.ndarray, last: int | None = None) -> np.ndarray:
         """Final hidden states for input embeddings.
 
         embeds: [S, N, d] float32 (d = n_embd) -> [S, N, d] float32: after the final norm for gpt2/llama,
         the last layer's output for BERT (positions 0..N-1 and, for BERT, token type 0 are added by the model,
-        as transformers does for ``inputs_embeds``). Each series is its own sequence; up to
+        as transformers does for ``inputs_embeds``). ``last``: only each series' last ``last`` tokens' states,
+        [S, last, d]; the others are not output, and on alignts' build a BERT's last layer skips their residual,
+        norms and FFN (scripts/patch_llama.py change 19; level 18 and below compute every row and return these).
+        Each series is its own sequence; up to
         min(n_seq_max, n_batch // N) series go in one llama_decode, and for a BERT encoder on CPU no more than
         :func:`alignts.runtime.budget.embedding_geometry` gives for N and this build (:func:`llama_patch_level`):
         a stock llama.cpp encoder attends over every token of a decode with a mask between series, a cost that
@@ -541,6 +544,9 @@ class LlamaCppModel:
         if x.ndim != 3 or x.shape[2] != self.n_embd:
             raise ShapeError(f"embeds must be [S, N, {self.n_embd}] float32, got shape {list(x.shape)}.")
         S, N, d = x.shape
+        last = N if last is None else int(last)
+        if not 1 <= last <= N:
+            raise ShapeError(f"last={last}: expected 1 <= last <= N={N} (the tokens of each series to return).")
         if N > self.n_ctx:
             raise ShapeError(f"sequence length {N} exceeds n_ctx={self.n_ctx}; create the model with n_ctx >= {N}.")
         if self._is_encoder and N > self.n_batch:
@@ -550,7 +556,7 @@ class LlamaCppModel:
             raise ShapeError(f"N={N} exceeds the model's {self.info.n_ctx_train} position embeddings.")
         self._set_embeddings(True)
         self._use_threads()
-        out = np.empty((S, N, d), dtype=np.float32)
+        out = np.empty((S, last, d), dtype=np.float32)
         if S == 0 or N == 0:
             return out
         per = max(1, min(self.n_seq_max, self.n_batch // N))
@@ -559,31 +565,48 @@ class LlamaCppModel:
                                               streams=llama_patch_level() >= 4)[0])
         self._out[:] = 1
         self._nseq[:] = 1
+        # only a BERT on alignts' build computes just the rows flagged as outputs (change 19); llama.cpp outputs
+        # every row of a causal LM's decode with embeddings on: the last ones are then taken here
+        marked = last < N and self._is_encoder and llama_patch_level() >= 19
         if N <= self.n_batch:
             # one layout for every group: series j of the group at rows j*N..(j+1)*N-1, positions 0..N-1
             g = min(per, S)
             self._pos[:g * N].reshape(g, N)[:] = np.arange(N, dtype=np.int32)
             self._seq[:g * N].reshape(g, N)[:] = np.arange(g, dtype=np.int32)[:, None]
+            if marked:  # the last `last` of each series
+                self._out[:g * N].reshape(g, N)[:] = np.arange(N) >= N - last
             flat = x.reshape(S * N, d)
+            whole = None if marked or last == N else np.empty((g, N, d), dtype=np.float32)
             for s0 in range(0, S, per):
                 k = min(per, S - s0)
                 if self._mem and not self._is_encoder:
                     self._L.llama_memory_clear(self._mem, False)
-                self._decode_embd(flat[s0 * N:(s0 + k) * N], out[s0:s0 + k].reshape(k * N, d))
+                if whole is None:
+                    self._decode_embd(flat[s0 * N:(s0 + k) * N], out[s0:s0 + k].reshape(k * last, d))
+                else:
+                    self._decode_embd(flat[s0 * N:(s0 + k) * N], whole[:k].reshape(k * N, d))
+                    out[s0:s0 + k] = whole[:k, N - last:]
         else:  # one long causal sequence in chunks (the KV cache carries the prefix)
+            whole = np.empty((self.n_batch, d), dtype=np.float32) if last < N else None
             for s0 in range(S):
                 self.clear()
                 for t0 in range(0, N, self.n_batch):
                     n = min(self.n_batch, N - t0)
                     self._pos[:n] = np.arange(t0, t0 + n, dtype=np.int32)
                     self._seq[:n] = 0
-                    self._decode_embd(x[s0, t0:t0 + n], out[s0, t0:t0 + n])
+                    if whole is None:
+                        self._decode_embd(x[s0, t0:t0 + n], out[s0, t0:t0 + n])
+                        continue
+                    self._decode_embd(x[s0, t0:t0 + n], whole[:n])
+                    first = max(t0, N - last)  # this chunk's rows among the last `last`
+                    if first < t0 + n:
+                        out[s0, first - (N - last):t0 + n - (N - last)] = whole[first - t0:n]
         self.clear()
         return out
 
     def _decode_embd(self, rows: np.ndarray, dest: np.ndarray) -> None:
-        """Decode ``rows`` [n, d] (C-contiguous float32, read in place) with the batch's pos/seq already set,
-        and copy the n output embeddings into ``dest``."""
+        """Decode ``rows`` [n, d] (C-contiguous float32, read in place) with the batch's pos/seq/output flags
+        already set, and copy the output embeddings (the rows flagged, in order) into ``dest`` [n_out, d]."""
         n, d = rows.shape
         b = self._batch
         b.n_tokens = n
@@ -595,15 +618,16 @@ class LlamaCppModel:
             hint = ("the KV cache is full: raise n_ctx" if rc == 1 else "see the llama.cpp log (logger "
                     f"{_llama_log.name}, DEBUG)")
             raise BackendUnavailableError(f"llama_decode failed with code {rc} on {n} tokens; {hint}.{_last_log()}")
+        n_out = len(dest)
         ptr = self._L.llama_get_embeddings(self._ctx)
         addr = ctypes.cast(ptr, ctypes.c_void_p).value
         if not addr:
             raise BackendUnavailableError(f"{self.path}: llama.cpp returned no embeddings.{_last_log()}")
-        view = self._embd_views.get((addr, n))
+        view = self._embd_views.get((addr, n_out))
         if view is None:  # a ctypes array type per call costs tens of microseconds: reuse views per buffer
             if len(self._embd_views) > 16:
                 self._embd_views.clear()
-            view = self._embd_views[(addr, n)] = np.ctypeslib.as_array(ptr, shape=(n, d))
+            view = self._embd_views[(addr, n_out)] = np.ctypeslib.as_array(ptr, shape=(n_out, d))
         dest[...] = view
 
     # ---------------------------------------------------------------------------------------------- generation

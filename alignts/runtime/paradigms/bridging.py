@@ -140,7 +140,8 @@ class BridgingForecaster(Forecaster):
             hidden = enc
         else:
             prefix = self._prefix(flat)  # [S, T, d]
-            hidden = self.backbone.hidden(np.concatenate([prefix, enc], axis=1))  # [S, T+N, d]
+            # the head reads the patches' states only: [S, N, d] (a BERT's last FFN on llama.cpp skips the prompt's)
+            hidden = self.backbone.hidden(np.concatenate([prefix, enc], axis=1), last=n)
         feats = np.ascontiguousarray(hidden[:, -n:, :d_ff]).reshape(b * ch, n * d_ff)
         with single_blas():  # one BLAS thread: OpenBLAS's workers spin after a backend call (runtime.threads)
             y = feats @ self._head_w.T + self._head_b  # [S, H]
