@@ -207,9 +207,9 @@ def tail_ffn(manifest, variant) -> bool:
     if (manifest.paradigm != "bridging" or variant.backend != "gguf"
             or dict(manifest.backbone or {}).get("architecture") != "bert"):
         return False
-    from alignts.runtime.backends.gguf import llama_patch_level
+    from alignts.runtime.backends.gguf import encoder_outputs_marked
 
-    return llama_patch_level() >= 19
+    return encoder_outputs_marked()
 
 
 def _bundle_variants(manifest, wanted: Sequence[str] | None) -> list:

@@ -251,6 +251,12 @@ def llama_patch_level() -> int:
     return _state["patch_level"]
 
 
+def encoder_outputs_marked() -> bool:
+    """Whether the installed llama.cpp computes a BERT's token embeddings only for the tokens a batch flags as
+    outputs (scripts/patch_llama.py change 19: its last layer's FFN then skips the others); else every row."""
+    return llama_patch_level() >= 19
+
+
 def _native_functions():
     """(decode, get_logits) for compiled loops (:mod:`alignts.runtime.backends.gguf_native`), None for a stock
     llama.cpp (no ``alignts_llama_decode``, scripts/patch_llama.py change 9). Looked up once."""
@@ -556,18 +562,19 @@ class LlamaCppModel:
             raise ShapeError(f"N={N} exceeds the model's {self.info.n_ctx_train} position embeddings.")
         self._set_embeddings(True)
         self._use_threads()
-        out = np.empty((S, last, d), dtype=np.float32)
+        # only a BERT on alignts' build computes just the rows flagged as outputs; llama.cpp outputs every row of
+        # a causal LM's decode with embeddings on (and an encoder's before change 19): the last ones are taken here
+        marked = last < N and self._is_encoder and encoder_outputs_marked()
+        rows = last if marked else N  # the rows each series' decode returns
+        out = np.empty((S, rows, d), dtype=np.float32)
         if S == 0 or N == 0:
-            return out
+            return out[:, rows - last:]
         per = max(1, min(self.n_seq_max, self.n_batch // N))
         if self._is_encoder and self.device == "cpu":  # the rule was measured on CPUs (a GPU: unmeasured)
             per = min(per, embedding_geometry(N, S, encoder=True, flash=bool(self.flash_attn),
                                               streams=llama_patch_level() >= 4)[0])
         self._out[:] = 1
         self._nseq[:] = 1
-        # only a BERT on alignts' build computes just the rows flagged as outputs (change 19); llama.cpp outputs
-        # every row of a causal LM's decode with embeddings on: the last ones are then taken here
-        marked = last < N and self._is_encoder and llama_patch_level() >= 19
         if N <= self.n_batch:
             # one layout for every group: series j of the group at rows j*N..(j+1)*N-1, positions 0..N-1
             g = min(per, S)
@@ -576,33 +583,21 @@ class LlamaCppModel:
             if marked:  # the last `last` of each series
                 self._out[:g * N].reshape(g, N)[:] = np.arange(N) >= N - last
             flat = x.reshape(S * N, d)
-            whole = None if marked or last == N else np.empty((g, N, d), dtype=np.float32)
             for s0 in range(0, S, per):
                 k = min(per, S - s0)
                 if self._mem and not self._is_encoder:
                     self._L.llama_memory_clear(self._mem, False)
-                if whole is None:
-                    self._decode_embd(flat[s0 * N:(s0 + k) * N], out[s0:s0 + k].reshape(k * last, d))
-                else:
-                    self._decode_embd(flat[s0 * N:(s0 + k) * N], whole[:k].reshape(k * N, d))
-                    out[s0:s0 + k] = whole[:k, N - last:]
+                self._decode_embd(flat[s0 * N:(s0 + k) * N], out[s0:s0 + k].reshape(k * rows, d))
         else:  # one long causal sequence in chunks (the KV cache carries the prefix)
-            whole = np.empty((self.n_batch, d), dtype=np.float32) if last < N else None
             for s0 in range(S):
                 self.clear()
                 for t0 in range(0, N, self.n_batch):
                     n = min(self.n_batch, N - t0)
                     self._pos[:n] = np.arange(t0, t0 + n, dtype=np.int32)
                     self._seq[:n] = 0
-                    if whole is None:
-                        self._decode_embd(x[s0, t0:t0 + n], out[s0, t0:t0 + n])
-                        continue
-                    self._decode_embd(x[s0, t0:t0 + n], whole[:n])
-                    first = max(t0, N - last)  # this chunk's rows among the last `last`
-                    if first < t0 + n:
-                        out[s0, first - (N - last):t0 + n - (N - last)] = whole[first - t0:n]
+                    self._decode_embd(x[s0, t0:t0 + n], out[s0, t0:t0 + n])
         self.clear()
-        return out
+        return out[:, rows - last:]
 
     def _decode_embd(self, rows: np.ndarray, dest: np.ndarray) -> None:
         """Decode ``rows`` [n, d] (C-contiguous float32, read in place) with the batch's pos/seq/output flags
