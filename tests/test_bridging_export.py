@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from alignts.errors import BackboneNotFoundError  # noqa: E402
+from alignts.errors import BackboneNotFoundError, ShapeError  # noqa: E402
 from alignts.runtime import backbone_store, load  # noqa: E402
 from alignts.runtime.manifest import TORCH_TRAINED_NAME, manifest_sha256, read_manifest  # noqa: E402
 from alignts.runtime.paradigms.bridging import bundle_sizes  # noqa: E402
@@ -344,9 +344,46 @@ def test_missing_backbone_names_it_and_where_looked(built, tmp_path, monkeypatch
         backbone_store.open_backbone(built.bb_path, "0" * 64)
 
 
-def test_flop_count_leaves_out_the_prompts_last_ffn_where_llama_cpp_does(built):
-    """alignts bench's roofline: a Bridging gguf variant on patch level 19 runs its backbone's last FFN on the N
-    patch tokens only (LlamaCppModel.hidden_states' ``last``), so its FLOP count leaves the prompt tokens' out."""
+def test_onnx_backbone_runs_its_last_ffn_on_the_read_rows(built):
+    """A BERT backbone's ONNX graphs take ``output_rows``: the last layer's attention reads every token, its residual,
+    LayerNorms and FFN run on those rows only (the cut llama.cpp's BERT graph makes), so Bridging's N patch states
+    cost no prompt-token FFN. The values are torch's, and the full graph's tail."""
+    import onnx
+
+    from alignts.runtime.backbone_store import ROWS_INPUT, open_backbone
+
+    bm = read_manifest(built.bb_path)
+    for name, f in (("onnx-fp32", "backbone.onnx"), ("onnx-int8", "backbone.int8.onnx")):
+        assert bm.variant(name).inputs == ("inputs_embeds", ROWS_INPUT)
+        g = onnx.load(str(built.bb_path / f)).graph
+        assert sum(n.op_type == "MultiHeadAttention" for n in g.node) == built.backbone.n_layers  # fused as before
+        shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in g.value_info}
+        gelus = [shapes.get(n.output[0], [None, None])[1] for n in g.node if n.op_type == "Gelu"]
+        assert gelus == ["tokens"] * (built.backbone.n_layers - 1) + ["rows"]  # the last FFN is the rows' only
+    e = np.random.default_rng(4).standard_normal((5, 30, built.backbone.d_model)).astype(np.float32)
+    with torch.no_grad():
+        ref = built.backbone.forward_embeds(torch.from_numpy(e)).numpy()
+    for name, tol in (("onnx-fp32", 1e-5), ("onnx-int8", None)):
+        b = open_backbone(built.bb_path, built.sha, name)
+        assert b.last_rows_only
+        full = b.hidden(e)
+        for k in (30, 9, 1):
+            tail = b.hidden(e, last=k)
+            assert tail.shape == (5, k, e.shape[2])
+            if tol is not None:
+                np.testing.assert_allclose(tail, ref[:, 30 - k:], atol=tol)
+                np.testing.assert_allclose(tail, full[:, 30 - k:], atol=tol)
+            else:  # dynamic int8 scales each activation over the rows it holds: close, not equal
+                assert float(np.abs(tail - full[:, 30 - k:]).max()) <= 0.05 * float(np.abs(full).max())
+        for bad in (0, 31):
+            with pytest.raises(ShapeError, match="last"):
+                b.hidden(e, last=bad)
+
+
+def test_flop_count_leaves_out_the_prompts_last_ffn_where_the_backbone_does(built):
+    """alignts bench's roofline: a Bridging forecaster whose backbone runs its last FFN on the N patch tokens only
+    (a BERT's ONNX graph with output_rows; llama.cpp at patch level 19) has the prompt tokens' left out of its
+    FLOP count."""
     from alignts.bench.bundles import tail_ffn
     from alignts.bench.roofline import model_flops
     from alignts.runtime.budget import _shape
@@ -357,8 +394,14 @@ def test_flop_count_leaves_out_the_prompts_last_ffn_where_llama_cpp_does(built):
     full, tail = model_flops(m, 3, bundle_dir=a), model_flops(m, 3, bundle_dir=a, last_ffn_outputs_only=True)
     assert sh.series == 3 * C and sh.tokens == built.cfg.prompt_len + built.cfg.n_patches
     assert full - tail == pytest.approx(sh.series * built.cfg.prompt_len * 2.0 * 2 * sh.width * sh.d_ff)
-    assert not tail_ffn(m, m.variant("onnx-fp32"))
+    def planned(variant: str):
+        f = load(a)
+        f.plan(variant=variant, batch_size=1)
+        return f
+
+    assert tail_ffn(planned("onnx-fp32"))
+    assert not tail_ffn(SimpleNamespace())  # no backbone: Internal, Injective
     if "gguf-f32" in [v.name for v in m.variants] and importlib.util.find_spec("llama_cpp"):
         from alignts.runtime.backends.gguf import llama_patch_level
 
-        assert tail_ffn(m, m.variant("gguf-f32")) == (llama_patch_level() >= 19)  # change 19
+        assert tail_ffn(planned("gguf-f32")) == (llama_patch_level() >= 19)  # change 19

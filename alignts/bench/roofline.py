@@ -143,8 +143,8 @@ def measure_ceilings(threads: int | None = None, repeats: int = 5, quick: bool =
 def model_flops(manifest, batch_size: int, bundle_dir=None, last_ffn_outputs_only: bool = False) -> float | None:
     """Floating-point operations of one forecast call on ``batch_size`` windows (see the module docstring);
     None for Injective (generation is counted in bytes) and backbone bundles. ``last_ffn_outputs_only``
-    (Bridging on llama.cpp at patch level 19): the backbone's last FFN runs on the N patch tokens only, not the
-    prompt's (``LoadedBackbone.hidden``'s ``last``)."""
+    (Bridging whose backbone's ``LoadedBackbone.last_rows_only``: a BERT's ONNX graph with ``output_rows``, or
+    llama.cpp at patch level 19): the backbone's last FFN runs on the N patch tokens only, not the prompt's."""
     from alignts.runtime.budget import _shape
     from alignts.runtime.configs import BridgingRuntimeConfig, InternalRuntimeConfig, runtime_config
 

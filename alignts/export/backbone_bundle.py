@@ -1,7 +1,10 @@
 """Export a frozen backbone once, as its own bundle (paradigm ``backbone``), shared by Bridging adapters.
 
 Bundle contents:
-- ``backbone.onnx``: ``inputs_embeds [S, T, d] -> hidden [S, T, d]`` (fp32, dynamic S and T);
+- ``backbone.onnx``: ``inputs_embeds [S, T, d] -> hidden [S, T, d]`` (fp32, dynamic S and T); a BERT's (an
+  architecture with ``forward_rows``) also takes ``output_rows [n]`` (int64 token positions) and returns
+  ``hidden [S, n, d]``, its last layer's residual, LayerNorms and FFN run on those rows only, as llama.cpp's BERT
+  graph does for the tokens flagged as outputs (Bridging reads its N patch tokens);
 - ``word_embeddings.npy``: the frozen token embedding table ``[V, d]`` float32 (prompt prefixes are looked
   up here at run time; it is part of the frozen backbone, so adapters never ship it);
 - ``tokenizer.json``: the backbone's own tokenizer (tiny test presets, which have none, get a small
@@ -30,6 +33,7 @@ import numpy as np
 
 from alignts.errors import ArtifactError
 from alignts.export.bundle import finish_bundle, validation_record, variant_record
+from alignts.runtime.backbone_store import ROWS_INPUT
 from alignts.runtime.manifest import MANIFEST_NAME, bundle_writer, manifest_sha256, read_manifest
 
 log = logging.getLogger(__name__)
@@ -43,9 +47,9 @@ GGUF_QUANTIZED = ("bf16", "q8_0", "q4_0")
 GGUF_REL_TOL = 5e-3
 TABLE_NAME = "word_embeddings.npy"
 TOKENIZER_NAME = "tokenizer.json"
-KEY_VERSION = 6  # bump when the export itself changes, so stores do not reuse stale bundles (3: quantized variants,
+KEY_VERSION = 7  # bump when the export itself changes, so stores do not reuse stale bundles (3: quantized variants,
 # 4: gguf-bf16 and flash attention on the reduced-precision encoder variants, 5: GGUFs with a stub vocabulary,
-# 6: exact attention on every variant again)
+# 6: exact attention on every variant again, 7: a BERT's ONNX graphs take ROWS_INPUT)
 
 _TINY_WORDS = ("dataset description task forecast the next steps given previous information input statistics "
                "min max median value trend of is upward downward top lags are a an time series data hourly "
@@ -151,12 +155,19 @@ def _gguf_diff(path: Path, module, shapes, gen, d: int, kw: dict) -> tuple[float
     return worst, rel, top
 
 
+def _draw(shape: tuple[int, int], d: int, gen) -> tuple:
+    """Random embeddings ``[S, T, d]`` and output rows for one validation call: the last ``T // 2 + 1`` tokens, a
+    tail as Bridging reads (the full sequence where the export has no rows input)."""
+    import torch
+
+    s_, t_ = shape
+    return torch.randn(s_, t_, d, generator=gen), torch.arange(t_ // 2, t_)
+
+
 def _quantized(tmp: Path, variants: list, module, shapes, gen, d: int, encoder: bool) -> list:
     """onnx-int8 (dynamic) and, where gguf-f32 exists, gguf-bf16 / q8_0 / q4_0 of the same weights (flash
     attention on an encoder for the dtypes of FLASH_ATTN_DTYPES, now none), each with its max abs diff vs torch
     recorded (finite outputs required; the accuracy gate of each adapter decides)."""
-    import torch
-
     from alignts.errors import ValidationError
     from alignts.export.onnx_export import quantize_int8, validate_onnx
     from alignts.export.quantize import FLASH_ATTN_DTYPES, requantize_gguf
@@ -164,9 +175,10 @@ def _quantized(tmp: Path, variants: list, module, shapes, gen, d: int, encoder: 
     out = []
     fp32 = variants[0]
     quantize_int8(tmp / ONNX_NAME, tmp / ONNX_INT8_NAME, keep_input_layers_fp32=False)
-    draws = [torch.randn(*sh, d, generator=gen) for sh in shapes]
-    diff = validate_onnx(module, tmp / ONNX_INT8_NAME, lambda t: (draws[t],), n_trials=len(shapes), tol=float("inf"))
-    rel = validate_onnx(module, tmp / ONNX_INT8_NAME, lambda t: (draws[t],), n_trials=len(shapes), tol=float("inf"),
+    k = len(fp32.inputs)
+    draws = [_draw(sh, d, gen)[:k] for sh in shapes]
+    diff = validate_onnx(module, tmp / ONNX_INT8_NAME, lambda t: draws[t], n_trials=len(shapes), tol=float("inf"))
+    rel = validate_onnx(module, tmp / ONNX_INT8_NAME, lambda t: draws[t], n_trials=len(shapes), tol=float("inf"),
                         relative=True)
     out.append(variant_record(tmp, "onnx-int8", "onnx", "int8", [ONNX_INT8_NAME], inputs=fp32.inputs,
                               outputs=fp32.outputs, dynamic_axes=fp32.dynamic_axes,
@@ -210,18 +222,20 @@ def export_backbone_bundle(backbone, out: str | os.PathLike, *, tol: float = 1e-
     module = BackboneExport(backbone).eval()
     gen = torch.Generator().manual_seed(seed)
     table = backbone.word_embeddings.detach().cpu().numpy().astype(np.float32)
+    inputs, axes = ["inputs_embeds"], {"inputs_embeds": {0: "batch", 1: "tokens"}}
+    if backbone.has_forward_rows:  # the tokens whose states are read: the last layer's FFN runs on those only
+        inputs.append(ROWS_INPUT)
+        axes[ROWS_INPUT] = {0: "rows"}
+    shapes = [(1, 5), (3, t_hi), (2, 17)]
     with bundle_writer(out, overwrite=overwrite) as tmp:
-        export_onnx(module, (torch.randn(2, 12, d, generator=gen),), tmp / ONNX_NAME, ["inputs_embeds"],
-                    ["hidden"], dynamic_axes={"inputs_embeds": {0: "batch", 1: "tokens"}})
-        shapes = [(1, 5), (3, t_hi), (2, 17)]
-        diff = validate_onnx(module, tmp / ONNX_NAME,
-                             lambda t: (torch.randn(*shapes[t], d, generator=gen),), n_trials=len(shapes), tol=tol)
+        example = (torch.randn(2, 12, d, generator=gen), torch.arange(7, 12))[:len(inputs)]
+        export_onnx(module, example, tmp / ONNX_NAME, inputs, ["hidden"], dynamic_axes=axes)
+        diff = validate_onnx(module, tmp / ONNX_NAME, lambda t: _draw(shapes[t], d, gen)[:len(inputs)],
+                             n_trials=len(shapes), tol=tol)
         np.save(tmp / TABLE_NAME, table)
         (tmp / TOKENIZER_NAME).write_text(tok_text, encoding="utf-8")
-        variant = variant_record(tmp, "onnx-fp32", "onnx", "fp32", [ONNX_NAME], inputs=["inputs_embeds"],
-                                 outputs=["hidden"],
-                                 dynamic_axes={"inputs_embeds": {0: "batch", 1: "tokens"},
-                                               "hidden": {0: "batch", 1: "tokens"}},
+        variant = variant_record(tmp, "onnx-fp32", "onnx", "fp32", [ONNX_NAME], inputs=inputs, outputs=["hidden"],
+                                 dynamic_axes={**axes, "hidden": {0: "batch", 1: "rows" if ROWS_INPUT in axes else "tokens"}},
                                  validation=validation_record(diff, tol, len(shapes)))
         variants, skipped = [variant], None
         if gguf:

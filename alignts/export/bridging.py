@@ -293,12 +293,15 @@ class AdapterExport(nn.Module):
 
 
 class BackboneExport(nn.Module):
-    """Export form of the frozen LM: ``inputs_embeds [S, T, d] -> hidden [S, T, d]``."""
+    """Export form of the frozen LM: ``inputs_embeds [S, T, d] -> hidden [S, T, d]``; with ``output_rows [n]``
+    (int64 token positions) ``-> [S, n, d]``, those tokens' states only (``Backbone.forward_rows``)."""
 
     def __init__(self, backbone):
         super().__init__()
         self.backbone_ref = backbone
         self.lm = backbone.model
 
-    def forward(self, inputs_embeds):
-        return self.backbone_ref.forward_embeds(inputs_embeds, model=self.lm)
+    def forward(self, inputs_embeds, output_rows=None):
+        if output_rows is None:
+            return self.backbone_ref.forward_embeds(inputs_embeds, model=self.lm)
+        return self.backbone_ref.forward_rows(inputs_embeds, output_rows, model=self.lm)

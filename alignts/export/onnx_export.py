@@ -63,6 +63,12 @@ def _to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def _feed(a) -> np.ndarray:
+    """An input as onnxruntime takes it: float32, integers (token positions) as int64."""
+    a = _to_numpy(a)
+    return a.astype(np.int64) if a.dtype.kind in "iu" else a.astype(np.float32)
+
+
 def validate_onnx(module, path: str | os.PathLike, make_inputs: Callable[[int], tuple], n_trials: int = 3,
                   tol: float = 1e-4, relative: bool = False, scaled: bool = False) -> float:
     """Run torch ``module`` and the ONNX file on ``n_trials`` fresh inputs; return the max abs difference.
@@ -88,7 +94,7 @@ def validate_onnx(module, path: str | os.PathLike, make_inputs: Callable[[int], 
         with torch.no_grad():
             ref = module(*tin)
         refs = ref if isinstance(ref, (tuple, list)) else (ref,)
-        outs = sess.run(None, {n: _to_numpy(a).astype(np.float32) for n, a in zip(names, tin)})
+        outs = sess.run(None, {n: _feed(a) for n, a in zip(names, tin)})
         for r, o in zip(refs, outs):
             r = _to_numpy(r)
             if r.shape != o.shape:

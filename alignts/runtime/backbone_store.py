@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from alignts.errors import ArtifactError, BackboneNotFoundError
+from alignts.errors import ArtifactError, BackboneNotFoundError, ShapeError
 from alignts.runtime.configs import BackboneRuntimeConfig
 from alignts.runtime.manifest import MANIFEST_NAME, Manifest, bundle_file, manifest_sha256, read_manifest
 
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 ENV_VAR = "ALIGNTS_BACKBONE_PATH"
 USER_STORE = Path("~/.cache/alignts/backbones")
+# A BERT backbone's ONNX graphs (export KEY_VERSION 7 on) take the positions of the tokens whose states are read
+# (int64 [n]) and run the last layer after its attention on those only; older exports take inputs_embeds alone.
+ROWS_INPUT = "output_rows"
 
 _extra_dirs: list[Path] = []
 _lock = threading.Lock()
@@ -127,6 +130,7 @@ class LoadedBackbone:
             self._session = OnnxSession(bundle_file(path, manifest, v.files[0]), device=device, threads=threads,
                                         spin=False, **opts)
             self._in = v.inputs[0] if v.inputs else self._session.input_names[0]
+            self._rows = ROWS_INPUT in self._session.input_names  # a BERT exported at KEY_VERSION 7 or later
             self.provider = self._session.provider
             self.settings = dict(self._session.settings)
         elif v.backend == "gguf":
@@ -151,17 +155,33 @@ class LoadedBackbone:
         self.weight_bytes = int(v.weight_bytes)
         self.bundle_bytes = int(sum(f.size for f in manifest.files.values()))
 
+    @property
+    def last_rows_only(self) -> bool:
+        """Whether ``hidden(..., last=k)`` runs the last layer after its attention on the k tokens alone (a BERT's
+        ONNX graph with ``output_rows``, or on alignts' llama.cpp build); else every token's is computed."""
+        if self._session is not None:
+            return self._rows
+        from alignts.runtime.backends.gguf import encoder_outputs_marked
+
+        return self._lm.arch == "bert" and encoder_outputs_marked()
+
     def hidden(self, embeds: np.ndarray, last: int | None = None) -> np.ndarray:
         """Final hidden states ``[S, T, d]`` of the frozen LM on input embeddings ``[S, T, d]`` (onnxruntime: in
         runs of at most ``budget.ONNX_RUN_TOKENS`` tokens, ``OnnxSession.run_series``); ``last``: each series'
-        last ``last`` states only, ``[S, last, d]``. llama.cpp (alignts' build) then runs a BERT's last layer
-        after its attention on those tokens only (``LlamaCppModel.hidden_states``); the ONNX graph computes every
-        token's."""
+        last ``last`` states only, ``[S, last, d]``. A BERT then runs its last layer after the attention on those
+        tokens only: llama.cpp (alignts' build, ``LlamaCppModel.hidden_states``) and the ONNX graph of a backbone
+        exported with ``output_rows``; older exports and causal LMs compute every token's and the tail is taken."""
         e = np.ascontiguousarray(embeds, dtype=np.float32)
-        if self._session is not None:
-            h = self._session.run_series(self._in, e)
-            return h if last is None else h[:, h.shape[1] - int(last):]
-        return np.asarray(self._lm.hidden_states(e, last=last), dtype=np.float32)
+        if self._session is None:
+            return np.asarray(self._lm.hidden_states(e, last=last), dtype=np.float32)
+        T = e.shape[1]
+        k = T if last is None else int(last)
+        if not 1 <= k <= T:
+            raise ShapeError(f"last={last}: expected 1 <= last <= {T} (the tokens of each series to return).")
+        if self._rows:
+            return self._session.run_series(self._in, e, {ROWS_INPUT: np.arange(T - k, T, dtype=np.int64)})
+        h = self._session.run_series(self._in, e)
+        return h if k == T else h[:, T - k:]
 
 
 def _open_table(path: Path, d_model: int) -> np.ndarray:

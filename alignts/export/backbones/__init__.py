@@ -75,6 +75,19 @@ class Backbone:
         """
         return _arch(self.name).forward_embeds(self.model if model is None else model, embeds)
 
+    @property
+    def has_forward_rows(self) -> bool:
+        """Whether :meth:`forward_rows` computes the chosen rows only (else it slices the full forward)."""
+        return _arch(self.name).forward_rows is not None
+
+    def forward_rows(self, embeds, rows, model=None):
+        """Final hidden states of the tokens ``rows`` only: ``embeds  # [B, N, d]``, ``rows  # [n] int64`` ->
+        ``[B, n, d]``; the architecture's ``forward_rows`` where it has one (the last layer's work after attention
+        on those rows alone), else the full forward's rows."""
+        m = self.model if model is None else model
+        fn = _arch(self.name).forward_rows
+        return fn(m, embeds, rows) if fn is not None else self.forward_embeds(embeds, model=m).index_select(1, rows)
+
     def trainable_names(self) -> tuple[str, ...]:
         """Parameter-name substrings trained besides LoRA: layer norms and position embeddings (GPT4TS)."""
         return _arch(self.name).trainable_names
@@ -95,6 +108,8 @@ class Arch:
     n_layers: Callable[[Any], int]  # config -> number of blocks
     word_embeddings: Callable[[Any], Any]  # model -> nn.Embedding
     forward_embeds: Callable[[Any, Any], Any]  # (model, embeds [B, N, d]) -> [B, N, d]
+    # (model, embeds [B, N, d], rows [n] int64) -> [B, n, d], the rows' states only, computed with less work
+    forward_rows: Callable[[Any, Any, Any], Any] | None = None
 
 
 _REGISTRY: dict[str, Arch] = {}

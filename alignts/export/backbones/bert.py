@@ -29,6 +29,25 @@ def _forward(model, embeds):
     return model(inputs_embeds=embeds).last_hidden_state
 
 
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out  # transformers 4 returns tuples from these modules
+
+
+def _forward_rows(model, embeds, rows):
+    """The final hidden states of the tokens ``rows`` (int64 ``[n]``) only: the last layer's attention reads every
+    token, then its residual, LayerNorms and FFN run on those rows, the cut llama.cpp's BERT graph makes after
+    the attention's output projection (``inp_out_ids``). The same values as ``_forward``'s rows: with no mask, the
+    layers run as ``BertModel`` runs them (its mask of ones adds zeros)."""
+    h = model.embeddings(inputs_embeds=embeds)
+    *body, last = model.encoder.layer
+    for layer in body:
+        h = _first(layer(h))
+    out = last.attention.output
+    x = out.dense(_first(last.attention.self(h))).index_select(1, rows)
+    x = out.LayerNorm(out.dropout(x) + h.index_select(1, rows))
+    return last.output(last.intermediate(x), x)
+
+
 @register("bert")
 def arch() -> Arch:
     return Arch(name="bert", model_types=("bert",), causal=False,
@@ -36,4 +55,5 @@ def arch() -> Arch:
                 trainable_names=("LayerNorm", "position_embeddings"),
                 tiny_config=_tiny_config, model_class=_model_class, truncate=_truncate,
                 n_layers=lambda c: c.num_hidden_layers,
-                word_embeddings=lambda m: m.embeddings.word_embeddings, forward_embeds=_forward)
+                word_embeddings=lambda m: m.embeddings.word_embeddings, forward_embeds=_forward,
+                forward_rows=_forward_rows)

@@ -154,13 +154,15 @@ class OnnxSession:
     def provider(self) -> str:
         return self.providers[0]
 
-    def run_series(self, name: str, x: np.ndarray) -> np.ndarray:
-        """The first output for an encoder's ``x [series, tokens, ...]`` fed as ``name``, in runs of at most
-        ``budget.ONNX_RUN_TOKENS`` tokens split evenly (:func:`budget.onnx_run_series`), joined on the series axis."""
+    def run_series(self, name: str, x: np.ndarray, feeds: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """The first output for an encoder's ``x [series, tokens, ...]`` fed as ``name`` (``feeds``: other inputs,
+        the same for every series), in runs of at most ``budget.ONNX_RUN_TOKENS`` tokens split evenly
+        (:func:`budget.onnx_run_series`), joined on the series axis."""
         per = onnx_run_series(x.shape[0], x.shape[1])
+        feeds = dict(feeds or {})
         if x.shape[0] <= per:
-            return self.run({name: x})[0]
-        return np.concatenate([self.run({name: x[i:i + per]})[0] for i in range(0, x.shape[0], per)])
+            return self.run({name: x, **feeds})[0]
+        return np.concatenate([self.run({name: x[i:i + per], **feeds})[0] for i in range(0, x.shape[0], per)])
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run with ``feeds`` {input name: array}; returns the outputs in order."""
