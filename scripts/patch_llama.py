@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Nineteen changes, each refused loudly when the code they anchor to has moved (update this script then):
+Twenty changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -125,6 +125,9 @@ Nineteen changes, each refused loudly when the code they anchor to has moved (up
    FFN over those rows only (its ggml_get_rows on inp_out_ids was there, fed all rows). Bridging's head reads the
    last N patches' hidden states only (22 of 119 tokens a series in the speed bundle), so its backbone's last FFN
    runs on those. A caller that marks every token (alignts did, llama-cpp-python's embed does) gets what it got.
+20. bert.cpp's last layer takes the output rows before its attention output projection (wo, bias), not after: the
+   projection runs on those rows only too (Bridging: 22 of 119 tokens a series). The same cut a BERT backbone's ONNX
+   graphs make (alignts/export/backbones/bert.py ``_forward_rows``).
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -137,7 +140,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 19  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 20  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:
@@ -417,6 +420,34 @@ def encoder_outputs(context: Path) -> None:
                         "n_outputs*n_embd_out*sizeof(float));  // alignts: n_outputs")
 
 
+def encoder_output_projection(bert: Path) -> None:
+    """Change 20: bert.cpp's last layer takes its output rows (inp_out_ids) before the attention's output
+    projection, so the projection and its bias run on those rows only (build_attn without wo, then get_rows, wo)."""
+    replace(bert,
+            "            cur = build_attn(inp_attn,\n"
+            "                    model.layers[il].wo, model.layers[il].wo_b, model.layers[il].wo_s,\n"
+            "                    Qcur, Kcur, Vcur, nullptr, nullptr, nullptr, 1.0f / sqrtf(float(n_embd_head)), il);\n"
+            "            cb(cur, \"kqv_out\", il);\n"
+            "        }\n\n"
+            "        if (il == n_layer - 1 && inp_out_ids) {\n"
+            "            cur  = ggml_get_rows(ctx0, cur, inp_out_ids);\n",
+            "            // alignts: the last layer's output rows taken before the output projection (change 20)\n"
+            "            const bool alignts_cut = il == n_layer - 1 && inp_out_ids;\n"
+            "            const auto & ly = model.layers[il];\n"
+            "            cur = build_attn(inp_attn,\n"
+            "                    alignts_cut ? nullptr : ly.wo, alignts_cut ? nullptr : ly.wo_b, alignts_cut ? nullptr : ly.wo_s,\n"
+            "                    Qcur, Kcur, Vcur, nullptr, nullptr, nullptr, 1.0f / sqrtf(float(n_embd_head)), il);\n"
+            "            cb(cur, \"kqv_out\", il);\n"
+            "            if (alignts_cut) {\n"
+            "                cur = build_lora_mm(ly.wo, ggml_get_rows(ctx0, cur, inp_out_ids), ly.wo_s);\n"
+            "                if (ly.wo_b) {\n"
+            "                    cur = ggml_add(ctx0, cur, ly.wo_b);\n"
+            "                }\n"
+            "            }\n"
+            "        }\n\n"
+            "        if (il == n_layer - 1 && inp_out_ids) {\n")
+
+
 def main(sdist: Path) -> None:
     ggml = sdist / "vendor" / "llama.cpp" / "ggml" / "src"
     if not ggml.is_dir():
@@ -488,6 +519,7 @@ def main(sdist: Path) -> None:
                         "        if (ggml_backend_amx_buffer_type())")
     attention_streams(sdist / "vendor" / "llama.cpp")
     encoder_outputs(sdist / "vendor" / "llama.cpp" / "src" / "llama-context.cpp")
+    encoder_output_projection(sdist / "vendor" / "llama.cpp" / "src" / "models" / "bert.cpp")
     replace(sdist / "vendor" / "llama.cpp" / "src" / "llama-kv-cache.cpp",
             "    const uint32_t n_pad_cur = std::max(n_pad, 256u);\n",
             "    // alignts: 32, not 256: fewer masked cells read a step, the graph rebuilt every 32 tokens\n"

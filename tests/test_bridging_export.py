@@ -345,9 +345,9 @@ def test_missing_backbone_names_it_and_where_looked(built, tmp_path, monkeypatch
 
 
 def test_onnx_backbone_runs_its_last_ffn_on_the_read_rows(built):
-    """A BERT backbone's ONNX graphs take ``output_rows``: the last layer's attention reads every token, its residual,
-    LayerNorms and FFN run on those rows only (the cut llama.cpp's BERT graph makes), so Bridging's N patch states
-    cost no prompt-token FFN. The values are torch's, and the full graph's tail."""
+    """A BERT backbone's ONNX graphs take ``output_rows``: the last layer's attention reads every token, its output
+    projection, residual, LayerNorms and FFN run on those rows only (the cut alignts' llama.cpp makes), so Bridging's
+    N patch states cost no prompt-token FFN. The values are torch's, and the full graph's tail."""
     import onnx
 
     from alignts.runtime.backbone_store import ROWS_INPUT, open_backbone
@@ -360,6 +360,9 @@ def test_onnx_backbone_runs_its_last_ffn_on_the_read_rows(built):
         shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in g.value_info}
         gelus = [shapes.get(n.output[0], [None, None])[1] for n in g.node if n.op_type == "Gelu"]
         assert gelus == ["tokens"] * (built.backbone.n_layers - 1) + ["rows"]  # the last FFN is the rows' only
+        if name == "onnx-fp32":  # and so are the output projection's, up's and down's products
+            assert sum(n.op_type == "MatMul" and shapes.get(n.output[0], [None, None])[1] == "rows"
+                       for n in g.node) == 3
     e = np.random.default_rng(4).standard_normal((5, 30, built.backbone.d_model)).astype(np.float32)
     with torch.no_grad():
         ref = built.backbone.forward_embeds(torch.from_numpy(e)).numpy()
@@ -380,28 +383,29 @@ def test_onnx_backbone_runs_its_last_ffn_on_the_read_rows(built):
                 b.hidden(e, last=bad)
 
 
-def test_flop_count_leaves_out_the_prompts_last_ffn_where_the_backbone_does(built):
-    """alignts bench's roofline: a Bridging forecaster whose backbone runs its last FFN on the N patch tokens only
-    (a BERT's ONNX graph with output_rows; llama.cpp at patch level 19) has the prompt tokens' left out of its
-    FLOP count."""
-    from alignts.bench.bundles import tail_ffn
+def test_flop_count_leaves_out_the_prompts_last_layer_where_the_backbone_does(built):
+    """alignts bench's roofline: a Bridging forecaster whose backbone runs its last layer after the attention (output
+    projection, FFN) on the N patch tokens only (a BERT's ONNX graph with output_rows; llama.cpp from patch level
+    20) has the prompt tokens' left out of its FLOP count."""
+    from alignts.bench.bundles import tail_rows
     from alignts.bench.roofline import model_flops
     from alignts.runtime.budget import _shape
 
     a = built.root / "a"
     m = read_manifest(a)
     sh = _shape(m, 3, None, None, None, a)
-    full, tail = model_flops(m, 3, bundle_dir=a), model_flops(m, 3, bundle_dir=a, last_ffn_outputs_only=True)
+    full, tail = model_flops(m, 3, bundle_dir=a), model_flops(m, 3, bundle_dir=a, last_rows_only=True)
     assert sh.series == 3 * C and sh.tokens == built.cfg.prompt_len + built.cfg.n_patches
-    assert full - tail == pytest.approx(sh.series * built.cfg.prompt_len * 2.0 * 2 * sh.width * sh.d_ff)
+    d, ff = sh.width, sh.d_ff
+    assert full - tail == pytest.approx(sh.series * built.cfg.prompt_len * 2.0 * (d * d + 2 * d * ff))
     def planned(variant: str):
         f = load(a)
         f.plan(variant=variant, batch_size=1)
         return f
 
-    assert tail_ffn(planned("onnx-fp32"))
-    assert not tail_ffn(SimpleNamespace())  # no backbone: Internal, Injective
+    assert tail_rows(planned("onnx-fp32"))
+    assert not tail_rows(SimpleNamespace())  # no backbone: Internal, Injective
     if "gguf-f32" in [v.name for v in m.variants] and importlib.util.find_spec("llama_cpp"):
         from alignts.runtime.backends.gguf import llama_patch_level
 
-        assert tail_ffn(planned("gguf-f32")) == (llama_patch_level() >= 19)  # change 19
+        assert tail_rows(planned("gguf-f32")) == (llama_patch_level() >= 20)  # change 20

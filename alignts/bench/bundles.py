@@ -201,10 +201,10 @@ def torch_reference(bundle: str | os.PathLike, paradigm: str | None = None) -> t
     return forward, ""
 
 
-def tail_ffn(forecaster) -> bool:
-    """Whether this forecaster's backbone runs its last FFN on the patch tokens only (Bridging over a BERT's ONNX
-    graph with ``output_rows``, or on alignts' llama.cpp at patch level 19: ``LoadedBackbone.last_rows_only``);
-    its FLOP count leaves the prompt's out."""
+def tail_rows(forecaster) -> bool:
+    """Whether this forecaster's backbone runs its last layer after the attention on the patch tokens only
+    (Bridging over a BERT's ONNX graph with ``output_rows``, or on alignts' llama.cpp from patch level 20:
+    ``LoadedBackbone.last_rows_only``); its FLOP count leaves the prompt's out."""
     backbone = getattr(forecaster, "backbone", None)
     return backbone is not None and backbone.last_rows_only
 
@@ -352,7 +352,7 @@ def _bench_rows(bundle: Path, m, variants, cfg: BenchConfig, threads: int, torch
                    validation_max_abs_diff=v.validation.get("end_to_end_max_abs_diff",
                                                              v.validation.get("max_abs_diff")),
                    val_mse_change=v.accuracy.get("rel_mse_change"), gate_passed=v.accuracy.get("passed"))
-        flops = model_flops(m, b, bundle_dir=bundle, last_ffn_outputs_only=tail_ffn(fc))
+        flops = model_flops(m, b, bundle_dir=bundle, last_rows_only=tail_rows(fc))
         row.update(roofline_fields(row, ceilings, flops, n_parallel=getattr(fc.cfg, "samples", None)))
         if flops is not None and row.get("torch_p50_ms"):
             row["torch_gflops"] = flops / (row["torch_p50_ms"] / 1e3) / 1e9

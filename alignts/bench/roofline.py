@@ -140,11 +140,12 @@ def measure_ceilings(threads: int | None = None, repeats: int = 5, quick: bool =
     return out
 
 
-def model_flops(manifest, batch_size: int, bundle_dir=None, last_ffn_outputs_only: bool = False) -> float | None:
+def model_flops(manifest, batch_size: int, bundle_dir=None, last_rows_only: bool = False) -> float | None:
     """Floating-point operations of one forecast call on ``batch_size`` windows (see the module docstring);
-    None for Injective (generation is counted in bytes) and backbone bundles. ``last_ffn_outputs_only``
+    None for Injective (generation is counted in bytes) and backbone bundles. ``last_rows_only``
     (Bridging whose backbone's ``LoadedBackbone.last_rows_only``: a BERT's ONNX graph with ``output_rows``, or
-    llama.cpp at patch level 19): the backbone's last FFN runs on the N patch tokens only, not the prompt's."""
+    llama.cpp from patch level 20): the backbone's last layer after its attention (output projection, FFN) runs on
+    the N patch tokens only, not the prompt's."""
     from alignts.runtime.budget import _shape
     from alignts.runtime.configs import BridgingRuntimeConfig, InternalRuntimeConfig, runtime_config
 
@@ -166,8 +167,8 @@ def model_flops(manifest, batch_size: int, bundle_dir=None, last_ffn_outputs_onl
         adapter = N * (2.0 * 3 * P * dm + 2.0 * (dm + 1) * cfg.n_heads * cfg.n_prototypes
                        + 2.0 * hk * cfg.n_prototypes + 2.0 * hk * d)
         io = S * (adapter + 2.0 * N * cfg.d_ff * H)
-        if last_ffn_outputs_only:
-            lm -= S * (T - N) * 2.0 * 2 * d * ff
+        if last_rows_only:
+            lm -= S * (T - N) * 2.0 * (d * d + 2 * d * ff)
     if cfg.linear_skip:
         io += S * 2.0 * cfg.context_len * H
     return float(lm + io)

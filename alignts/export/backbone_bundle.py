@@ -3,8 +3,8 @@
 Bundle contents:
 - ``backbone.onnx``: ``inputs_embeds [S, T, d] -> hidden [S, T, d]`` (fp32, dynamic S and T); a BERT's (an
   architecture with ``forward_rows``) also takes ``output_rows [n]`` (int64 token positions) and returns
-  ``hidden [S, n, d]``, its last layer's residual, LayerNorms and FFN run on those rows only, as llama.cpp's BERT
-  graph does for the tokens flagged as outputs (Bridging reads its N patch tokens);
+  ``hidden [S, n, d]``, its last layer after the attention (output projection, residual, LayerNorms, FFN) run on
+  those rows only, as alignts' llama.cpp does for the tokens flagged as outputs (Bridging reads its N patch tokens);
 - ``word_embeddings.npy``: the frozen token embedding table ``[V, d]`` float32 (prompt prefixes are looked
   up here at run time; it is part of the frozen backbone, so adapters never ship it);
 - ``tokenizer.json``: the backbone's own tokenizer (tiny test presets, which have none, get a small
@@ -156,8 +156,8 @@ def _gguf_diff(path: Path, module, shapes, gen, d: int, kw: dict) -> tuple[float
 
 
 def _draw(shape: tuple[int, int], d: int, gen) -> tuple:
-    """Random embeddings ``[S, T, d]`` and output rows for one validation call: the last ``T // 2 + 1`` tokens, a
-    tail as Bridging reads (the full sequence where the export has no rows input)."""
+    """Random embeddings ``[S, T, d]`` and output rows for one validation call: the last ``ceil(T / 2)`` tokens, a
+    tail as Bridging reads (callers drop the rows where the export has no such input)."""
     import torch
 
     s_, t_ = shape
@@ -223,7 +223,7 @@ def export_backbone_bundle(backbone, out: str | os.PathLike, *, tol: float = 1e-
     gen = torch.Generator().manual_seed(seed)
     table = backbone.word_embeddings.detach().cpu().numpy().astype(np.float32)
     inputs, axes = ["inputs_embeds"], {"inputs_embeds": {0: "batch", 1: "tokens"}}
-    if backbone.has_forward_rows:  # the tokens whose states are read: the last layer's FFN runs on those only
+    if backbone.has_forward_rows:  # the tokens whose states are read: the last layer after attention runs on those
         inputs.append(ROWS_INPUT)
         axes[ROWS_INPUT] = {0: "rows"}
     shapes = [(1, 5), (3, t_hi), (2, 17)]

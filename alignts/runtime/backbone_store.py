@@ -157,20 +157,22 @@ class LoadedBackbone:
 
     @property
     def last_rows_only(self) -> bool:
-        """Whether ``hidden(..., last=k)`` runs the last layer after its attention on the k tokens alone (a BERT's
-        ONNX graph with ``output_rows``, or on alignts' llama.cpp build); else every token's is computed."""
+        """Whether ``hidden(..., last=k)`` runs the last layer after its attention (output projection on) on the k
+        tokens alone: a BERT's ONNX graph with ``output_rows``, or a BERT on alignts' llama.cpp from patch level 20
+        (level 19 cut after the output projection); else every token's is computed."""
         if self._session is not None:
             return self._rows
-        from alignts.runtime.backends.gguf import encoder_outputs_marked
+        from alignts.runtime.backends.gguf import llama_patch_level
 
-        return self._lm.arch == "bert" and encoder_outputs_marked()
+        return self._lm.arch == "bert" and llama_patch_level() >= 20
 
     def hidden(self, embeds: np.ndarray, last: int | None = None) -> np.ndarray:
         """Final hidden states ``[S, T, d]`` of the frozen LM on input embeddings ``[S, T, d]`` (onnxruntime: in
         runs of at most ``budget.ONNX_RUN_TOKENS`` tokens, ``OnnxSession.run_series``); ``last``: each series'
         last ``last`` states only, ``[S, last, d]``. A BERT then runs its last layer after the attention on those
-        tokens only: llama.cpp (alignts' build, ``LlamaCppModel.hidden_states``) and the ONNX graph of a backbone
-        exported with ``output_rows``; older exports and causal LMs compute every token's and the tail is taken."""
+        tokens only (``last_rows_only``): on alignts' llama.cpp (``LlamaCppModel.hidden_states``) and in an ONNX
+        graph exported with ``output_rows``; older exports and causal LMs compute every token's, and the tail is
+        taken."""
         e = np.ascontiguousarray(embeds, dtype=np.float32)
         if self._session is None:
             return np.asarray(self._lm.hidden_states(e, last=last), dtype=np.float32)

@@ -35,15 +35,15 @@ def _first(out):
 
 def _forward_rows(model, embeds, rows):
     """The final hidden states of the tokens ``rows`` (int64 ``[n]``) only: the last layer's attention reads every
-    token, then its residual, LayerNorms and FFN run on those rows, the cut llama.cpp's BERT graph makes after
-    the attention's output projection (``inp_out_ids``). The same values as ``_forward``'s rows: with no mask, the
-    layers run as ``BertModel`` runs them (its mask of ones adds zeros)."""
+    token, then its output projection, residual, LayerNorms and FFN run on those rows, the cut alignts' llama.cpp
+    makes in its BERT graph (``inp_out_ids``; scripts/patch_llama.py changes 19 and 20). The same values as
+    ``_forward``'s rows: with no mask, the layers run as ``BertModel`` runs them (its mask of ones adds zeros)."""
     h = model.embeddings(inputs_embeds=embeds)
     *body, last = model.encoder.layer
     for layer in body:
         h = _first(layer(h))
     out = last.attention.output
-    x = out.dense(_first(last.attention.self(h))).index_select(1, rows)
+    x = out.dense(_first(last.attention.self(h)).index_select(1, rows))
     x = out.LayerNorm(out.dropout(x) + h.index_select(1, rows))
     return last.output(last.intermediate(x), x)
 
