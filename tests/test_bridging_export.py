@@ -344,10 +344,10 @@ def test_missing_backbone_names_it_and_where_looked(built, tmp_path, monkeypatch
         backbone_store.open_backbone(built.bb_path, "0" * 64)
 
 
-def test_onnx_backbone_runs_its_last_ffn_on_the_read_rows(built):
+def test_onnx_backbone_runs_its_last_layer_on_the_read_rows(built):
     """A BERT backbone's ONNX graphs take ``output_rows``: the last layer's attention reads every token, its output
     projection, residual, LayerNorms and FFN run on those rows only (the cut alignts' llama.cpp makes), so Bridging's
-    N patch states cost no prompt-token FFN. The values are torch's, and the full graph's tail."""
+    N patch states cost no prompt token's projection or FFN. The values are torch's, and the full graph's tail."""
     import onnx
 
     from alignts.runtime.backbone_store import ROWS_INPUT, open_backbone
@@ -398,6 +398,7 @@ def test_flop_count_leaves_out_the_prompts_last_layer_where_the_backbone_does(bu
     assert sh.series == 3 * C and sh.tokens == built.cfg.prompt_len + built.cfg.n_patches
     d, ff = sh.width, sh.d_ff
     assert full - tail == pytest.approx(sh.series * built.cfg.prompt_len * 2.0 * (d * d + 2 * d * ff))
+
     def planned(variant: str):
         f = load(a)
         f.plan(variant=variant, batch_size=1)
