@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -70,8 +71,8 @@ def test_manifest_points_to_backbone_by_hash(built):
     assert set(bm.files) - gguf == {"backbone.onnx", "backbone.int8.onnx", "word_embeddings.npy", "tokenizer.json"}
     # the adapter ships no vocabulary-sized matrix: only the adapter graph and the head (what the runtime reads),
     # and the trained torch tensors for the reference (prototypes [K, d], not the [V, K] mapping)
-    assert {f for v in m.variants for f in v.files} == {"adapter.onnx", "head.npz"}
-    assert set(m.files) == {"adapter.onnx", "head.npz", TORCH_TRAINED_NAME}
+    assert {f for v in m.variants for f in v.files} == {"adapter.onnx", "adapter.int8.onnx", "head.npz"}
+    assert set(m.files) == {"adapter.onnx", "adapter.int8.onnx", "head.npz", TORCH_TRAINED_NAME}
     from safetensors import safe_open
 
     with safe_open(str(built.root / "a" / TORCH_TRAINED_NAME), framework="pt") as fh:
@@ -342,6 +343,31 @@ def test_missing_backbone_names_it_and_where_looked(built, tmp_path, monkeypatch
     # a backbone folder with another hash is refused
     with pytest.raises(BackboneNotFoundError, match="holds another backbone"):
         backbone_store.open_backbone(built.bb_path, "0" * 64)
+
+
+def test_variants_on_a_quantized_backbone_run_the_int8_adapter(built):
+    """The variants on a quantized backbone run adapter.int8.onnx (dynamic int8, weights per tensor), the fp32 ones
+    adapter.onnx; the int8 adapter's embeddings stay close to the fp32 one's, and its error vs torch is recorded."""
+    import onnx
+
+    from alignts.runtime.backends.onnx import OnnxSession
+
+    a = built.root / "a"
+    m = read_manifest(a)
+    bm = read_manifest(built.bb_path)
+    for v in m.variants:
+        q = bm.variant(v.name).dtype not in ("fp32", "f32")
+        want = "adapter.int8.onnx" if q else "adapter.onnx"
+        assert v.extra["adapter_file"] == want and v.files[0] == want
+        assert np.isfinite(v.validation["adapter_max_abs_diff"])
+        f = load(a)
+        f.plan(variant=v.name, batch_size=1)
+        assert Path(f._adapter.path).name == want
+    ops = {n.op_type for n in onnx.load(str(a / "adapter.int8.onnx")).graph.node}
+    assert ops & {"DynamicQuantizeMatMul", "MatMulInteger"}
+    patches = np.random.default_rng(5).standard_normal((3, built.cfg.n_patches, built.cfg.patch_len)).astype(np.float32)
+    fp, q8 = (OnnxSession(a / name).run({"patches": patches})[0] for name in ("adapter.onnx", "adapter.int8.onnx"))
+    assert float(np.abs(q8 - fp).max()) <= 0.05 * float(np.abs(fp).max())
 
 
 def test_onnx_backbone_runs_its_last_layer_on_the_read_rows(built):

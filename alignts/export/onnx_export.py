@@ -114,13 +114,16 @@ def validate_onnx(module, path: str | os.PathLike, make_inputs: Callable[[int], 
     return worst
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, keep_input_layers_fp32: bool = True) -> Path:
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, keep_input_layers_fp32: bool = True,
+                  per_channel: bool = True) -> Path:
     """Dynamic int8 quantization of the weight MatMul/Gemm nodes (onnxruntime.quantization); returns ``dst``.
 
     Per-channel int8 weights in 7-bit range (``reduce_range``: x86 u8 x s8 kernels without VNNI saturate
     the 16-bit intermediate sums with full-range weights; measured 7% vs 1% relative error on a tiny GPT-2),
-    activations quantized per tensor at run time; activation x activation MatMuls (attention scores) stay fp32. keep_input_layers_fp32: leave nodes that read a graph input in fp32 (the
-    patch embedding: tiny, and the largest int8 error on raw-scale inputs).
+    activations quantized per tensor at run time; activation x activation MatMuls (attention scores) stay fp32.
+    keep_input_layers_fp32: leave nodes that read a graph input in fp32 (the patch embedding: tiny, and the largest
+    int8 error on raw-scale inputs). per_channel=False: one scale a weight tensor, for batched 3-D weights (Bridging's
+    folded adapter), which onnxruntime's DynamicQuantizeMatMul takes with per-tensor zero points only.
     """
     _ort()
     import onnx
@@ -135,7 +138,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, keep_input_lay
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("root").setLevel(logging.ERROR)
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
                          reduce_range=True, nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
     fuse_file(dst)  # a source exported before the GELU and attention rewrites
     return dst

@@ -1,5 +1,5 @@
-"""Exploration (session 27), not shipped: Bridging's adapter as dynamic int8 ONNX (per-tensor weights: onnxruntime's
-DynamicQuantizeMatMul takes no per-channel zero points for the batched [H, D+1, K] scores constant; the patch
+"""Exploration (session 27), before it shipped (fit_bridging writes adapter.int8.onnx): Bridging's adapter as
+dynamic int8 ONNX (per-tensor weights: onnxruntime's DynamicQuantizeMatMul takes no per-channel zero points for the batched [H, D+1, K] scores constant; the patch
 embedding kept fp32) beside the shipped fp32 adapter, per backbone variant: MSE on 128 evenly spaced windows of
 ETTh1's last 20 % (instance-scaled), a b=1 forecast in step (the two adapter sessions swapped in one forecaster,
 40 alternating calls) and the adapter alone. python adapter_int8.py > adapter_int8_s27.txt"""

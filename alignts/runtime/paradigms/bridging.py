@@ -38,6 +38,7 @@ from alignts.runtime.threads import single_blas
 log = logging.getLogger(__name__)
 
 ADAPTER_NAME = "adapter.onnx"
+ADAPTER_INT8_NAME = "adapter.int8.onnx"  # the variants on a quantized backbone run it (``extra.adapter_file``)
 HEAD_NAME = "head.npz"
 
 
