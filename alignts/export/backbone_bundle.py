@@ -234,8 +234,9 @@ def export_backbone_bundle(backbone, out: str | os.PathLike, *, tol: float = 1e-
                              n_trials=len(shapes), tol=tol)
         np.save(tmp / TABLE_NAME, table)
         (tmp / TOKENIZER_NAME).write_text(tok_text, encoding="utf-8")
+        out_axes = {0: "batch", 1: "rows" if ROWS_INPUT in axes else "tokens"}
         variant = variant_record(tmp, "onnx-fp32", "onnx", "fp32", [ONNX_NAME], inputs=inputs, outputs=["hidden"],
-                                 dynamic_axes={**axes, "hidden": {0: "batch", 1: "rows" if ROWS_INPUT in axes else "tokens"}},
+                                 dynamic_axes={**axes, "hidden": out_axes},
                                  validation=validation_record(diff, tol, len(shapes)))
         variants, skipped = [variant], None
         if gguf:

@@ -163,7 +163,6 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
             "skip_w": model.skip.weight.detach().cpu().numpy().astype(np.float32),
             "skip_b": model.skip.bias.detach().cpu().numpy().astype(np.float32)}
         np.savez(tmp / HEAD_NAME, weight=w, bias=b, **skip)
-        variant_files = [ADAPTER_NAME, HEAD_NAME]  # the fp32 variants' (the int8 adapter replaces the first)
         reference_files = [write_trained(tmp, bridging_trained_state(model, backbone, seed))]  # for load_torch
         base_config = {**cfg.to_dict(), "d_llm": int(backbone.d_model), "decimals": model.prompt_cfg.decimals,
                        "backbone_spec": backbone.spec, **(config_extra or {})}
@@ -219,9 +218,9 @@ def export_adapter_bundle(model, out: str | os.PathLike, *, backbone_path: Path,
                 continue
             validations[bv] = validation_record(
                 d_pipe, None if quantized(bv) else ptol * scale, int(len(check_x)),
-                reference="torch-fp32 (composed pipeline)", adapter_max_abs_diff=d_adapters[adapter_file(bv)], backbone_max_abs_diff=float(bval.get("max_abs_diff", float("nan"))),
-                pipeline_max_abs_diff=d_pipe)
-        adapter_bytes = sum((tmp / n).stat().st_size for n in variant_files)
+                reference="torch-fp32 (composed pipeline)", adapter_max_abs_diff=d_adapters[adapter_file(bv)],
+                backbone_max_abs_diff=float(bval.get("max_abs_diff", float("nan"))), pipeline_max_abs_diff=d_pipe)
+        adapter_bytes = sum((tmp / n).stat().st_size for n in (ADAPTER_NAME, HEAD_NAME))  # an fp32 variant's
         sizes = ({"adapter_bytes": int(adapter_bytes), "backbone_bytes": bb_bytes,
                   "adapter_to_backbone": adapter_bytes / bb_bytes} if bm is not None
                  else {"adapter_bytes": int(adapter_bytes), "backbone_bytes": 0})

@@ -160,11 +160,7 @@ class LoadedBackbone:
         """Whether ``hidden(..., last=k)`` runs the last layer after its attention (output projection on) on the k
         tokens alone: a BERT's ONNX graph with ``output_rows``, or a BERT on alignts' llama.cpp from patch level 20
         (level 19 cut after the output projection); else every token's is computed."""
-        if self._session is not None:
-            return self._rows
-        from alignts.runtime.backends.gguf import llama_patch_level
-
-        return self._lm.arch == "bert" and llama_patch_level() >= 20
+        return self._rows if self._session is not None else self._lm.last_rows_only
 
     def hidden(self, embeds: np.ndarray, last: int | None = None) -> np.ndarray:
         """Final hidden states ``[S, T, d]`` of the frozen LM on input embeddings ``[S, T, d]`` (onnxruntime: in

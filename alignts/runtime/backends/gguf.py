@@ -526,6 +526,12 @@ class LlamaCppModel:
         self._seq_pos[:] = 0
         self._n_live = 0
 
+    @property
+    def last_rows_only(self) -> bool:
+        """Whether ``hidden_states(..., last=k)`` runs the last layer after its attention (output projection on)
+        on the k rows alone: a BERT from patch level 20 (level 19 cut after the output projection, change 20)."""
+        return self._is_encoder and llama_patch_level() >= 20
+
     @_locked
     def hidden_states(self, embeds: np.ndarray, last: int | None = None) -> np.ndarray:
         """Final hidden states for input embeddings.

@@ -141,7 +141,7 @@ class BridgingForecaster(Forecaster):
             hidden = enc
         else:
             prefix = self._prefix(flat)  # [S, T, d]
-            # the head reads the patches' states only: [S, N, d] (a BERT's last layer then skips the prompt's after attention)
+            # the head reads the patches' states only: [S, N, d] (a BERT's last layer skips the prompt's rows then)
             hidden = self.backbone.hidden(np.concatenate([prefix, enc], axis=1), last=n)
         feats = np.ascontiguousarray(hidden[:, -n:, :d_ff]).reshape(b * ch, n * d_ff)
         with single_blas():  # one BLAS thread: OpenBLAS's workers spin after a backend call (runtime.threads)
