@@ -2,7 +2,7 @@
 
     python scripts/patch_llama.py SDIST_DIR      (the unpacked llama-cpp-python sdist; idempotent)
 
-Twenty changes, each refused loudly when the code they anchor to has moved (update this script then):
+Twenty-one changes, each refused loudly when the code they anchor to has moved (update this script then):
 
 1. ggml looks for GGML_BACKEND_DL backends in the executable's folder and the working directory only, and
    llama-cpp-python never tells it where its own lib/ folder is (abetlen/llama-cpp-python#2069): also search the
@@ -128,6 +128,14 @@ Twenty changes, each refused loudly when the code they anchor to has moved (upda
 20. bert.cpp's last layer takes the output rows before its attention output projection (wo, bias), not after: the
    projection runs on those rows only too (Bridging: 22 of 119 tokens a series). The same cut a BERT backbone's ONNX
    graphs make (alignts/export/backbones/bert.py ``_forward_rows``).
+21. ggml_aligned_malloc (every CPU buffer: weights read from the file, repacked panels, the KV cache, graph memory)
+   gives an allocation of 2 MiB and more on Linux whole 2 MiB pages, aligned, and asks for transparent huge pages
+   (madvise MADV_HUGEPAGE; nothing changes where THP is "never"). A decode step streams every weight from DRAM once:
+   with 4 KB pages one core's hardware prefetchers stop at each page and its TLB misses every 4 KB. A 12 x 768 GPT-2
+   at q8_0 read into huge pages, one sample, in step against the same file mapped: 1.15x (1 thread), 1.18x (2);
+   read into 4 KB pages it was 0.94-0.96x of mapped (results/speed_llama.md section 28). So alignts reads a GGUF
+   where this build and the kernel give huge pages (alignts.runtime.backends.gguf.huge_pages), and maps it in
+   the lean plans. ALIGNTS_HUGE_PAGES=0 in the environment keeps ggml's 64-byte alignment and no advice.
 libllama also exports ``int alignts_llama_patch_level(void)`` (PATCH_LEVEL: the number of changes), so alignts can
 tell its own build from a stock one (an encoder's decode groups rely on change 4).
 """
@@ -140,7 +148,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 KERNELS = HERE / "native" / "ggml"  # alignts_gemm.h (the entry point) and the kernels it includes
 MARK = "alignts:"  # every insertion carries it, so a second run changes nothing
-PATCH_LEVEL = 20  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
+PATCH_LEVEL = 21  # alignts_llama_patch_level(): alignts.runtime.backends.gguf.llama_patch_level reads it
 
 
 def insert(path: Path, anchor: str, text: str, *, before: bool = True) -> None:
@@ -364,6 +372,40 @@ static void alignts_drop_pages(const void *, size_t) {}
 """
 
 
+HUGE_PAGES = """// alignts: an allocation of 2 MiB and more in whole 2 MiB pages, aligned, with transparent huge pages asked for
+// (scripts/patch_llama.py change 21); ALIGNTS_HUGE_PAGES=0 in the environment: ggml's own alignment, no advice
+#if defined(__linux__)
+#include <sys/mman.h>
+static int alignts_aligned_alloc(void ** memory, size_t alignment, size_t * size) {
+    const size_t huge = (size_t) 2 << 20;
+    const char * off = getenv("ALIGNTS_HUGE_PAGES");
+    if (*size < huge || (off && off[0] == '0' && off[1] == 0)) {
+        return posix_memalign(memory, alignment, *size);
+    }
+    *size = (*size + huge - 1) / huge * huge;
+    const int result = posix_memalign(memory, huge, *size);
+    if (result == 0) {
+        madvise(*memory, *size, MADV_HUGEPAGE);  // a hint: THP "never", or no huge page free, keeps 4 KB pages
+    }
+    return result;
+}
+#elif !defined(_WIN32)
+static int alignts_aligned_alloc(void ** memory, size_t alignment, size_t * size) {
+    return posix_memalign(memory, alignment, *size);
+}
+#endif
+
+"""
+
+
+def huge_pages(ggml_c: Path) -> None:
+    """Change 21: ggml_aligned_malloc's large allocations in transparent huge pages on Linux."""
+    insert(ggml_c, "void * ggml_aligned_malloc(size_t size) {\n", HUGE_PAGES)
+    replace_in_function(ggml_c, "void * ggml_aligned_malloc(size_t size) {",
+                        "    int result = posix_memalign(&aligned_memory, alignment, size);\n",
+                        "    int result = alignts_aligned_alloc(&aligned_memory, alignment, &size);  // alignts: change 21\n")
+
+
 def repack_panels(repack: Path) -> None:
     """Change 16: f32 weights repacked into panels by a tensor trait of ggml's CPU_REPACK buffer type."""
     insert(repack, "template <typename BLOC_TYPE, int64_t INTER_SIZE, int64_t NB_COLS, ggml_type PARAM_TYPE> "
@@ -505,6 +547,7 @@ def main(sdist: Path) -> None:
     for copy in ("memcpy(dst_ptr + id, src0_ptr, type_size);", "memcpy(dst_ptr, src0_ptr, type_size);"):
         replace_in_function(ops, "static void ggml_compute_forward_dup_bytes(", copy,
                             copy.replace("memcpy(", "alignts_copy_element(").replace(";", ";  // alignts"))
+    huge_pages(ggml / "ggml.c")  # change 21
     repack_panels(cpu / "repack.cpp")  # change 16
     fuse_nodes(cpu / "ggml-cpu.c")
     insert(sdist / "vendor" / "llama.cpp" / "src" / "llama-model-loader.cpp",

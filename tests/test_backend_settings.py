@@ -159,7 +159,7 @@ def numeric_bundle(tmp_path_factory):
 def test_llama_params_follow_the_settings(numeric_bundle):
     from gguf import GGMLQuantizationType as Q
 
-    from alignts.runtime.backends.gguf import LlamaCppModel
+    from alignts.runtime.backends.gguf import LlamaCppModel, default_use_mmap
 
     m = read_manifest(numeric_bundle)
     path = numeric_bundle / m.variants[0].files[0]
@@ -176,8 +176,8 @@ def test_llama_params_follow_the_settings(numeric_bundle):
             assert lm.model_params.load_mode == L.LLAMA_LOAD_MODE_NONE
         else:
             assert lm.model_params.use_mmap is False
-    with LlamaCppModel(path, n_ctx=64, n_threads=1) as lm:  # defaults: f32 KV, llama.cpp maps the file
-        assert lm.context_params.type_k == Q.F32 and lm.settings["use_mmap"] is True
+    with LlamaCppModel(path, n_ctx=64, n_threads=1) as lm:  # defaults: f32 KV, read where huge pages, else mapped
+        assert lm.context_params.type_k == Q.F32 and lm.settings["use_mmap"] is default_use_mmap()
     with LlamaCppModel(path, n_ctx=64, n_threads=1, flash_attn=True) as lm:
         assert lm.context_params.flash_attn_type == 1 and lm.settings["flash_attn"] is True
 

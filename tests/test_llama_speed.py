@@ -5,6 +5,8 @@ threadpool, fewer threads when the cores are busy), single-threaded BLAS around 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -87,6 +89,53 @@ def test_the_installed_llama_cpp_is_alignts_build():
 
     script = (Path(__file__).resolve().parents[1] / "scripts" / "patch_llama.py").read_text()
     assert llama_patch_level() == int(re.search(r"^PATCH_LEVEL = (\d+)", script, re.M).group(1))
+
+
+def _huge_advised_kb() -> int:
+    """kB of this process's mappings advised MADV_HUGEPAGE (VmFlags ``hg`` in /proc/self/smaps)."""
+    total = size = 0
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if line.startswith("Size:"):
+                size = int(line.split()[1])
+            elif line.startswith("VmFlags:") and "hg" in line.split()[1:]:
+                total += size
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are Linux's")
+def test_large_ggml_buffers_ask_for_huge_pages(ggufs, monkeypatch):
+    """patch change 21: a ggml buffer of 2 MiB and more (here a 4 MiB KV cache: 4096 cells of 1 KB) is whole 2 MiB
+    pages advised MADV_HUGEPAGE; with ALIGNTS_HUGE_PAGES=0 none is, and the runtime maps GGUF files again"""
+    from alignts.runtime.backends import gguf as G
+
+    def advised_while_open() -> int:
+        before = _huge_advised_kb()
+        with _model(ggufs["gpt2"], n_ctx=128, n_seq_max=32) as m:
+            assert m.n_ctx == 128
+            return _huge_advised_kb() - before
+
+    assert advised_while_open() >= 4096
+    assert G.default_use_mmap() is not G.huge_pages()
+    monkeypatch.setenv("ALIGNTS_HUGE_PAGES", "0")
+    assert advised_while_open() == 0
+    assert G.huge_pages() is False and G.default_use_mmap() is True
+
+
+def test_huge_pages_follow_the_kernel_s_mode(tmp_path, monkeypatch):
+    """the runtime reads a GGUF into memory only where THP is always or madvise (else 4 KB pages: slower than the
+    mapped file, results/speed_llama.md section 28)"""
+    from alignts.runtime.backends import gguf as G
+
+    monkeypatch.delenv("ALIGNTS_HUGE_PAGES", raising=False)
+    mode = tmp_path / "enabled"
+    monkeypatch.setattr(G, "THP_ENABLED", mode)
+    for text, huge in [("always [madvise] never\n", True), ("[always] madvise never\n", True),
+                       ("always madvise [never]\n", False)]:
+        mode.write_text(text)
+        assert G.huge_pages() is (huge and G.llama_patch_level() >= 21)
+    mode.unlink()  # no THP in the kernel
+    assert G.huge_pages() is False
 
 
 def test_shared_prompt_kv_while_generated_tokens_are_few_beside_the_prompt():

@@ -43,7 +43,7 @@ ROWS_INPUT = "output_rows"
 _extra_dirs: list[Path] = []
 _lock = threading.Lock()
 _MEM_KEYS = ("arena", "enable_mem_pattern", "disable_prepacking", "kv_type", "use_mmap")
-_MEM_DEFAULTS = {"arena": True, "enable_mem_pattern": True, "disable_prepacking": False, "use_mmap": True}
+_MEM_DEFAULTS = {"arena": True, "enable_mem_pattern": True, "disable_prepacking": False}  # and use_mmap: _mem_default
 _cache: "weakref.WeakValueDictionary[tuple, LoadedBackbone]" = weakref.WeakValueDictionary()
 _n_opened = 0  # backbones actually loaded (not served from the cache) in this process
 
@@ -196,6 +196,16 @@ def _open_table(path: Path, d_model: int) -> np.ndarray:
     return table
 
 
+def _mem_default(key: str) -> Any:
+    """What a backbone opened without settings gets for ``key`` (None: no default, always part of the cache key).
+    llama.cpp's use_mmap is the fast plans' (budget.gguf_use_mmap): read where ggml gives huge pages."""
+    if key == "use_mmap":
+        from alignts.runtime.budget import gguf_use_mmap
+
+        return gguf_use_mmap("fast")
+    return _MEM_DEFAULTS.get(key)
+
+
 def open_backbone(path: str | os.PathLike, sha256: str, variant: str = "onnx-fp32", device: str = "cpu",
                   threads: int | None = None, settings: Mapping[str, Any] | None = None) -> LoadedBackbone:
     """The loaded backbone at ``path`` (cached by hash, variant, device and memory settings: one copy per
@@ -209,7 +219,7 @@ def open_backbone(path: str | os.PathLike, sha256: str, variant: str = "onnx-fp3
     global _n_opened
     # only settings that differ from the backends' defaults: a default plan shares the backbone with plain opens
     mem = tuple(sorted((k, v) for k, v in (settings or {}).items()
-                       if k in _MEM_KEYS and (k not in _MEM_DEFAULTS or v != _MEM_DEFAULTS[k])))
+                       if k in _MEM_KEYS and v != _mem_default(k)))
     key = (sha256, variant, device, mem)
     with _lock:
         hit = _cache.get(key)

@@ -468,6 +468,20 @@ def decode_kv_type(weight_dtype: str) -> str:
         return "f32"
 
 
+def gguf_use_mmap(mode: str) -> bool:
+    """A plan's llama.cpp ``use_mmap``: the lean plans map the GGUF (its pages shared between processes and
+    droppable under pressure); the fast ones read it where that gives huge pages, a decode step's weights streaming
+    1.15-1.18x faster (:func:`alignts.runtime.backends.gguf.default_use_mmap`), else map it too."""
+    if mode == "lean":
+        return True
+    try:
+        from alignts.runtime.backends.gguf import default_use_mmap
+
+        return default_use_mmap()
+    except (ImportError, AlignTSError, OSError):  # no llama.cpp here: the plan is only an estimate
+        return True
+
+
 def _mode_settings(v: Variant, mode: str, sh: _Shape) -> dict[str, Any]:
     if v.backend == "onnx":
         lean = mode == "lean"
@@ -476,10 +490,11 @@ def _mode_settings(v: Variant, mode: str, sh: _Shape) -> dict[str, Any]:
     kv = "f16" if mode == "lean" else str(v.extra.get("kv_type", default_kv))
     if sh.generation:  # one llama.cpp sequence per sample, each holding ``tokens`` cells
         return {"n_ctx": sh.tokens, "n_seq_max": sh.series, "n_batch": max(1, min(LLAMA_N_BATCH, sh.tokens)),
-                "kv_type": kv, "use_mmap": True}
+                "kv_type": kv, "use_mmap": gguf_use_mmap(mode)}
     n_seq, n_batch = embedding_geometry(sh.tokens, sh.series, encoder=not sh.causal,
                                         flash=bool(v.extra.get("flash_attn")))
-    return {"n_ctx": sh.tokens, "n_seq_max": n_seq, "n_batch": n_batch, "kv_type": kv, "use_mmap": True}
+    return {"n_ctx": sh.tokens, "n_seq_max": n_seq, "n_batch": n_batch, "kv_type": kv,
+            "use_mmap": gguf_use_mmap(mode)}
 
 
 def estimate_peak(manifest: Manifest, variant: str | Variant, batch_size: int = 1, context_len: int | None = None,

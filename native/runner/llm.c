@@ -518,6 +518,7 @@ llm *llm_open(const char *path, const llm_params *p) {
     }
     mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
+    mp.load_mode = llm_huge_pages() ? LLAMA_LOAD_MODE_NONE : LLAMA_LOAD_MODE_MMAP;
     m->model = llama_model_load_from_file(path, mp);
     if (!m->model) {
         rt_fail("llama.cpp could not load %s; expected a GGUF model of a supported architecture.%s", path,
@@ -636,6 +637,17 @@ int llm_patch_level(void) {
     int (*level)(void);
     *(void **)&level = dlsym(RTLD_DEFAULT, "alignts_llama_patch_level"); /* only alignts' build exports it */
     return level ? level() : 0;
+}
+
+int llm_huge_pages(void) {
+    char mode[128] = "";
+    const char *off = getenv("ALIGNTS_HUGE_PAGES");
+    FILE *f;
+    if ((off && strcmp(off, "0") == 0) || llm_patch_level() < 21) return 0;
+    if (!(f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r"))) return 0; /* not Linux, or no THP */
+    if (!fgets(mode, sizeof mode, f)) mode[0] = '\0';
+    fclose(f);
+    return strchr(mode, '[') && !strstr(mode, "[never]");
 }
 
 int llm_n_ctx_train(const llm *m) { return llama_model_n_ctx_train(m->model); }

@@ -32,6 +32,12 @@ typedef struct {
  * a stock build (the aarch64 cross-build's, say). */
 int llm_patch_level(void);
 
+/* 1 when a GGUF read into memory lands in transparent huge pages: the linked ggml asks for them (patch level 21),
+ * Linux's THP mode is always or madvise, and ALIGNTS_HUGE_PAGES is not 0. llm_open then reads the file (a decode
+ * step's weights stream 1.15-1.18x faster than mapped, results/speed_llama.md section 28), else maps it. As
+ * alignts/runtime/backends/gguf.py huge_pages. */
+int llm_huge_pages(void);
+
 /* Check the GGUF header, load the model, create the context. NULL after rt_fail. */
 llm *llm_open(const char *path, const llm_params *p);
 void llm_close(llm *m);

@@ -251,6 +251,34 @@ def llama_patch_level() -> int:
     return _state["patch_level"]
 
 
+THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def huge_pages() -> bool:
+    """Whether a GGUF that llama.cpp reads into memory (``use_mmap=False``) lands in transparent huge pages: this
+    build's ggml asks for them (scripts/patch_llama.py change 21), Linux's THP mode is ``always`` or ``madvise``
+    (``/sys/kernel/mm/transparent_hugepage/enabled``) and ALIGNTS_HUGE_PAGES is not ``0``. A decode step streams
+    every weight once: a 12 x 768 GPT-2 at q8_0 steps 1.15x (1 thread) / 1.18x (2) faster read into huge pages
+    than mapped, and 0.94-0.96x read into 4 KB pages (results/speed_llama.md section 28), so without huge pages
+    the file stays mapped."""
+    if os.environ.get("ALIGNTS_HUGE_PAGES") == "0" or llama_patch_level() < 21:
+        return False
+    try:
+        mode = THP_ENABLED.read_text()
+    except OSError:  # not Linux, or no THP in this kernel
+        return False
+    return "[never]" not in mode and "[" in mode
+
+
+def default_use_mmap() -> bool:
+    """A GGUF mapped (True) or read into memory (False) when the caller does not say: read where that gives huge
+    pages (:func:`huge_pages`), else mapped (llama.cpp's own default on a CPU; with every layer on a GPU the host
+    keeps no copy either way). Mapped pages are shared by the processes that map the same file and can be dropped
+    under memory pressure; read ones are this process's own, which the lean memory plans avoid
+    (:func:`alignts.runtime.budget.gguf_use_mmap`)."""
+    return not huge_pages()
+
+
 def encoder_outputs_marked() -> bool:
     """Whether the installed llama.cpp computes a BERT's token embeddings only for the tokens a batch flags as
     outputs (scripts/patch_llama.py change 19: its last layer's FFN then skips the others); else every row."""
@@ -285,8 +313,8 @@ class LlamaCppModel:
             a BERT encoder casts K/V to f16 under it, ~1e-2 on MiniLM's hidden states). With it on, an encoder's
             hidden_states put more series in one decode (``budget.FLASH_DECODE_TOKENS``).
         expect_arch: raise ArtifactError unless the file's architecture is this.
-        use_mmap: map the file (True), read it into memory (False), or None = llama.cpp's default (maps it on
-            CPU).
+        use_mmap: map the file (True), read it into memory (False), or None = :func:`default_use_mmap` (read
+            where ggml gives it huge pages, else mapped).
         kv_unified: one KV cache for all sequences (llama.cpp's kv_unified) instead of one stream each. With it,
             :meth:`prefill`'s prompt cells are shared by every sample (no copies) and a step reads them once for
             all samples, but each token attends over every sample's cells (masked): a win while the samples'
@@ -364,8 +392,7 @@ class LlamaCppModel:
                                "(SIGILL under gcc 12, wrong q8_0 products) are kept out by turning extra buffer "
                                "types off, which also skips ggml's q4_0 repacking. Fix: install alignts' "
                                "llama-cpp-python build (bash scripts/setup).")
-        if use_mmap is not None:
-            _set_mmap(L, mp, bool(use_mmap))
+        _set_mmap(L, mp, default_use_mmap() if use_mmap is None else bool(use_mmap))
         self.model_params = mp
         model = L.llama_model_load_from_file(str(self.path).encode(), mp)
         if not model:
