@@ -91,8 +91,12 @@ def test_the_installed_llama_cpp_is_alignts_build():
     assert llama_patch_level() == int(re.search(r"^PATCH_LEVEL = (\d+)", script, re.M).group(1))
 
 
-def _huge_advised_kb() -> int:
-    """kB of this process's mappings advised MADV_HUGEPAGE (VmFlags ``hg`` in /proc/self/smaps)."""
+_ADVISED_KB = """
+import sys
+from alignts.runtime.backends.gguf import LlamaCppModel
+
+
+def advised_kb():  # kB of the mappings advised MADV_HUGEPAGE (VmFlags hg)
     total = size = 0
     with open("/proc/self/smaps") as f:
         for line in f:
@@ -103,22 +107,33 @@ def _huge_advised_kb() -> int:
     return total
 
 
+before = advised_kb()
+with LlamaCppModel(sys.argv[1], n_ctx=128, n_seq_max=32, n_threads=1, embeddings=True) as m:
+    print(advised_kb() - before)
+"""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are Linux's")
 def test_large_ggml_buffers_ask_for_huge_pages(ggufs, monkeypatch):
     """patch change 21: a ggml buffer of 2 MiB and more (here a 4 MiB KV cache: 4096 cells of 1 KB) is whole 2 MiB
-    pages advised MADV_HUGEPAGE; with ALIGNTS_HUGE_PAGES=0 none is, and the runtime maps GGUF files again"""
+    pages advised MADV_HUGEPAGE; with ALIGNTS_HUGE_PAGES=0 none is, and the runtime maps GGUF files again. Each
+    count in a fresh process: in this one, glibc hands back memory that earlier tests' models had advised."""
+    import os
+    import subprocess
+
     from alignts.runtime.backends import gguf as G
 
-    def advised_while_open() -> int:
-        before = _huge_advised_kb()
-        with _model(ggufs["gpt2"], n_ctx=128, n_seq_max=32) as m:
-            assert m.n_ctx == 128
-            return _huge_advised_kb() - before
+    def advised_kb(**env) -> int:
+        run = subprocess.run([sys.executable, "-c", _ADVISED_KB, str(ggufs["gpt2"])], capture_output=True, text=True,
+                             env={**os.environ, **env}, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return int(run.stdout.split()[-1])
 
-    assert advised_while_open() >= 4096
+    monkeypatch.delenv("ALIGNTS_HUGE_PAGES", raising=False)
+    assert advised_kb() >= 4096
     assert G.default_use_mmap() is not G.huge_pages()
+    assert advised_kb(ALIGNTS_HUGE_PAGES="0") == 0
     monkeypatch.setenv("ALIGNTS_HUGE_PAGES", "0")
-    assert advised_while_open() == 0
     assert G.huge_pages() is False and G.default_use_mmap() is True
 
 
