@@ -1,7 +1,7 @@
 """Verify the CUDA paths on a GPU machine in one go: onnxruntime-gpu's CUDA provider, llama.cpp offload,
 each against the CPU run of the same bundle variant on the same inputs, with timings.
 
-    python scripts/device_check.py BUNDLE... --out DIR [--repeats 20]
+    python scripts/device_check.py BUNDLE... --out DIR [--repeats 20] [--backend onnx|gguf]
 
 For every bundle and variant: forecast the same seeded inputs on ``cpu`` and on ``cuda`` (batch 1 and 32),
 record the provider the runtime reports, max abs diff cuda vs cpu, and p50 latency of each. Injective runs
@@ -43,6 +43,12 @@ def _versions() -> dict:
             out[name] = __import__(name).__version__
         except Exception as e:  # noqa: BLE001
             out[name] = f"not importable ({e})"
+    try:
+        from alignts.runtime.backends.gguf import llama_patch_level
+
+        out["alignts_llama_patch_level"] = llama_patch_level()
+    except Exception as e:  # noqa: BLE001
+        out["alignts_llama_patch_level"] = f"unknown ({e})"
     try:
         import onnxruntime as ort
 
@@ -123,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("bundles", nargs="+")
     ap.add_argument("--out", required=True)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--backend", choices=("onnx", "gguf"), help="only the variants of this backend (gguf: no "
+                    "onnxruntime-gpu needed, except for Bridging's adapter)")
     args = ap.parse_args(argv)
     from alignts.runtime.manifest import read_manifest
 
@@ -131,6 +139,8 @@ def main(argv=None) -> int:
     for b in map(Path, args.bundles):
         m = read_manifest(b)
         for v in m.variants:
+            if args.backend and v.backend != args.backend:
+                continue
             result["rows"].extend(check_variant(b, v, m, args.repeats))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from alignts.export.onnx_fuse import CONTRIB, fuse_attention  # noqa: E402
+from alignts.runtime.backends.onnx import IR_VERSION  # noqa: E402
 
 D, N, H = 16, 4, 4  # width, heads, head size
 
@@ -64,7 +65,7 @@ def _attention_graph(form: str):
         outputs.append(helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["B", N, "S", "S"]))
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", D])],
                           outputs, [numpy_helper.from_array(v, k) for k, v in arr.items()])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=IR_VERSION)
 
 
 def _run(model, x):

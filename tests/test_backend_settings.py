@@ -3,10 +3,13 @@ are read back from the created objects (no torch: a tiny ONNX graph built here a
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 
 from alignts.errors import InputError
+from alignts.runtime.backends.onnx import IR_VERSION
 from alignts.runtime.budget import describe_plan, estimate_peak
 from alignts.runtime.forecaster import Forecaster
 from alignts.runtime.manifest import Manifest, Variant, file_entries, read_manifest, write_manifest
@@ -36,7 +39,8 @@ def _matmul_onnx(path):
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["S", D])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["S", D])], [w])
-    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=IR_VERSION)
+    path.write_bytes(model.SerializeToString())
     return path
 
 
@@ -62,7 +66,8 @@ def _residual_layer_norm_onnx(path):
              helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12)]
     io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 5, D]) for n in ("x", "r", "y")]
     g = helper.make_graph(nodes, "g", io[:2], io[2:], inits)
-    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=IR_VERSION)
+    path.write_bytes(model.SerializeToString())
     return path
 
 
@@ -172,6 +177,9 @@ def test_llama_params_follow_the_settings(numeric_bundle):
         assert lm.settings == {"n_ctx": 64, "n_seq_max": 2, "n_batch": 32, "kv_type": "f16", "use_mmap": False,
                                "flash_attn": False, "kv_unified": False, "kv_cells": 128}
         assert lm.context_params.flash_attn_type == 0  # off unless asked: exact
+        # device="cpu" names no device to offload to: a CUDA build would otherwise keep the weights in pinned
+        # host buffers and run large batches on the GPU (results/cuda/README.md, 2026-11-30)
+        assert lm.model_params.devices and ctypes.c_void_p.from_address(lm.model_params.devices).value is None
         if hasattr(lm.model_params, "load_mode"):
             assert lm.model_params.load_mode == L.LLAMA_LOAD_MODE_NONE
         else:

@@ -232,10 +232,12 @@ def _open_trivial(backend: str) -> None:
         import onnxruntime as ort
         from onnx import TensorProto, helper
 
+        from alignts.runtime.backends.onnx import IR_VERSION
+
         g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["S", 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["S", 8])])
-        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=IR_VERSION)
         so = ort.SessionOptions()
         so.log_severity_level = 3
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])

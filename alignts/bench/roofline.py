@@ -70,7 +70,7 @@ def _ort_gemm(n: int, threads: int | None, repeats: int, int8: bool) -> float:
     import onnx
     from onnx import TensorProto, helper
 
-    from alignts.runtime.backends.onnx import _ort
+    from alignts.runtime.backends.onnx import IR_VERSION, _ort
 
     ort = _ort()
     rng = np.random.default_rng(0)
@@ -85,7 +85,7 @@ def _ort_gemm(n: int, threads: int | None, repeats: int, int8: bool) -> float:
     graph = helper.make_graph(
         [helper.make_node(op, ["a", "w"], ["y"])], "gemm", [helper.make_tensor_value_info("a", a_type, [n, n])],
         [helper.make_tensor_value_info("y", y_type, [n, n])], [onnx.numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if threads:

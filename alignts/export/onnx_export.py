@@ -114,6 +114,19 @@ def validate_onnx(module, path: str | os.PathLike, make_inputs: Callable[[int], 
     return worst
 
 
+def _without_initializer_shapes(model):
+    """``model`` without the value_info entries that repeat an initializer's shape (torch.onnx writes them).
+    onnxruntime <= 1.31's dynamic quantizer transposes a Gemm's weight in place (transB=1) and leaves such an entry
+    behind, and its shape inference then fails ("Inferred shape and existing shape differ"); 1.31.1 is the newest
+    onnxruntime-gpu. The initializers carry their own shapes, so nothing is lost."""
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    keep = [v for v in g.value_info if v.name not in inits]
+    del g.value_info[:]
+    g.value_info.extend(keep)
+    return model
+
+
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, keep_input_layers_fp32: bool = True,
                   per_channel: bool = True) -> Path:
     """Dynamic int8 quantization of the weight MatMul/Gemm nodes (onnxruntime.quantization); returns ``dst``.
@@ -130,15 +143,15 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, keep_input_lay
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst = Path(dst)
+    model = _without_initializer_shapes(onnx.load(str(src)))
     exclude = []
     if keep_input_layers_fp32:
-        g = onnx.load(str(src), load_external_data=False).graph
-        inputs = {i.name for i in g.input}
-        exclude = [n.name for n in g.node if n.op_type in ("MatMul", "Gemm") and inputs & set(n.input)]
+        inputs = {i.name for i in model.graph.input}
+        exclude = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and inputs & set(n.input)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("root").setLevel(logging.ERROR)
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+        quantize_dynamic(model, str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
                          reduce_range=True, nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
     fuse_file(dst)  # a source exported before the GELU and attention rewrites
     return dst

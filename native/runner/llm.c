@@ -498,6 +498,9 @@ done:
     return rc;
 }
 
+/* an empty, NULL-terminated device list: llama.cpp offloads to none of a GPU build's devices */
+static ggml_backend_dev_t no_devices[1] = {NULL};
+
 llm *llm_open(const char *path, const llm_params *p) {
     struct llama_model_params mp;
     struct llama_context_params cp;
@@ -518,6 +521,7 @@ llm *llm_open(const char *path, const llm_params *p) {
     }
     mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
+    mp.devices = no_devices; /* a GPU build of libllama stays on the CPU (no pinned host buffers, no op offload) */
     mp.load_mode = llm_huge_pages() ? LLAMA_LOAD_MODE_NONE : LLAMA_LOAD_MODE_MMAP;
     m->model = llama_model_load_from_file(path, mp);
     if (!m->model) {

@@ -384,6 +384,13 @@ class LlamaCppModel:
 
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = int(n_gpu_layers)
+        if device == "cpu":
+            # No devices for llama.cpp to offload to. In a CUDA build it otherwise keeps the weights in the GPU's
+            # pinned host buffers (ahead of the CPU's repacked panels, change 16) and runs a large batch's
+            # products on the GPU (op_offload): a device="cpu" forecast on the GPU. A CPU-only build has no such
+            # device: nothing changes there. llama.cpp reads the NULL-terminated list during the load only.
+            self._no_devices = (ctypes.c_void_p * 1)()
+            mp.devices = ctypes.addressof(self._no_devices)
         if hasattr(mp, "use_extra_bufts") and amx_unsafe():  # keep weights off ggml's AMX path (and its repacks)
             mp.use_extra_bufts = False
             if not _state.get("amx_warned"):

@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 # other's files (DESIGN.md: onnxruntime and onnxruntime-gpu cannot coexist)
 ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
 
+# The ONNX IR version of the graphs alignts builds by hand (bench probes, tests): what its exports carry (torch.onnx
+# writes 10) and every onnxruntime it supports reads (>= 1.18). onnx >= 1.23 writes IR 14 unless told, which
+# onnxruntime-gpu 1.31.1, the newest GPU wheel, refuses: "Unsupported model IR version: 14, max supported IR
+# version: 13" (seen on the lent H200, results/cuda/README.md).
+IR_VERSION = 10
+
 
 @functools.lru_cache(maxsize=1)
 def ort_distributions() -> tuple[tuple[str, str], ...]:
