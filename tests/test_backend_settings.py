@@ -190,6 +190,40 @@ def test_llama_params_follow_the_settings(numeric_bundle):
         assert lm.context_params.flash_attn_type == 1 and lm.settings["flash_attn"] is True
 
 
+def test_contexts_of_one_file_share_one_llama_model(numeric_bundle):
+    """Two opens of one GGUF with the same load parameters share one llama_model (read into memory, each would
+    hold a copy of the weights); their contexts run at once from two threads and give the serial logits; the
+    last close frees it, and other load parameters get a model of their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from alignts.runtime.backends.gguf import LlamaCppModel, shared_models
+
+    path = numeric_bundle / read_manifest(numeric_bundle).variants[0].files[0]
+    ids = (np.arange(37) % 12 + 2).astype(np.int32)  # the numeric LM has 15 tokens
+    before = shared_models()
+    a = LlamaCppModel(path, n_ctx=64, n_threads=1, use_mmap=False)
+    b = LlamaCppModel(path, n_ctx=64, n_threads=1, use_mmap=False)
+    c = LlamaCppModel(path, n_ctx=64, n_threads=1, use_mmap=True)
+    assert a._model == b._model != c._model and shared_models() == before + 2
+
+    def run(m):
+        with m.lock:
+            return np.stack([m.prefill(ids[:20], 1)[0]] + [m.step([int(t)])[0] for t in ids[20:]])
+
+    serial = run(a)
+    for _ in range(3):
+        with ThreadPoolExecutor(2) as ex:
+            got = list(ex.map(run, (a, b)))
+        np.testing.assert_array_equal(got[0], serial)
+        np.testing.assert_array_equal(got[1], serial)
+    a.close()
+    np.testing.assert_array_equal(run(b), serial)  # b's model outlives a
+    assert shared_models() == before + 2
+    b.close()
+    c.close()
+    assert shared_models() == before
+
+
 def test_injective_plan_passes_kv_type_and_mmap_to_llama_cpp(numeric_bundle, monkeypatch):
     import alignts.runtime as rt
     import alignts.runtime.backends.gguf as gguf_backend

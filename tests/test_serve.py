@@ -357,8 +357,12 @@ def test_llama_cpp_contexts_per_worker(tiny_bundles):
         ctx = {m.split("=")[0]: c.get(f"/v2/models/{m.split('=')[0]}").json()["parameters"] for m in models}
         assert {n: (p["variant"], p["contexts"]) for n, p in ctx.items()} == {
             "ig": ("gguf-f32", 2), "io": ("onnx-fp32", 1), "bg": ("gguf-f32", 1), "jg": ("gguf-f32", 2)}
+        ig = s.state.registry.entries["ig"].choice  # two contexts over one llama_model: its weights count once
+        assert 0 < ig.shared_bytes < ig.own_bytes
         assert c.get("/v2/models/ig").json()["parameters"]["memory"]["model_estimate_bytes"] == \
-            2 * s.state.registry.entries["ig"].choice.own_bytes
+            2 * ig.own_bytes - ig.shared_bytes
+        fs = s.state.registry.entries["ig"].forecasters
+        assert fs[0]._lm._model == fs[1]._lm._model
         xs = series(8, 2, 1, 32, seed=14)
         for name in ("ig", "bg", "jg"):
             serial = [outputs_of(c.post(f"/v2/models/{name}/infer", json=infer_body(x)).json()) for x in xs]

@@ -74,7 +74,7 @@ class Metrics:
         for name, e in registry.entries.items():
             self.queue_depth.labels(name).set(depth.get(name, 0))
             c = e.choice
-            self.model_estimate.labels(name).set(c.own_bytes * c.contexts + c.backbone_bytes)
+            self.model_estimate.labels(name).set(c.alone)
             self.model_rss.labels(name).set(e.rss_delta)
             self.model_loaded.labels(name).set(1 if e.state == "ready" else 0)
             self.model_loads.labels(name).set(e.loads)

@@ -5,8 +5,9 @@ The budget is the server process's resident memory. It holds one process overhea
 pandas, numba, the runtime libraries the plans open: :func:`alignts.runtime.budget.runtime_overhead` for the
 heaviest paradigm served, plus ``SERVER_OVERHEAD`` for starlette, uvicorn and prometheus-client) and, for each
 loaded model, its weights + activations + KV cache at the server's batch size (the planner's estimate less its
-process overhead) times its contexts. Bridging adapters over the same backbone (hash, variant, memory settings)
-load it once (:mod:`alignts.runtime.backbone_store`): its weights count once.
+process overhead) times its contexts, llama.cpp's weights once (its contexts share one llama_model). Bridging
+adapters over the same backbone (hash, variant, memory settings) load it once (:mod:`alignts.runtime.backbone_store`):
+its weights count once.
 
 :meth:`ModelRegistry.plan` starts from each model's most accurate variant with the fast settings and steps
 down (lean settings, then smaller variants, one step of the model that saves most at a time) until every model
@@ -70,7 +71,9 @@ def read_rss() -> int:
 @dataclass(frozen=True)
 class Candidate:
     """One way to run a model: variant, settings mode, bytes of its own (weights + activations + KV, per
-    context), the shared backbone's key and bytes (Bridging; None otherwise), contexts, and the estimate."""
+    context), the shared backbone's key and bytes (Bridging; None otherwise), contexts, the estimate, and the
+    bytes of own_bytes that every context reads from one copy (llama.cpp's weights: one llama_model a process,
+    alignts.runtime.backends.gguf; 0 for onnxruntime, whose Injective sessions hold a copy each)."""
 
     variant: str
     backend: str
@@ -80,10 +83,16 @@ class Candidate:
     backbone: tuple | None
     backbone_bytes: int
     estimate_total: int
+    shared_bytes: int = 0
+
+    @property
+    def own_total(self) -> int:
+        """Its own bytes over all its contexts: the shared ones once."""
+        return self.own_bytes * self.contexts - self.shared_bytes * (self.contexts - 1)
 
     @property
     def alone(self) -> int:
-        return self.own_bytes * self.contexts + self.backbone_bytes
+        return self.own_total + self.backbone_bytes
 
 
 @dataclass
@@ -207,7 +216,8 @@ class ModelRegistry:
                 own = max(0, est.total - est.runtime_overhead - bb_bytes)
                 out.append(Candidate(variant=v.name, backend=v.backend, mode=mode, own_bytes=own,
                                      contexts=self._contexts(m, v.backend), backbone=bb_key, backbone_bytes=bb_bytes,
-                                     estimate_total=est.total))
+                                     estimate_total=est.total,
+                                     shared_bytes=min(own, est.weights) if v.backend == "gguf" else 0))
         if not out:
             have = ", ".join(f"{v.name} ({v.backend})" for v in m.variants) or "none"
             raise InputError(f"{path}: no variant runs here (the bundle has {have}; backends here: "
@@ -224,7 +234,7 @@ class ModelRegistry:
     def total_bytes(self, choices: dict[str, Candidate]) -> int:
         """Overhead + every chosen model's own bytes + each distinct backbone once."""
         backbones = {c.backbone: c.backbone_bytes for c in choices.values() if c.backbone is not None}
-        return self.overhead + sum(c.own_bytes * c.contexts for c in choices.values()) + sum(backbones.values())
+        return self.overhead + sum(c.own_total for c in choices.values()) + sum(backbones.values())
 
     def plan(self) -> str:
         """Choose each model's candidate; returns ``resident`` (all fit together) or ``on-demand`` (LRU)."""
@@ -419,7 +429,7 @@ class ModelRegistry:
                "variant": c.variant, "backend": c.backend, "memory_mode": c.mode, "batching": e.batching,
                "contexts": c.contexts, "context_len": cfg.context_len, "horizon": cfg.horizon,
                "memory": {"budget_bytes": self.budget, "plan": self.mode, "server_estimate_bytes": self.overhead,
-                          "model_estimate_bytes": c.own_bytes * c.contexts,
+                          "model_estimate_bytes": c.own_total,
                           "shared_backbone_bytes": c.backbone_bytes, "shared_backbone": c.backbone[0] if c.backbone
                           else None, "loaded_estimate_bytes": self.loaded_bytes(), "rss_bytes": read_rss(),
                           "rss_delta_at_load_bytes": e.rss_delta},

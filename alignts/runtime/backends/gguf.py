@@ -60,6 +60,11 @@ _FLASH_ATTN = {None: -1, False: 0, True: 1}
 _lock = threading.Lock()
 _state: dict[str, Any] = {"lib": None, "log_cb": None}
 _recent_log: collections.deque[str] = collections.deque(maxlen=20)
+# Loaded llama_models shared by the contexts of one process (a server's workers, forecasters of one bundle):
+# {key: [llama_model pointer, users]}, the key being the file (path, size, mtime) and the load parameters.
+# Read into memory (huge pages), each context would otherwise hold its own copy of the weights; llama.cpp's
+# contexts only read a model. Under _lock.
+_models: dict[tuple, list] = {}
 
 
 def _lib():
@@ -293,6 +298,49 @@ def _native_functions():
     return _state["native"]
 
 
+def _model_key(path: Path, mp, device: str) -> tuple:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, device, int(mp.n_gpu_layers),
+            int(getattr(mp, "load_mode", -1)), bool(getattr(mp, "use_mmap", False)),
+            bool(getattr(mp, "use_extra_bufts", True)))
+
+
+def _acquire_model(L, path: Path, mp, device: str):
+    """The llama_model of ``path`` loaded with ``mp``: the one another open of the same file and parameters
+    already holds, or a new one. Every acquire is paired with a :func:`_release_model`."""
+    key = _model_key(path, mp, device)
+    with _lock:
+        held = _models.get(key)
+        if held is not None:
+            held[1] += 1
+            return held[0]
+        model = L.llama_model_load_from_file(str(path).encode(), mp)  # under the lock: one load of a file at a time
+        if not model:
+            raise ArtifactError(f"llama.cpp could not load {path} (it passed alignts' checks); expected a GGUF "
+                                f"model of a supported architecture.{_last_log()}")
+        _models[key] = [model, 1]
+        return model
+
+
+def _release_model(L, model) -> None:
+    """One user fewer of ``model``; the last one frees it."""
+    with _lock:
+        for key, held in _models.items():
+            if held[0] == model:
+                held[1] -= 1
+                if held[1] == 0:
+                    del _models[key]
+                    L.llama_model_free(model)
+                return
+    L.llama_model_free(model)  # not shared (not expected)
+
+
+def shared_models() -> int:
+    """How many llama_models this process holds (each shared by one or more LlamaCppModel)."""
+    with _lock:
+        return len(_models)
+
+
 class LlamaCppModel:
     """A GGUF model loaded in llama.cpp (CPU, or CUDA with every layer offloaded).
 
@@ -401,11 +449,7 @@ class LlamaCppModel:
                                "llama-cpp-python build (bash scripts/setup).")
         _set_mmap(L, mp, default_use_mmap() if use_mmap is None else bool(use_mmap))
         self.model_params = mp
-        model = L.llama_model_load_from_file(str(self.path).encode(), mp)
-        if not model:
-            raise ArtifactError(f"llama.cpp could not load {self.path} (it passed alignts' checks); expected a "
-                                f"GGUF model of a supported architecture.{_last_log()}")
-        self._model = model
+        self._model = _acquire_model(L, self.path, mp, device)
 
         self._is_encoder = self.arch == "bert"  # no KV cache: llama_decode runs the encoder
         import gguf  # numpy-only core dependency: its enums give the ggml numbers
@@ -433,7 +477,7 @@ class LlamaCppModel:
         self.settings = {"n_ctx": self.n_ctx, "n_seq_max": self.n_seq_max, "n_batch": self.n_batch,
                          "kv_type": kv_type, "use_mmap": _mmap_on(L, mp), "flash_attn": flash_attn,
                          "kv_unified": self.kv_unified, "kv_cells": int(cp.n_ctx)}
-        ctx = L.llama_init_from_model(model, cp)
+        ctx = L.llama_init_from_model(self._model, cp)
         if not ctx:
             self.close()
             raise BackendUnavailableError(f"llama.cpp could not create a context for {self.path} (n_ctx="
@@ -445,9 +489,9 @@ class LlamaCppModel:
         if device == "cpu" and nt > 1:
             self._attach_threadpool(nt)
 
-        self._vocab = L.llama_model_get_vocab(model)
+        self._vocab = L.llama_model_get_vocab(self._model)
         self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
-        self.n_embd = int(L.llama_model_n_embd(model))
+        self.n_embd = int(L.llama_model_n_embd(self._model))
         self.eos_id = int(L.llama_vocab_eos(self._vocab))
 
         if lora_infos:
@@ -517,7 +561,7 @@ class LlamaCppModel:
             L.llama_adapter_lora_free(ad)
         self._adapters = []
         if self._model:
-            L.llama_model_free(self._model)
+            _release_model(L, self._model)
             self._model = None
 
     def __enter__(self) -> "LlamaCppModel":
