@@ -440,6 +440,24 @@ def test_lora_adapter_scales(llama_cpp, tmp_path, arch):
     d = {s: float(np.abs(out[s] - r).max()) for s, r in ((0.0, ref0), (0.5, ref_half), (1.0, ref_merged))}
     print(f"{arch} LoRA max abs diff by scale {d}")
     assert all(v <= TOL_F32 for v in d.values())
+    # the three open at once share one llama_model, each context its own adapter scale, run from three threads
+    from concurrent.futures import ThreadPoolExecutor
+
+    ms = {scale: _llama(base_path, n_ctx=32, loras=[(ad, scale)]) for scale in out}
+    try:
+        assert len({m._model for m in ms.values()}) == 1
+
+        def run(scale):
+            with ms[scale].lock:
+                return [ms[scale].prefill(ids, 1)[0] for _ in range(3)]
+
+        with ThreadPoolExecutor(3) as ex:
+            for scale, got in zip(ms, ex.map(run, ms)):
+                for g in got:
+                    np.testing.assert_array_equal(g, out[scale])
+    finally:
+        for m in ms.values():
+            m.close()
 
 
 def test_tokenize_and_pieces_bert_vocab(llama_cpp, tmp_path):

@@ -37,7 +37,8 @@ fi
 mkdir "$tmp/src" && tar xzf "$sdist" -C "$tmp/src" --strip-components=1
 "$py" scripts/patch_llama.py "$tmp/src" >/dev/null
 v=vendor/llama.cpp
-(cd "$tmp/src" && rm -rf .git $v/.git $v/models $v/docs $v/benches $v/conversion $v/tests $v/tools $v/examples examples docker docs \
+(cd "$tmp/src" && rm -rf .git $v/.git $v/models $v/docs $v/benches $v/conversion $v/tests $v/tools $v/examples \
+        examples docker docs \
     && find $v/ggml/src -maxdepth 1 -type d -name 'ggml-*' ! -name ggml-cpu ! -name ggml-cuda -exec rm -rf {} + \
     && tar cJf "$root/$dev/llama_src.tar.xz" .)
 

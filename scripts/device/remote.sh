@@ -6,10 +6,11 @@
 #   bash scripts/device/remote.sh part N       keep .dev/ort.pN in /tmp/parts
 #   bash scripts/device/remote.sh check [ort]  wait for the build, install into /tmp/site, run the checks into $OUT
 #
-# check: (1) a GGUF loaded in fresh processes, plain and with each suspect of the 2026-11-30 segfault taken away;
-# (2) scripts/device/inj_logits.py (teacher-forced logits, CPU vs CUDA, f32 and f16 KV); (3) scripts/device_check.py
-# over .dev/b (with `ort`: onnxruntime-gpu from the parts, every variant; without: the GGUF variants only, which
-# need no onnxruntime-gpu); (4) the numba CUDA kernels (alignts bench kernels --device cuda, tests/test_kernels_cuda.py).
+# check: (1) a GGUF loaded in fresh processes, plain and with each suspect of the 2026-11-30 segfault taken
+# away; (2) scripts/device/inj_logits.py (teacher-forced logits, CPU vs CUDA, f32 and f16 KV);
+# (3) scripts/device_check.py over .dev/b (with `ort`: onnxruntime-gpu from the parts, every variant; without:
+# the GGUF variants only, which need no onnxruntime-gpu); (4) the numba CUDA kernels (alignts bench kernels
+# --device cuda, tests/test_kernels_cuda.py).
 set -u
 export PYTHONUNBUFFERED=1
 root=$PWD
