@@ -68,7 +68,8 @@ r('/tmp/inj_numeric/numeric_lm-f16.gguf', '/tmp/numeric_lm-f32.gguf', 'f32')" ||
         done
     done
     if command -v cuda-gdb >/dev/null; then
-        timeout 120 cuda-gdb -batch -ex run -ex bt --args python3 -c "${load/DEV/\'cpu\'}" > "$OUT/d/gdb.txt" 2>&1
+        cpu="'cpu'"
+        timeout 120 cuda-gdb -batch -ex run -ex bt --args python3 -c "${load/DEV/$cpu}" > "$OUT/d/gdb.txt" 2>&1
         grep -E '^#[0-9]' "$OUT/d/gdb.txt" | head -25
     fi
     echo "== (2) Injective teacher-forced logits"
