@@ -65,6 +65,8 @@ _recent_log: collections.deque[str] = collections.deque(maxlen=20)
 # Read into memory (huge pages), each context would otherwise hold its own copy of the weights; llama.cpp's
 # contexts only read a model. Under _lock.
 _models: dict[tuple, list] = {}
+# an empty NULL-terminated device list: a model loaded with it offloads to none of a GPU build's devices
+_NO_DEVICES = (ctypes.c_void_p * 1)()
 
 
 def _lib():
@@ -305,34 +307,31 @@ def _model_key(path: Path, mp, device: str) -> tuple:
             bool(getattr(mp, "use_extra_bufts", True)))
 
 
-def _acquire_model(L, path: Path, mp, device: str):
-    """The llama_model of ``path`` loaded with ``mp``: the one another open of the same file and parameters
-    already holds, or a new one. Every acquire is paired with a :func:`_release_model`."""
+def _acquire_model(L, path: Path, mp, device: str) -> tuple:
+    """(the llama_model of ``path`` loaded with ``mp``, its key): the one another open of the same file and
+    parameters already holds, or a new one. Every acquire is paired with a :func:`_release_model` of the key."""
     key = _model_key(path, mp, device)
     with _lock:
         held = _models.get(key)
         if held is not None:
             held[1] += 1
-            return held[0]
+            return held[0], key
         model = L.llama_model_load_from_file(str(path).encode(), mp)  # under the lock: one load of a file at a time
         if not model:
             raise ArtifactError(f"llama.cpp could not load {path} (it passed alignts' checks); expected a GGUF "
                                 f"model of a supported architecture.{_last_log()}")
         _models[key] = [model, 1]
-        return model
+        return model, key
 
 
-def _release_model(L, model) -> None:
-    """One user fewer of ``model``; the last one frees it."""
+def _release_model(L, key: tuple) -> None:
+    """One user fewer of the model acquired under ``key``; the last one frees it."""
     with _lock:
-        for key, held in _models.items():
-            if held[0] == model:
-                held[1] -= 1
-                if held[1] == 0:
-                    del _models[key]
-                    L.llama_model_free(model)
-                return
-    L.llama_model_free(model)  # not shared (not expected)
+        held = _models[key]
+        held[1] -= 1
+        if held[1] == 0:
+            del _models[key]
+            L.llama_model_free(held[0])
 
 
 def shared_models() -> int:
@@ -436,9 +435,8 @@ class LlamaCppModel:
             # No devices for llama.cpp to offload to. In a CUDA build it otherwise keeps the weights in the GPU's
             # pinned host buffers (ahead of the CPU's repacked panels, change 16) and runs a large batch's
             # products on the GPU (op_offload): a device="cpu" forecast on the GPU. A CPU-only build has no such
-            # device: nothing changes there. llama.cpp reads the NULL-terminated list during the load only.
-            self._no_devices = (ctypes.c_void_p * 1)()
-            mp.devices = ctypes.addressof(self._no_devices)
+            # device: nothing changes there.
+            mp.devices = ctypes.addressof(_NO_DEVICES)
         if hasattr(mp, "use_extra_bufts") and amx_unsafe():  # keep weights off ggml's AMX path (and its repacks)
             mp.use_extra_bufts = False
             if not _state.get("amx_warned"):
@@ -449,7 +447,7 @@ class LlamaCppModel:
                                "llama-cpp-python build (bash scripts/setup).")
         _set_mmap(L, mp, default_use_mmap() if use_mmap is None else bool(use_mmap))
         self.model_params = mp
-        self._model = _acquire_model(L, self.path, mp, device)
+        self._model, self._model_key = _acquire_model(L, self.path, mp, device)
 
         self._is_encoder = self.arch == "bert"  # no KV cache: llama_decode runs the encoder
         import gguf  # numpy-only core dependency: its enums give the ggml numbers
@@ -561,7 +559,7 @@ class LlamaCppModel:
             L.llama_adapter_lora_free(ad)
         self._adapters = []
         if self._model:
-            _release_model(L, self._model)
+            _release_model(L, self._model_key)
             self._model = None
 
     def __enter__(self) -> "LlamaCppModel":
